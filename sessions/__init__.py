@@ -1,0 +1,1 @@
+"""VidXAI sessions package."""

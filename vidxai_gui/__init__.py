@@ -1,0 +1,1 @@
+"""VidXAI vidxai_gui package."""
