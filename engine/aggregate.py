@@ -1,0 +1,86 @@
+"""Video-level aggregation of per-frame scores (METHODS §9).
+
+EWMA smoothing ỹ_1 = y_1, ỹ_t = α y_t + (1 − α) ỹ_{t−1}; the video decision is argmax of the last
+smoothed state. Frames without a face do not enter the recurrence: they carry the previous state,
+so a short detector dropout neither resets nor drags the running estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.signal import lfilter
+
+log = logging.getLogger(__name__)
+
+NO_FACE = "no face"
+
+
+def ewma(scores: np.ndarray, alpha: float, valid: np.ndarray | None = None) -> np.ndarray:
+    """Exponentially weighted moving average over time of a T×C score array.
+
+    ``valid`` (bool, length T) marks frames with a face; invalid frames, and frames whose scores are
+    not all finite, carry the previous smoothed state. Rows before the first valid frame are NaN.
+    Returns float64 T×C.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"EWMA alpha must be in (0, 1], got {alpha}")
+    y = np.asarray(scores, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ValueError(f"scores must be T×C, got shape {np.shape(scores)}")
+    t_len = y.shape[0]
+    ok = np.isfinite(y).all(axis=1)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != (t_len,):
+            raise ValueError(f"valid must have length {t_len}, got shape {valid.shape}")
+        ok &= valid
+    out = np.full_like(y, np.nan)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return out
+    # Skipped frames carry the state, so the recurrence runs over the valid rows only: one lfilter
+    # call over the compacted rows, then a forward fill back onto the full timeline.
+    yv = y[idx]
+    zi = ((1.0 - alpha) * yv[0])[None, :]  # makes the first output equal y_1 exactly
+    smoothed, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], yv, axis=0, zi=zi)
+    pos = np.cumsum(ok) - 1
+    started = pos >= 0
+    out[started] = smoothed[pos[started]]
+    return out
+
+
+def frame_predictions(smoothed: np.ndarray) -> np.ndarray:
+    """Per-frame argmax of a T×C array; −1 where the row is not finite (no face yet)."""
+    s = np.asarray(smoothed, dtype=np.float64)
+    finite = np.isfinite(s).all(axis=1)
+    pred = np.full(s.shape[0], -1, dtype=np.int64)
+    if finite.any():
+        pred[finite] = np.argmax(s[finite], axis=1)
+    return pred
+
+
+def video_decision(smoothed: np.ndarray, classes: Sequence[str]) -> str:
+    """Class name of argmax of the last finite smoothed state, or ``"no face"`` when there is none."""
+    s = np.asarray(smoothed, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != len(classes):
+        raise ValueError(f"smoothed scores must be T×{len(classes)}, got shape {s.shape}")
+    finite = np.flatnonzero(np.isfinite(s).all(axis=1))
+    if finite.size == 0:
+        return NO_FACE
+    return str(classes[int(np.argmax(s[finite[-1]]))])
+
+
+def decision_runs(pred: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
+    """Maximal runs of equal consecutive predictions as (start, end_exclusive, cls)."""
+    p = np.asarray(pred)
+    if p.size == 0:
+        return []
+    change = np.flatnonzero(p[1:] != p[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [p.size]))
+    return [(int(s), int(e), int(p[s])) for s, e in zip(starts, ends, strict=True)]

@@ -1,0 +1,262 @@
+"""Checkpoint folders: ``model.safetensors`` + ``model.json`` + ``prototypes/<j>.png``.
+
+Nothing here ever unpickles: weights are safetensors, everything else JSON and PNG. A checkpoint from a
+colleague is verified (format version, sha256 of the weights, every tensor name and shape) before any
+weight reaches the model, so a tampered or damaged folder is refused with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from engine.models import ARCHS, FrameModel, ModelSpec, build_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vidxai-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "model.json"
+PROTOTYPES = "prototypes"
+
+
+class CheckpointError(Exception):
+    """A checkpoint folder that cannot be loaded; the message names the file and what to do."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported on every platform (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata: dict[str, Any],
+                    prototype_crops: dict[int, np.ndarray] | None = None, half: bool = False) -> Path:
+    """Write ``model`` into ``folder`` (created if needed) and return the folder.
+
+    Every file is written to a temporary name, fsynced and swapped in with ``os.replace``; model.json
+    goes last and records the sha256 of the weights, so a half-finished save never loads as valid.
+    ``half=True`` stores floating tensors as float16 (loaded back as float32).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        if t.is_floating_point():
+            t = t.to(dtype)
+        # clone: safetensors refuses tensors that share storage or are views.
+        tensors[name] = t.contiguous().clone()
+
+    # Stage everything under temporary names first, so a failure (bad metadata, full disk) leaves the
+    # previous checkpoint untouched; then swap weights, crops and finally model.json.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS}.", suffix=".tmp")
+    os.close(fd)
+    staging: Path | None = None
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        sha = _sha256(Path(tmp))
+        png_names: list[str] = []
+        if prototype_crops:
+            staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{PROTOTYPES}.", suffix=".tmp"))
+            for j, crop in sorted(prototype_crops.items()):
+                a = np.asarray(crop)
+                if a.dtype != np.uint8:
+                    raise ValueError(f"prototype crop {j} must be uint8, got {a.dtype}")
+                if a.ndim == 3 and a.shape[2] == 1:
+                    a = a[:, :, 0]
+                p = staging / f"{int(j)}.png"
+                Image.fromarray(a).save(p)
+                with open(p, "rb+") as f:
+                    os.fsync(f.fileno())
+                png_names.append(f"{PROTOTYPES}/{int(j)}.png")
+        doc = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": model.spec.to_json(),
+            "metadata": metadata,
+            "weights": {
+                "file": WEIGHTS,
+                "sha256": sha,
+                "dtype": "float16" if half else "float32",
+                "tensors": {k: list(v.shape) for k, v in tensors.items()},
+            },
+            "prototypes": png_names,
+        }
+        try:
+            text = json.dumps(doc, indent=1, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint metadata for {folder} is not plain JSON: {e}") from e
+
+        os.replace(tmp, folder / WEIGHTS)
+        old = folder / PROTOTYPES
+        if staging is not None or old.exists():
+            trash = folder / f".{PROTOTYPES}.old"
+            shutil.rmtree(trash, ignore_errors=True)
+            if old.exists():
+                os.replace(old, trash)
+            if staging is not None:
+                os.replace(staging, old)
+                staging = None
+            shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _write_atomic(folder / META, text.encode("utf-8"))
+    _fsync_dir(folder)
+    log.info("saved %s checkpoint to %s (sha256 %s)", model.spec.arch, folder, sha[:12])
+    return folder
+
+
+def _describe_non_safetensors(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        return ("it looks like a pickle / torch.save file, which VidXAI never loads because it can run code; "
+                "export the weights with safetensors instead")
+    return "it is truncated or not a safetensors file; copy the checkpoint again"
+
+
+def read_checkpoint_json(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate ``model.json`` only (cheap: for listing models without loading weights)."""
+    folder = Path(folder)
+    meta_path = folder / META
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path} not found: {folder} is not a VidXAI checkpoint folder; "
+                              "choose the folder that holds model.json and model.safetensors")
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_path} is damaged ({e}); copy the checkpoint again") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not a VidXAI model description (format field missing)")
+    version = doc.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{meta_path} has no valid format_version; copy the checkpoint again")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path} was written by a newer VidXAI (checkpoint format {version}, this "
+                              f"version reads up to {FORMAT_VERSION}); update VidXAI to load it")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict) or spec.get("arch") not in ARCHS:
+        arch = spec.get("arch") if isinstance(spec, dict) else None
+        raise CheckpointError(f"{meta_path} names an unknown model architecture {arch!r} (this VidXAI knows "
+                              f"{', '.join(ARCHS)}); update VidXAI or choose another checkpoint")
+    return doc
+
+
+def load_checkpoint(folder: str | os.PathLike[str], device: str | torch.device = "cpu"
+                    ) -> tuple[FrameModel, dict[str, Any]]:
+    """Build the model ``model.json`` describes and load its verified weights (model in eval mode).
+
+    Returns (model, metadata) where metadata is what was saved plus ``"checkpoint"``: folder, sha256,
+    format_version, dtype and the prototype PNG paths.
+    """
+    folder = Path(folder)
+    doc = read_checkpoint_json(folder)
+    meta_path = folder / META
+    try:
+        spec = ModelSpec.from_json(doc["spec"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_path} has an invalid model spec ({e})") from e
+    weights = doc.get("weights") or {}
+    wpath = folder / str(weights.get("file", WEIGHTS))
+    if not wpath.is_file():
+        raise CheckpointError(f"{wpath} not found: the checkpoint is incomplete; copy the whole folder again")
+
+    # Parse the header first: a wrong kind of file gets a precise message rather than a bare sha mismatch.
+    try:
+        with safe_open(str(wpath), framework="pt", device="cpu") as f:
+            names = list(f.keys())
+            tensors = {k: f.get_tensor(k) for k in names}
+    except Exception as e:  # safetensors raises its own error types and OSError for short files
+        raise CheckpointError(f"{wpath} cannot be read as safetensors: {_describe_non_safetensors(wpath)} "
+                              f"({type(e).__name__}: {e})") from e
+
+    sha = _sha256(wpath)
+    if sha != weights.get("sha256"):
+        raise CheckpointError(f"{wpath} does not match the sha256 recorded in {meta_path} (file {sha[:12]}…, "
+                              f"recorded {str(weights.get('sha256'))[:12]}…): it was modified or damaged; "
+                              "copy the checkpoint again from its source")
+
+    listed = weights.get("tensors")
+    if isinstance(listed, dict):
+        for k, t in tensors.items():
+            if k in listed and list(listed[k]) != list(t.shape):
+                raise CheckpointError(f"{wpath}: tensor {k} has shape {list(t.shape)} but {meta_path} lists "
+                                      f"{listed[k]}; the files do not belong together")
+
+    model = build_model(spec)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{wpath} does not fit a {spec.arch}/{spec.backbone} model: missing tensors "
+                              f"{missing[:5]}{'…' if len(missing) > 5 else ''}, unexpected "
+                              f"{unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; the weights and "
+                              f"{META} do not belong together")
+    for k, ref in expected.items():
+        t = tensors[k]
+        if tuple(t.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{wpath}: tensor {k} has shape {list(t.shape)}, but the {spec.arch}/"
+                                  f"{spec.backbone} model in {META} needs {list(ref.shape)}; the weights "
+                                  "and model.json do not belong together")
+        if t.is_floating_point() != ref.is_floating_point():
+            raise CheckpointError(f"{wpath}: tensor {k} has dtype {t.dtype}, expected {ref.dtype}")
+        if t.is_floating_point():
+            tensors[k] = t.to(ref.dtype)
+    model.load_state_dict(tensors, strict=True)
+    model.to(device)
+    model.eval()
+    metadata = dict(doc.get("metadata") or {})
+    metadata["checkpoint"] = {
+        "folder": str(folder),
+        "sha256": sha,
+        "format_version": doc["format_version"],
+        "dtype": weights.get("dtype", "float32"),
+        "prototypes": [str(folder / p) for p in doc.get("prototypes", [])],
+    }
+    return model, metadata

@@ -1,0 +1,273 @@
+"""Headless command line: everything the GUI can do, for batch jobs and servers.
+
+Exit codes: 0 success; 2 bad input (one clear line on stderr, no traceback); 1 an unexpected error;
+130 cancelled with Ctrl+C. A batch goes on past a bad file and reports it at the end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.jobs import Cancelled, CancelToken
+
+log = logging.getLogger("vidxai")
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class BadInput(Exception):
+    """An input the user can fix: the message is shown as one line, without a traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "your input is wrong", gathered lazily so `vidxai info` stays light."""
+    errors: list[type[BaseException]] = [BadInput, FileNotFoundError, IsADirectoryError, PermissionError]
+    for mod, name in (("engine.video", "VideoError"), ("sessions", "SessionError"),
+                      ("engine.checkpoint", "CheckpointError"), ("engine.data", "DataError"),
+                      ("engine.resources", "ResourceError")):
+        try:
+            errors.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+@contextmanager
+def progress_bar(desc: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A tqdm bar on stderr driven by an engine progress callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
+               disable=None if sys.stderr.isatty() else False, mininterval=0.5)
+
+    def update(done: int, total: int, message: str = "") -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = done
+        if message:
+            bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _batch(items: list[str], what: str, fn: Callable[[str, CancelToken], object]) -> int:
+    """Run `fn` on every item; bad inputs are reported and skipped, the exit code says if any failed."""
+    user_errors = _user_errors()
+    failed: list[tuple[str, str]] = []
+    cancel = CancelToken()
+    for item in items:
+        try:
+            fn(item, cancel)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            print(f"vidxai: {what} cancelled at {item}", file=sys.stderr)
+            return EXIT_CANCELLED
+        except Cancelled:
+            print(f"vidxai: {what} cancelled at {item}", file=sys.stderr)
+            return EXIT_CANCELLED
+        except user_errors as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"vidxai: {item}: {msg}", file=sys.stderr)
+            failed.append((item, msg))
+    if failed:
+        print(f"vidxai: {len(failed)} of {len(items)} failed: {', '.join(i for i, _ in failed)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _out_path(video: str, out_dir: str) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out / (Path(video).stem + ".vxs")
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from engine.pipeline import ingest
+
+    def one(video: str, cancel: CancelToken) -> None:
+        with progress_bar(Path(video).name) as bar:
+            path = ingest(video, _out_path(video, args.out), progress=bar, cancel=cancel,
+                          detect_every=args.detect_every)
+        print(path)
+
+    return _batch(args.videos, "ingest", one)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from engine.pipeline import AnalyzeSettings, analyze
+    from engine.resources import default_model_dir
+
+    model = Path(args.model) if args.model else default_model_dir()
+    settings = AnalyzeSettings(alpha=args.alpha, explain=tuple(args.explain.split(",")) if args.explain else (),
+                               batch_size=args.batch_size, device=args.device, spray=not args.no_spray,
+                               occlusion=args.occlusion, detect_every=args.detect_every)
+
+    def one(video: str, cancel: CancelToken) -> None:
+        with progress_bar(Path(video).name) as bar:
+            path = analyze(video, model, _out_path(video, args.out), settings, progress=bar, cancel=cancel)
+        from sessions import Session
+
+        with Session.open(path) as s:
+            info = s.info()
+        print(f"{path}\t{info.get('decision')}")
+
+    return _batch(args.videos, "analyze", one)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from sessions import Session
+
+    def one(path: str, cancel: CancelToken) -> None:
+        with Session.open(path) as s:
+            info = s.info()
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+        else:
+            for k, v in info.items():
+                print(f"{k:>20}: {v}")
+
+    return _batch(args.sessions, "info", one)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sessions import Session
+    from sessions import export as exp
+
+    writers = {"csv": exp.export_csv, "json": exp.export_json, "eaf": exp.export_eaf}
+
+    def one(path: str, cancel: CancelToken) -> None:
+        out = Path(args.out) if args.out and len(args.sessions) == 1 else Path(path).with_suffix("." + args.format)
+        if args.out and len(args.sessions) > 1:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            out = Path(args.out) / (Path(path).stem + "." + args.format)
+        with Session.open(path) as s:
+            writers[args.format](s, out)
+        print(out)
+
+    return _batch(args.sessions, "export", one)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.train import TrainConfig, train
+
+    cfg = TrainConfig.from_cli(args)
+
+    def one(data: str, cancel: CancelToken) -> None:
+        with progress_bar(f"train {cfg.arch}") as bar:
+            out = train(data, cfg, progress=bar, cancel=cancel)
+        print(out)
+
+    return _batch([args.data], "train", one)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluate import evaluate, write_report
+
+    def one(data: str, cancel: CancelToken) -> None:
+        with progress_bar("evaluate") as bar:
+            result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
+                              occlusion=args.occlusion, progress=bar, cancel=cancel)
+        out = Path(args.out) if args.out else Path(args.model) / "evaluation"
+        write_report(result, out)
+        print(result.summary())
+        print(f"report: {out}")
+
+    return _batch([args.data], "evaluate", one)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidxai", description="VidXAI: explainable emotion recognition for face videos. "
+                                "Run `vidxai` or `vidxai open FILE` for the review window.")
+    p.add_argument("--version", action="version", version="vidxai 0.1.0")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("ingest", help="decode videos and track faces into session files")
+    s.add_argument("videos", nargs="+")
+    s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
+    s.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames (default 5)")
+    s.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("analyze", help="score every frame with a model, explain it, write session files")
+    s.add_argument("videos", nargs="+")
+    s.add_argument("--model", default=None, help="model folder (default: the bundled ProtoPNet)")
+    s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
+    s.add_argument("--alpha", type=float, default=0.3, help="EWMA smoothing factor in (0, 1] (default 0.3)")
+    s.add_argument("--explain", default="intrinsic",
+                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic)")
+    s.add_argument("--occlusion", action="store_true", help="also score the seven facial-part occlusions per frame")
+    s.add_argument("--no-spray", action="store_true", help="skip SpRAy temporal prototypes")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--detect-every", type=int, default=5)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.set_defaults(fn=cmd_analyze)
+
+    s = sub.add_parser("info", help="print what a session file holds")
+    s.add_argument("sessions", nargs="+")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("export", help="export a session as CSV (per frame), JSON (summary) or ELAN .eaf")
+    s.add_argument("sessions", nargs="+")
+    s.add_argument("--format", choices=("csv", "json", "eaf"), default="csv")
+    s.add_argument("--out", default=None, help="output file (one session) or folder (several)")
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("train", help="train a frame model on an image or video corpus")
+    s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")
+    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn"), default="protopnet")
+    s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small")
+    s.add_argument("--labels", default=None,
+                   help="label setting: fer2013, crema-d, ravdess-original, ravdess-v1, ravdess-v2, folders, json")
+    s.add_argument("--preprocess", choices=("face", "original", "reassembled"), default="face")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
+    s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training items per class")
+    s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other training setting, e.g. --set last_layer_lr=1e-3")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix of a model on labelled data")
+    s.add_argument("data")
+    s.add_argument("--model", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--limit", type=int, default=None, help="evaluate on a fixed seeded subset of N items")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--occlusion", action="store_true",
+                   help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
+    s.add_argument("--out", default=None, help="report folder (default MODEL/evaluation)")
+    s.set_defaults(fn=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        print("vidxai: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _user_errors() as exc:
+        print(f"vidxai: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""torch Dataset over a face-crop cache, with cheap batch-wise augmentation (numpy only)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.data.cache import FaceCache
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Light augmentation: what a face crop can plausibly look like from the same video path."""
+
+    flip: bool = True  # random horizontal flip (faces are roughly symmetric)
+    shift: float = 0.08  # random crop/shift, up to this fraction of the side, edge-padded
+    brightness: float = 0.2  # multiply by U[1 − b, 1 + b]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+NO_AUGMENT = AugmentConfig(flip=False, shift=0.0, brightness=0.0)
+
+
+def augment_batch(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Augment uint8 N×S×S×C images (a new array; the cache is never written)."""
+    out = np.array(images, dtype=np.uint8, copy=True)
+    n, s = out.shape[0], out.shape[1]
+    if n == 0:
+        return out
+    if cfg.flip:
+        flip = rng.random(n) < 0.5
+        out[flip] = out[flip, :, ::-1]
+    pad = round(cfg.shift * s)
+    if pad > 0:
+        padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+        dy = rng.integers(0, 2 * pad + 1, n)
+        dx = rng.integers(0, 2 * pad + 1, n)
+        for i in range(n):
+            out[i] = padded[i, dy[i]:dy[i] + s, dx[i]:dx[i] + s]
+    if cfg.brightness > 0:
+        gain = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness, n).astype(np.float32)
+        out = np.clip(out.astype(np.float32) * gain[:, None, None, None], 0, 255).round().astype(np.uint8)
+    return out
+
+
+class FaceDataset(Dataset):
+    """Samples of a :class:`FaceCache` as (uint8 images N×S×S×C, int64 labels N) batches.
+
+    ``__getitems__`` lets the DataLoader fetch a whole batch with one fancy index and augment it in one
+    vectorised pass (use ``collate_fn=collate_batch``); the trainer normalises with
+    ``engine.models.to_input`` on the model's device. Augmentation draws its seed from torch's RNG, so
+    ``torch.manual_seed`` (and the DataLoader's worker seeding) makes it reproducible.
+    """
+
+    def __init__(self, cache: FaceCache, augment: AugmentConfig | None = None) -> None:
+        self.cache = cache
+        self.augment = augment if augment is not None else NO_AUGMENT
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def _augmenting(self) -> bool:
+        a = self.augment
+        return a.flip or a.shift > 0 or a.brightness > 0
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        # Sorted reads are far kinder to a memory-mapped cache; the order is restored after.
+        order = np.argsort(idx, kind="stable")
+        images = np.empty((len(idx), *self.cache.images.shape[1:]), np.uint8)
+        images[order] = self.cache.images[idx[order]]
+        if self._augmenting():
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            images = augment_batch(images, self.augment, rng)
+        return torch.from_numpy(images), torch.from_numpy(np.asarray(self.cache.labels[idx], dtype=np.int64))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([int(i)])
+        return x[0], y[0]
+
+
+def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DataLoader's collate_fn for :class:`FaceDataset`: the batch is already stacked."""
+    return batch

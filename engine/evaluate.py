@@ -1,0 +1,176 @@
+"""Evaluate a checkpoint on a split: frame/image accuracy, per-class recall, confusion matrix, and on
+video corpora the video-level accuracy of the EWMA decision (engine.aggregate), as analysis makes it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.aggregate import NO_FACE, ewma, video_decision
+from engine.checkpoint import load_checkpoint
+from engine.data import DataConfig, FaceCache, PreparedData, prepare
+from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.models import to_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    model_dir: str
+    split: str
+    classes: list[str]
+    n: int
+    accuracy: float
+    per_class_recall: dict[str, float | None]  # None: no sample of that class
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    predictions: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    videos: int = 0
+    video_accuracy: float | None = None  # EWMA last-state decision per video (video corpora)
+    video_confusion: list[list[int]] | None = None
+    video_decisions: list[dict[str, Any]] = field(default_factory=list)
+    alpha: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def _recall(cm: np.ndarray, classes: list[str]) -> dict[str, float | None]:
+    rows = cm.sum(1)
+    return {c: (float(cm[i, i]) / rows[i] if rows[i] else None) for i, c in enumerate(classes)}
+
+
+def evaluate(model_dir: str | Path, data: PreparedData | DataConfig | FaceCache | str | Path, split: str = "test",
+             progress: ProgressFn = no_progress, cancel: CancelToken | None = None, limit: int | None = None,
+             seed: int = 0, alpha: float = 0.3, batch_size: int = 128, device: str = "cpu") -> EvalResult:
+    """Score ``split`` of ``data`` with the checkpoint in ``model_dir``.
+
+    The data is cropped with the checkpoint's own preprocessing (what analysis will apply). ``limit``
+    keeps a seeded random subset of that many samples (frame level; videos are kept or dropped whole).
+    """
+    model, _ = load_checkpoint(model_dir, device)
+    spec = model.spec
+    if isinstance(data, FaceCache):
+        cache = data
+    else:
+        prepared = data if isinstance(data, PreparedData) else prepare(
+            data if isinstance(data, DataConfig) else DataConfig(path=str(data), label_setting=spec.label_setting or None),
+            spec.preprocess)
+        if prepared.preprocess != spec.preprocess:
+            raise ValueError(f"data prepared for preprocessing {prepared.preprocess}, but {model_dir} needs "
+                             f"{spec.preprocess}; prepare it with the model's preprocessing")
+        cache = prepared.cache(split, lambda d, t, m: progress(d, t, f"{split} set: {m}"), cancel)
+    if list(cache.classes) != list(spec.classes):
+        raise ValueError(f"{model_dir} predicts {spec.classes} but the data has classes {cache.classes}; evaluate "
+                         "with the label setting the model was trained on")
+    index = np.arange(len(cache))
+    if limit is not None and limit < len(cache):
+        rng = np.random.default_rng(seed)
+        if (np.asarray(cache.frame_index) >= 0).any():
+            chosen: list[int] = []
+            count = 0
+            for it in rng.permutation(np.unique(cache.item_index)):
+                if count >= limit:
+                    break
+                chosen.append(int(it))
+                count += int((cache.item_index == it).sum())
+            index = np.flatnonzero(np.isin(cache.item_index, chosen))
+        else:
+            index = np.sort(rng.choice(len(cache), size=limit, replace=False))
+    n = len(index)
+    if n == 0:
+        raise ValueError(f"split {split!r} has no samples to evaluate; check the data and split settings")
+    probs = np.empty((n, len(spec.classes)), np.float32)
+    total = (n + batch_size - 1) // batch_size
+    with torch.no_grad():
+        for b, s in enumerate(range(0, n, batch_size)):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            idx = index[s:s + batch_size]
+            x = to_input(np.asarray(cache.images[idx]), spec).to(device)
+            probs[s:s + len(idx)] = torch.softmax(model(x).float(), 1).cpu().numpy()
+            progress(b + 1, total, f"evaluating {split}")
+    labels = np.asarray(cache.labels[index], np.int64)
+    preds = probs.argmax(1)
+    cm = confusion_matrix(labels, preds, len(spec.classes))
+    res = EvalResult(str(model_dir), split, list(spec.classes), n, float((preds == labels).mean()),
+                     _recall(cm, list(spec.classes)), cm.tolist(), preds.tolist(), labels.tolist())
+
+    frames = np.asarray(cache.frame_index[index])
+    if (frames >= 0).any():
+        items = np.asarray(cache.item_index[index])
+        v_true, v_pred = [], []
+        for it in np.unique(items):
+            rows = np.flatnonzero(items == it)
+            rows = rows[np.argsort(frames[rows], kind="stable")]
+            decision = video_decision(ewma(probs[rows], alpha), spec.classes)
+            true = int(labels[rows[0]])
+            v_true.append(true)
+            v_pred.append(spec.classes.index(decision) if decision != NO_FACE else -1)
+            res.video_decisions.append({"source": cache.items[int(it)]["path"], "label": spec.classes[true],
+                                        "decision": decision, "frames": len(rows)})
+        vt, vp = np.array(v_true), np.array(v_pred)
+        res.videos = len(vt)
+        res.video_accuracy = float((vt == vp).mean())
+        ok = vp >= 0
+        res.video_confusion = confusion_matrix(vt[ok], vp[ok], len(spec.classes)).tolist()
+        res.alpha = alpha
+    log.info("%s on %s: accuracy %.4f over %d samples%s", model_dir, split, res.accuracy, n,
+             "" if res.video_accuracy is None else f", video accuracy {res.video_accuracy:.4f} ({res.videos} videos)")
+    return res
+
+
+def _plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: runs in jobs, CI and worker threads
+    import matplotlib.pyplot as plt
+
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2.5, 1.0 * len(classes) + 2))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
+    """``evaluation.json`` + ``confusion.png`` (+ ``video_confusion.png`` for video corpora) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "evaluation.json", "confusion": out / "confusion.png"}
+    paths["json"].write_text(json.dumps(result.to_json(), indent=1))
+    _plot_confusion(np.array(result.confusion), result.classes,
+                    f"{result.split}: accuracy {result.accuracy:.1%} (n={result.n})", paths["confusion"])
+    if result.video_confusion is not None:
+        paths["video_confusion"] = out / "video_confusion.png"
+        _plot_confusion(np.array(result.video_confusion), result.classes,
+                        f"videos (EWMA α={result.alpha}): {result.video_accuracy:.1%} (n={result.videos})",
+                        paths["video_confusion"])
+    return paths
+
+
+__all__ = ["EvalResult", "confusion_matrix", "evaluate", "write_report"]

@@ -1,0 +1,326 @@
+"""Spectral Relevance Analysis and temporal prototypes (METHODS §4; Lapuschkin et al. 2019, seed 002).
+
+Per class, the relevance maps of the frames where that class is active are sum-pooled to ≤ 32²,
+normalised, joined in a symmetrised kNN graph and clustered spectrally; the number of clusters is
+the eigengap of the symmetric normalised Laplacian. Clusters are lettered by first appearance
+(HAPPY_A, HAPPY_B, …). A frame's descriptor is the sorted set of its active cluster names, a stage a
+maximal run of equal descriptors, and the temporal prototype the ordered list of stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse
+from scipy.linalg import eigh
+from scipy.sparse.linalg import eigsh
+from sklearn.cluster import KMeans
+from sklearn.neighbors import NearestNeighbors
+
+from engine.jobs import CancelToken, ProgressFn, no_progress
+
+log = logging.getLogger(__name__)
+
+NONE = "NONE"
+# Dense eigendecomposition is O(n³); above this many frames the sparse Lanczos solver is used.
+DENSE_LIMIT = 1500
+
+
+def prepare_maps(maps: np.ndarray, max_side: int = 32) -> np.ndarray:
+    """Sum-pool T×H×W maps so no side exceeds ``max_side``, normalise each by its sum; T×D float64.
+
+    Each map is divided by |sum| (a negative total would flip the map's sign); a map summing to
+    zero is divided by its largest |value| instead, and an all-zero map stays zero.
+    """
+    m = np.asarray(maps, dtype=np.float64)
+    if m.ndim == 4:  # T×C×H×W: channels carry no spatial information for clustering
+        m = m.sum(axis=1)
+    if m.ndim != 3:
+        raise ValueError(f"maps must be T×H×W, got shape {np.shape(maps)}")
+    t, h, w = m.shape
+    f = max(1, math.ceil(max(h, w) / max_side))
+    if f > 1:
+        hp, wp = math.ceil(h / f) * f, math.ceil(w / f) * f
+        m = np.pad(m, ((0, 0), (0, hp - h), (0, wp - w)))
+        m = m.reshape(t, hp // f, f, wp // f, f).sum(axis=(2, 4))
+    feats = m.reshape(t, -1)
+    total = np.abs(feats.sum(axis=1))
+    peak = np.abs(feats).max(axis=1, initial=0.0)
+    scale = np.where(total > 1e-12 * np.maximum(peak, 1e-300), total, peak)
+    scale[scale == 0.0] = 1.0
+    return feats / scale[:, None]
+
+
+def knn_affinity(features: np.ndarray, k_neighbors: int = 10) -> scipy.sparse.csr_matrix:
+    """Binary kNN graph (self excluded), symmetrised as (A + Aᵀ)/2 like CoRelAy's SparseKNN."""
+    n = features.shape[0]
+    k = min(k_neighbors, n - 1)
+    nn_index = NearestNeighbors(n_neighbors=k + 1).fit(features)
+    _, idx = nn_index.kneighbors(features)
+    # Duplicated maps may list another frame before the query itself; drop self explicitly.
+    cols = np.empty((n, k), dtype=np.int64)
+    for i in range(n):
+        row = idx[i][idx[i] != i]
+        cols[i] = row[:k]
+    rows = np.repeat(np.arange(n), k)
+    a = scipy.sparse.csr_matrix((np.ones(n * k), (rows, cols.ravel())), shape=(n, n))
+    return ((a + a.T) / 2.0).tocsr()
+
+
+def laplacian_spectrum(affinity: scipy.sparse.csr_matrix, n_eig: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest ``n_eig`` eigenvalues (ascending) and eigenvectors of L = I − D^−½ A D^−½."""
+    n = affinity.shape[0]
+    deg = np.asarray(affinity.sum(axis=1)).ravel()
+    dinv = scipy.sparse.diags(1.0 / np.sqrt(np.maximum(deg, 1e-12)))
+    norm_aff = dinv @ affinity @ dinv
+    n_eig = min(n_eig, n)
+    if n <= DENSE_LIMIT or n_eig >= n - 1:
+        lap = np.eye(n) - norm_aff.toarray()
+        vals, vecs = eigh(lap, subset_by_index=[0, n_eig - 1])
+    else:
+        # The smallest of L are the largest of D^−½ A D^−½, which Lanczos finds quickly.
+        mu, vecs = eigsh(norm_aff, k=n_eig, which="LA")
+        vals = 1.0 - mu
+        order = np.argsort(vals)
+        vals, vecs = vals[order], vecs[:, order]
+    return np.clip(vals, 0.0, None), vecs
+
+
+def eigengap(eigenvalues: np.ndarray, max_clusters: int = 10) -> int:
+    """k = argmax of consecutive gaps among the smallest max_clusters+1 eigenvalues (+1)."""
+    ev = np.sort(np.asarray(eigenvalues))[: max_clusters + 1]
+    if ev.size < 2:
+        return 1
+    return int(np.argmax(np.diff(ev))) + 1
+
+
+def relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0, 1, … in order of first appearance; negative labels stay as they are."""
+    lab = np.asarray(labels)
+    out = np.array(lab, dtype=np.int64, copy=True)
+    mapping: dict[int, int] = {}
+    for i, v in enumerate(lab.tolist()):
+        if v < 0:
+            continue
+        if v not in mapping:
+            mapping[v] = len(mapping)
+        out[i] = mapping[v]
+    return out
+
+
+def cluster_letter(i: int) -> str:
+    """0 → A, 25 → Z, 26 → AA, … (spreadsheet-style, so any count of clusters has a name)."""
+    letters = ""
+    i += 1
+    while i > 0:
+        i, r = divmod(i - 1, 26)
+        letters = string.ascii_uppercase[r] + letters
+    return letters
+
+
+def letter_by_first_appearance(labels: Sequence[int] | np.ndarray) -> list[str]:
+    """Letters per element: the first cluster to appear is A, the next new one B, and so on."""
+    return [cluster_letter(int(v)) if v >= 0 else "" for v in relabel_by_first_appearance(np.asarray(labels))]
+
+
+def spectral_cluster(
+    features: np.ndarray,
+    k_neighbors: int = 10,
+    n_clusters: int | None = None,
+    max_clusters: int = 10,
+    seed: int = 0,
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Spectral clustering of T×D features: (labels by first appearance, k, smallest eigenvalues)."""
+    feats = np.asarray(features, dtype=np.float64)
+    n = feats.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0, np.zeros(0)
+    if n < 3:
+        return np.zeros(n, dtype=np.int64), 1, np.zeros(n)
+    aff = knn_affinity(feats, k_neighbors)
+    vals, vecs = laplacian_spectrum(aff, max_clusters + 1)
+    k = int(n_clusters) if n_clusters is not None else eigengap(vals, max_clusters)
+    k = max(1, min(k, n))
+    if k == 1:
+        return np.zeros(n, dtype=np.int64), 1, vals
+    emb = vecs[:, :k]
+    # Ng-Jordan-Weiss: rows on the unit sphere, so cluster membership not degree drives k-means.
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(emb)
+    return relabel_by_first_appearance(labels), k, vals
+
+
+@dataclass(frozen=True)
+class Stage:
+    start: int
+    end: int  # exclusive
+    descriptor: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(self.descriptor) + ")"
+
+
+@dataclass
+class TemporalPrototypes:
+    descriptors: list[tuple[str, ...]]  # one per frame
+    stages: list[Stage]
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.descriptors)
+
+    @property
+    def prototype(self) -> str:
+        """The temporal prototype, e.g. ``(NONE)→(HAPPY_A)→(HAPPY_A, SAD_A)``."""
+        return "→".join(str(s) for s in self.stages)
+
+    @property
+    def reduction(self) -> float:
+        """Description-length reduction 1 − stages/frames."""
+        return 1.0 - len(self.stages) / self.n_frames if self.n_frames else 0.0
+
+
+def cluster_names(class_name: str, active: np.ndarray, labels: np.ndarray) -> list[str | None]:
+    """Per-frame cluster name ``CLASS_LETTER`` where active, None elsewhere."""
+    act = np.asarray(active, dtype=bool)
+    lab = np.where(act, np.asarray(labels, dtype=np.int64), -1)
+    letters = letter_by_first_appearance(lab)
+    prefix = class_name.upper()
+    return [f"{prefix}_{letters[i]}" if act[i] else None for i in range(act.size)]
+
+
+def temporal_prototypes(per_class: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> TemporalPrototypes:
+    """Frame descriptors and stages from per-class (active mask T, cluster labels T).
+
+    Labels are read only where the mask is set; they are lettered by first appearance per class.
+    """
+    if not per_class:
+        return TemporalPrototypes([], [])
+    lengths = {len(np.asarray(a)) for a, _ in per_class.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"all classes need the same number of frames, got lengths {sorted(lengths)}")
+    t_len = lengths.pop()
+    names = [cluster_names(c, a, lab) for c, (a, lab) in per_class.items()]
+    descriptors: list[tuple[str, ...]] = []
+    for t in range(t_len):
+        active = sorted(n[t] for n in names if n[t] is not None)
+        descriptors.append(tuple(active) if active else (NONE,))
+    stages: list[Stage] = []
+    start = 0
+    for t in range(1, t_len + 1):
+        if t == t_len or descriptors[t] != descriptors[start]:
+            stages.append(Stage(start, t, descriptors[start]))
+            start = t
+    return TemporalPrototypes(descriptors, stages)
+
+
+def stage_mean_maps(maps: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Mean heatmap per cluster label (negative labels ignored): the image of a stage."""
+    m = np.asarray(maps)
+    lab = np.asarray(labels)
+    return {int(c): m[lab == c].mean(axis=0) for c in np.unique(lab) if c >= 0}
+
+
+@dataclass
+class ClassClusters:
+    frames: np.ndarray  # indices of the frames where the class is active
+    labels: np.ndarray  # cluster label per active frame, 0 = A
+    k: int
+    eigenvalues: np.ndarray
+    mean_maps: dict[str, np.ndarray] = field(default_factory=dict)  # "HAPPY_A" → mean map
+
+
+@dataclass
+class SprayResult:
+    classes: dict[str, ClassClusters]
+    prototypes: TemporalPrototypes
+
+
+def active_mask(probs: np.ndarray, active: str | float = "predicted") -> np.ndarray:
+    """T×C bool: the argmax class per frame ("predicted") or every class with score ≥ threshold."""
+    p = np.asarray(probs, dtype=np.float64)
+    finite = np.isfinite(p).all(axis=1)
+    mask = np.zeros(p.shape, dtype=bool)
+    if active == "predicted":
+        if finite.any():
+            rows = np.flatnonzero(finite)
+            mask[rows, np.argmax(p[rows], axis=1)] = True
+        return mask
+    if isinstance(active, str):
+        raise TypeError(f"active must be 'predicted' or a float threshold, got {active!r}")
+    mask[finite] = p[finite] >= float(active)
+    return mask
+
+
+def spray_video(
+    maps: np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    active: str | float = "predicted",
+    k_neighbors: int = 10,
+    max_clusters: int = 10,
+    max_side: int = 32,
+    min_frames: int = 3,
+    max_frames: int = 2000,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> SprayResult:
+    """SpRAy per class over the frames where it is active, then the video's temporal prototype.
+
+    ``maps`` is T×h×w (one map per frame, normally for the predicted class) or T×C×h×w (one map per
+    class). A class active on fewer than ``min_frames`` frames gets a single cluster A. Above
+    ``max_frames`` active frames an evenly strided subset is clustered and every other frame takes
+    the label of its nearest clustered frame, which keeps the kNN graph and eigensolver tractable.
+    """
+    m = np.asarray(maps)
+    p = np.asarray(probs)
+    if p.ndim != 2 or p.shape[1] != len(classes) or m.shape[0] != p.shape[0]:
+        raise ValueError(f"need maps T×… and probs T×{len(classes)}; got {m.shape} and {p.shape}")
+    per_class_maps = m.ndim == 4
+    mask = active_mask(p, active)
+    result: dict[str, ClassClusters] = {}
+    per_class: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for ci, cname in enumerate(classes):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        progress(ci, len(classes), f"SpRAy: {cname}")
+        frames = np.flatnonzero(mask[:, ci])
+        class_maps = m[frames, ci] if per_class_maps else m[frames]
+        if frames.size == 0:
+            continue
+        if frames.size < min_frames:
+            labels, k, vals = np.zeros(frames.size, dtype=np.int64), 1, np.zeros(0)
+        else:
+            feats = prepare_maps(class_maps, max_side)
+            labels, k, vals = _cluster_maybe_subsampled(feats, k_neighbors, max_clusters, max_frames, seed)
+        full = np.full(p.shape[0], -1, dtype=np.int64)
+        full[frames] = labels
+        per_class[cname] = (mask[:, ci], full)
+        means = {f"{cname.upper()}_{cluster_letter(c)}": mm for c, mm in stage_mean_maps(class_maps, labels).items()}
+        result[cname] = ClassClusters(frames, labels, k, vals, means)
+        log.debug("SpRAy %s: %d active frames, k=%d", cname, frames.size, k)
+    progress(len(classes), len(classes), "SpRAy done")
+    if not per_class:  # no face anywhere: one NONE stage over the whole clip
+        descs = [(NONE,)] * p.shape[0]
+        stages = [Stage(0, p.shape[0], (NONE,))] if p.shape[0] else []
+        return SprayResult(result, TemporalPrototypes(descs, stages))
+    return SprayResult(result, temporal_prototypes(per_class))
+
+
+def _cluster_maybe_subsampled(
+    feats: np.ndarray, k_neighbors: int, max_clusters: int, max_frames: int, seed: int
+) -> tuple[np.ndarray, int, np.ndarray]:
+    n = feats.shape[0]
+    if n <= max_frames:
+        return spectral_cluster(feats, k_neighbors, None, max_clusters, seed)
+    pick = np.linspace(0, n - 1, max_frames).round().astype(np.int64)
+    sub_labels, k, vals = spectral_cluster(feats[pick], k_neighbors, None, max_clusters, seed)
+    _, nearest = NearestNeighbors(n_neighbors=1).fit(feats[pick]).kneighbors(feats)
+    labels = sub_labels[nearest[:, 0]]
+    return relabel_by_first_appearance(labels), k, vals

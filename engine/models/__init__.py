@@ -1,0 +1,32 @@
+"""Per-frame models: ProtoPNet, PatchSAE and the plain CNN baseline, built from a ``ModelSpec``."""
+
+from __future__ import annotations
+
+from engine.models.backbones import Backbone, ReceptiveField, build_backbone
+from engine.models.base import FrameModel
+from engine.models.baseline import CNNClassifier
+from engine.models.patchsae import LatentReferences, PatchSAEModel, SparseAutoencoder, sae_loss
+from engine.models.protopnet import (
+    ProtoPNet,
+    ProtoPNetLossWeights,
+    percentile_box,
+    protopnet_loss,
+    provenance_to_json,
+    push_prototypes,
+)
+from engine.models.spec import ARCHS, BACKBONES, ModelSpec, from_input, to_input
+
+__all__ = [
+    "ARCHS", "BACKBONES", "Backbone", "CNNClassifier", "FrameModel", "LatentReferences", "ModelSpec",
+    "PatchSAEModel", "ProtoPNet", "ProtoPNetLossWeights", "ReceptiveField", "SparseAutoencoder",
+    "build_backbone", "build_model", "from_input", "percentile_box", "protopnet_loss", "provenance_to_json",
+    "push_prototypes", "sae_loss", "to_input",
+]
+
+_ARCH_CLASSES: dict[str, type[FrameModel]] = {"protopnet": ProtoPNet, "patchsae": PatchSAEModel,
+                                              "cnn": CNNClassifier}
+
+
+def build_model(spec: ModelSpec) -> FrameModel:
+    """A fresh model for ``spec`` (random weights, or cached ImageNet weights when spec.pretrained)."""
+    return _ARCH_CLASSES[spec.arch](spec)

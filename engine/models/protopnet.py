@@ -1,0 +1,220 @@
+"""ProtoPNet ("this looks like that", Chen et al. 2019) exactly as docs METHODS.md §1 defines it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.models.base import FrameModel
+from engine.models.spec import ModelSpec, from_input
+
+log = logging.getLogger(__name__)
+
+SIM_EPS = 1e-4
+
+
+def similarity(d: torch.Tensor) -> torch.Tensor:
+    """s = log((d + 1) / (d + 1e-4)): large when the distance is small."""
+    return torch.log((d + 1) / (d + SIM_EPS))
+
+
+class ProtoPNet(FrameModel):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        c, d, k, n_cls = self.backbone.out_channels, spec.proto_dim, spec.n_prototypes, spec.n_classes
+        self.add_on = nn.Sequential(nn.Conv2d(c, d, 1), nn.ReLU(), nn.Conv2d(d, d, 1), nn.Sigmoid())
+        for m in self.add_on.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        self.prototype_vectors = nn.Parameter(torch.rand(k, d, 1, 1))
+        # Derived from the spec, so not saved: prototype j belongs to class floor(j / (K / C)).
+        identity = torch.zeros(k, n_cls)
+        identity[torch.arange(k), torch.arange(k) // spec.prototypes_per_class] = 1
+        self.register_buffer("prototype_class_identity", identity, persistent=False)
+        self.distance_relu = nn.ReLU()
+        self.last_layer = nn.Linear(k, n_cls, bias=False)
+        self.set_last_layer_incorrect_connection(-0.5)
+
+    @property
+    def prototype_classes(self) -> torch.Tensor:
+        return self.prototype_class_identity.argmax(1)
+
+    def set_last_layer_incorrect_connection(self, strength: float = -0.5) -> None:
+        with torch.no_grad():
+            own = self.prototype_class_identity.t()
+            self.last_layer.weight.copy_(own + strength * (1 - own))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """z = add-on(backbone(x)): N×D×h×w, the space the prototypes live in."""
+        return self.add_on(self.backbone(x))
+
+    def distances(self, z: torch.Tensor) -> torch.Tensor:
+        """Squared L2 distance of every prototype to every position: N×K×h×w."""
+        p = self.prototype_vectors
+        z2 = (z * z).sum(1, keepdim=True)
+        zp = F.conv2d(z, p)
+        p2 = (p * p).sum((1, 2, 3)).view(1, -1, 1, 1)
+        return self.distance_relu(z2 - 2 * zp + p2)
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits plus the min distances the losses need (one pass)."""
+        d = self.distances(self.features(x))
+        min_d = d.flatten(2).min(-1).values
+        return {"logits": self.last_layer(similarity(min_d)), "min_distances": min_d}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_train(x)["logits"]
+
+    def explain(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        d = self.distances(self.features(x))
+        min_d = d.flatten(2).min(-1).values
+        s = similarity(min_d)
+        w = self.last_layer.weight
+        return {
+            "logits": self.last_layer(s),
+            "similarities": s,
+            "sim_maps": similarity(d),
+            "contributions": w.unsqueeze(0) * s.unsqueeze(1),
+            "min_distances": min_d,
+        }
+
+
+@dataclass
+class ProtoPNetLossWeights:
+    """Coefficients of CE + clst·Clst − sep·Sep + l1·L1 (defaults from the reference)."""
+
+    ce: float = 1.0
+    clst: float = 0.8
+    sep: float = 0.08
+    l1: float = 1e-4
+
+
+def protopnet_loss(model: ProtoPNet, out: Mapping[str, torch.Tensor], y: torch.Tensor,
+                   weights: ProtoPNetLossWeights | None = None) -> dict[str, torch.Tensor]:
+    """Losses from ``out`` (``model.forward_train(x)`` or ``model.explain(x)``) and labels ``y``.
+
+    Clst: mean over samples of the smallest distance to a prototype of the sample's class; Sep: the
+    same over other-class prototypes; L1 on the last-layer weights that connect to other classes.
+    """
+    w = weights or ProtoPNetLossWeights()
+    min_d = out["min_distances"]
+    own = model.prototype_class_identity[:, y].t().bool()  # N×K
+    inf = torch.finfo(min_d.dtype).max
+    clst = min_d.masked_fill(~own, inf).min(1).values.mean()
+    sep = min_d.masked_fill(own, inf).min(1).values.mean()
+    l1 = (model.last_layer.weight * (1 - model.prototype_class_identity.t())).abs().sum()
+    ce = F.cross_entropy(out["logits"], y)
+    total = w.ce * ce + w.clst * clst - w.sep * sep + w.l1 * l1
+    return {"ce": ce, "clst": clst, "sep": sep, "l1": l1, "total": total}
+
+
+def percentile_box(sim_map: torch.Tensor | np.ndarray, input_size: int,
+                   percentile: float = 95.0) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """Bicubically upsample an h×w similarity map to the input and box the pixels at or above the
+    percentile. Returns ((x0, y0, x1, y1) exclusive, upsampled map)."""
+    m = torch.as_tensor(np.asarray(sim_map, dtype=np.float32))[None, None]
+    up = F.interpolate(m, size=(input_size, input_size), mode="bicubic", align_corners=False)[0, 0].numpy()
+    mask = up >= np.percentile(up, percentile)
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), up
+
+
+def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[Any]]],
+                    progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
+                    total: int | None = None) -> list[dict[str, Any]]:
+    """Project every prototype onto the nearest training feature vector of its own class.
+
+    ``batches`` yields (x normalised N×C×S×S, y N, ids: one JSON-able id per image, e.g.
+    ``{"source": path, "frame": k}``). Prototypes are replaced only after the whole pass, so a cancelled
+    push leaves the model unchanged. Returns one provenance dict per prototype: ``prototype``,
+    ``class``, ``source`` (the id, or None when its class had no images), ``distance``, ``position``
+    (h, w), ``rf_box`` and ``act_box`` (x0, y0, x1, y1 input pixels, exclusive), ``similarity_map``
+    (h×w float32), ``crop`` (uint8 of the act_box region) and ``image`` (the whole uint8 input).
+    """
+    k = model.prototype_vectors.shape[0]
+    classes = model.prototype_classes
+    best_d = torch.full((k,), float("inf"))
+    best_z = model.prototype_vectors.detach().clone()
+    best: list[dict[str, Any] | None] = [None] * k
+    if total is None and hasattr(batches, "__len__"):
+        total = len(batches)  # type: ignore[arg-type]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for bi, (x, y, ids) in enumerate(batches):
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                x = x.to(model.prototype_vectors.device)
+                y = torch.as_tensor(y).to(x.device)
+                z = model.features(x)
+                d = model.distances(z)  # N×K×h×w
+                h, w = d.shape[2:]
+                # Mask images of other classes so each prototype only sees its own class.
+                own = classes.unsqueeze(0) == y.unsqueeze(1)  # N×K
+                dm = d.masked_fill(~own[:, :, None, None], float("inf"))
+                flat = dm.permute(1, 0, 2, 3).reshape(k, -1)  # K×(N·h·w)
+                vals, idx = flat.min(1)
+                improved = torch.nonzero(vals.cpu() < best_d).flatten().tolist()
+                if improved:
+                    images = from_input(x, model.spec)
+                for j in improved:
+                    i, pos = divmod(int(idx[j]), h * w)
+                    ph, pw = divmod(pos, w)
+                    best_d[j] = vals[j].cpu()
+                    best_z[j] = z[i, :, ph, pw].view(-1, 1, 1)
+                    best[j] = {"id": ids[i], "position": (ph, pw), "distances": d[i, j].cpu(),
+                               "image": images[i].copy()}
+                progress(bi + 1, total or 0, "pushing prototypes")
+    finally:
+        model.train(was_training)
+    with torch.no_grad():
+        model.prototype_vectors.copy_(best_z)
+    rf = model.receptive_field
+    size = model.spec.input_size
+    names = model.spec.classes
+    out: list[dict[str, Any]] = []
+    for j in range(k):
+        c = int(classes[j])
+        b = best[j]
+        if b is None:
+            log.warning("push: no training image of class %s; prototype %d left unchanged", names[c], j)
+            out.append({"prototype": j, "class": names[c], "source": None})
+            continue
+        sim = similarity(b["distances"]).numpy().astype(np.float32)
+        act_box, _ = percentile_box(sim, size)
+        x0, y0, x1, y1 = act_box
+        ph, pw = b["position"]
+        out.append({
+            "prototype": j,
+            "class": names[c],
+            "source": b["id"],
+            "distance": float(best_d[j]),
+            "position": [ph, pw],
+            "rf_box": list(rf.box(ph, pw, size)),
+            "act_box": [x0, y0, x1, y1],
+            "similarity_map": sim,
+            "crop": b["image"][y0:y1, x0:x1].copy(),
+            "image": b["image"],
+        })
+    return out
+
+
+def provenance_to_json(prov: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The JSON-able part of :func:`push_prototypes`' result (images go to PNG files instead)."""
+    res = []
+    for p in prov:
+        q = {k: v for k, v in p.items() if k not in ("crop", "image")}
+        if isinstance(q.get("similarity_map"), np.ndarray):
+            q["similarity_map"] = np.round(q["similarity_map"], 6).tolist()
+        res.append(q)
+    return res

@@ -1,0 +1,402 @@
+"""Ingest and analysis jobs: decode ∥ faces ∥ model, streamed into a session file.
+
+Both are engine jobs (`progress`, `cancel`) that the CLI runs in the foreground and the GUI on a worker
+thread. Frames flow through bounded queues (engine.stream), so memory does not grow with the video;
+results are committed to the session every few seconds, so a crash loses at most the last chunk and
+running again resumes where the committed part ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.aggregate import ewma, video_decision
+from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
+from engine.faces import FaceResult, FaceTracker
+from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.stream import Stage, batched
+from engine.video import VideoReader, open_video
+from sessions import Session, SessionError
+
+log = logging.getLogger(__name__)
+
+N_LANDMARKS = 68
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def video_record(reader: VideoReader) -> dict:
+    """The /video attributes of a session: reader metadata plus the file's sha256."""
+    info = dataclasses.asdict(reader.info)
+    info["path"] = str(Path(reader.path).resolve())
+    info["sha256"] = file_sha256(Path(reader.path))
+    return info
+
+
+def open_or_create_session(reader: VideoReader, out_path: Path) -> Session:
+    """Resume `out_path` when it is a session of this very video; start it anew otherwise."""
+    record = video_record(reader)
+    if out_path.exists():
+        try:
+            s = Session.open(out_path, writable=True)
+        except SessionError as exc:
+            log.warning("starting %s anew: %s", out_path, exc)
+        else:
+            if s.video.get("sha256") == record["sha256"] and s.frame_count == reader.frame_count:
+                return s
+            log.info("%s belongs to another video; starting it anew", out_path)
+            s.close()
+    return Session.create(out_path, record, reader.timestamps, overwrite=True)
+
+
+@dataclass
+class FaceChunk:
+    """Per-frame face arrays for a run of consecutive frames, in the layout Session.write_faces takes."""
+
+    start: int
+    found: np.ndarray
+    box: np.ndarray
+    landmarks: np.ndarray
+    confidence: np.ndarray
+    n_faces: np.ndarray
+
+    @classmethod
+    def from_results(cls, start: int, faces: list[FaceResult]) -> FaceChunk:
+        n = len(faces)
+        box = np.full((n, 4), np.nan, np.float32)
+        lm = np.full((n, N_LANDMARKS, 2), np.nan, np.float32)
+        for i, f in enumerate(faces):
+            if f.found and f.box is not None:
+                box[i] = f.box
+            if f.found and f.landmarks is not None:
+                lm[i] = f.landmarks
+        return cls(start, np.array([f.found for f in faces], bool), box, lm,
+                   np.array([f.confidence for f in faces], np.float32),
+                   np.array([min(f.n_faces, 255) for f in faces], np.uint8))
+
+    def write(self, session: Session) -> None:
+        session.write_faces(self.start, self.found, self.box, self.landmarks, self.confidence, self.n_faces)
+
+
+def face_stages(reader: VideoReader, start: int, detect_every: int, cancel: CancelToken,
+                maxsize: int = 32) -> tuple[Stage, Stage]:
+    """Decode and face-tracking stages from frame `start`; the second yields (k, frame, FaceResult)."""
+    tracker = FaceTracker(detect_every=detect_every)
+    decode = Stage("decode", source=reader.iter_frames(start), maxsize=maxsize, cancel=cancel)
+    faces = Stage("faces", fn=lambda kf: (kf[0], kf[1], tracker.process(kf[1])), upstream=decode,
+                  maxsize=maxsize, cancel=cancel)
+    return decode, faces
+
+
+class Committer:
+    """Commits a session when `Session.maybe_commit` finds it due, and tells a viewer which frames are new."""
+
+    def __init__(self, session: Session, every_s: float, on_chunk: Callable[[int, int], None] | None) -> None:
+        self.session, self.every_s, self.on_chunk = session, every_s, on_chunk
+        self._pending_from: int | None = None
+        self._pending_to = 0
+
+    def wrote(self, start: int, end: int) -> None:
+        self._pending_from = start if self._pending_from is None else min(self._pending_from, start)
+        self._pending_to = max(self._pending_to, end)
+        if self.session.maybe_commit(self.every_s):
+            self._notify()
+
+    def flush(self) -> None:
+        self.session.commit()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._pending_from is not None and self.on_chunk is not None:
+            self.on_chunk(self._pending_from, self._pending_to)
+        self._pending_from = None
+
+
+def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_progress,
+           cancel: CancelToken | None = None, detect_every: int = 5, commit_every_s: float = 2.0,
+           on_chunk: Callable[[int, int], None] | None = None) -> Path:
+    """Decode a video and track its face into `out_path` (.vxs); resumes an interrupted ingest."""
+    cancel = cancel or CancelToken()
+    out_path = Path(out_path)
+    with open_video(video) as reader:
+        session = open_or_create_session(reader, out_path)
+        ok = False
+        try:
+            start = session.faces().frames_done
+            total = reader.frame_count
+            progress(start, total, "faces")
+            decode, faces = face_stages(reader, start, detect_every, cancel)
+            decode.start()
+            faces.start()
+            committer = Committer(session, commit_every_s, on_chunk)
+            try:
+                for items in batched(faces, 16):
+                    cancel.raise_if_cancelled()
+                    k0 = items[0][0]
+                    FaceChunk.from_results(k0, [f for _, _, f in items]).write(session)
+                    committer.wrote(k0, k0 + len(items))
+                    progress(k0 + len(items), total, "faces")
+            finally:
+                faces.stop()
+            committer.flush()
+            ok = True
+        finally:
+            # Commit what was done even on cancel: the committed prefix is valid and resumable.
+            try:
+                session.commit()
+            finally:
+                session.close()
+            if not ok:
+                log.info("ingest of %s stopped; %s keeps the frames done so far", video, out_path)
+    return out_path
+
+
+# --- analysis -------------------------------------------------------------------------------------------
+
+@dataclass
+class AnalyzeSettings:
+    """What `analyze` computes; every field is recorded in the session."""
+
+    alpha: float = 0.3                       # EWMA smoothing factor (METHODS §9)
+    explain: tuple[str, ...] = ("intrinsic",)  # plus any of "lrp", "gradcam", "ig"
+    batch_size: int = 32
+    detect_every: int = 5
+    device: str = "auto"
+    commit_every_s: float = 2.0
+    spray: bool = True
+    spray_active: str | float = "predicted"  # which frames a class is clustered on
+    spray_method: str | None = None          # relevance used by SpRAy (default: first post-hoc, else intrinsic)
+    occlusion: bool = False                  # score the seven facial-part conditions per frame
+    au: bool = True                          # cosine of each map with the predicted class's AU map
+    ig_steps: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        methods = tuple(m for m in ("intrinsic", *self.explain) if m)
+        self.explain = tuple(dict.fromkeys(methods))   # intrinsic first, no repeats
+        unknown = set(self.explain) - {"intrinsic", *POST_HOC}
+        if unknown:
+            raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from "
+                             f"intrinsic, {', '.join(POST_HOC)}")
+
+    def spray_source(self) -> str:
+        if self.spray_method:
+            return self.spray_method
+        post = [m for m in self.explain if m in POST_HOC]
+        return post[0] if post else "intrinsic"
+
+
+def _post_hoc(method: str, analyzer: FrameAnalyzer, images: np.ndarray, target: np.ndarray,
+              ig_steps: int) -> np.ndarray:
+    """Post-hoc relevance maps N×S×S in model-input space for the predicted classes."""
+    from engine import explain
+
+    x = analyzer.tensor(images)
+    tgt = torch.as_tensor(target, dtype=torch.long, device=x.device)
+    if method == "lrp":
+        return explain.lrp(analyzer.model, x, tgt)
+    if method == "gradcam":
+        return explain.gradcam(analyzer.model, x, tgt, analyzer.model.target_layer())
+    if method == "ig":
+        return explain.integrated_gradients(analyzer.model, x, tgt, steps=ig_steps)[0]
+    raise ValueError(method)
+
+
+def _rows(n: int, valid: np.ndarray, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    """Scatter per-valid-frame rows into an n-row array, `fill` for frames without a model input."""
+    out = np.full((n, *values.shape[1:]), fill, dtype=values.dtype if values.dtype.kind == "f" else np.float32)
+    out[valid] = values
+    return out
+
+
+def _au_cosines(maps: np.ndarray, items: list, pred: np.ndarray, classes: list[str]) -> np.ndarray:
+    """CAM-COS per frame: cosine between a map (any resolution over the model input) and the AU map of the
+    predicted class drawn from the frame's landmarks in the same input space (METHODS §7)."""
+    from engine.explain import au_map, cam_cos
+
+    out = np.full(len(items), np.nan, np.float32)
+    for i, (_, _, face, pre) in enumerate(items):
+        if len(pre.mapping.pieces) != 1 or face.landmarks is None:
+            continue  # the reassembled grid has no single face geometry to draw AUs on
+        size = pre.mapping.input_size
+        lm = pre.mapping.from_frame(face.landmarks)
+        au = au_map(lm, classes[int(pred[i])], (size, size))
+        if not np.any(au):
+            continue  # neutral: no action units, the cosine is undefined
+        m = maps[i].astype(np.float32)
+        if m.shape != (size, size):
+            m = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
+        out[i] = cam_cos(m, au)
+    return out
+
+
+class _BatchWriter:
+    """Scores one batch of (k, frame, face, preprocessed) items and writes every per-frame array."""
+
+    def __init__(self, analyzer: FrameAnalyzer, session: Session, settings: AnalyzeSettings) -> None:
+        self.a, self.s, self.cfg = analyzer, session, settings
+        self.classes = analyzer.classes
+        if settings.occlusion:
+            from engine.preprocess import OCCLUSION_CONDITIONS
+
+            self.conditions = list(OCCLUSION_CONDITIONS)
+            self.occ_cfgs = [analyzer.config(occlude=OCCLUSION_CONDITIONS[c]) for c in self.conditions]
+
+    def __call__(self, items: list) -> None:
+        n, k0, C = len(items), items[0][0], len(self.classes)
+        FaceChunk.from_results(k0, [it[2] for it in items]).write(self.s)
+        valid = np.array([it[3] is not None for it in items], bool)
+        self.s.write_mappings(k0, [it[3].mapping.to_json() if it[3] is not None else None for it in items])
+        if not valid.any():
+            self.s.write_scores(k0, valid, np.full((n, C), np.nan, np.float32), np.full((n, C), np.nan, np.float32))
+            return
+        good = [it for it in items if it[3] is not None]
+        images = np.stack([it[3].image for it in good])
+        logits, probs, extra = self.a.run(images)
+        pred = probs.argmax(1)
+        for name, arr in extra.items():
+            dtype = np.float16 if name.endswith("maps") else arr.dtype
+            fill = -1 if arr.dtype.kind == "i" else np.nan
+            rows = np.full((n, *arr.shape[1:]), fill, dtype=dtype)
+            rows[valid] = arr
+            if name == "maps":
+                self.s.write_explanation("intrinsic", k0, rows)
+            else:
+                self.s.write_frames(f"explanations/intrinsic/{name}", k0, rows)
+        maps_by_method = {"intrinsic": extra["maps"]}
+        for method in self.cfg.explain:
+            if method in POST_HOC:
+                m = _post_hoc(method, self.a, images, pred, self.cfg.ig_steps)
+                maps_by_method[method] = m
+                self.s.write_explanation(method, k0, _rows(n, valid, m.astype(np.float16)))
+        if self.cfg.au:
+            for method, m in maps_by_method.items():
+                cos = _au_cosines(m, good, pred, self.classes)
+                self.s.write_frames(f"explanations/{method}/au_cos", k0, _rows(n, valid, cos))
+        if self.cfg.occlusion:
+            occ = np.full((n, len(self.conditions), C), np.nan, np.float32)
+            rows = np.flatnonzero(valid)
+            for ci, cfg in enumerate(self.occ_cfgs):
+                imgs = [self.a.prepare(it[1], it[2], cfg) for it in good]
+                occ[rows, ci] = self.a.probs(np.stack([p.image for p in imgs]))
+            self.s.write_occlusion(k0, occ, self.conditions)
+        self.s.write_scores(k0, valid, _rows(n, valid, logits), _rows(n, valid, probs))
+
+
+def _read_pooled_maps(session: Session, method: str, max_side: int = 32, chunk: int = 512) -> np.ndarray:
+    """All frames' maps of one method, sum-pooled to ≤ max_side² while reading chunk by chunk."""
+    from engine.explain.spray import prepare_maps
+
+    T = session.frame_count
+    parts = []
+    for s in range(0, T, chunk):
+        m = np.nan_to_num(session.read(f"explanations/{method}/maps", slice(s, min(T, s + chunk))).astype(np.float32))
+        m = np.maximum(m, 0)  # SpRAy clusters where the evidence for the class lies
+        side = int(np.sqrt(prepare_maps(m[:1], max_side).shape[1])) if len(m) else 1
+        pooled = prepare_maps(m, max_side).reshape(len(m), side, side)
+        parts.append(pooled)
+    return np.concatenate(parts) if parts else np.zeros((0, 1, 1), np.float32)
+
+
+def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSettings,
+                      progress: ProgressFn, cancel: CancelToken) -> None:
+    from engine.explain.spray import cluster_letter, spray_video
+    from sessions.store import SprayResult as StoredSpray
+    from sessions.store import runs_of
+
+    method = settings.spray_source()
+    if not session.exists(f"explanations/{method}/maps"):
+        return
+    valid = session.read("valid")
+    probs = session.read("probs")
+    probs[~valid] = np.nan
+    maps = _read_pooled_maps(session, method)
+    res = spray_video(maps, probs, classes, active=settings.spray_active, progress=progress, cancel=cancel)
+    tp = res.prototypes
+    for cname, cc in res.classes.items():
+        labels = np.full(session.frame_count, -1, np.int16)
+        labels[cc.frames] = cc.labels
+        names = [f"{cname.upper()}_{cluster_letter(c)}" for c in range(cc.k)]
+        # The class's own stages: maximal runs of one cluster over the frames where the class is active.
+        stages = [st for st in runs_of([names[x] if x >= 0 else "" for x in labels]) if st.descriptor]
+        cmaps = np.stack([cc.mean_maps[n] for n in names if n in cc.mean_maps]) if names else np.zeros((0, 1, 1))
+        vals = np.sort(np.asarray(cc.eigenvalues, float))
+        gap = float(np.max(np.diff(vals[: cc.k + 1]))) if vals.size > 1 else 0.0
+        session.write_spray(cname, StoredSpray(labels, stages, cmaps, cc.k, gap, tp.reduction, tp.prototype[:30000]))
+    session.write_temporal_prototype([", ".join(d) for d in tp.descriptors], method)
+
+
+def analyze(video: str | Path, model_dir: str | Path, out_path: str | Path,
+            settings: AnalyzeSettings | None = None, progress: ProgressFn = no_progress,
+            cancel: CancelToken | None = None, on_chunk: Callable[[int, int], None] | None = None,
+            analyzer: FrameAnalyzer | None = None) -> Path:
+    """Score, explain and summarise every frame of a video into a session; resumes an incomplete one."""
+    settings = settings or AnalyzeSettings()
+    cancel = cancel or CancelToken()
+    out_path = Path(out_path)
+    analyzer = analyzer or FrameAnalyzer(model_dir, device=settings.device)
+    with open_video(video) as reader:
+        session = open_or_create_session(reader, out_path)
+        try:
+            start = session.begin_analysis(analyzer.identity, analyzer.classes, list(settings.explain),
+                                           settings.alpha)
+            W, b = head_weights(analyzer.model)
+            session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
+                              head_bias=None if b is None else b.tolist(), arch=analyzer.spec.arch)
+            total = reader.frame_count
+            progress(start, total, "analysing")
+            cfg = analyzer.preprocess_config
+            decode, faces = face_stages(reader, start, settings.detect_every, cancel)
+            prep = Stage("preprocess", fn=lambda it: (*it, analyzer.prepare(it[1], it[2], cfg)), upstream=faces,
+                         cancel=cancel)
+            write = _BatchWriter(analyzer, session, settings)
+            committer = Committer(session, settings.commit_every_s, on_chunk)
+            for s in (decode, faces, prep):
+                s.start()
+            try:
+                for items in batched(prep, settings.batch_size):
+                    cancel.raise_if_cancelled()
+                    write(items)
+                    k0 = items[0][0]
+                    committer.wrote(k0, k0 + len(items))
+                    progress(k0 + len(items), total, "analysing")
+            finally:
+                prep.stop()
+            committer.flush()
+            timers = {st.name: st.timer for st in (decode, faces, prep)}
+            log.info("stage rates (frames/s): %s", {k: round(t.rate, 1) for k, t in timers.items()})
+            _finish(session, analyzer.classes, settings, progress, cancel)
+        finally:
+            try:
+                session.commit()
+            finally:
+                session.close()
+    return out_path
+
+
+def _finish(session: Session, classes: list[str], settings: AnalyzeSettings, progress: ProgressFn,
+            cancel: CancelToken) -> None:
+    """Whole-video results once every frame is scored: SpRAy stages, EWMA and the decision."""
+    if settings.spray:
+        progress(0, len(classes), "SpRAy temporal prototypes")
+        _spray_to_session(session, classes, settings, progress, cancel)
+    valid = session.read("valid")
+    probs = session.read("probs")
+    smoothed = ewma(probs, settings.alpha, valid)
+    session.finish_analysis(smoothed, settings.alpha, video_decision(smoothed, classes))

@@ -1,0 +1,254 @@
+"""Exports of a session: per-frame CSV, JSON summary, ELAN .eaf. All written atomically.
+
+Per-frame data is streamed in blocks, so memory stays flat in video length.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import mimetypes
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from sessions.atomic import atomic_write
+from sessions.store import Session, Stage
+
+log = logging.getLogger(__name__)
+
+BLOCK = 4096  # frames per read while streaming
+DECISION_TIER = "model decision"
+STAGE_TIER = "SpRAy stages"
+
+
+def _blocks(n: int) -> Iterator[slice]:
+    for i in range(0, n, BLOCK):
+        yield slice(i, min(n, i + BLOCK))
+
+
+def _fmt(x: float) -> str:
+    return "" if not np.isfinite(x) else f"{x:.6g}"
+
+
+def _stage_class(session: Session) -> tuple[str | None, list[Stage]]:
+    """The stages to show: the video's temporal prototype; failing that, those of the decided class, else
+    of the first class that has SpRAy."""
+    video_stages = session.temporal_prototype()
+    if video_stages:
+        return "video", video_stages
+    spray = session.spray()
+    if not spray:
+        return None, []
+    info = session.analysis_info() or {}
+    cls = info.get("decision") if info.get("decision") in spray else min(spray)
+    return cls, sorted(spray[cls].stages, key=lambda s: s.start)
+
+
+def _stage_labels(stages: list[Stage], sl: slice) -> list[str]:
+    idx = np.arange(sl.start, sl.stop)
+    out = [""] * len(idx)
+    for st in stages:
+        lo, hi = max(st.start, sl.start), min(st.end, sl.stop)
+        for i in range(lo, hi):
+            out[i - sl.start] = st.descriptor
+    return out
+
+
+def _predicted(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """argmax class per frame, -1 where the frame was not scored."""
+    pred = np.full(len(probs), -1, dtype=np.int64)
+    ok = valid & np.all(np.isfinite(probs), axis=1) if probs.size else valid
+    if ok.any():
+        pred[ok] = np.argmax(probs[ok], axis=1)
+    return pred
+
+
+def export_csv(session: Session, path: str | os.PathLike[str]) -> Path:
+    """One row per frame: index, time_s, face, face_confidence, prob_<class>…, ewma_<class>…, stage
+    (SpRAy descriptor of the decided class), occlusion_delta_<condition>… (score of the predicted class
+    under the condition minus unoccluded; only when occlusion was run). Empty cell = no value."""
+    path = Path(path)
+    info = session.analysis_info()
+    classes: list[str] = info["classes"] if info else []
+    occ = session.occlusion(slice(0, 0)) if info else None
+    conditions = occ[0] if occ else []
+    _, stages = _stage_class(session)
+    header = (["index", "time_s", "face", "face_confidence"] + [f"prob_{c}" for c in classes]
+              + [f"ewma_{c}" for c in classes] + ["stage"] + [f"occlusion_delta_{c}" for c in conditions])
+    ts = session.timestamps
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for sl in _blocks(session.frame_count):
+            faces = session.faces(sl)
+            n = sl.stop - sl.start
+            if info:
+                probs, ewma = session.read("probs", sl), session.read("ewma", sl)
+                valid = session.read("valid", sl)
+                pred = _predicted(probs, valid)
+            occ_scores = session.read("occlusion/scores", sl) if conditions else None
+            stage_text = _stage_labels(stages, sl)
+            for j in range(n):
+                k = sl.start + j
+                row = [str(k), f"{ts[k]:.6f}", "1" if faces.found[j] else "0", _fmt(faces.confidence[j])]
+                if info:
+                    row += [_fmt(v) for v in probs[j]] + [_fmt(v) for v in ewma[j]]
+                row.append(stage_text[j])
+                if occ_scores is not None:
+                    p = pred[j]
+                    row += ([_fmt(occ_scores[j, c, p] - probs[j, p]) for c in range(len(conditions))]
+                            if p >= 0 else [""] * len(conditions))
+                w.writerow(row)
+    log.info("exported %s", path)
+    return path
+
+
+def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
+    """Summary: video, model, classes, decision, per-class mean probabilities, stages, annotations."""
+    path = Path(path)
+    info = session.analysis_info()
+    mean_probs: dict[str, float | None] = {}
+    scored = 0
+    if info:
+        total = np.zeros(len(info["classes"]), dtype=np.float64)
+        for sl in _blocks(session.frame_count):
+            probs, valid = session.read("probs", sl), session.read("valid", sl)
+            ok = valid & np.all(np.isfinite(probs), axis=1)
+            total += probs[ok].sum(axis=0)
+            scored += int(ok.sum())
+        mean_probs = {c: (float(total[i] / scored) if scored else None) for i, c in enumerate(info["classes"])}
+    ann = session.annotations()
+    summary = {
+        "application": "vidxai", "kind": "session summary", "session": str(session.path),
+        "video": session.video, "face_found_frames": session.face_found_frames(),
+        "model": info["model"] if info else None,
+        "classes": info["classes"] if info else [],
+        "decision": info["decision"] if info else "",
+        "complete": bool(info and info["complete"]),
+        "frames_done": info["frames_done"] if info else 0,
+        "scored_frames": scored,
+        "alpha": info["alpha"] if info else None,
+        "explanations": info["explanations"] if info else [],
+        "mean_probs": mean_probs,
+        "stages": [dataclasses.asdict(s) for s in session.temporal_prototype()],
+        "class_stages": {c: [dataclasses.asdict(s) for s in r.stages] for c, r in session.spray().items()},
+        "annotation_count": len(ann.segments),
+        "tiers": [t.name for t in ann.tiers],
+    }
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    log.info("exported %s", path)
+    return path
+
+
+class _TimeSlots:
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}
+
+    def ref(self, ms: int) -> str:
+        if ms not in self._ids:
+            self._ids[ms] = f"ts{len(self._ids) + 1}"
+        return self._ids[ms]
+
+    def element(self) -> ET.Element:
+        order = ET.Element("TIME_ORDER")
+        for ms, tid in sorted(self._ids.items()):
+            ET.SubElement(order, "TIME_SLOT", TIME_SLOT_ID=tid, TIME_VALUE=str(ms))
+        return order
+
+
+def _decision_runs(session: Session, classes: list[str]) -> list[tuple[int, int, str]]:
+    """Maximal runs [start, end) of the per-frame predicted class; unscored frames break runs."""
+    runs: list[tuple[int, int, str]] = []
+    cur, start = -1, 0
+    for sl in _blocks(session.frame_count):
+        pred = _predicted(session.read("probs", sl), session.read("valid", sl))
+        for j, p in enumerate(pred):
+            k = sl.start + j
+            if p != cur:
+                if cur >= 0:
+                    runs.append((start, k, classes[cur]))
+                cur, start = int(p), k
+    if cur >= 0:
+        runs.append((start, session.frame_count, classes[cur]))
+    return runs
+
+
+def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "") -> Path:
+    """ELAN 3.0 annotation document: the reviewer tiers, a "model decision" tier of runs of the
+    predicted class, and "SpRAy stages" (of the decided class) when present. Times are the frames'
+    presentation times in ms; a segment ends where its first excluded frame starts."""
+    path = Path(path)
+    ts = session.timestamps
+    T = session.frame_count
+    end_of_video = float(ts[-1] + 1.0 / session.fps) if T else 0.0
+
+    def ms(frame: int) -> int:
+        return round(1000.0 * float(ts[frame] if frame < T else end_of_video))
+
+    root = ET.Element("ANNOTATION_DOCUMENT", {
+        "AUTHOR": author, "DATE": datetime.now(UTC).isoformat(timespec="seconds"),
+        "FORMAT": "3.0", "VERSION": "3.0",
+        "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+        "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd",
+    })
+    header = ET.SubElement(root, "HEADER", MEDIA_FILE="", TIME_UNITS="milliseconds")
+    video = Path(str(session.video.get("path", "")))
+    media = {"MEDIA_URL": video.resolve().as_uri() if str(video) else "",
+             "MIME_TYPE": mimetypes.guess_type(video.name)[0] or "video/*"}
+    if str(video):
+        try:
+            rel = Path(os.path.relpath(video.resolve(), path.resolve().parent)).as_posix()
+            media["RELATIVE_MEDIA_URL"] = rel if rel.startswith("..") else "./" + rel
+        except ValueError:
+            pass  # another drive on Windows: only the absolute URL
+    ET.SubElement(header, "MEDIA_DESCRIPTOR", media)
+    slots = _TimeSlots()
+    tiers: list[tuple[str, list[tuple[int, int, str]]]] = []
+    ann = session.annotations()
+    for tier in ann.tiers:
+        items = []
+        for s in sorted((s for s in ann.segments if s.tier == tier.name), key=lambda s: s.start_frame):
+            value = s.label
+            if s.agreement:
+                value = f"[{s.agreement}] {value}"
+            if s.note:
+                value = f"{value}: {s.note}"
+            items.append((s.start_frame, max(s.end_frame, s.start_frame + 1), value))
+        tiers.append((tier.name, items))
+    info = session.analysis_info()
+    if info and info["frames_done"]:
+        tiers.append((DECISION_TIER, _decision_runs(session, info["classes"])))
+    cls, stages = _stage_class(session)
+    if stages:
+        tiers.append((STAGE_TIER, [(st.start, st.end, st.descriptor) for st in stages]))
+    n_ann = 0
+    tier_elems = []
+    for name, items in tiers:
+        te = ET.Element("TIER", LINGUISTIC_TYPE_REF="default-lt", TIER_ID=name)
+        for start, end, value in items:
+            t0, t1 = ms(min(start, T)), ms(min(end, T))
+            if t1 <= t0:
+                continue
+            n_ann += 1
+            a = ET.SubElement(ET.SubElement(te, "ANNOTATION"), "ALIGNABLE_ANNOTATION",
+                              ANNOTATION_ID=f"a{n_ann}", TIME_SLOT_REF1=slots.ref(t0), TIME_SLOT_REF2=slots.ref(t1))
+            ET.SubElement(a, "ANNOTATION_VALUE").text = value
+        tier_elems.append(te)
+    ET.SubElement(header, "PROPERTY", NAME="lastUsedAnnotationId").text = str(n_ann)
+    root.append(slots.element())
+    root.extend(tier_elems)
+    ET.SubElement(root, "LINGUISTIC_TYPE", GRAPHIC_REFERENCES="false", LINGUISTIC_TYPE_ID="default-lt",
+                  TIME_ALIGNABLE="true")
+    ET.indent(root)
+    with atomic_write(path, "wb") as fh:
+        ET.ElementTree(root).write(fh, encoding="UTF-8", xml_declaration=True)
+    log.info("exported %s (stages of %s)", path, cls)
+    return path

@@ -1,0 +1,372 @@
+"""The side panels: prototype gallery, SAE latent profile, preprocessing & occlusion, annotations.
+
+They only display what the window hands them (arrays already in memory, images already decoded on a
+worker thread); none of them reads files or runs a model on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QCheckBox,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+
+def array_to_pixmap(img: np.ndarray) -> QPixmap:
+    """uint8 H×W, H×W×1 or H×W×3 → QPixmap (copied, so the array may go)."""
+    a = np.ascontiguousarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = np.ascontiguousarray(a[:, :, 0])
+    h, w = a.shape[:2]
+    if a.ndim == 2:
+        qimg = QImage(a.data, w, h, w, QImage.Format.Format_Grayscale8)
+    else:
+        qimg = QImage(a.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimg.copy())
+
+
+def _hint(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: gray")
+    label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+    return label
+
+
+# ------------------------------------------------------------------------------------------ prototypes
+
+
+@dataclass
+class PrototypeInfo:
+    index: int
+    class_name: str
+    source: str  # where the prototype was pushed from: "video.mp4 frame 120" / "train/happy/123.jpg"
+    image: QImage | None  # loaded on a worker thread (QImage, unlike QPixmap, may be made off the GUI)
+
+
+def load_prototypes(model_dir: Path) -> list[PrototypeInfo]:
+    """Prototype crops and provenance of a checkpoint folder (worker thread)."""
+    from engine.checkpoint import read_checkpoint_json
+
+    doc = read_checkpoint_json(model_dir)
+    spec = doc.get("spec", {})
+    classes = list(spec.get("classes", []))
+    per_class = int(spec.get("prototypes_per_class", 0) or 0)
+    meta = doc.get("metadata") or {}
+    prov = meta.get("prototypes") or meta.get("prototype_provenance") or []
+    if isinstance(prov, dict):
+        prov = [prov.get(str(j), {}) for j in range(len(doc.get("prototypes", [])))]
+    out = []
+    for name in doc.get("prototypes", []):
+        try:
+            j = int(Path(name).stem)
+        except ValueError:
+            continue
+        p = prov[j] if j < len(prov) and isinstance(prov[j], dict) else {}
+        cls = str(p.get("class", classes[j // per_class] if per_class and j // per_class < len(classes) else ""))
+        source = str(p.get("source") or p.get("video") or p.get("image") or "")
+        if "frame" in p:
+            source = f"{Path(source).name} frame {p['frame']}"
+        img = QImage(str(model_dir / name))
+        out.append(PrototypeInfo(j, cls, source or "source not recorded", None if img.isNull() else img))
+    return out
+
+
+class PrototypeGallery(QWidget):
+    """'This looks like that': the prototypes that contribute most to the current frame's decision."""
+
+    TOP = 5
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.prototypes: dict[int, PrototypeInfo] = {}
+        self.hint = _hint("Open a ProtoPNet session to see which learned prototypes the current frame "
+                          "looks like, and how much each adds to the decision.")
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["prototype", "source", "similarity · contribution"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setIconSize(pg.QtCore.QSize(64, 64))
+        self.table.verticalHeader().setDefaultSectionSize(70)
+        self.trace = pg.PlotWidget(background="w")
+        self.trace.setFixedHeight(80)
+        self.trace.setMouseEnabled(x=False, y=False)
+        self.trace.hideButtons()
+        self.trace.getPlotItem().setLabel("left", "sim.")
+        self.trace_curve = self.trace.plot(pen=pg.mkPen("#444", width=1.5), connect="finite")
+        self.trace_cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen("#d00000"))
+        self.trace.addItem(self.trace_cursor)
+        self.trace.setToolTip("Similarity of the selected prototype over the whole video")
+        self.table.itemSelectionChanged.connect(self._on_select)
+        self._similarities: np.ndarray | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.trace)
+        self.table.hide()
+        self.trace.hide()
+
+    def set_prototypes(self, protos: list[PrototypeInfo], similarities: np.ndarray | None) -> None:
+        self.prototypes = {p.index: p for p in protos}
+        self._similarities = similarities
+
+    def show_frame(self, k: int, top_index: np.ndarray | None, top_value: np.ndarray | None,
+                   similarities: np.ndarray | None) -> None:
+        self._similarities = similarities
+        if top_index is None or k >= len(top_index) or not np.isfinite(np.asarray(top_value[k], float)).any():
+            self.table.setRowCount(0)
+            if top_index is not None:
+                self.hint.setText(f"Frame {k}: no prototype activations (no face, or not analysed yet).")
+            self.table.setVisible(top_index is not None)
+            return
+        self.hint.setText(f"Frame {k}: the prototypes it looks like most, by contribution W·s to the "
+                          "predicted class.")
+        self.table.show()
+        idx = np.asarray(top_index[k])
+        val = np.asarray(top_value[k], dtype=float)
+        rows = [(int(j), float(v)) for j, v in zip(idx, val, strict=False) if j >= 0 and np.isfinite(v)]
+        self.table.setRowCount(min(len(rows), self.TOP))
+        for r, (j, contribution) in enumerate(rows[: self.TOP]):
+            info = self.prototypes.get(j)
+            name = QTableWidgetItem(f"#{j}\n{info.class_name if info else ''}")
+            if info is not None and info.image is not None:
+                name.setIcon(QPixmap.fromImage(info.image))
+            name.setData(Qt.ItemDataRole.UserRole, j)
+            source = QTableWidgetItem(info.source if info else "prototype images not found")
+            source.setToolTip(source.text())
+            sim = (float(similarities[k, j]) if similarities is not None and j < similarities.shape[1]
+                   else float("nan"))
+            score = QTableWidgetItem(f"s = {sim:.2f}\nW·s = {contribution:+.2f}")
+            for c, item in enumerate((name, source, score)):
+                self.table.setItem(r, c, item)
+        self.trace_cursor.setValue(k)
+
+    @Slot()
+    def _on_select(self) -> None:
+        items = self.table.selectedItems()
+        if not items or self._similarities is None:
+            self.trace.hide()
+            return
+        j = self.table.item(items[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        if j is None or j >= self._similarities.shape[1]:
+            return
+        y = self._similarities[:, j].astype(float)
+        self.trace_curve.setData(np.arange(len(y), dtype=float), y)
+        self.trace.setTitle(f"prototype #{j} over time", size="8pt")
+        self.trace.show()
+
+
+# ------------------------------------------------------------------------------------------ SAE latents
+
+
+class LatentProfile(QWidget):
+    """Bar plot of the PatchSAE latents active in the current frame (strongest first)."""
+
+    TOP = 12
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.hint = _hint("Open a PatchSAE session to see which sparse latents are active in the current frame.")
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setLabel("bottom", "activation g_j")
+        self.bars = pg.BarGraphItem(x0=0, y=[], height=0.7, width=[], brush="#4c72b0")
+        self.plot.addItem(self.bars)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.plot, 1)
+        self.plot.hide()
+
+    def show_frame(self, k: int, latents: np.ndarray | None) -> None:
+        if latents is None or k >= len(latents):
+            self.plot.hide()
+            return
+        g = np.nan_to_num(np.asarray(latents[k], dtype=float))
+        order = np.argsort(-g)[: self.TOP]
+        order = order[g[order] > 0]
+        self.plot.show()
+        self.hint.setText(f"Frame {k}: {int((g > 0).sum())} active latents; the strongest {len(order)}:")
+        n = len(order)
+        self.bars.setOpts(x0=np.zeros(n), y=np.arange(n)[::-1].astype(float), width=g[order], height=0.7)
+        self.plot.getAxis("left").setTicks([[(float(n - 1 - i), f"#{int(j)}") for i, j in enumerate(order)]])
+        self.plot.setYRange(-0.5, max(n, 1) - 0.5, padding=0)
+        self.plot.setXRange(0, float(g[order].max()) if n else 1.0, padding=0.05)
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+
+
+class PreprocessPanel(QWidget):
+    """Input mode and occluded parts for re-scoring the current frame; shows the model's view."""
+
+    changed = Signal()
+    rescoreAllRequested = Signal()
+
+    MODES = (("face", "Face crop (default)"), ("original", "Whole frame"), ("reassembled", "Eyes · nose · mouth"))
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        mode_box = QGroupBox("Model input")
+        mode_layout = QVBoxLayout(mode_box)
+        self.mode_group = QButtonGroup(self)
+        self.mode_buttons: dict[str, QRadioButton] = {}
+        for mode, text in self.MODES:
+            b = QRadioButton(text)
+            b.setProperty("mode", mode)
+            self.mode_group.addButton(b)
+            self.mode_buttons[mode] = b
+            mode_layout.addWidget(b)
+        self.mode_buttons["face"].setChecked(True)
+        occ_box = QGroupBox("Occlude")
+        occ_layout = QHBoxLayout(occ_box)
+        self.part_boxes: dict[str, QCheckBox] = {}
+        for part in ("eyes", "nose", "mouth"):
+            cb = QCheckBox(part)
+            self.part_boxes[part] = cb
+            occ_layout.addWidget(cb)
+            cb.toggled.connect(lambda _on: self.changed.emit())
+        self.mode_group.buttonToggled.connect(lambda _b, on: on and self.changed.emit())
+        self.input_view = QLabel()
+        self.input_view.setFixedSize(112, 112)
+        self.input_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.input_view.setStyleSheet("background: #202020; color: #aaaaaa")
+        self.input_view.setText("model\ninput")
+        self.input_view.setToolTip("What the model sees for the current frame")
+        self.scores = QTableWidget(0, 2)
+        self.scores.setHorizontalHeaderLabels(["class", "p"])
+        self.scores.verticalHeader().setVisible(False)
+        self.scores.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.scores.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.status = _hint("Choose a model (Analysis ▸ Analyse with model…) to re-score frames here.")
+        self.rescore_all = QPushButton("Re-score whole video with these settings")
+        self.rescore_all.clicked.connect(self.rescoreAllRequested)
+        self.rescore_all.setEnabled(False)
+        view_row = QHBoxLayout()
+        view_row.addWidget(self.input_view)
+        view_row.addWidget(self.scores, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(mode_box)
+        layout.addWidget(occ_box)
+        layout.addLayout(view_row, 1)
+        layout.addWidget(self.status)
+        layout.addWidget(self.rescore_all)
+
+    @property
+    def mode(self) -> str:
+        b = self.mode_group.checkedButton()
+        return str(b.property("mode")) if b is not None else "face"
+
+    @property
+    def occluded(self) -> frozenset[str]:
+        return frozenset(p for p, cb in self.part_boxes.items() if cb.isChecked())
+
+    def show_scores(self, classes: list[str], probs: np.ndarray, input_image: np.ndarray | None,
+                    note: str = "") -> None:
+        self.scores.setRowCount(len(classes))
+        best = int(np.nanargmax(probs)) if np.isfinite(probs).any() else -1
+        for i, (c, p) in enumerate(zip(classes, probs, strict=False)):
+            name = QTableWidgetItem(c)
+            value = QTableWidgetItem(f"{p:.3f}")
+            if i == best:
+                font = name.font()
+                font.setBold(True)
+                name.setFont(font)
+                value.setFont(font)
+            self.scores.setItem(i, 0, name)
+            self.scores.setItem(i, 1, value)
+        if input_image is not None:
+            self.input_view.setPixmap(array_to_pixmap(input_image).scaled(
+                self.input_view.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.FastTransformation))
+        self.status.setText(note)
+
+
+# ------------------------------------------------------------------------------------------ annotations
+
+
+class AnnotationPanel(QWidget):
+    """The reviewer's annotation segments; double-click one to go to it."""
+
+    seekRequested = Signal(int)
+    addRequested = Signal()
+    deleteRequested = Signal(int)  # row index into the segments given to set_segments
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.segments: list[Any] = []
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["tier", "frames", "label", "note"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.cellDoubleClicked.connect(lambda r, _c: self.seekRequested.emit(self.segments[r].start_frame))
+        self.add_button = QPushButton("Add at current frame…")
+        self.add_button.clicked.connect(self.addRequested)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self._delete)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.delete_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        self.setEnabled(False)
+
+    def set_segments(self, segments: list[Any]) -> None:
+        self.segments = list(segments)
+        self.table.setRowCount(len(self.segments))
+        for r, s in enumerate(self.segments):
+            verdict = f"[{s.agreement}] " if s.agreement else ""
+            for c, text in enumerate((s.tier, f"{s.start_frame}–{s.end_frame - 1}", verdict + s.label, s.note)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                self.table.setItem(r, c, item)
+
+    def _delete(self) -> None:
+        rows = sorted({i.row() for i in self.table.selectedItems()})
+        if rows:
+            self.deleteRequested.emit(rows[0])
+
+
+class ScrollPanel(QScrollArea):
+    """Lets a dock shrink below its content's height without squashing the content."""
+
+    def __init__(self, inner: QWidget) -> None:
+        super().__init__()
+        self.setWidget(inner)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+

@@ -1,0 +1,825 @@
+"""The main window: player over timeline, side docks, menus; it shows and asks the engine through jobs.
+
+State lives in three places only: the player (which video, which frame), ``self.data`` (the session's
+per-frame arrays, read on worker threads) and the job queue. Everything slow — decoding, reading or
+writing session files, models — runs on a worker; this class merges results and draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QSplitter,
+    QWidget,
+)
+
+from vidxai_gui.docks import (
+    AnnotationPanel,
+    LatentProfile,
+    PreprocessPanel,
+    PrototypeGallery,
+    PrototypeInfo,
+    ScrollPanel,
+    load_prototypes,
+)
+from vidxai_gui.player import FrameOverlays, Player
+from vidxai_gui.review import HeatmapReader, ReviewData, Rows, empty_review, load_review, read_rows
+from vidxai_gui.timeline import Segment, Timeline
+from vidxai_gui.worker import JobPanel, JobQueue, JobWorker
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "VidXAI"
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+SESSION_SUFFIX = ".vxs"
+MAX_RECENT = 10
+ABOUT_TEXT = (
+    "<h3>VidXAI</h3>"
+    "<p>Review face videos with explainable emotion-recognition models: frame scores and their "
+    "smoothed decision, prototypes (“this looks like that”), relevance maps, SpRAy stages and "
+    "occlusion tests.</p>"
+    "<p>The scores are a model's reading of facial movement, not a diagnosis.</p>"
+    "<p><b>Demo clip from CREMA-D (Cao et al., 2014), Open Database License 1.0 / Database Contents "
+    "License 1.0.</b> CREMA-D: Crowd-sourced Emotional Multimodal Actors Dataset, "
+    "H. Cao, D. G. Cooper, M. K. Keutmann, R. C. Gur, A. Nenkova, R. Verma, "
+    "IEEE Transactions on Affective Computing 5(4), 2014.</p>"
+)
+
+
+def sessions_dir(settings: QSettings) -> Path:
+    """Where new session files go when the video's own folder is read-only."""
+    configured = settings.value("sessions_dir", "", str)
+    if configured:
+        return Path(configured)
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base or Path.home() / ".vidxai") / "sessions"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings, model_dir: str | os.PathLike[str] | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.model_dir: Path | None = Path(model_dir) if model_dir else None
+        self.video_path: Path | None = None
+        self.session_path: Path | None = None
+        self.data: ReviewData | None = None
+        self.heat_method = ""
+        self.analysis_worker: JobWorker | None = None
+        self._pending_analysis: Path | None = None
+        self._pending_frame = 0
+        self._loaders: list[JobWorker] = []  # session loads run beside the queue: opening never waits
+        self._analyzer: Any = None  # engine.analyzer.FrameAnalyzer, loaded on first re-score
+        self._analyzer_dir: Path | None = None
+        self._rescore_worker: JobWorker | None = None
+        self.prototypes: list[PrototypeInfo] = []
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.setDockOptions(QMainWindow.DockOption.AllowTabbedDocks | QMainWindow.DockOption.AnimatedDocks)
+
+        self.jobs = JobQueue(self)
+        self.player = Player()
+        self.timeline = Timeline()
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.player)
+        self.splitter.addWidget(self.timeline)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setChildrenCollapsible(False)
+        self.player.setMinimumHeight(240)
+        self.timeline.setMinimumHeight(230)
+        self.setCentralWidget(self.splitter)
+
+        self.gallery = PrototypeGallery()
+        self.latents = LatentProfile()
+        self.preprocess = PreprocessPanel()
+        self.job_panel = JobPanel(self.jobs)
+        self.annotation_panel = AnnotationPanel()
+        self.docks: dict[str, QDockWidget] = {}
+        self._add_dock("prototypes", "Prototypes — this looks like that", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("latents", "SAE latents", self.latents, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("preprocess", "Preprocessing && occlusion", ScrollPanel(self.preprocess),
+                       Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("annotations", "Annotations", self.annotation_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("jobs", "Jobs", self.job_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["prototypes"], self.docks["latents"])
+        self.tabifyDockWidget(self.docks["prototypes"], self.docks["preprocess"])
+        self.tabifyDockWidget(self.docks["annotations"], self.docks["jobs"])
+        self.docks["prototypes"].raise_()
+        self.docks["annotations"].raise_()
+
+        self.status_label = QLabel()
+        self.statusBar().addPermanentWidget(self.status_label)
+        self._build_menus()
+
+        self.timeline.seekRequested.connect(self.player.seek)
+        self.timeline.alphaChanged.connect(lambda _a: self._update_frame_docks(self.player.current))
+        self.player.videoOpened.connect(self._on_video_opened)
+        self.player.videoFailed.connect(lambda msg: self.show_error("The video could not be opened", msg,
+                                                                    "Choose another file, or convert this one "
+                                                                    "to MP4 (H.264) and open it again."))
+        self.player.frameShown.connect(self._on_frame_shown)
+        self.player.overlay_provider = self._overlays
+        self.annotation_panel.seekRequested.connect(self.player.seek)
+        self.annotation_panel.addRequested.connect(self.add_annotation)
+        self.annotation_panel.deleteRequested.connect(self.delete_annotation)
+        self.preprocess.changed.connect(self.rescore_current)
+        self.preprocess.rescoreAllRequested.connect(self.rescore_video)
+        self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
+
+        self.resize(1280, 800)
+        self._restore_state()
+        self._update_actions()
+
+    # ------------------------------------------------------------------------------------ building
+    def _add_dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{key}")  # saveState needs stable names
+        dock.setWidget(widget)
+        dock.setMinimumWidth(280)
+        self.addDockWidget(area, dock)
+        self.docks[key] = dock
+
+    def _action(self, menu: QMenu, text: str, slot: Callable[[], Any], shortcut: QKeySequence | str | None = None,
+                tip: str = "") -> QAction:
+        action = menu.addAction(text)
+        action.triggered.connect(lambda _checked=False: slot())
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        m = bar.addMenu("&File")
+        self._action(m, "Open video…", self.choose_video, QKeySequence.StandardKey.Open)
+        self._action(m, "Open session…", self.choose_session, "Ctrl+Shift+O")
+        self.recent_menu = m.addMenu("Recent files")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        m.addSeparator()
+        self.save_action = self._action(m, "Save session", self.save_session, QKeySequence.StandardKey.Save,
+                                        "Write annotations and review settings into the session file")
+        exp = m.addMenu("Export")
+        self.export_actions = [
+            self._action(exp, "CSV (one row per frame)…", lambda: self.export("csv")),
+            self._action(exp, "ELAN (.eaf)…", lambda: self.export("eaf")),
+            self._action(exp, "JSON summary…", lambda: self.export("json")),
+        ]
+        m.addSeparator()
+        self._action(m, "Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        a = bar.addMenu("&Analysis")
+        self.analyse_action = self._action(a, "Analyse with model…", self.choose_model_and_analyse, "Ctrl+R")
+        self.faces_action = self._action(a, "Find faces only", self.find_faces,
+                                         tip="Face boxes and landmarks for every frame, without a model")
+        a.addSeparator()
+        self._action(a, "Train…", lambda: self._not_yet("Training", "vidxai train"))
+        self._action(a, "Evaluate…", lambda: self._not_yet("Evaluation", "vidxai evaluate"))
+        a.addSeparator()
+        self.heat_menu = a.addMenu("Heatmap method")
+        self.heat_menu.aboutToShow.connect(self._fill_heat_menu)
+
+        p = bar.addMenu("&Playback")
+        for action in self.player.actions_transport:
+            p.addAction(action)
+            self.addAction(action)
+
+        v = bar.addMenu("&View")
+        for dock in self.docks.values():
+            v.addAction(dock.toggleViewAction())
+        v.addSeparator()
+        self._action(v, "Reset layout", self.reset_layout)
+
+        h = bar.addMenu("&Help")
+        self._action(h, "About VidXAI", self.about)
+
+    def _update_actions(self) -> None:
+        has_video = self.video_path is not None
+        has_session = self.session_path is not None and self.session_path.exists()
+        busy = self.analysis_worker is not None
+        self.analyse_action.setEnabled(has_video and not busy)
+        self.faces_action.setEnabled(has_video and not busy)
+        self.save_action.setEnabled(has_session and not busy)
+        for action in self.export_actions:
+            action.setEnabled(has_session and not busy)
+        self.annotation_panel.setEnabled(has_session and not busy)
+
+    # ------------------------------------------------------------------------------------ settings
+    def _restore_state(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        alpha = self.settings.value("review/alpha", 0.3, float)
+        self.timeline.set_alpha(float(alpha))
+        model = self.settings.value("analysis/model_dir", "", str)
+        if self.model_dir is None and model and Path(model).is_dir():
+            self.model_dir = Path(model)
+        self._default_state = self.saveState()
+
+    def _save_state(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("review/alpha", self.timeline.alpha)
+        if self.model_dir is not None:
+            self.settings.setValue("analysis/model_dir", str(self.model_dir))
+        self.settings.sync()
+
+    def reset_layout(self) -> None:
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.show()
+        self.restoreState(self._default_state)
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent_files", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _remember(self, path: Path) -> None:
+        entries = [str(path.resolve())] + [p for p in self.recent_files() if p != str(path.resolve())]
+        self.settings.setValue("recent_files", entries[:MAX_RECENT])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        files = self.recent_files()
+        if not files:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        for f in files:
+            action = self.recent_menu.addAction(Path(f).name)
+            action.setToolTip(f)
+            action.setStatusTip(f)
+            action.triggered.connect(lambda _c=False, f=f: self.open_path(f))
+        if files:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list").triggered.connect(
+                lambda: self.settings.setValue("recent_files", []))
+
+    # ------------------------------------------------------------------------------------ dialogs
+    def show_error(self, title: str, what: str, todo: str = "", details: str = "") -> QMessageBox:
+        """Non-blocking error dialog: what happened and what to do (details hold the traceback)."""
+        log.error("%s: %s", title, what)
+        box = QMessageBox(QMessageBox.Icon.Warning, title, what, QMessageBox.StandardButton.Ok, self)
+        if todo:
+            box.setInformativeText(todo)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # window-modal but not a nested event loop: playback and jobs keep going
+        self.last_error = box
+        return box
+
+    def about(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Information, "About VidXAI", ABOUT_TEXT, QMessageBox.StandardButton.Ok,
+                          self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.about_box = box
+
+    def _not_yet(self, what: str, command: str) -> None:
+        QMessageBox.information(self, what, f"{what} from the window is not available in this version.\n\n"
+                                f"Run it from a terminal with `{command} --help`; it writes a model folder "
+                                "you can then choose in Analysis ▸ Analyse with model…")
+
+    # ------------------------------------------------------------------------------------ opening
+    def choose_video(self) -> None:
+        start = self.settings.value("last_dir", str(Path.home()), str)
+        pattern = " ".join(f"*{s}" for s in VIDEO_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", start, f"Videos ({pattern});;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def choose_session(self) -> None:
+        start = self.settings.value("last_dir", str(Path.home()), str)
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", start, f"VidXAI sessions (*{SESSION_SUFFIX})")
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str | os.PathLike[str]) -> None:
+        """Open a video or a session file, whichever ``path`` is."""
+        p = Path(path)
+        if not p.exists():
+            self.show_error("File not found", f"{p} does not exist.",
+                            "It may have been moved or deleted; choose it again with File ▸ Open.")
+            return
+        self.settings.setValue("last_dir", str(p.parent))
+        if p.suffix.lower() == SESSION_SUFFIX:
+            self.open_session(p)
+        else:
+            self.open_video(p)
+
+    def open_video(self, path: str | os.PathLike[str], analyse_with: str | os.PathLike[str] | None = None) -> None:
+        """Show the video at once; with a model folder, analyse it as a job while it is reviewed."""
+        p = Path(path)
+        if self.analysis_worker is not None:
+            self.jobs.cancel(self.analysis_worker)
+        self.video_path = p
+        self.session_path = None
+        self.data = None
+        self.heat_method = ""
+        self.prototypes = []
+        self._pending_analysis = Path(analyse_with) if analyse_with else None
+        self._pending_frame = 0
+        self.player.extras_provider = None
+        self.player.open(p)
+        self.setWindowTitle(f"{p.name} — {APP_NAME}")
+        self._remember(p)
+        self._update_actions()
+        existing = self._session_path_for(p)
+        if existing.exists() and self._pending_analysis is None:
+            self.statusBar().showMessage(f"A session for this video exists: {existing} (File ▸ Open session)", 8000)
+
+    def open_session(self, path: Path) -> None:
+        """Load a session on a worker, then open its video and show everything it holds."""
+        self._remember(path)
+        worker = JobWorker(lambda progress, cancel: load_review(path), f"load {path.name}")
+        worker.finished.connect(self._on_session_loaded)
+        worker.error.connect(lambda msg, tb: self.show_error(
+            "The session could not be opened", msg, "If it is damaged, analyse the video again.", tb))
+        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
+        self._loaders.append(worker)
+        self.statusBar().showMessage(f"Reading {path.name}…")
+        worker.start()
+
+    @Slot(object)
+    def _on_session_loaded(self, data: ReviewData) -> None:
+        video = Path(str(data.video.get("path", "")))
+        if not video.exists():
+            candidate = data.path.parent / video.name  # sessions travel with their video more often than not
+            if candidate.exists():
+                video = candidate
+            else:
+                self.show_error("The session's video was not found",
+                                f"{data.path.name} was made from {video}, which does not exist here.",
+                                "Copy the video next to the session file (same name) and open the session again.")
+                return
+        review_frame = int(data.review_state.get("frame", 0) or 0)
+        self.open_video(video)
+        self.session_path = data.path
+        self.data = data
+        self._pending_frame = min(max(review_frame, 0), data.frame_count - 1)
+        if "alpha" in data.review_state:
+            self.timeline.set_alpha(float(data.review_state["alpha"]))
+        elif data.analysis and data.analysis.get("alpha"):
+            self.timeline.set_alpha(float(data.analysis["alpha"]))
+        self.setWindowTitle(f"{data.path.name} — {APP_NAME}")
+        self._start_prototype_load(data)
+        self.statusBar().showMessage(f"Opened {data.path.name}", 4000)
+        self._update_actions()
+
+    @Slot(object)
+    def _on_video_opened(self, info: Any) -> None:
+        self.timeline.set_video(info.frame_count, info.fps)
+        if self.data is not None:
+            self._apply_data()
+            self._choose_heat_method()
+            if self._pending_frame:
+                self.player.seek(self._pending_frame)
+        self.status_label.setText(f"{info.width}×{info.height} · {info.fps:.2f} fps · {info.frame_count} frames"
+                                  f" · {info.codec}")
+        if self._pending_analysis is not None:
+            model, self._pending_analysis = self._pending_analysis, None
+            self.analyse(model)
+
+    # ------------------------------------------------------------------------------------ analysis
+    def _session_path_for(self, video: Path) -> Path:
+        """Beside the video when that folder is writable, else in the app's sessions folder."""
+        if os.access(video.parent, os.W_OK):
+            return video.with_suffix(SESSION_SUFFIX)
+        return sessions_dir(self.settings) / f"{video.stem}{SESSION_SUFFIX}"
+
+    def choose_model_and_analyse(self) -> None:
+        start = str(self.model_dir) if self.model_dir else self.settings.value("last_dir", str(Path.home()), str)
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder (holding model.json)", start)
+        if folder:
+            self.analyse(Path(folder))
+
+    def analyse(self, model_dir: str | os.PathLike[str]) -> None:
+        """Run engine.pipeline.analyze as a job; frames appear as the analysis commits them."""
+        if self.video_path is None:
+            return
+        try:
+            from engine import pipeline
+
+            analyze = pipeline.analyze
+            settings = pipeline.AnalyzeSettings(alpha=self.timeline.alpha)
+        except (ImportError, AttributeError) as exc:
+            self.show_error("Analysis is not available", f"This build cannot analyse videos yet ({exc}).",
+                            "Run `vidxai analyze VIDEO --model FOLDER` in a terminal, then open the .vxs file.")
+            return
+        self.model_dir = Path(model_dir)
+        video = self.video_path
+        out = self._session_path_for(video)
+
+        def job(progress: Any, cancel: Any, partial: Callable[[object], None]) -> Path:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            return analyze(video, self.model_dir, out, settings, progress=progress, cancel=cancel,
+                           on_chunk=self._chunk_reader(out, partial))
+
+        self._run_session_job(job, f"Analyse {video.name} with {self.model_dir.name}", out)
+
+    def find_faces(self) -> None:
+        """Faces and landmarks only (engine.pipeline.ingest), for reviewing without a model."""
+        if self.video_path is None:
+            return
+        from engine import pipeline
+
+        video = self.video_path
+        out = self._session_path_for(video)
+
+        def job(progress: Any, cancel: Any, partial: Callable[[object], None]) -> Path:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            return pipeline.ingest(video, out, progress=progress, cancel=cancel,
+                                   on_chunk=self._chunk_reader(out, partial))
+
+        self._run_session_job(job, f"Find faces in {video.name}", out)
+
+    @staticmethod
+    def _chunk_reader(out: Path, partial: Callable[[object], None]) -> Callable[[int, int], None]:
+        """on_chunk for the pipeline: read the committed rows here, on the job thread, and hand them on."""
+        first = [True]
+
+        def on_chunk(start: int, end: int) -> None:
+            # The first chunk of a resumed analysis also brings the frames done in earlier runs.
+            rows = read_rows(out, 0 if first[0] else start, end)
+            first[0] = False
+            partial(rows)
+
+        return on_chunk
+
+    def _run_session_job(self, job: Callable[..., Path], name: str, out: Path) -> None:
+        worker = self.jobs.submit(job, name, partial=True)
+        self.analysis_worker = worker
+        self.session_path = out
+        worker.partial.connect(self._on_rows)
+        worker.finished.connect(self._on_analysis_finished)
+        worker.error.connect(lambda msg, tb: self.show_error(
+            "The analysis stopped with an error", msg,
+            "What was committed so far is kept; run the analysis again to continue from there.", tb))
+        worker.cancelled.connect(lambda: self.statusBar().showMessage(
+            "Analysis cancelled; the frames analysed so far are kept and a new run continues from there.", 8000))
+        worker.done.connect(self._on_analysis_done)
+        self._update_actions()
+
+    @Slot(object)
+    def _on_rows(self, rows: Rows) -> None:
+        if self.player.info is None or self.session_path is None:
+            return
+        if self.data is None or self.data.path != self.session_path:
+            info = self.player.info
+            self.data = empty_review(self.session_path, info.frame_count, self.player.timestamps,
+                                     {"path": str(self.video_path), "fps": info.fps})
+        if rows.classes and not self.data.classes:
+            self.data.classes = list(rows.classes)
+            self.data.probs = np.full((self.data.frame_count, len(rows.classes)), np.nan)
+            self.data.valid = np.zeros(self.data.frame_count, bool)
+            self.data.analysis = {"classes": rows.classes, "explanations": rows.explanations}
+        if self.data.analysis is not None:
+            self.data.analysis["explanations"] = rows.explanations
+        self.data.merge(rows)
+        self._apply_data()
+        if not self.heat_method:
+            self._choose_heat_method()
+        self._update_frame_docks(self.player.current)
+        self.player.refresh_overlays()
+
+    @Slot(object)
+    def _on_analysis_finished(self, path: Any) -> None:
+        # Reload everything once: SpRAy stages, occlusion and the decision are written at the end.
+        self.statusBar().showMessage(f"Analysis finished: {Path(path).name}", 6000)
+        keep = max(self.player.current, 0)
+        worker = JobWorker(lambda progress, cancel: load_review(Path(path)), "reload session")
+        worker.finished.connect(lambda data: self._on_reloaded(data, keep))
+        worker.error.connect(lambda msg, tb: self.show_error("The finished session could not be read", msg,
+                                                             "Open it again with File ▸ Open session.", tb))
+        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
+        self._loaders.append(worker)
+        worker.start()
+
+    def _on_reloaded(self, data: ReviewData, frame: int) -> None:
+        self.data = data
+        self.session_path = data.path
+        self._apply_data()
+        self._choose_heat_method()
+        self._start_prototype_load(data)
+        self.player.refresh_overlays()
+        self._update_frame_docks(frame)
+        self._update_actions()
+
+    @Slot()
+    def _on_analysis_done(self) -> None:
+        self.analysis_worker = None
+        self._update_actions()
+
+    # ------------------------------------------------------------------------------------ showing data
+    def _apply_data(self) -> None:
+        """Push the in-memory session arrays into the timeline."""
+        d = self.data
+        if d is None:
+            return
+        if d.faces_done:
+            conf = d.confidence.astype(float).copy()
+            conf[d.faces_done:] = np.nan
+            found = d.found.copy()
+            found[d.faces_done:] = True  # not processed yet is not "no face"
+            self.timeline.set_face_track(conf, found)
+        if d.classes and d.probs is not None:
+            self.timeline.set_scores(d.classes, d.probs, d.valid, frames_done=d.frames_done)
+        if d.stages:
+            decided = self.timeline.decision_class()
+            cls = decided if decided in d.stages else next(iter(d.stages))
+            self.timeline.set_stages([Segment(s, e, lab) for s, e, lab in d.stages[cls]])
+        if d.occlusion is not None and d.probs is not None and d.occlusion_conditions:
+            self.timeline.set_occlusion(occlusion_deltas(d.probs, d.occlusion, d.occlusion_conditions))
+        self._show_annotations()
+
+    def _show_annotations(self) -> None:
+        if self.data is None:
+            return
+        tiers: dict[str, list[Segment]] = {t.name: [] for t in self.data.annotations.tiers}
+        for s in self.data.annotations.segments:
+            tiers.setdefault(s.tier, []).append(Segment(s.start_frame, s.end_frame, s.label, s.note))
+        self.timeline.set_annotations(tiers)
+        self.annotation_panel.set_segments(self.data.annotations.segments)
+
+    def _choose_heat_method(self) -> None:
+        methods = self.data.explain_methods if self.data is not None else []
+        if not methods or self.player.info is None or self.session_path is None:
+            self.player.extras_provider = None
+            return
+        if self.heat_method not in methods:
+            self.heat_method = "lrp" if "lrp" in methods else methods[0]
+        self._set_heat_method(self.heat_method)
+
+    def _set_heat_method(self, method: str) -> None:
+        info = self.player.info
+        if info is None or self.session_path is None:
+            return
+        self.heat_method = method
+        reader = HeatmapReader(self.session_path, method, (info.height, info.width))
+        self.player.set_extras_provider(reader)
+        self.player.refresh_overlays()
+
+    def _fill_heat_menu(self) -> None:
+        self.heat_menu.clear()
+        methods = self.data.explain_methods if self.data is not None else []
+        if not methods:
+            self.heat_menu.addAction("(no maps in this session)").setEnabled(False)
+        for m in methods:
+            action = self.heat_menu.addAction(m)
+            action.setCheckable(True)
+            action.setChecked(m == self.heat_method)
+            action.triggered.connect(lambda _c=False, m=m: self._set_heat_method(m))
+        off = self.heat_menu.addAction("none")
+        off.setCheckable(True)
+        off.setChecked(not self.heat_method)
+        off.triggered.connect(self._heat_off)
+
+    def _heat_off(self) -> None:
+        self.heat_method = ""
+        self.player.set_extras_provider(None)
+        self.player.refresh_overlays()
+
+    def _overlays(self, k: int, extras: Any) -> FrameOverlays:
+        """Overlays of frame k; called by the player in the same step that puts frame k on screen."""
+        ov = FrameOverlays(heatmap=extras if isinstance(extras, np.ndarray) else None)
+        d = self.data
+        if d is not None and k < d.faces_done and d.found[k]:
+            ov.box = d.box[k]
+            ov.landmarks = d.landmarks[k]
+        return ov
+
+    @Slot(int)
+    def _on_frame_shown(self, k: int) -> None:
+        self.timeline.set_cursor(k)
+        if not self.player.playing or k % 3 == 0:  # docks are text: a third of the frame rate is plenty
+            self._update_frame_docks(k)
+
+    def _update_frame_docks(self, k: int) -> None:
+        d = self.data
+        if d is None or k < 0:
+            return
+        top_i = d.extra.get("prototypes/top_index")
+        top_v = d.extra.get("prototypes/top_value")
+        sims = d.extra.get("prototypes/similarities")
+        if top_i is not None and top_v is not None:
+            self.gallery.show_frame(k, top_i, top_v, sims)
+        lat = d.extra.get("latents/activations")
+        if lat is not None:
+            self.latents.show_frame(k, lat)
+        if d.probs is not None and k < len(d.probs) and self._rescore_worker is None:
+            note = "" if d.valid is not None and d.valid[k] else "no face in this frame"
+            self.preprocess.show_scores(d.classes, d.probs[k], None, note or f"frame {k}: scores from the session")
+
+    def _start_prototype_load(self, data: ReviewData) -> None:
+        model = (data.analysis or {}).get("model") or {}
+        candidates = [model.get(key) for key in ("folder", "dir", "path", "model_dir")] + [self.model_dir]
+        folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
+        if folder is None or "prototypes/top_index" not in data.extra:
+            return
+        worker = JobWorker(lambda progress, cancel: load_prototypes(folder), "load prototypes")
+        worker.finished.connect(lambda protos: self._on_prototypes(protos))
+        worker.error.connect(lambda msg, _tb: self.statusBar().showMessage(f"Prototype images not shown: {msg}",
+                                                                           8000))
+        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
+        self._loaders.append(worker)
+        worker.start()
+
+    def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
+        self.prototypes = protos
+        sims = self.data.extra.get("prototypes/similarities") if self.data else None
+        self.gallery.set_prototypes(protos, sims)
+        self._update_frame_docks(self.player.current)
+
+    # ------------------------------------------------------------------------------------ re-scoring
+    def rescore_current(self) -> None:
+        """Score the current frame with the chosen input mode and occlusion (FrameAnalyzer on a worker)."""
+        if self.model_dir is None or self.player.current_image is None:
+            self.preprocess.status.setText("Choose a model (Analysis ▸ Analyse with model…) to re-score frames.")
+            return
+        try:
+            from engine.analyzer import FrameAnalyzer
+            from engine.faces import detect_single
+            from engine.preprocess import PreprocessConfig
+        except ImportError as exc:
+            self.preprocess.status.setText(f"Re-scoring is not available in this build ({exc}).")
+            return
+        frame = self.player.current_image
+        k = self.player.current
+        model_dir = self.model_dir
+        mode, occlude = self.preprocess.mode, self.preprocess.occluded
+        holder = self
+
+        def job(progress: Any, cancel: Any) -> tuple[int, Any]:
+            if holder._analyzer is None or holder._analyzer_dir != model_dir:
+                holder._analyzer = FrameAnalyzer(model_dir)
+                holder._analyzer_dir = model_dir
+            analyzer = holder._analyzer
+            cfg = PreprocessConfig.from_json({**analyzer.preprocess_config.to_json(), "mode": mode,
+                                              "occlude": sorted(occlude)})
+            return k, analyzer.score(frame, detect_single(frame), cfg)
+
+        if self._rescore_worker is not None:
+            self._rescore_worker.cancel()
+        worker = JobWorker(job, "re-score frame")
+        worker.finished.connect(self._on_rescored)
+        worker.error.connect(lambda msg, _tb: self.preprocess.status.setText(f"Re-scoring failed: {msg}"))
+        worker.done.connect(lambda: setattr(self, "_rescore_worker", None))
+        self._rescore_worker = worker
+        self.preprocess.status.setText(f"Scoring frame {k}…")
+        worker.start()
+
+    def _on_rescored(self, result: tuple[int, Any]) -> None:
+        k, score = result
+        classes = list(getattr(self._analyzer, "classes", []))
+        occ = ", ".join(sorted(self.preprocess.occluded)) or "nothing"
+        self.preprocess.show_scores(classes, np.asarray(score.probs), getattr(score, "input_image", None),
+                                    f"frame {k}: {self.preprocess.mode} input, occluded: {occ}")
+
+    def rescore_video(self) -> None:
+        self.statusBar().showMessage("Re-scoring the whole video with other settings: use Analysis ▸ Analyse "
+                                     "with model… (the settings follow the model folder).", 8000)
+
+    # ------------------------------------------------------------------------------------ annotations
+    def add_annotation(self) -> None:
+        if self.data is None or self.player.current < 0:
+            return
+        from sessions import Segment as NoteSegment
+        from sessions import Tier
+
+        label, ok = QInputDialog.getText(self, "Add annotation",
+                                         f"Label for frames from {self.player.current} (one second):")
+        if not ok or not label.strip():
+            return
+        start = self.player.current
+        end = min(start + max(round(self.player.fps), 1), self.data.frame_count)
+        ann = self.data.annotations
+        if not any(t.name == "reviewer" for t in ann.tiers):
+            ann.tiers.append(Tier("reviewer"))
+        ann.segments.append(NoteSegment("reviewer", start, end, label.strip(), author=os.environ.get("USER", "")))
+        self._show_annotations()
+        self.save_session()
+
+    def delete_annotation(self, row: int) -> None:
+        if self.data is None or not 0 <= row < len(self.data.annotations.segments):
+            return
+        del self.data.annotations.segments[row]
+        self._show_annotations()
+        self.save_session()
+
+    def save_session(self) -> None:
+        """Write annotations and review settings into the session (a job: it fsyncs a file)."""
+        if self.data is None or self.session_path is None or self.analysis_worker is not None:
+            return
+        from sessions import Session
+
+        path, ann = self.session_path, self.data.annotations
+        state = {"alpha": self.timeline.alpha, "frame": max(self.player.current, 0), "method": self.heat_method}
+
+        def job(progress: Any, cancel: Any) -> Path:
+            with Session.open(path, writable=True) as s:
+                s.set_review_state(state)
+                s.save_annotations(ann)
+            return path
+
+        worker = self.jobs.submit(job, f"Save {path.name}")
+        worker.finished.connect(lambda p: self.statusBar().showMessage(f"Saved {Path(p).name}", 3000))
+        worker.error.connect(lambda msg, tb: self.show_error("The session could not be saved", msg,
+                                                             "Check that the folder is writable and has space.",
+                                                             tb))
+
+    # ------------------------------------------------------------------------------------ export
+    def export(self, kind: str) -> None:
+        if self.session_path is None:
+            return
+        suffix = {"csv": ".csv", "eaf": ".eaf", "json": ".json"}[kind]
+        default = str(self.session_path.with_suffix(suffix))
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind.upper()}", default, f"*{suffix}")
+        if path:
+            self.export_to(kind, Path(path))
+
+    def export_to(self, kind: str, target: Path) -> JobWorker | None:
+        if self.session_path is None:
+            return None
+        import sessions
+
+        fn = {"csv": sessions.export_csv, "eaf": sessions.export_eaf, "json": sessions.export_json}[kind]
+        source = self.session_path
+
+        def job(progress: Any, cancel: Any) -> Path:
+            with sessions.Session.open(source) as s:
+                return fn(s, target)
+
+        worker = self.jobs.submit(job, f"Export {target.name}")
+        worker.finished.connect(lambda p: self.statusBar().showMessage(f"Exported {p}", 5000))
+        worker.error.connect(lambda msg, tb: self.show_error("Export failed", msg,
+                                                             "Choose another folder or file name.", tb))
+        return worker
+
+    # ------------------------------------------------------------------------------------ events
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and all(u.isLocalFile() for u in urls):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_path(paths[0])  # one video at a time; the rest would only replace it
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.jobs.is_busy():
+            answer = QMessageBox.question(
+                self, "Jobs are running", "A job is still running. Stop it and quit?\n\nAn analysis keeps the "
+                "frames committed so far and continues from there next time.")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Save settings, stop jobs and the decoder; safe to call twice."""
+        self._save_state()
+        if not self.jobs.shutdown(10_000):
+            log.warning("a job did not stop within 10 s of cancelling")
+        for worker in list(self._loaders):
+            worker.cancel()
+            worker.wait(5000)
+        if self._rescore_worker is not None:
+            self._rescore_worker.wait(10_000)
+        self.player.shutdown()
+
+
+def occlusion_deltas(probs: np.ndarray, scores: np.ndarray, conditions: list[str]) -> dict[str, np.ndarray]:
+    """Per condition: score of the frame's predicted class when occluded minus unoccluded (SCHEMA: exports)."""
+    T = len(probs)
+    finite = np.isfinite(probs).all(axis=1)
+    pred = np.where(finite, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1), 0)
+    rows = np.arange(T)
+    out = {}
+    for i, name in enumerate(conditions):
+        d = scores[rows, i, pred] - probs[rows, pred]
+        out[name] = np.where(finite, d, np.nan)
+    return out

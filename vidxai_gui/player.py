@@ -1,0 +1,611 @@
+"""The frame view with its overlays, the background decoder and the transport bar.
+
+Decoding never runs on the GUI thread: ``FrameSource`` owns one ``VideoReader`` on its own thread and
+answers random-access requests (latest wins, so scrubbing never queues up stale frames) and, while
+playing, fills a bounded read-ahead buffer. Playback follows the video's clock: the frame due is the
+one whose timestamp is the latest at or before ``t0 + elapsed × speed``; when decoding falls behind the
+player skips to the newest decoded frame and counts the frames it dropped, it never lags the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QElapsedTimer, QObject, QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QColor, QKeySequence, QPen
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGraphicsRectItem,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.video import VideoError, VideoInfo, open_video
+
+log = logging.getLogger(__name__)
+
+SPEEDS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def format_time(seconds: float) -> str:
+    """mm:ss.cc — the precision a reviewer needs to find a frame again at 25–30 fps."""
+    seconds = max(seconds, 0.0)
+    minutes = int(seconds // 60)
+    return f"{minutes:02d}:{seconds - 60 * minutes:05.2f}"
+
+
+@dataclass
+class FrameOverlays:
+    """What to draw over one frame; every field is in full-frame pixel coordinates."""
+
+    box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
+    landmarks: np.ndarray | None = None  # (68, 2) x, y
+    heatmap: np.ndarray | None = None  # H×W float, the frame's size
+    proto_box: np.ndarray | None = None  # (4,) the top prototype's 95th-percentile box
+    proto_label: str = ""
+
+
+class FrameSource(QObject):
+    """One video decoded on a background thread; create one per opened video."""
+
+    opened = Signal(object, object)  # VideoInfo, timestamps (float64 seconds)
+    frameReady = Signal(int, object, object, int)  # k, RGB frame, extras, request generation
+    failed = Signal(str)  # the video cannot be opened: a message for the user
+    decodeFailed = Signal(int, str)  # one frame could not be decoded
+
+    def __init__(self, path: str | Path, readahead: int = 32,
+                 extras: Callable[[int], Any] | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.readahead = readahead
+        # Runs on the decode thread next to each frame so per-frame data read from files (heatmaps)
+        # arrive together with their frame and never a frame apart.
+        self.extras = extras
+        self.frame_count = 0
+        self._cond = threading.Condition()
+        self._seek: int | None = None
+        self._generation = 0
+        self._play_next: int | None = None
+        self._buffer: deque[tuple[int, np.ndarray, Any]] = deque()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"decode:{self.path.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # --- requests from the GUI thread ---------------------------------------------------------
+    def request(self, k: int) -> int:
+        """Decode frame k for display; an older pending request is dropped. Returns its generation."""
+        with self._cond:
+            self._generation += 1
+            self._seek = int(k)
+            self._cond.notify()
+            return self._generation
+
+    def start_readahead(self, k: int) -> None:
+        """Fill the buffer from frame k on (playback); drops what was buffered."""
+        with self._cond:
+            self._generation += 1
+            self._buffer.clear()
+            self._play_next = int(k)
+            self._cond.notify()
+
+    def stop_readahead(self) -> None:
+        with self._cond:
+            self._play_next = None
+            self._buffer.clear()
+
+    def take_upto(self, target: int) -> tuple[int, np.ndarray, Any] | None:
+        """The newest buffered frame with index ≤ target; older ones are discarded (never shown)."""
+        with self._cond:
+            latest = None
+            while self._buffer and self._buffer[0][0] <= target:
+                latest = self._buffer.popleft()
+            self._cond.notify()
+            return latest
+
+    def buffered(self) -> int:
+        with self._cond:
+            return len(self._buffer)
+
+    def next_readahead(self) -> int | None:
+        with self._cond:
+            return self._buffer[0][0] if self._buffer else self._play_next
+
+    def close(self, timeout: float = 3.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("decode thread for %s did not stop within %.1f s", self.path, timeout)
+
+    # --- decode thread ------------------------------------------------------------------------
+    def _work_ready(self) -> bool:
+        return self._stop or self._seek is not None or (
+            self._play_next is not None and len(self._buffer) < self.readahead
+            and self._play_next < self.frame_count)
+
+    def _run(self) -> None:
+        try:
+            reader = open_video(self.path)
+        except VideoError as exc:
+            self.failed.emit(str(exc))
+            return
+        except Exception as exc:  # anything else from the codec stack is still "cannot open"
+            log.exception("opening %s failed", self.path)
+            self.failed.emit(f"{self.path}: cannot be opened ({exc}). Check that the file plays in a media "
+                             "player, or convert it to MP4 (H.264).")
+            return
+        with reader:
+            self.frame_count = reader.frame_count
+            self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy())
+            while True:
+                with self._cond:
+                    while not self._work_ready():
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    seek, self._seek = self._seek, None
+                    generation = self._generation
+                    k = seek if seek is not None else self._play_next
+                assert k is not None
+                try:
+                    frame = reader.frame(k)
+                    extras = self.extras(k) if self.extras is not None else None
+                except Exception as exc:  # noqa: BLE001 - a bad frame must not kill the decoder
+                    log.warning("decoding frame %d of %s failed: %s", k, self.path, exc)
+                    self.decodeFailed.emit(k, str(exc))
+                    with self._cond:
+                        if seek is None and self._play_next == k:
+                            self._play_next = k + 1  # skip it rather than retry forever
+                    continue
+                if seek is not None:
+                    self.frameReady.emit(k, frame, extras, generation)
+                    continue
+                with self._cond:
+                    # Keep it only if playback was not restarted elsewhere while we decoded.
+                    if generation == self._generation and self._play_next == k:
+                        self._buffer.append((k, frame, extras))
+                        self._play_next = k + 1
+
+
+class FrameView(pg.GraphicsView):
+    """A frame in a ViewBox with locked aspect and y pointing down, plus its overlays."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, background="#1e1e1e")
+        self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.setCentralItem(self.vb)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.vb.addItem(self.image_item)
+
+        # Transparent where relevance is zero, so the face stays visible under a sparse map.
+        lut = pg.colormap.get("inferno").getLookupTable(0.0, 1.0, 256, alpha=True)
+        lut[:, 3] = np.clip(np.linspace(0, 400, 256), 0, 255).astype(np.uint8)
+        self.heat_item = pg.ImageItem(axisOrder="row-major")
+        self.heat_item.setLookupTable(lut)
+        self.heat_item.setOpacity(0.6)
+        self.heat_item.setZValue(10)
+        self.vb.addItem(self.heat_item)
+
+        self.box_item = QGraphicsRectItem()
+        pen = QPen(QColor("#00e676"), 2)
+        pen.setCosmetic(True)  # width in screen pixels, whatever the zoom
+        self.box_item.setPen(pen)
+        self.box_item.setZValue(20)
+        self.vb.addItem(self.box_item)
+
+        self.landmark_item = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(0, 230, 118, 220))
+        self.landmark_item.setZValue(21)
+        self.vb.addItem(self.landmark_item)
+
+        self.proto_item = QGraphicsRectItem()
+        ppen = QPen(QColor("#ffd600"), 2, Qt.PenStyle.DashLine)
+        ppen.setCosmetic(True)
+        self.proto_item.setPen(ppen)
+        self.proto_item.setZValue(22)
+        self.vb.addItem(self.proto_item)
+        self.proto_label = pg.TextItem("", color="#ffd600", anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 150))
+        self.proto_label.setZValue(23)
+        self.vb.addItem(self.proto_label)
+
+        self.message = pg.TextItem("", color="#dddddd", anchor=(0.5, 0.5))
+        self.vb.addItem(self.message)
+        self.frame_shape: tuple[int, int] | None = None
+        self.set_overlays(FrameOverlays())
+
+    def show_message(self, text: str) -> None:
+        """A line of text in the middle of the empty view (e.g. "drop a video here")."""
+        self.message.setText(text)
+        self.message.setPos(0, 0)
+        self.message.setVisible(bool(text))
+        if self.frame_shape is None:
+            self.vb.setRange(QRectF(-200, -60, 400, 120), padding=0)
+
+    def show_frame(self, frame: np.ndarray) -> None:
+        shape = frame.shape[:2]
+        self.image_item.setImage(frame, autoLevels=False, levels=(0, 255))
+        if shape != self.frame_shape:
+            self.frame_shape = shape
+            self.message.setVisible(False)
+            self.vb.setLimits(xMin=-shape[1], xMax=2 * shape[1], yMin=-shape[0], yMax=2 * shape[0])
+            self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
+
+    def set_overlays(self, ov: FrameOverlays) -> None:
+        if ov.heatmap is not None and np.isfinite(ov.heatmap).any():
+            heat = np.nan_to_num(np.asarray(ov.heatmap, dtype=np.float32), nan=0.0)
+            top = float(np.percentile(heat[heat > 0], 99)) if (heat > 0).any() else 1.0
+            self.heat_item.setImage(heat, autoLevels=False, levels=(0.0, max(top, 1e-12)))
+            self.heat_item.setVisible(True)
+        else:
+            self.heat_item.setVisible(False)
+        self._set_rect(self.box_item, ov.box)
+        self._set_rect(self.proto_item, ov.proto_box)
+        if ov.proto_box is not None and np.isfinite(ov.proto_box).all() and ov.proto_label:
+            self.proto_label.setText(ov.proto_label)
+            self.proto_label.setPos(float(ov.proto_box[0]), float(ov.proto_box[1]))
+            self.proto_label.setVisible(True)
+        else:
+            self.proto_label.setVisible(False)
+        lm = ov.landmarks
+        if lm is not None and np.isfinite(lm).all():
+            self.landmark_item.setData(pos=np.asarray(lm, dtype=np.float64))
+        else:
+            self.landmark_item.setData(pos=np.zeros((0, 2)))
+
+    @staticmethod
+    def _set_rect(item: QGraphicsRectItem, box: np.ndarray | None) -> None:
+        if box is None or not np.isfinite(box).all():
+            item.setVisible(False)
+            return
+        x0, y0, x1, y1 = (float(v) for v in box)
+        item.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        item.setVisible(True)
+
+
+class Player(QWidget):
+    """Frame view, overlay controls and transport for one video at a time."""
+
+    frameShown = Signal(int)  # after frame k and its overlays are on screen
+    videoOpened = Signal(object)  # VideoInfo
+    videoFailed = Signal(str)
+    playingChanged = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.source: FrameSource | None = None
+        self.info: VideoInfo | None = None
+        self.timestamps = np.zeros(0)
+        self.current = -1  # index of the frame on screen
+        self.current_image: np.ndarray | None = None
+        self.requested = 0  # the frame the user asked for last
+        self.dropped = 0
+        self.shown_count = 0
+        # Called on the GUI thread for the frame about to be shown: the window's overlay data.
+        self.overlay_provider: Callable[[int, Any], FrameOverlays] | None = None
+        self.extras_provider: Callable[[int], Any] | None = None
+        self._pending_generation = 0
+        self._playing = False
+        self._clock = QElapsedTimer()
+        self._clock_start_frame = 0
+        self._last_played = -1
+        self.speed = 1.0
+
+        self.view = FrameView()
+        self.view.show_message("Open a video (File ▸ Open video…) or drop one here")
+        self._build_transport()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(self.transport)
+
+        self._timer = QTimer(self)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.timeout.connect(self._tick)
+        self._build_actions()
+        self._set_enabled(False)
+
+    # --- construction -------------------------------------------------------------------------
+    def _tool(self, icon: QStyle.StandardPixmap, tip: str, slot: Callable[[], None]) -> QToolButton:
+        button = QToolButton()
+        button.setIcon(self.style().standardIcon(icon))
+        button.setToolTip(tip)
+        button.setAutoRaise(True)
+        button.clicked.connect(slot)
+        return button
+
+    def _build_transport(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.home_button = self._tool(sp.SP_MediaSkipBackward, "First frame (Home)", lambda: self.seek(0))
+        self.back_button = self._tool(sp.SP_MediaSeekBackward, "Back one frame (Left); one second: Shift+Left",
+                                      lambda: self.step(-1))
+        self.play_button = self._tool(sp.SP_MediaPlay, "Play / pause (Space)", self.toggle_play)
+        self.forward_button = self._tool(sp.SP_MediaSeekForward,
+                                         "Forward one frame (Right); one second: Shift+Right", lambda: self.step(1))
+        self.end_button = self._tool(sp.SP_MediaSkipForward, "Last frame (End)", lambda: self.seek(self.last_frame))
+        self.position = QSlider(Qt.Orientation.Horizontal)
+        self.position.setToolTip("Scrub through the video")
+        self.position.valueChanged.connect(self._on_slider)
+        self.readout = QLabel("frame – / – · 00:00.00")
+        self.readout.setMinimumWidth(200)
+        self.readout.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.readout.setStyleSheet("font-family: monospace")
+        self.speed_combo = QComboBox()
+        for s in SPEEDS:
+            self.speed_combo.addItem(f"{s:g}×", s)
+        self.speed_combo.setCurrentIndex(SPEEDS.index(1.0))
+        self.speed_combo.setToolTip("Playback speed")
+        self.speed_combo.currentIndexChanged.connect(lambda _i: self.set_speed(self.speed_combo.currentData()))
+        # Keys go to the window's shortcuts, not to the combo or slider (arrow keys would change them).
+        self.speed_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.position.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setFixedWidth(90)
+        self.opacity.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.opacity.setToolTip("Heatmap opacity")
+        self.opacity.valueChanged.connect(lambda v: self.view.heat_item.setOpacity(v / 100))
+        self.transport = QHBoxLayout()
+        self.transport.setContentsMargins(4, 0, 4, 2)
+        for w in (self.home_button, self.back_button, self.play_button, self.forward_button, self.end_button):
+            self.transport.addWidget(w)
+        self.transport.addWidget(self.position, 1)
+        self.transport.addWidget(self.readout)
+        self.transport.addWidget(self.speed_combo)
+        self.transport.addWidget(QLabel("heatmap"))
+        self.transport.addWidget(self.opacity)
+
+    def _build_actions(self) -> None:
+        """Transport keys as actions, so the window can list them in a menu and they work from anywhere."""
+        def act(text: str, key: QKeySequence | Qt.Key | str, slot: Callable[[], None]) -> QAction:
+            a = QAction(text, self)
+            a.setShortcut(QKeySequence(key))
+            a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            a.triggered.connect(slot)
+            self.addAction(a)
+            return a
+
+        mod = Qt.KeyboardModifier.ShiftModifier
+        self.actions_transport = [
+            act("Play / pause", Qt.Key.Key_Space, self.toggle_play),
+            act("Next frame", Qt.Key.Key_Right, lambda: self.step(1)),
+            act("Previous frame", Qt.Key.Key_Left, lambda: self.step(-1)),
+            act("Forward 1 s", QKeySequence(mod | Qt.Key.Key_Right), lambda: self.step_seconds(1.0)),
+            act("Back 1 s", QKeySequence(mod | Qt.Key.Key_Left), lambda: self.step_seconds(-1.0)),
+            act("First frame", Qt.Key.Key_Home, lambda: self.seek(0)),
+            act("Last frame", Qt.Key.Key_End, lambda: self.seek(self.last_frame)),
+        ]
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.home_button, self.back_button, self.play_button, self.forward_button, self.end_button,
+                  self.position, self.speed_combo):
+            w.setEnabled(on)
+        for a in self.actions_transport:
+            a.setEnabled(on)
+
+    # --- properties -----------------------------------------------------------------------------
+    @property
+    def frame_count(self) -> int:
+        return self.info.frame_count if self.info is not None else 0
+
+    @property
+    def last_frame(self) -> int:
+        return max(self.frame_count - 1, 0)
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps if self.info is not None and self.info.fps > 0 else 25.0
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    # --- opening ------------------------------------------------------------------------------
+    def open(self, path: str | Path) -> None:
+        """Start decoding ``path``; ``videoOpened`` then frame 0 follow, or ``videoFailed``."""
+        self.close_video()
+        self.view.show_message(f"Opening {Path(path).name}…")
+        source = FrameSource(path, extras=self.extras_provider)
+        source.opened.connect(self._on_opened)
+        source.failed.connect(self._on_failed)
+        source.frameReady.connect(self._on_frame_ready)
+        source.decodeFailed.connect(self._on_decode_failed)
+        self.source = source
+        source.start()
+
+    def set_extras_provider(self, fn: Callable[[int], Any] | None) -> None:
+        """Per-frame data read on the decode thread (heatmaps); applies to the open video and later ones."""
+        self.extras_provider = fn
+        if self.source is not None:
+            self.source.extras = fn  # read by the decode thread before each frame; a plain swap is enough
+
+    def close_video(self) -> None:
+        self.pause()
+        if self.source is not None:
+            source, self.source = self.source, None
+            for sig in (source.opened, source.failed, source.frameReady, source.decodeFailed):
+                sig.disconnect()
+            source.close()
+        self.info = None
+        self.current = -1
+        self.current_image = None
+        self._set_enabled(False)
+
+    @Slot(object, object)
+    def _on_opened(self, info: VideoInfo, timestamps: np.ndarray) -> None:
+        if self.sender() is not self.source:
+            return
+        self.info = info
+        ts = np.asarray(timestamps, dtype=np.float64)
+        self.timestamps = ts if len(ts) == info.frame_count else np.arange(info.frame_count) / self.fps
+        self.position.blockSignals(True)
+        self.position.setRange(0, self.last_frame)
+        self.position.setValue(0)
+        self.position.blockSignals(False)
+        self._set_enabled(True)
+        log.info("opened %s: %d frames at %.3f fps", info.path, info.frame_count, info.fps)
+        self.videoOpened.emit(info)
+        self.seek(0)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        if self.sender() is not self.source:
+            return
+        self.close_video()
+        self.view.show_message("The video could not be opened")
+        self.videoFailed.emit(message)
+
+    @Slot(int, str)
+    def _on_decode_failed(self, k: int, message: str) -> None:
+        log.warning("frame %d: %s", k, message)
+        self.view.show_message(f"frame {k} could not be decoded")
+
+    # --- seeking ------------------------------------------------------------------------------
+    @Slot(int)
+    def seek(self, k: int) -> None:
+        """Show frame k (clamped); while playing, playback continues from there."""
+        if self.source is None or self.info is None:
+            return
+        k = int(min(max(k, 0), self.last_frame))
+        self.requested = k
+        if self._playing:
+            self._restart_clock(k)
+        else:
+            self._pending_generation = self.source.request(k)
+
+    def step(self, n: int) -> None:
+        if self._playing:
+            self.pause()
+        # From the last requested frame, not the one on screen, so fast key repeats never lose a step.
+        self.seek(self.requested + n)
+
+    def step_seconds(self, seconds: float) -> None:
+        self.step(round(seconds * self.fps))
+
+    @Slot(int, object, object, int)
+    def _on_frame_ready(self, k: int, frame: np.ndarray, extras: Any, generation: int) -> None:
+        if self.sender() is not self.source or generation != self._pending_generation or self._playing:
+            return  # a newer request is on its way; showing this one would make the view jump back
+        self._show(k, frame, extras)
+
+    def _show(self, k: int, frame: np.ndarray, extras: Any = None) -> None:
+        self.view.show_frame(frame)
+        self.current = k
+        self.current_image = frame
+        self.shown_count += 1
+        if self.overlay_provider is not None:
+            self.view.set_overlays(self.overlay_provider(k, extras))
+        self.position.blockSignals(True)
+        self.position.setValue(k)
+        self.position.blockSignals(False)
+        t = self.timestamps[k] - self.timestamps[0] if len(self.timestamps) > k else k / self.fps
+        self.readout.setText(f"frame {k} / {self.last_frame} · {format_time(t)}")
+        self.frameShown.emit(k)
+
+    def refresh_overlays(self) -> None:
+        """Redraw the current frame's overlays (new analysis data or a changed overlay choice)."""
+        if self.current >= 0 and self.source is not None and not self._playing:
+            # Re-request so extras (read on the decode thread) are fresh too; the frame is a cache hit.
+            self._pending_generation = self.source.request(self.current)
+
+    @Slot(int)
+    def _on_slider(self, value: int) -> None:
+        self.seek(value)
+
+    # --- playback -----------------------------------------------------------------------------
+    def set_speed(self, speed: float) -> None:
+        self.speed = float(min(max(speed, SPEEDS[0]), SPEEDS[-1]))
+        idx = min(range(len(SPEEDS)), key=lambda i: abs(SPEEDS[i] - self.speed))
+        if self.speed_combo.currentIndex() != idx:
+            self.speed_combo.blockSignals(True)
+            self.speed_combo.setCurrentIndex(idx)
+            self.speed_combo.blockSignals(False)
+        if self._playing:
+            self._restart_clock(max(self.current, 0))  # re-anchor so the new speed starts from here
+
+    def toggle_play(self) -> None:
+        if self._playing:
+            self.pause()
+        else:
+            self.play()
+
+    def play(self) -> None:
+        if self.source is None or self.info is None or self._playing:
+            return
+        start = self.requested if self.requested < self.last_frame else 0  # at the end: play again
+        self._playing = True
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause))
+        self._restart_clock(start)
+        # Half a frame period at the playing speed, so a due frame waits at most that long.
+        self._timer.start(max(4, int(500 / (self.fps * self.speed))))
+        self.playingChanged.emit(True)
+
+    def pause(self) -> None:
+        if not self._playing:
+            return
+        self._playing = False
+        self._timer.stop()
+        if self.source is not None:
+            self.source.stop_readahead()
+        self.requested = max(self.current, 0)
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+        self.playingChanged.emit(False)
+        log.debug("paused at %d; %d frames dropped so far", self.current, self.dropped)
+
+    def _restart_clock(self, k: int) -> None:
+        assert self.source is not None
+        self._clock_start_frame = k
+        self._last_played = k - 1
+        self.requested = k
+        self.source.start_readahead(k)
+        self._clock.start()
+        self._timer.setInterval(max(4, int(500 / (self.fps * self.speed))))
+
+    def due_frame(self) -> int:
+        """The frame the video clock says should be on screen now."""
+        t0 = self.timestamps[self._clock_start_frame]
+        t = t0 + self._clock.elapsed() / 1000.0 * self.speed
+        return int(min(np.searchsorted(self.timestamps, t + 1e-9, side="right") - 1, self.last_frame))
+
+    @Slot()
+    def _tick(self) -> None:
+        if not self._playing or self.source is None:
+            return
+        due = max(self.due_frame(), self._clock_start_frame)
+        got = self.source.take_upto(due)
+        if got is not None:
+            k, frame, extras = got
+            # Every frame between the last one shown and this one had its moment and missed it.
+            self.dropped += max(0, k - self._last_played - 1)
+            self._last_played = k
+            self.requested = k
+            self._show(k, frame, extras)
+        else:
+            nxt = self.source.next_readahead()
+            # Decoding fell more than a second behind the clock: jump ahead instead of crawling.
+            # The clock keeps running (it is the truth); only where the decoder reads moves.
+            if nxt is not None and due - nxt > self.fps:
+                log.debug("decoder %d frames behind; restarting read-ahead at %d", due - nxt, due)
+                self.source.start_readahead(due)
+        if self._last_played >= self.last_frame:
+            self.pause()
+
+    def shutdown(self) -> None:
+        self.close_video()

@@ -1,0 +1,199 @@
+"""What the window shows about one video, read from its session file.
+
+Reading happens on worker threads (a whole session at open, a slice per streamed chunk) and the GUI
+thread only merges finished arrays, so a long video never freezes the window. Per-frame maps are not
+held here: the decode thread reads the shown frame's map next to the frame (``HeatmapReader``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sessions import Annotations, Session
+
+log = logging.getLogger(__name__)
+
+# Per-frame arrays the window keeps in memory, besides scores and faces: small (T×K) and read whole.
+_OPTIONAL_ROWS = ("prototypes/similarities", "prototypes/top_index", "prototypes/top_value",
+                  "latents/activations")
+
+
+@dataclass
+class Rows:
+    """Per-frame rows [start, end) read from a session (one streamed chunk, or everything)."""
+
+    start: int
+    end: int
+    faces_done: int
+    found: np.ndarray
+    box: np.ndarray
+    landmarks: np.ndarray
+    confidence: np.ndarray
+    frames_done: int = 0  # analysis frames done (0 without an analysis)
+    classes: list[str] = field(default_factory=list)
+    explanations: list[str] = field(default_factory=list)
+    valid: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    occlusion: np.ndarray | None = None  # n×K×C
+
+
+@dataclass
+class ReviewData:
+    """Everything about a session the window keeps in memory (per-frame scalars, not maps)."""
+
+    path: Path
+    video: dict[str, Any]
+    frame_count: int
+    timestamps: np.ndarray
+    found: np.ndarray
+    box: np.ndarray
+    landmarks: np.ndarray
+    confidence: np.ndarray
+    faces_done: int = 0
+    analysis: dict[str, Any] | None = None  # Session.analysis_info()
+    classes: list[str] = field(default_factory=list)
+    valid: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    frames_done: int = 0
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    occlusion_conditions: list[str] = field(default_factory=list)
+    occlusion: np.ndarray | None = None
+    stages: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    annotations: Annotations = field(default_factory=Annotations)
+    review_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def explain_methods(self) -> list[str]:
+        return list(self.analysis.get("explanations", [])) if self.analysis else []
+
+    def merge(self, rows: Rows) -> None:
+        """Copy streamed rows in (GUI thread; cheap array assignment)."""
+        sl = slice(rows.start, rows.end)
+        self.found[sl], self.box[sl] = rows.found, rows.box
+        self.landmarks[sl], self.confidence[sl] = rows.landmarks, rows.confidence
+        self.faces_done = max(self.faces_done, rows.faces_done)
+        if rows.probs is not None and self.probs is not None and self.valid is not None:
+            self.probs[sl] = rows.probs
+            self.valid[sl] = rows.valid
+            self.frames_done = max(self.frames_done, rows.frames_done)
+        for name, arr in rows.extra.items():
+            if name not in self.extra:
+                self.extra[name] = np.full((self.frame_count,) + arr.shape[1:], np.nan
+                                           if arr.dtype.kind == "f" else -1, dtype=arr.dtype)
+            self.extra[name][sl] = arr
+        if rows.occlusion is not None:
+            if self.occlusion is None:
+                self.occlusion = np.full((self.frame_count,) + rows.occlusion.shape[1:], np.nan, np.float32)
+            self.occlusion[sl] = rows.occlusion
+
+
+def _read_rows(s: Session, start: int, end: int) -> Rows:
+    sl = slice(start, end)
+    faces = s.faces(sl)
+    rows = Rows(start, end, faces.frames_done, faces.found, faces.box, faces.landmarks, faces.confidence)
+    info = s.analysis_info()
+    if info is not None:
+        rows.frames_done = int(info["frames_done"])
+        rows.classes = list(info["classes"])
+        rows.explanations = list(info.get("explanations", []))
+        rows.valid = s.read("valid", sl)
+        rows.probs = s.read("probs", sl).astype(np.float64)
+        for name in _OPTIONAL_ROWS:
+            if s.exists(name):
+                rows.extra[name] = s.read(name, sl)
+        occ = s.occlusion(sl)
+        if occ is not None:
+            rows.occlusion = occ[1]
+    return rows
+
+
+def read_rows(path: Path, start: int, end: int) -> Rows:
+    """The rows of one streamed chunk (worker thread); the committed file is read, never the writer's."""
+    with Session.open(path) as s:
+        return _read_rows(s, start, end)
+
+
+def load_review(path: str | Path) -> ReviewData:
+    """Read a whole session for the window (worker thread); raises SessionError for bad files."""
+    path = Path(path)
+    with Session.open(path) as s:
+        T = s.frame_count
+        rows = _read_rows(s, 0, T)
+        data = ReviewData(path=path, video=dict(s.video), frame_count=T, timestamps=np.asarray(s.timestamps),
+                          found=rows.found.copy(), box=rows.box.copy(), landmarks=rows.landmarks.copy(),
+                          confidence=rows.confidence.copy(), faces_done=rows.faces_done)
+        data.analysis = s.analysis_info()
+        if data.analysis is not None:
+            data.classes = list(data.analysis["classes"])
+            data.valid, data.probs = rows.valid, rows.probs
+            data.frames_done = rows.frames_done
+            data.extra = rows.extra
+            occ = s.occlusion()
+            if occ is not None:
+                data.occlusion_conditions, data.occlusion = occ[0], occ[1]
+            for cls, result in s.spray().items():
+                data.stages[cls] = [(st.start, st.end, st.descriptor) for st in result.stages]
+        data.annotations = s.annotations()
+        data.review_state = s.review_state()
+    log.info("loaded %s: %d frames, analysis %s", path, T, "yes" if data.analysis else "no")
+    return data
+
+
+def empty_review(path: Path, frame_count: int, timestamps: np.ndarray, video: dict[str, Any]) -> ReviewData:
+    """Placeholder arrays for a video whose session is being written right now."""
+    T = frame_count
+    return ReviewData(path=path, video=video, frame_count=T, timestamps=timestamps,
+                      found=np.zeros(T, bool), box=np.full((T, 4), np.nan, np.float32),
+                      landmarks=np.full((T, 68, 2), np.nan, np.float32), confidence=np.zeros(T, np.float32))
+
+
+class HeatmapReader:
+    """Reads frame k's relevance map and maps it onto the frame; used on the decode thread.
+
+    h5py handles must not be shared between threads casually, so each thread opens its own read-only
+    Session (cheap: committed files are immutable) and reopens it when the writer commits again.
+    """
+
+    def __init__(self, path: Path, method: str, frame_hw: tuple[int, int]) -> None:
+        self.path = path
+        self.method = method
+        self.frame_hw = frame_hw
+        self._local = threading.local()
+
+    def _session(self) -> Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = Session.open(self.path)
+            self._local.session = s
+        else:
+            s.refresh()  # a streaming analysis commits new frames every few seconds
+        return s
+
+    def __call__(self, k: int) -> np.ndarray | None:
+        from engine.preprocess import InputMapping  # the GUI may use the engine; imported where needed
+
+        try:
+            s = self._session()
+            name = f"explanations/{self.method}/maps"
+            if not s.exists(name):
+                return None
+            heat = s.read(name, slice(k, k + 1))[0].astype(np.float32)
+            mapping = s.mappings(slice(k, k + 1))
+        except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
+            log.debug("no %s map for frame %d: %s", self.method, k, exc)
+            return None
+        if not mapping or mapping[0] is None or not np.isfinite(heat).any():
+            return None
+        return InputMapping.from_json(mapping[0]).heatmap_to_frame(np.clip(heat, 0, None), self.frame_hw)
+
+    def close(self) -> None:
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()

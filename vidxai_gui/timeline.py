@@ -1,0 +1,406 @@
+"""The timeline: per-class frame scores and their EWMA, with tracks below, all on one x axis in frames.
+
+Data are indexed by frame (x = frame index); the bottom axis shows seconds through ``AxisItem.setScale``
+so the reviewer reads time while every item stays in frame units, the unit the player seeks in.
+Left click or left drag anywhere seeks; the wheel zooms x, a right or middle drag pans.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
+
+from engine.aggregate import ewma, video_decision
+
+log = logging.getLogger(__name__)
+
+# Conventional emotion colours (anger red, happiness yellow, sadness blue, …) so a reviewer can read the
+# plot without the legend; anything else falls back to a qualitative palette.
+CLASS_COLOURS = {
+    "angry": "#d62728", "anger": "#d62728", "disgust": "#2ca02c", "fear": "#9467bd",
+    "happy": "#ff9f1c", "happiness": "#ff9f1c", "neutral": "#7f7f7f", "sad": "#1f77b4",
+    "sadness": "#1f77b4", "surprise": "#17becf", "contempt": "#8c564b",
+}
+_FALLBACK = ["#e377c2", "#bcbd22", "#8c564b", "#17becf", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+
+
+def class_colour(name: str, index: int) -> QColor:
+    return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True as (start, end_exclusive)."""
+    m = np.asarray(mask, dtype=bool)
+    if m.size == 0:
+        return []
+    padded = np.concatenate(([False], m, [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A labelled frame range [start, end) on a track (a SpRAy stage, an annotation)."""
+
+    start: int
+    end: int
+    label: str
+    note: str = ""
+
+
+class ScrubViewBox(pg.ViewBox):
+    """Left click / left drag report an x position (to seek); other buttons keep pyqtgraph's pan/zoom."""
+
+    sigScrub = Signal(float)
+
+    def mouseClickEvent(self, ev) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self.sigScrub.emit(self.mapSceneToView(ev.scenePos()).x())
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton and not ev.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            ev.accept()
+            self.sigScrub.emit(self.mapSceneToView(ev.scenePos()).x())
+        else:
+            # Shift+left drag or the middle/right button: pan and zoom as usual (x only, y is locked).
+            super().mouseDragEvent(ev, axis)
+
+
+def _plot(layout: pg.GraphicsLayout, row: int, height: int | None) -> pg.PlotItem:
+    plot = layout.addPlot(row=row, col=0, viewBox=ScrubViewBox())
+    plot.setMouseEnabled(x=True, y=False)
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    plot.showGrid(x=True, y=False, alpha=0.15)
+    left = plot.getAxis("left")
+    left.setWidth(78)  # equal widths keep the tracks' x axes aligned with each other
+    left.enableAutoSIPrefix(False)
+    plot.getAxis("bottom").setStyle(showValues=False)
+    if height is not None:
+        plot.setFixedHeight(height)
+    return plot
+
+
+def _track_ticks(plot: pg.PlotItem, ticks: list[tuple[float, str]]) -> None:
+    # Thin tracks have no room for a rotated axis title, so the title is written as a horizontal tick.
+    plot.getAxis("left").setTicks([ticks])
+
+
+class Timeline(QWidget):
+    """Scores, EWMA and tracks for one video; emits ``seekRequested(frame)``."""
+
+    seekRequested = Signal(int)
+    alphaChanged = Signal(float)
+
+    ALPHA_STEPS = 100  # slider 1..100 → α 0.01..1.00
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.frame_count = 0
+        self.fps = 25.0
+        self.classes: list[str] = []
+        self.probs = np.zeros((0, 0))
+        self.frames_done = 0
+        self.valid = np.zeros(0, dtype=bool)
+        self.smoothed = np.zeros((0, 0))
+        self.stages: list[Segment] = []
+        self.tiers: dict[str, list[Segment]] = {}
+        self.raw_curves: list[pg.PlotDataItem] = []
+        self.ewma_curves: list[pg.PlotDataItem] = []
+        self.current = 0
+
+        # --- header: decision and α --------------------------------------------------------
+        self.decision_label = QLabel("No analysis yet — open a session or analyse the video with a model")
+        self.decision_label.setTextFormat(Qt.TextFormat.RichText)
+        self.alpha_slider = QSlider(Qt.Orientation.Horizontal)
+        self.alpha_slider.setRange(1, self.ALPHA_STEPS)
+        self.alpha_slider.setValue(30)
+        self.alpha_slider.setFixedWidth(160)
+        self.alpha_slider.setToolTip("EWMA smoothing factor α: small = smoother and slower, 1 = raw scores")
+        self.alpha_value = QLabel()
+        self.alpha_value.setMinimumWidth(70)
+        self.alpha_slider.valueChanged.connect(self._on_alpha)
+        header = QHBoxLayout()
+        header.setContentsMargins(6, 2, 6, 0)
+        header.addWidget(self.decision_label, 1)
+        header.addWidget(QLabel("EWMA α"))
+        header.addWidget(self.alpha_slider)
+        header.addWidget(self.alpha_value)
+
+        # --- plots ----------------------------------------------------------------------------
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.setBackground("w")
+        self.view.ci.setSpacing(2)
+        self.view.ci.setContentsMargins(2, 2, 8, 2)
+        self.scores_plot = _plot(self.view.ci, 0, None)
+        self.scores_plot.setYRange(0, 1, padding=0.02)
+        self.scores_plot.getAxis("left").setLabel("class probability")
+        self.legend = self.scores_plot.addLegend(offset=(8, 2), labelTextSize="8pt", colCount=8,
+                                                 brush=pg.mkBrush(255, 255, 255, 120))
+        self.face_plot = _plot(self.view.ci, 1, 40)
+        self.face_plot.setYRange(0, 1, padding=0.08)
+        _track_ticks(self.face_plot, [(0.0, "0"), (0.5, "face conf."), (1.0, "1")])
+        self.stage_plot = _plot(self.view.ci, 2, 30)
+        self.stage_plot.setYRange(0, 1, padding=0)
+        _track_ticks(self.stage_plot, [(0.5, "stages")])
+        self.occlusion_plot = _plot(self.view.ci, 3, 50)
+        self.occlusion_plot.setYRange(-1, 1, padding=0.05)
+        _track_ticks(self.occlusion_plot, [(-1.0, "−1"), (0.0, "occl. Δ"), (1.0, "+1")])
+        self.occlusion_legend = self.occlusion_plot.addLegend(offset=(8, 0), labelTextSize="7pt", colCount=7,
+                                                              brush=pg.mkBrush(255, 255, 255, 200))
+        self.tier_plot = _plot(self.view.ci, 4, 64)
+        self.tier_plot.getAxis("bottom").setStyle(showValues=True)
+        self.tier_plot.getAxis("bottom").setLabel("time (s)")
+        self.plots = [self.scores_plot, self.face_plot, self.stage_plot, self.occlusion_plot, self.tier_plot]
+        for p in self.plots[1:]:
+            p.setXLink(self.scores_plot)
+        for p in self.plots:
+            p.vb.sigScrub.connect(self._on_stage_click if p is self.stage_plot else self._on_scrub)
+
+        self.cursors: list[pg.InfiniteLine] = []
+        for p in self.plots:
+            line = pg.InfiniteLine(pos=0, angle=90, movable=p is self.scores_plot,
+                                   pen=pg.mkPen("#202020", width=1.5), hoverPen=pg.mkPen("#d00000", width=3))
+            line.setZValue(100)
+            p.addItem(line, ignoreBounds=True)
+            self.cursors.append(line)
+        self.cursors[0].sigDragged.connect(lambda line: self._on_scrub(line.value()))
+
+        self.no_face_scores = pg.BarGraphItem(x0=[], x1=[], y0=[], height=[], brush=(128, 128, 128, 50), pen=None)
+        self.no_face_track = pg.BarGraphItem(x0=[], x1=[], y0=[], height=[], brush=(128, 128, 128, 110), pen=None)
+        self.scores_plot.addItem(self.no_face_scores)
+        self.face_plot.addItem(self.no_face_track)
+        self.face_curve = self.face_plot.plot(pen=pg.mkPen("#333333", width=1.5), connect="finite")
+        self.stage_bars = pg.BarGraphItem(x0=[], x1=[], y0=[], height=[], brushes=[], pen=pg.mkPen("w"))
+        self.stage_plot.addItem(self.stage_bars)
+        self.stage_texts: list[pg.TextItem] = []
+        self.occlusion_curves: dict[str, pg.PlotDataItem] = {}
+        self.tier_items: list[pg.GraphicsObject] = []
+        self.view.scene().sigMouseMoved.connect(self._on_hover)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(header)
+        layout.addWidget(self.view, 1)
+        self._on_alpha(self.alpha_slider.value())
+
+    # --- properties -------------------------------------------------------------------------
+    @property
+    def alpha(self) -> float:
+        return self.alpha_slider.value() / self.ALPHA_STEPS
+
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha_slider.setValue(round(min(max(alpha, 0.01), 1.0) * self.ALPHA_STEPS))
+
+    # --- data in ---------------------------------------------------------------------------
+    def set_video(self, frame_count: int, fps: float) -> None:
+        """A new video: clear everything and show its whole length."""
+        self.frame_count = max(int(frame_count), 1)
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.tier_plot.getAxis("bottom").setScale(1.0 / self.fps)
+        self.clear_scores()
+        self.set_face_track(None, None)
+        self.set_stages([])
+        self.set_occlusion({})
+        self.set_annotations({})
+        for p in self.plots:
+            p.vb.setLimits(xMin=-0.5, xMax=self.frame_count - 0.5)
+        self.scores_plot.setXRange(-0.5, self.frame_count - 0.5, padding=0)
+        self.set_cursor(0)
+
+    def clear_scores(self) -> None:
+        for item in self.raw_curves + self.ewma_curves:
+            self.scores_plot.removeItem(item)
+        self.legend.clear()
+        self.raw_curves, self.ewma_curves = [], []
+        self.classes = []
+        self.probs = np.zeros((0, 0))
+        self.smoothed = np.zeros((0, 0))
+        self.valid = np.zeros(0, dtype=bool)
+        self.decision_label.setText("No analysis yet — open a session or analyse the video with a model")
+
+    def set_scores(self, classes: Sequence[str], probs: np.ndarray, valid: np.ndarray | None = None,
+                   frames_done: int | None = None) -> None:
+        """Per-frame class probabilities (T×C, NaN where not analysed or no face) and face-found flags.
+
+        Called again with the grown arrays while an analysis streams in; the EWMA is recomputed over all
+        of it, which is cheap (closed form, one lfilter) and keeps one code path for both cases.
+        """
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.ndim != 2 or probs.shape[1] != len(classes):
+            raise ValueError(f"scores must be T×{len(classes)}, got {probs.shape}")
+        if list(classes) != self.classes:
+            self.clear_scores()
+            self.classes = list(classes)
+            for i, name in enumerate(self.classes):
+                colour = class_colour(name, i)
+                faint = QColor(colour)
+                faint.setAlpha(90)
+                raw = self.scores_plot.plot(pen=pg.mkPen(faint, width=1), connect="finite")
+                smooth = self.scores_plot.plot(pen=pg.mkPen(colour, width=2.5), connect="finite", name=name)
+                self.raw_curves.append(raw)
+                self.ewma_curves.append(smooth)
+        self.probs = probs
+        self.frames_done = len(probs) if frames_done is None else int(frames_done)
+        self.valid = (np.ones(len(probs), dtype=bool) if valid is None
+                      else np.asarray(valid, dtype=bool)[: len(probs)])
+        x = np.arange(len(probs), dtype=np.float64)
+        for i, curve in enumerate(self.raw_curves):
+            curve.setData(x, probs[:, i])
+        self._update_ewma()
+
+    def _update_ewma(self) -> None:
+        if not self.classes or len(self.probs) == 0:
+            return
+        self.smoothed = ewma(self.probs, self.alpha, self.valid)
+        x = np.arange(len(self.probs), dtype=np.float64)
+        for i, curve in enumerate(self.ewma_curves):
+            curve.setData(x, self.smoothed[:, i])
+        decision = video_decision(self.smoothed, self.classes)
+        done = self.frames_done
+        partial = "" if done >= self.frame_count else f" (so far: {done} of {self.frame_count} frames)"
+        self.decision_label.setText(f"Video decision: <b>{decision.upper()}</b>{partial} "
+                                    f"<span style='color:gray'>— last EWMA state, α = {self.alpha:.2f}</span>")
+
+    def decision_class(self) -> str:
+        """The class the last EWMA state favours ("" before any score)."""
+        if not self.classes or len(self.smoothed) == 0:
+            return ""
+        decision = video_decision(self.smoothed, self.classes)
+        return decision if decision in self.classes else ""
+
+    def set_face_track(self, confidence: np.ndarray | None, found: np.ndarray | None) -> None:
+        """Face-detector confidence per frame; frames without a face are shaded grey on the scores too."""
+        if confidence is None or found is None:
+            self.face_curve.setData([], [])
+            self.no_face_scores.setOpts(x0=[], x1=[], y0=[], height=[])
+            self.no_face_track.setOpts(x0=[], x1=[], y0=[], height=[])
+            return
+        conf = np.asarray(confidence, dtype=np.float64)
+        found = np.asarray(found, dtype=bool)
+        self.face_curve.setData(np.arange(len(conf), dtype=np.float64), np.where(found, conf, np.nan))
+        gaps = runs(~found)
+        x0 = [a - 0.5 for a, _ in gaps]
+        x1 = [b - 0.5 for _, b in gaps]
+        self.no_face_scores.setOpts(x0=x0, x1=x1, y0=[0.0] * len(gaps), height=[1.0] * len(gaps))
+        self.no_face_track.setOpts(x0=x0, x1=x1, y0=[0.0] * len(gaps), height=[1.0] * len(gaps))
+
+    def set_stages(self, stages: Sequence[Segment]) -> None:
+        """SpRAy stages as coloured labelled segments; the colour follows the stage's class."""
+        for t in self.stage_texts:
+            self.stage_plot.removeItem(t)
+        self.stage_texts = []
+        self.stages = sorted(stages, key=lambda s: s.start)
+        brushes = []
+        for s in self.stages:
+            base = s.label.split("_")[0].lower()
+            idx = self.classes.index(base) if base in self.classes else abs(hash(base)) % len(_FALLBACK)
+            colour = QColor("#dddddd") if base in ("none", "") else class_colour(base, idx)
+            colour.setAlpha(170)
+            brushes.append(pg.mkBrush(colour))
+            text = pg.TextItem(s.label, color="#101010", anchor=(0, 0.5))
+            text.setPos(s.start - 0.5, 0.5)
+            self.stage_plot.addItem(text, ignoreBounds=True)
+            self.stage_texts.append(text)
+        self.stage_bars.setOpts(x0=[s.start - 0.5 for s in self.stages], x1=[s.end - 0.5 for s in self.stages],
+                                y0=[0.0] * len(self.stages), height=[1.0] * len(self.stages), brushes=brushes)
+
+    def set_occlusion(self, deltas: dict[str, np.ndarray]) -> None:
+        """Score change of the predicted class per occlusion condition (negative: the part mattered)."""
+        for c in self.occlusion_curves.values():
+            self.occlusion_plot.removeItem(c)
+        self.occlusion_legend.clear()
+        self.occlusion_curves = {}
+        for i, (name, values) in enumerate(deltas.items()):
+            v = np.asarray(values, dtype=np.float64)
+            pen = pg.mkPen(_FALLBACK[i % len(_FALLBACK)], width=1.5)
+            self.occlusion_curves[name] = self.occlusion_plot.plot(np.arange(len(v), dtype=np.float64), v,
+                                                                   pen=pen, connect="finite", name=name)
+
+    def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
+        """Reviewer annotation tiers, one row per tier (top row = first tier)."""
+        for item in self.tier_items:
+            self.tier_plot.removeItem(item)
+        self.tier_items = []
+        self.tiers = {k: sorted(v, key=lambda s: s.start) for k, v in tiers.items()}
+        n = max(len(self.tiers), 1)
+        self.tier_plot.setYRange(0, n, padding=0)
+        _track_ticks(self.tier_plot, [(n - i - 0.5, name[:12]) for i, name in enumerate(self.tiers)]
+                     or [(0.5, "annotations")])
+        for i, (_name, segments) in enumerate(self.tiers.items()):
+            y = n - i - 1
+            bars = pg.BarGraphItem(x0=[s.start - 0.5 for s in segments], x1=[s.end - 0.5 for s in segments],
+                                   y0=[y + 0.1] * len(segments), height=[0.8] * len(segments),
+                                   brush=pg.mkBrush(70, 130, 180, 120), pen=pg.mkPen("#4682b4"))
+            self.tier_plot.addItem(bars)
+            self.tier_items.append(bars)
+            for s in segments:
+                text = pg.TextItem(s.label, color="#102030", anchor=(0, 0.5))
+                text.setPos(s.start - 0.5, y + 0.5)
+                self.tier_plot.addItem(text, ignoreBounds=True)
+                self.tier_items.append(text)
+
+    # --- cursor and seeking ---------------------------------------------------------------
+    @Slot(int)
+    def set_cursor(self, frame: int) -> None:
+        """Follow the player; pans the view when the cursor leaves it (during playback)."""
+        self.current = int(frame)
+        for line in self.cursors:
+            line.blockSignals(True)
+            line.setValue(self.current)
+            line.blockSignals(False)
+        (x0, x1) = self.scores_plot.vb.viewRange()[0]
+        if not x0 <= self.current <= x1:
+            width = x1 - x0
+            self.scores_plot.setXRange(self.current - 0.1 * width, self.current + 0.9 * width, padding=0)
+
+    def stage_at(self, frame: float) -> Segment | None:
+        return next((s for s in self.stages if s.start - 0.5 <= frame < s.end - 0.5), None)
+
+    def _clamp(self, x: float) -> int:
+        return int(min(max(round(x), 0), max(self.frame_count - 1, 0)))
+
+    @Slot(float)
+    def _on_scrub(self, x: float) -> None:
+        if self.frame_count <= 0:
+            return
+        frame = self._clamp(x)
+        self.set_cursor(frame)
+        self.seekRequested.emit(frame)
+
+    @Slot(float)
+    def _on_stage_click(self, x: float) -> None:
+        # A stage is a unit of the temporal prototype: clicking it goes to where it begins.
+        stage = self.stage_at(x)
+        self._on_scrub(float(stage.start) if stage is not None else x)
+
+    def _on_hover(self, pos: QPointF) -> None:
+        if not self.stage_plot.sceneBoundingRect().contains(pos):
+            return
+        x = self.stage_plot.vb.mapSceneToView(pos).x()
+        stage = self.stage_at(x)
+        if stage is None:
+            return
+        t0, t1 = stage.start / self.fps, stage.end / self.fps
+        tip = (f"{stage.label}: frames {stage.start}–{stage.end - 1} ({t0:.2f}–{t1:.2f} s)"
+               + (f"\n{stage.note}" if stage.note else ""))
+        view_pos = self.view.mapFromScene(pos)
+        QToolTip.showText(self.view.mapToGlobal(view_pos), tip, self.view)
+        self.view.setToolTip(tip)
+
+    @Slot(int)
+    def _on_alpha(self, value: int) -> None:
+        self.alpha_value.setText(f"{self.alpha:.2f}")
+        self._update_ewma()
+        self.alphaChanged.emit(self.alpha)
