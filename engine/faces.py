@@ -93,6 +93,18 @@ def _shape_predictor() -> dlib.shape_predictor:
         return _predictor
 
 
+_detectors = threading.local()
+
+
+def _frontal_detector() -> dlib.fhog_object_detector:
+    # Building dlib's HOG detector takes most of a second; keep one per thread (the GUI re-scores on its
+    # own worker while an analysis runs), since dlib does not promise that sharing one is safe.
+    det = getattr(_detectors, "detector", None)
+    if det is None:
+        det = _detectors.detector = dlib.get_frontal_face_detector()
+    return det
+
+
 @dataclass
 class FaceResult:
     """The face of one frame. A frame without a face is a normal result (``found=False``)."""
@@ -210,7 +222,7 @@ class _Detector:
     """dlib's HOG detector on a downscaled copy, plus the shape predictor on full resolution."""
 
     def __init__(self, upsample: int, max_side: int, threshold: float) -> None:
-        self.detector = dlib.get_frontal_face_detector()
+        self.detector = _frontal_detector()
         self.predictor = _shape_predictor()
         self.upsample = upsample
         self.max_side = max_side

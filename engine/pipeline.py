@@ -74,6 +74,7 @@ class FaceChunk:
     landmarks: np.ndarray
     confidence: np.ndarray
     n_faces: np.ndarray
+    detected: np.ndarray
 
     @classmethod
     def from_results(cls, start: int, faces: list[FaceResult]) -> FaceChunk:
@@ -87,10 +88,31 @@ class FaceChunk:
                 lm[i] = f.landmarks
         return cls(start, np.array([f.found for f in faces], bool), box, lm,
                    np.array([f.confidence for f in faces], np.float32),
-                   np.array([min(f.n_faces, 255) for f in faces], np.uint8))
+                   np.array([min(f.n_faces, 255) for f in faces], np.uint8),
+                   np.array([f.detected for f in faces], bool))
 
     def write(self, session: Session) -> None:
-        session.write_faces(self.start, self.found, self.box, self.landmarks, self.confidence, self.n_faces)
+        session.write_faces(self.start, self.found, self.box, self.landmarks, self.confidence, self.n_faces,
+                            self.detected)
+
+
+def resume_point(session: Session, done: int) -> int:
+    """Where to restart after `done` committed frames so the result equals an uninterrupted run.
+
+    The tracker's state at a frame follows from its last fresh detection, so restarting at that frame
+    (and redoing the few frames after it) reproduces the same faces; older files without the detection
+    record restart at `done` with a fresh detection.
+    """
+    if done <= 0:
+        return 0
+    track = session.faces(slice(0, done))
+    if track.detected is None or track.frames_done < done:
+        return done
+    hits = np.flatnonzero(track.detected[:done])
+    if hits.size == 0:
+        # No detection recorded: a face was never searched for (search_every > 1) or the file is old.
+        return 0 if not track.found[:done].any() else done
+    return int(hits[-1])
 
 
 def face_stages(reader: VideoReader, start: int, detect_every: int, cancel: CancelToken,
@@ -137,7 +159,7 @@ def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_pr
         session = open_or_create_session(reader, out_path)
         ok = False
         try:
-            start = session.faces().frames_done
+            start = resume_point(session, session.faces(slice(0, 0)).frames_done)
             total = reader.frame_count
             progress(start, total, "faces")
             decode, faces = face_stages(reader, start, detect_every, cancel)
@@ -354,8 +376,8 @@ def analyze(video: str | Path, model_dir: str | Path, out_path: str | Path,
     with open_video(video) as reader:
         session = open_or_create_session(reader, out_path)
         try:
-            start = session.begin_analysis(analyzer.identity, analyzer.classes, list(settings.explain),
-                                           settings.alpha)
+            start = resume_point(session, session.begin_analysis(
+                analyzer.identity, analyzer.classes, list(settings.explain), settings.alpha))
             W, b = head_weights(analyzer.model)
             session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
                               head_bias=None if b is None else b.tolist(), arch=analyzer.spec.arch)

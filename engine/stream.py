@@ -110,6 +110,8 @@ class Stage:
                     self._cancel.raise_if_cancelled()
                 continue
             if item is _END:
+                # A stage stops early only when cancelled: say so rather than look like the end.
+                self._cancel.raise_if_cancelled()
                 return
             if isinstance(item, _Failure):
                 raise item.exc

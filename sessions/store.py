@@ -64,6 +64,7 @@ class FaceTrack:
     n_faces: np.ndarray  # uint8 (T,)
     frames_done: int
     start: int = 0  # index of the first row (when read with a frame slice)
+    detected: np.ndarray | None = None  # bool (T,): a fresh detection (not tracked); None in older files
 
 
 @dataclass
@@ -283,6 +284,7 @@ class Session:
                 ("landmarks", (N_LANDMARKS, 2), np.float32, np.nan),
                 ("confidence", (), np.float32, 0.0),
                 ("n_faces", (), np.uint8, 0),
+                ("detected", (), np.bool_, False),
             ):
                 _create_frames(faces, name, T, shape, np.dtype(dtype), fillvalue=fill)
             f.create_group("annotations")
@@ -499,7 +501,7 @@ class Session:
     # ----------------------------------------------------------------------------------- faces
 
     def write_faces(self, start: int, found: np.ndarray, box: np.ndarray, landmarks: np.ndarray,
-                    confidence: np.ndarray, n_faces: np.ndarray) -> None:
+                    confidence: np.ndarray, n_faces: np.ndarray, detected: np.ndarray | None = None) -> None:
         """Store the face results of frames [start, start+n); chunks must come in order (no gaps)."""
         with self._mutex:
             f = self._w()
@@ -508,6 +510,8 @@ class Session:
                       "landmarks": np.asarray(landmarks, np.float32),
                       "confidence": np.asarray(confidence, np.float32),
                       "n_faces": np.asarray(n_faces, np.uint8)}
+            if detected is not None and "detected" in g:
+                arrays["detected"] = np.asarray(detected, np.bool_)
             n = len(arrays["found"])
             done = int(g.attrs["frames_done"])
             self._check_range(start, n, done, "faces")
@@ -524,6 +528,7 @@ class Session:
             sl = frames if frames is not None else slice(None)
             return FaceTrack(found=g["found"][sl], box=g["box"][sl], landmarks=g["landmarks"][sl],
                              confidence=g["confidence"][sl], n_faces=g["n_faces"][sl],
+                             detected=g["detected"][sl] if "detected" in g else None,
                              frames_done=int(g.attrs["frames_done"]),
                              start=sl.indices(self.frame_count)[0])
 

@@ -54,6 +54,27 @@ def test_success_reports_result_progress_and_runs_off_gui_thread(qtbot) -> None:
     assert seen_threads and seen_threads[0] != gui_thread
 
 
+def test_slots_and_lambdas_run_on_the_gui_thread(qtbot) -> None:
+    """Whoever connects a lambda to a worker may touch widgets in it: it must run on the GUI thread."""
+    gui_thread = threading.get_ident()
+    where: dict[str, int] = {}
+
+    def job(progress, cancel, partial) -> int:
+        progress(1, 2, "half")
+        partial("chunk")
+        return 1
+
+    worker = JobWorker(job, "threads", partial=True)
+    worker.progress.connect(lambda *_: where.setdefault("progress", threading.get_ident()))
+    worker.partial.connect(lambda _v: where.setdefault("partial", threading.get_ident()))
+    worker.finished.connect(lambda _r: where.setdefault("finished", threading.get_ident()))
+    worker.done.connect(lambda: where.setdefault("done", threading.get_ident()))
+    with qtbot.waitSignal(worker.done, timeout=5000):
+        worker.start()
+    _settle(qtbot, worker)
+    assert where == {"progress": gui_thread, "partial": gui_thread, "finished": gui_thread, "done": gui_thread}
+
+
 def test_error_emits_exactly_one_error_with_message_and_traceback(qtbot) -> None:
     def job(progress, cancel) -> None:
         raise FileNotFoundError("clip.mp4 not found: choose another file")

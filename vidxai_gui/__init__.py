@@ -1,6 +1,5 @@
-"""VidXAI's review GUI (PySide6 + pyqtgraph): thin, it shows and asks the engine through jobs."""
+"""VidXAI's review GUI (PySide6 + pyqtgraph): thin, it shows and asks the engine through jobs.
 
-from vidxai_gui import qtcompat
-
-# Before any widget exists: the installed Qt binding leaks references in signal delivery (see qtcompat).
-qtcompat.apply()
+Importing this package loads no Qt: the console script (`vidxai_gui.launcher`) must stay light for
+headless commands. Qt comes in with `vidxai_gui.app` and the widget modules.
+"""

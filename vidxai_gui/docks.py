@@ -137,32 +137,26 @@ class PrototypeGallery(QWidget):
         self.prototypes = {p.index: p for p in protos}
         self._similarities = similarities
 
-    def show_frame(self, k: int, top_index: np.ndarray | None, top_value: np.ndarray | None,
+    def show_frame(self, k: int, predicted: str, entries: list[tuple[int, float, float]],
                    similarities: np.ndarray | None) -> None:
+        """``entries``: (prototype j, similarity s_j, contribution W·s_j), largest contribution first."""
         self._similarities = similarities
-        if top_index is None or k >= len(top_index) or not np.isfinite(np.asarray(top_value[k], float)).any():
-            self.table.setRowCount(0)
-            if top_index is not None:
-                self.hint.setText(f"Frame {k}: no prototype activations (no face, or not analysed yet).")
-            self.table.setVisible(top_index is not None)
-            return
-        self.hint.setText(f"Frame {k}: the prototypes it looks like most, by contribution W·s to the "
-                          "predicted class.")
         self.table.show()
-        idx = np.asarray(top_index[k])
-        val = np.asarray(top_value[k], dtype=float)
-        rows = [(int(j), float(v)) for j, v in zip(idx, val, strict=False) if j >= 0 and np.isfinite(v)]
-        self.table.setRowCount(min(len(rows), self.TOP))
-        for r, (j, contribution) in enumerate(rows[: self.TOP]):
+        if not entries:
+            self.table.setRowCount(0)
+            self.hint.setText(f"Frame {k}: no prototype activations (no face, or not analysed yet).")
+            return
+        self.hint.setText(f"Frame {k} looks like these prototypes; W·s is what each adds to the score of "
+                          f"<b>{predicted}</b>.")
+        self.table.setRowCount(min(len(entries), self.TOP))
+        for r, (j, sim, contribution) in enumerate(entries[: self.TOP]):
             info = self.prototypes.get(j)
             name = QTableWidgetItem(f"#{j}\n{info.class_name if info else ''}")
             if info is not None and info.image is not None:
                 name.setIcon(QPixmap.fromImage(info.image))
             name.setData(Qt.ItemDataRole.UserRole, j)
-            source = QTableWidgetItem(info.source if info else "prototype images not found")
+            source = QTableWidgetItem(info.source if info else "prototype image not loaded")
             source.setToolTip(source.text())
-            sim = (float(similarities[k, j]) if similarities is not None and j < similarities.shape[1]
-                   else float("nan"))
             score = QTableWidgetItem(f"s = {sim:.2f}\nW·s = {contribution:+.2f}")
             for c, item in enumerate((name, source, score)):
                 self.table.setItem(r, c, item)
@@ -206,18 +200,22 @@ class LatentProfile(QWidget):
         layout.addWidget(self.plot, 1)
         self.plot.hide()
 
-    def show_frame(self, k: int, latents: np.ndarray | None) -> None:
-        if latents is None or k >= len(latents):
+    def show_frame(self, k: int, index: np.ndarray | None, values: np.ndarray | None) -> None:
+        """The frame's strongest latents (indices and activations g_j, as the session stores them)."""
+        if index is None or values is None or k >= len(index):
             self.plot.hide()
             return
-        g = np.nan_to_num(np.asarray(latents[k], dtype=float))
-        order = np.argsort(-g)[: self.TOP]
-        order = order[g[order] > 0]
+        g = np.nan_to_num(np.asarray(values[k], dtype=float))
+        idx = np.asarray(index[k])
+        order = [i for i in np.argsort(-g)[: self.TOP] if g[i] > 0 and idx[i] >= 0]
         self.plot.show()
-        self.hint.setText(f"Frame {k}: {int((g > 0).sum())} active latents; the strongest {len(order)}:")
+        if not order:
+            self.hint.setText(f"Frame {k}: no active latents (no face, or not analysed yet).")
+        else:
+            self.hint.setText(f"Frame {k}: the {len(order)} strongest SAE latents.")
         n = len(order)
         self.bars.setOpts(x0=np.zeros(n), y=np.arange(n)[::-1].astype(float), width=g[order], height=0.7)
-        self.plot.getAxis("left").setTicks([[(float(n - 1 - i), f"#{int(j)}") for i, j in enumerate(order)]])
+        self.plot.getAxis("left").setTicks([[(float(n - 1 - r), f"#{int(idx[i])}") for r, i in enumerate(order)]])
         self.plot.setYRange(-0.5, max(n, 1) - 0.5, padding=0)
         self.plot.setXRange(0, float(g[order].max()) if n else 1.0, padding=0.05)
 

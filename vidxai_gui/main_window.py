@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,19 @@ from vidxai_gui.docks import (
     load_prototypes,
 )
 from vidxai_gui.player import FrameOverlays, Player
-from vidxai_gui.review import HeatmapReader, ReviewData, Rows, empty_review, load_review, read_rows
+from vidxai_gui.review import (
+    SIMILARITIES,
+    TOP_LATENTS,
+    TOP_VALUES,
+    FrameExtras,
+    HeatmapReader,
+    ReviewData,
+    Rows,
+    empty_review,
+    load_review,
+    read_rows,
+    top_contributions,
+)
 from vidxai_gui.timeline import Segment, Timeline
 from vidxai_gui.worker import JobPanel, JobQueue, JobWorker
 
@@ -83,6 +96,8 @@ class MainWindow(QMainWindow):
         self.analysis_worker: JobWorker | None = None
         self._pending_analysis: Path | None = None
         self._pending_frame = 0
+        # Extra engine.pipeline.AnalyzeSettings fields for analyses started here (e.g. explain methods).
+        self.analyze_overrides: dict[str, Any] = {}
         self._loaders: list[JobWorker] = []  # session loads run beside the queue: opening never waits
         self._analyzer: Any = None  # engine.analyzer.FrameAnalyzer, loaded on first re-score
         self._analyzer_dir: Path | None = None
@@ -111,9 +126,9 @@ class MainWindow(QMainWindow):
         self.job_panel = JobPanel(self.jobs)
         self.annotation_panel = AnnotationPanel()
         self.docks: dict[str, QDockWidget] = {}
-        self._add_dock("prototypes", "Prototypes — this looks like that", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("prototypes", "Prototypes", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("latents", "SAE latents", self.latents, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("preprocess", "Preprocessing && occlusion", ScrollPanel(self.preprocess),
+        self._add_dock("preprocess", "Input && occlusion", ScrollPanel(self.preprocess),
                        Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("annotations", "Annotations", self.annotation_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("jobs", "Jobs", self.job_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -143,6 +158,10 @@ class MainWindow(QMainWindow):
         self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
 
         self.resize(1280, 800)
+        # The frame and the scores are what a reviewer looks at: docks get a column, not half the window.
+        self.resizeDocks([self.docks["prototypes"]], [360], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["prototypes"], self.docks["annotations"]], [480, 260], Qt.Orientation.Vertical)
+        self.splitter.setSizes([430, 330])
         self._restore_state()
         self._update_actions()
 
@@ -340,7 +359,7 @@ class MainWindow(QMainWindow):
         self.prototypes = []
         self._pending_analysis = Path(analyse_with) if analyse_with else None
         self._pending_frame = 0
-        self.player.extras_provider = None
+        self.player.set_extras_provider(None)
         self.player.open(p)
         self.setWindowTitle(f"{p.name} — {APP_NAME}")
         self._remember(p)
@@ -403,10 +422,15 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------ analysis
     def _session_path_for(self, video: Path) -> Path:
-        """Beside the video when that folder is writable, else in the app's sessions folder."""
-        if os.access(video.parent, os.W_OK):
-            return video.with_suffix(SESSION_SUFFIX)
-        return sessions_dir(self.settings) / f"{video.stem}{SESSION_SUFFIX}"
+        """The configured sessions folder if there is one, else beside the video when that folder is
+        writable (and not marked read-only, which root would otherwise ignore), else the app's folder."""
+        name = f"{video.stem}{SESSION_SUFFIX}"
+        if self.settings.value("sessions_dir", "", str):
+            return sessions_dir(self.settings) / name
+        folder = video.parent
+        if os.access(folder, os.W_OK) and folder.stat().st_mode & stat.S_IWUSR:
+            return folder / name
+        return sessions_dir(self.settings) / name
 
     def choose_model_and_analyse(self) -> None:
         start = str(self.model_dir) if self.model_dir else self.settings.value("last_dir", str(Path.home()), str)
@@ -422,8 +446,8 @@ class MainWindow(QMainWindow):
             from engine import pipeline
 
             analyze = pipeline.analyze
-            settings = pipeline.AnalyzeSettings(alpha=self.timeline.alpha)
-        except (ImportError, AttributeError) as exc:
+            settings = pipeline.AnalyzeSettings(**{"alpha": self.timeline.alpha, **self.analyze_overrides})
+        except (ImportError, AttributeError, TypeError) as exc:
             self.show_error("Analysis is not available", f"This build cannot analyse videos yet ({exc}).",
                             "Run `vidxai analyze VIDEO --model FOLDER` in a terminal, then open the .vxs file.")
             return
@@ -483,6 +507,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_rows(self, rows: Rows) -> None:
+        log.debug("rows %d..%d arrived (faces done %d, frames done %d)", rows.start, rows.end, rows.faces_done,
+                  rows.frames_done)
         if self.player.info is None or self.session_path is None:
             return
         if self.data is None or self.data.path != self.session_path:
@@ -517,6 +543,7 @@ class MainWindow(QMainWindow):
         worker.start()
 
     def _on_reloaded(self, data: ReviewData, frame: int) -> None:
+        log.debug("session %s reloaded after the analysis", data.path)
         self.data = data
         self.session_path = data.path
         self._apply_data()
@@ -545,10 +572,12 @@ class MainWindow(QMainWindow):
             self.timeline.set_face_track(conf, found)
         if d.classes and d.probs is not None:
             self.timeline.set_scores(d.classes, d.probs, d.valid, frames_done=d.frames_done)
-        if d.stages:
+        stages = d.stages
+        if not stages and d.class_stages:
+            # No whole-video temporal prototype: show the stages of the decided class.
             decided = self.timeline.decision_class()
-            cls = decided if decided in d.stages else next(iter(d.stages))
-            self.timeline.set_stages([Segment(s, e, lab) for s, e, lab in d.stages[cls]])
+            stages = d.class_stages.get(decided) or next(iter(d.class_stages.values()))
+        self.timeline.set_stages([Segment(s, e, lab) for s, e, lab in stages])
         if d.occlusion is not None and d.probs is not None and d.occlusion_conditions:
             self.timeline.set_occlusion(occlusion_deltas(d.probs, d.occlusion, d.occlusion_conditions))
         self._show_annotations()
@@ -596,13 +625,15 @@ class MainWindow(QMainWindow):
         off.triggered.connect(self._heat_off)
 
     def _heat_off(self) -> None:
-        self.heat_method = ""
-        self.player.set_extras_provider(None)
-        self.player.refresh_overlays()
+        self._set_heat_method("")  # still reads the prototype box; just no map
 
     def _overlays(self, k: int, extras: Any) -> FrameOverlays:
         """Overlays of frame k; called by the player in the same step that puts frame k on screen."""
-        ov = FrameOverlays(heatmap=extras if isinstance(extras, np.ndarray) else None)
+        ov = FrameOverlays()
+        if isinstance(extras, FrameExtras):
+            ov.heatmap = extras.heat
+            ov.proto_box = extras.proto_box
+            ov.proto_label = f"prototype #{extras.proto_index}" if extras.proto_index >= 0 else ""
         d = self.data
         if d is not None and k < d.faces_done and d.found[k]:
             ov.box = d.box[k]
@@ -617,25 +648,23 @@ class MainWindow(QMainWindow):
 
     def _update_frame_docks(self, k: int) -> None:
         d = self.data
-        if d is None or k < 0:
+        if d is None or k < 0 or k >= d.frame_count:
             return
-        top_i = d.extra.get("prototypes/top_index")
-        top_v = d.extra.get("prototypes/top_value")
-        sims = d.extra.get("prototypes/similarities")
-        if top_i is not None and top_v is not None:
-            self.gallery.show_frame(k, top_i, top_v, sims)
-        lat = d.extra.get("latents/activations")
-        if lat is not None:
-            self.latents.show_frame(k, lat)
-        if d.probs is not None and k < len(d.probs) and self._rescore_worker is None:
-            note = "" if d.valid is not None and d.valid[k] else "no face in this frame"
-            self.preprocess.show_scores(d.classes, d.probs[k], None, note or f"frame {k}: scores from the session")
+        if SIMILARITIES in d.extra:
+            c, entries = top_contributions(d, k, PrototypeGallery.TOP)
+            self.gallery.show_frame(k, d.classes[c] if c >= 0 else "", entries, d.extra[SIMILARITIES])
+        if TOP_LATENTS in d.extra:
+            self.latents.show_frame(k, d.extra[TOP_LATENTS], d.extra.get(TOP_VALUES))
+        if d.probs is not None and self._rescore_worker is None:
+            note = f"frame {k}: scores stored in the session" if d.valid is not None and d.valid[k] else \
+                f"frame {k}: no face, no scores"
+            self.preprocess.show_scores(d.classes, d.probs[k], None, note)
 
     def _start_prototype_load(self, data: ReviewData) -> None:
         model = (data.analysis or {}).get("model") or {}
         candidates = [model.get(key) for key in ("folder", "dir", "path", "model_dir")] + [self.model_dir]
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
-        if folder is None or "prototypes/top_index" not in data.extra:
+        if folder is None or SIMILARITIES not in data.extra:
             return
         worker = JobWorker(lambda progress, cancel: load_prototypes(folder), "load prototypes")
         worker.finished.connect(lambda protos: self._on_prototypes(protos))
@@ -647,7 +676,7 @@ class MainWindow(QMainWindow):
 
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos
-        sims = self.data.extra.get("prototypes/similarities") if self.data else None
+        sims = self.data.extra.get(SIMILARITIES) if self.data else None
         self.gallery.set_prototypes(protos, sims)
         self._update_frame_docks(self.player.current)
 

@@ -461,8 +461,8 @@ class Player(QWidget):
         self.position.blockSignals(False)
         self._set_enabled(True)
         log.info("opened %s: %d frames at %.3f fps", info.path, info.frame_count, info.fps)
+        self.seek(0)  # first, so a listener's own seek (a reopened session's frame) is the latest request
         self.videoOpened.emit(info)
-        self.seek(0)
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:

@@ -20,8 +20,10 @@ from sessions import Annotations, Session
 log = logging.getLogger(__name__)
 
 # Per-frame arrays the window keeps in memory, besides scores and faces: small (T×K) and read whole.
-_OPTIONAL_ROWS = ("prototypes/similarities", "prototypes/top_index", "prototypes/top_value",
-                  "latents/activations")
+SIMILARITIES = "explanations/intrinsic/similarities"  # ProtoPNet s_j, T×K
+TOP_LATENTS = "explanations/intrinsic/top_latents"  # PatchSAE strongest latents, T×k indices
+TOP_VALUES = "explanations/intrinsic/top_values"  # and their activations g_j
+_OPTIONAL_ROWS = (SIMILARITIES, TOP_LATENTS, TOP_VALUES)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Rows:
     probs: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     occlusion: np.ndarray | None = None  # n×K×C
+    head_weight: np.ndarray | None = None
 
 
 @dataclass
@@ -65,9 +68,11 @@ class ReviewData:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     occlusion_conditions: list[str] = field(default_factory=list)
     occlusion: np.ndarray | None = None
-    stages: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    stages: list[tuple[int, int, str]] = field(default_factory=list)  # the temporal prototype's stages
+    class_stages: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # SpRAy per class
     annotations: Annotations = field(default_factory=Annotations)
     review_state: dict[str, Any] = field(default_factory=dict)
+    head_weight: np.ndarray | None = None  # C×K read-out of the intrinsic terms (W of W·s)
 
     @property
     def explain_methods(self) -> list[str]:
@@ -88,6 +93,8 @@ class ReviewData:
                 self.extra[name] = np.full((self.frame_count,) + arr.shape[1:], np.nan
                                            if arr.dtype.kind == "f" else -1, dtype=arr.dtype)
             self.extra[name][sl] = arr
+        if rows.head_weight is not None:
+            self.head_weight = rows.head_weight
         if rows.occlusion is not None:
             if self.occlusion is None:
                 self.occlusion = np.full((self.frame_count,) + rows.occlusion.shape[1:], np.nan, np.float32)
@@ -111,6 +118,9 @@ def _read_rows(s: Session, start: int, end: int) -> Rows:
         occ = s.occlusion(sl)
         if occ is not None:
             rows.occlusion = occ[1]
+        if s.exists("explanations/intrinsic"):
+            w = s.attrs("explanations/intrinsic").get("head_weight")
+            rows.head_weight = None if w is None else np.asarray(w, dtype=np.float64)
     return rows
 
 
@@ -138,8 +148,12 @@ def load_review(path: str | Path) -> ReviewData:
             occ = s.occlusion()
             if occ is not None:
                 data.occlusion_conditions, data.occlusion = occ[0], occ[1]
+            if s.exists("explanations/intrinsic"):
+                w = s.attrs("explanations/intrinsic").get("head_weight")
+                data.head_weight = None if w is None else np.asarray(w, dtype=np.float64)
             for cls, result in s.spray().items():
-                data.stages[cls] = [(st.start, st.end, st.descriptor) for st in result.stages]
+                data.class_stages[cls] = [(st.start, st.end, st.descriptor) for st in result.stages]
+            data.stages = [(st.start, st.end, st.descriptor) for st in s.temporal_prototype()]
         data.annotations = s.annotations()
         data.review_state = s.review_state()
     log.info("loaded %s: %d frames, analysis %s", path, T, "yes" if data.analysis else "no")
@@ -154,11 +168,34 @@ def empty_review(path: Path, frame_count: int, timestamps: np.ndarray, video: di
                       landmarks=np.full((T, 68, 2), np.nan, np.float32), confidence=np.zeros(T, np.float32))
 
 
-class HeatmapReader:
-    """Reads frame k's relevance map and maps it onto the frame; used on the decode thread.
+def top_contributions(data: ReviewData, k: int, n: int = 5) -> tuple[int, list[tuple[int, float, float]]]:
+    """ProtoPNet terms of frame k: (predicted class, [(prototype j, s_j, W_ĉj·s_j)] largest first)."""
+    sims = data.extra.get(SIMILARITIES)
+    if sims is None or data.head_weight is None or data.probs is None or k >= len(sims):
+        return -1, []
+    row, p = np.asarray(sims[k], dtype=np.float64), data.probs[k]
+    if not (np.isfinite(row).all() and np.isfinite(p).all()):
+        return -1, []
+    c = int(np.argmax(p))
+    contrib = data.head_weight[c] * row
+    order = np.argsort(-contrib)[:n]
+    return c, [(int(j), float(row[j]), float(contrib[j])) for j in order]
 
-    h5py handles must not be shared between threads casually, so each thread opens its own read-only
-    Session (cheap: committed files are immutable) and reopens it when the writer commits again.
+
+@dataclass
+class FrameExtras:
+    """Per-frame data read on the decode thread with the frame, in full-frame coordinates."""
+
+    heat: np.ndarray | None = None
+    proto_box: np.ndarray | None = None  # 95th-percentile box of the top prototype's similarity map
+    proto_index: int = -1
+
+
+class HeatmapReader:
+    """Reads frame k's relevance map (and top prototype box) and maps them onto the frame.
+
+    Runs on the decode thread. Each thread opens its own read-only Session (committed files are
+    immutable, so this is cheap) and refreshes it, since a streaming analysis commits every few seconds.
     """
 
     def __init__(self, path: Path, method: str, frame_hw: tuple[int, int]) -> None:
@@ -166,34 +203,64 @@ class HeatmapReader:
         self.method = method
         self.frame_hw = frame_hw
         self._local = threading.local()
+        self._sessions: list[Session] = []
+        self._lock = threading.Lock()
 
     def _session(self) -> Session:
         s = getattr(self._local, "session", None)
         if s is None:
             s = Session.open(self.path)
             self._local.session = s
+            with self._lock:
+                self._sessions.append(s)
         else:
-            s.refresh()  # a streaming analysis commits new frames every few seconds
+            s.refresh()
         return s
 
-    def __call__(self, k: int) -> np.ndarray | None:
-        from engine.preprocess import InputMapping  # the GUI may use the engine; imported where needed
+    def __call__(self, k: int) -> FrameExtras | None:
+        from engine.preprocess import InputMapping  # the GUI may use the engine; only needed here
 
         try:
             s = self._session()
-            name = f"explanations/{self.method}/maps"
-            if not s.exists(name):
-                return None
-            heat = s.read(name, slice(k, k + 1))[0].astype(np.float32)
             mapping = s.mappings(slice(k, k + 1))
+            if not mapping or mapping[0] is None:
+                return None
+            m = InputMapping.from_json(mapping[0])
+            out = FrameExtras()
+            name = f"explanations/{self.method}/maps"
+            if self.method and s.exists(name):
+                heat = s.read(name, slice(k, k + 1))[0].astype(np.float32)
+                if np.isfinite(heat).any():
+                    out.heat = m.heatmap_to_frame(np.clip(np.nan_to_num(heat), 0, None), self.frame_hw)
+            out.proto_index, out.proto_box = self._proto_box(s, m, k)
+            return out
         except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
-            log.debug("no %s map for frame %d: %s", self.method, k, exc)
+            log.debug("no overlay data for frame %d: %s", k, exc)
             return None
-        if not mapping or mapping[0] is None or not np.isfinite(heat).any():
-            return None
-        return InputMapping.from_json(mapping[0]).heatmap_to_frame(np.clip(heat, 0, None), self.frame_hw)
+
+    def _proto_box(self, s: Session, m: Any, k: int) -> tuple[int, np.ndarray | None]:
+        if not (s.exists(SIMILARITIES) and s.exists("explanations/intrinsic/sim_maps")):
+            return -1, None
+        w = getattr(self, "_w", None)
+        if w is None:
+            w = self._w = np.asarray(s.attrs("explanations/intrinsic")["head_weight"], dtype=np.float64)
+        sims = s.read(SIMILARITIES, slice(k, k + 1))[0].astype(np.float64)
+        probs = s.read("probs", slice(k, k + 1))[0]
+        if not (np.isfinite(sims).all() and np.isfinite(probs).all()):
+            return -1, None
+        j = int(np.argmax(w[int(np.argmax(probs))] * sims))
+        sim_map = s.read("explanations/intrinsic/sim_maps", slice(k, k + 1))[0, j].astype(np.float32)
+        full = m.heatmap_to_frame(sim_map - np.nanmin(sim_map) + 1e-6, self.frame_hw)
+        inside = full > 0
+        if not inside.any():
+            return j, None
+        # METHODS §1: the box around the 95th percentile of the upsampled similarity map.
+        hot = full >= np.percentile(full[inside], 95)
+        ys, xs = np.nonzero(hot)
+        return j, np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
     def close(self) -> None:
-        s = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()
+        with self._lock:
+            for s in self._sessions:
+                s.close()
+            self._sessions.clear()

@@ -282,6 +282,8 @@ class Timeline(QWidget):
 
     def set_face_track(self, confidence: np.ndarray | None, found: np.ndarray | None) -> None:
         """Face-detector confidence per frame; frames without a face are shaded grey on the scores too."""
+        # Tracks without data are hidden, so the scores keep the room (hidden layout items take none).
+        self.face_plot.setVisible(confidence is not None)
         if confidence is None or found is None:
             self.face_curve.setData([], [])
             self.no_face_scores.setOpts(x0=[], x1=[], y0=[], height=[])
@@ -302,9 +304,11 @@ class Timeline(QWidget):
             self.stage_plot.removeItem(t)
         self.stage_texts = []
         self.stages = sorted(stages, key=lambda s: s.start)
+        self.stage_plot.setVisible(bool(self.stages))
         brushes = []
         for s in self.stages:
-            base = s.label.split("_")[0].lower()
+            # "HAPPY_A, SAD_B" → coloured by its first cluster's class; "NONE" stays grey.
+            base = s.label.split(",")[0].strip().rsplit("_", 1)[0].lower()
             idx = self.classes.index(base) if base in self.classes else abs(hash(base)) % len(_FALLBACK)
             colour = QColor("#dddddd") if base in ("none", "") else class_colour(base, idx)
             colour.setAlpha(170)
@@ -321,6 +325,7 @@ class Timeline(QWidget):
         for c in self.occlusion_curves.values():
             self.occlusion_plot.removeItem(c)
         self.occlusion_legend.clear()
+        self.occlusion_plot.setVisible(bool(deltas))
         self.occlusion_curves = {}
         for i, (name, values) in enumerate(deltas.items()):
             v = np.asarray(values, dtype=np.float64)

@@ -38,12 +38,48 @@ JobFn = Callable[..., Any]
 _PROGRESS_INTERVAL_S = 0.05
 
 
+class _Runner(QObject):
+    """Lives on the job's QThread and calls the job; its signals cross to the GUI thread queued."""
+
+    progress = Signal(int, int, str)
+    partial = Signal(object)
+    ended = Signal(str, object, str)  # state, result or message, traceback
+
+    def __init__(self, fn: JobFn, name: str, token: CancelToken, passes_partial: bool) -> None:
+        super().__init__()
+        self.fn, self.name, self.token, self.passes_partial = fn, name, token, passes_partial
+        self._last_progress = 0.0
+
+    def report_progress(self, done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last_progress >= _PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            self.progress.emit(int(done), int(total), str(message))
+
+    @Slot()
+    def run(self) -> None:
+        log.info("job %r started", self.name)
+        try:
+            args: tuple[Any, ...] = (self.report_progress, self.token)
+            if self.passes_partial:
+                args += (self.partial.emit,)
+            result = self.fn(*args)
+        except Cancelled:
+            self.ended.emit("cancelled", None, "")
+        except BaseException as exc:  # a worker must report every failure, never die silently
+            log.exception("job %r failed", self.name)
+            self.ended.emit("error", str(exc) or type(exc).__name__, traceback.format_exc())
+        else:
+            self.ended.emit("finished", result, "")
+
+
 class JobWorker(QObject):
-    """One engine job on its own QThread.
+    """One engine job on its own QThread; the object itself stays in the GUI thread.
 
     ``progress``, ``partial``, then exactly one of ``finished`` / ``error`` / ``cancelled``, then
-    ``done`` (for whoever owns the thread). All signals are delivered queued to receivers in the
-    GUI thread, so slots may touch widgets.
+    ``done``. The job runs in an inner runner on the thread; this object re-emits its signals from the
+    GUI thread, so any slot connected here — lambdas included — runs on the GUI thread and may touch
+    widgets. (A lambda connected straight to an object living on the worker thread would run there.)
     """
 
     progress = Signal(int, int, str)
@@ -60,68 +96,29 @@ class JobWorker(QObject):
         self.token = CancelToken()
         self.state = "queued"  # queued → running → finished | error | cancelled
         self._passes_partial = partial
-        self._last_progress = 0.0
         self._thread: QThread | None = None
+        self._runner: _Runner | None = None
 
-    # --- called from any thread -------------------------------------------------------------
     def cancel(self) -> None:
-        """Ask the job to stop; it stops at its next ``raise_if_cancelled``."""
+        """Ask the job to stop; it stops at its next ``raise_if_cancelled``. Safe from any thread."""
         log.info("cancel requested for job %r", self.name)
         self.token.cancel()
 
-    def emit_partial(self, value: object) -> None:
-        self.partial.emit(value)
-
-    def _report_progress(self, done: int, total: int, message: str = "") -> None:
-        now = time.monotonic()
-        if done >= total or now - self._last_progress >= _PROGRESS_INTERVAL_S:
-            self._last_progress = now
-            self.progress.emit(int(done), int(total), str(message))
-
-    # --- runs on the worker thread ----------------------------------------------------------
-    @Slot()
-    def run(self) -> None:
-        if self.token.cancelled:  # cancelled while queued: never start the work
-            self._end("cancelled")
-            return
-        self.state = "running"
-        log.info("job %r started", self.name)
-        try:
-            args: tuple[Any, ...] = (self._report_progress, self.token)
-            if self._passes_partial:
-                args += (self.emit_partial,)
-            result = self.fn(*args)
-        except Cancelled:
-            self._end("cancelled")
-        except BaseException as exc:  # a worker must report every failure, never die silently
-            message = str(exc) or type(exc).__name__
-            log.exception("job %r failed", self.name)
-            self._end("error", message, traceback.format_exc())
-        else:
-            self._end("finished", result)
-
-    def _end(self, state: str, *payload: Any) -> None:
-        self.state = state
-        log.info("job %r ended: %s", self.name, state)
-        if state == "finished":
-            self.finished.emit(payload[0])
-        elif state == "error":
-            self.error.emit(payload[0], payload[1])
-        else:
-            self.cancelled.emit()
-        self.done.emit()
-
-    # --- thread management (GUI thread) -----------------------------------------------------
     def start(self) -> QThread:
-        """Move to a fresh QThread and run; the thread quits and is deleted after ``done``."""
+        """Run on a fresh QThread, which quits after the job ends."""
         thread = QThread()
         thread.setObjectName(f"job:{self.name}")
-        self.moveToThread(thread)
-        thread.started.connect(self.run)
+        runner = _Runner(self.fn, self.name, self.token, self._passes_partial)
+        runner.moveToThread(thread)
+        thread.started.connect(runner.run)
+        runner.progress.connect(self._on_progress)
+        runner.partial.connect(self._on_partial)
+        runner.ended.connect(self._on_ended)
         # Direct: QThread.quit is thread-safe, and a queued quit would wait for the GUI loop, so a
         # GUI thread blocked in wait() (shutdown) would deadlock.
-        self.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        self._thread = thread
+        runner.ended.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        self._thread, self._runner = thread, runner
+        self.state = "running"
         thread.start()
         return thread
 
@@ -130,6 +127,29 @@ class JobWorker(QObject):
         if self._thread is None:
             return True
         return self._thread.wait(timeout_ms)
+
+    @Slot(int, int, str)
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        self.progress.emit(done, total, message)
+
+    @Slot(object)
+    def _on_partial(self, value: object) -> None:
+        self.partial.emit(value)
+
+    @Slot(str, object, str)
+    def _on_ended(self, state: str, payload: object, tb: str) -> None:
+        self._end(state, payload, tb)
+
+    def _end(self, state: str, payload: object = None, tb: str = "") -> None:
+        self.state = state
+        log.info("job %r ended: %s", self.name, state)
+        if state == "finished":
+            self.finished.emit(payload)
+        elif state == "error":
+            self.error.emit(str(payload), tb)
+        else:
+            self.cancelled.emit()
+        self.done.emit()
 
 
 class JobQueue(QObject):
@@ -171,7 +191,7 @@ class JobQueue(QObject):
             # Never started: report it ended here so every worker ends with exactly one signal.
             self._pending.remove(worker)
             worker.cancel()
-            worker._end("cancelled")
+            worker._end("cancelled")  # never started: ends here, still exactly once
             self.jobEnded.emit(worker)
         else:
             worker.cancel()
@@ -196,7 +216,7 @@ class JobQueue(QObject):
             return
         worker = self._pending.pop(0)
         self._running = worker
-        worker.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        worker.done.connect(self._on_done)
         thread = worker.start()
         self._threads[id(worker)] = thread
         thread.finished.connect(lambda w=worker: self._threads.pop(id(w), None))

@@ -57,8 +57,10 @@ def n_occluded(fraction: float, n_patches: int) -> int:
 def _resize_to(heat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if heat.shape == hw:
         return heat
+    # Nearest keeps a patch-level map (e.g. 14×14 attention over 224²) exact per patch; bilinear
+    # would leak importance into neighbouring patches and change their ranking.
     t = torch.as_tensor(np.asarray(heat, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+    return F.interpolate(t, size=hw, mode="nearest-exact")[0, 0].numpy()
 
 
 def _patch_mask(heat: np.ndarray, hw: tuple[int, int], fraction: float, patch: int, mode: str) -> np.ndarray:
@@ -82,7 +84,7 @@ def occlude_patches(
 ) -> torch.Tensor:
     """Copy of N×C×H×W ``x`` with ``fraction`` of each sample's patches set to ``fill``.
 
-    ``heatmap`` is N×h×w; a map at another resolution is resized bilinearly to H×W first.
+    ``heatmap`` is N×h×w; a map at another resolution is resized (nearest) to H×W first.
     """
     _check_mode(mode)
     hw = (x.shape[-2], x.shape[-1])

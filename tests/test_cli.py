@@ -1,0 +1,63 @@
+"""The `vidxai` command line as a user runs it: a real subprocess, real clips, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def vidxai(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "vidxai_gui.launcher", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_ingest_batch_reports_bad_files_and_goes_on(tmp_path: Path, crema_clips: list[Path]) -> None:
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is a text file, not a video\n" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    missing = tmp_path / "missing.mov"
+    good = crema_clips[0]
+    out = tmp_path / "out"
+    r = vidxai("ingest", fake, empty, good, missing, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("vidxai: ")]
+    for bad in (fake, empty, missing):
+        lines = [line for line in err if str(bad) in line and "failed" not in line]
+        assert len(lines) == 1, (bad, r.stderr)
+    assert "3 of 4 failed" in r.stderr
+    session = out / (good.stem + ".vxs")
+    assert session.is_file()
+    info = vidxai("info", session, "--json")
+    assert info.returncode == 0, info.stderr
+    d = json.loads(info.stdout)
+    assert d["frame_count"] > 50 and d["complete"] is True
+    assert d["face_found_frames"] >= 0.95 * d["frame_count"]
+    assert d["fps"] == pytest.approx(29.97, abs=0.01)
+
+
+def test_info_refuses_a_garbage_session_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.vxs"
+    bad.write_bytes(os.urandom(4096))
+    r = vidxai("info", bad, "--json")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and str(bad) in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 2  # the file's line and the batch summary
+
+
+def test_info_does_not_load_torch_or_qt() -> None:
+    """`vidxai info` on a server should start in a blink: no torch, no Qt."""
+    code = ("import sys; from engine import cli; cli.build_parser();"
+            "import sessions, sessions.export;"
+            "print([m for m in ('torch', 'PySide6', 'cv2', 'dlib') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"

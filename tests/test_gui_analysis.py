@@ -1,0 +1,152 @@
+"""Analysis from the window: engine.pipeline.analyze runs as a job, frames stream in, the session reopens.
+
+The model is a real checkpoint (engine.checkpoint) of a small ProtoPNet with random weights: these tests
+check that the window shows exactly what the engine wrote, not what a trained model would say.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.aggregate import ewma
+from engine.video import open_video
+from sessions import Session
+from vidxai_gui.app import SETTINGS_ENV, app_settings, save_screenshot
+from vidxai_gui.main_window import MainWindow
+from vidxai_gui.review import SIMILARITIES
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(300)]
+
+CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.models.spec import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(arch="protopnet", backbone="small", classes=CLASSES, prototypes_per_class=2, proto_dim=32)
+    model = build_model(spec)
+    rng = np.random.default_rng(0)
+    crops = {j: rng.integers(0, 255, (48, 48, 1), dtype=np.uint8) for j in range(2 * len(CLASSES))}
+    folder = tmp_path_factory.mktemp("model") / "tiny-protopnet"
+    return save_checkpoint(folder, model, {"note": "random weights: GUI tests only"}, crops)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "settings"))
+    settings = app_settings()
+    settings.setValue("sessions_dir", str(tmp_path / "sessions"))
+    w = MainWindow(settings)
+    w.analyze_overrides = {"commit_every_s": 0.2, "batch_size": 16}  # several chunks from a 56-frame clip
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clip() -> Path:
+    from tests.conftest import CREMA
+
+    path = CREMA / "1001_DFA_HAP_XX.flv"
+    if not path.exists():
+        pytest.skip(f"shared test data not found at {path}")
+    return path
+
+
+def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot, clip: Path, model_dir: Path,
+                                                      artifacts_dir: Path, tmp_path: Path) -> None:
+    chunks: list[tuple[int, int]] = []
+    window.open_video(clip, analyse_with=model_dir)
+    qtbot.waitUntil(lambda: window.analysis_worker is not None, timeout=10_000)
+    worker = window.analysis_worker
+    worker.partial.connect(lambda rows: chunks.append((rows.start, rows.end)))
+    row = window.job_panel.row_for(worker)
+    assert row is not None and row.cancel_button.isEnabled()
+    with qtbot.waitSignal(worker.finished, timeout=240_000):
+        pass
+    qtbot.waitUntil(lambda: window.data is not None and window.data.analysis is not None
+                    and window.data.analysis.get("complete") is True, timeout=20_000)
+    assert len(chunks) >= 2 and chunks[-1][1] == 56  # partial results arrived before the end
+
+    session_path = tmp_path / "sessions" / f"{clip.stem}.vxs"
+    assert window.session_path == session_path
+    with Session.open(session_path) as s:
+        probs = s.read("probs").astype(np.float64)
+        valid = s.read("valid")
+        faces = s.faces()
+        alpha = s.analysis_info()["alpha"]
+        stages = s.spray()
+    tl = window.timeline
+    assert tl.classes == CLASSES
+    for i in range(len(CLASSES)):
+        np.testing.assert_array_equal(tl.raw_curves[i].getData()[1], probs[:, i])
+    np.testing.assert_allclose(tl.ewma_curves[3].getData()[1], ewma(probs, tl.alpha, valid)[:, 3], equal_nan=True)
+    assert tl.alpha == pytest.approx(alpha)
+    if stages:
+        assert tl.stages and tl.stage_plot.isVisible()
+
+    # Overlays belong to the frame on screen: seek to a face frame and compare with the session.
+    k = int(np.flatnonzero(faces.found)[len(np.flatnonzero(faces.found)) // 2])
+    window.timeline.seekRequested.emit(k)
+    qtbot.waitUntil(lambda: window.player.current == k, timeout=10_000)
+    with open_video(clip) as r:
+        np.testing.assert_array_equal(window.player.view.image_item.image, r.frame(k))
+    rect = window.player.view.box_item.rect()
+    x0, y0, x1, y1 = faces.box[k]
+    assert (rect.left(), rect.top(), rect.right(), rect.bottom()) == pytest.approx((x0, y0, x1, y1), abs=1e-3)
+    np.testing.assert_allclose(window.player.view.landmark_item.getData()[0], faces.landmarks[k, :, 0])
+    qtbot.waitUntil(lambda: window.player.view.heat_item.isVisible(), timeout=10_000)
+    assert window.player.view.heat_item.image.shape == (360, 480)
+    assert window.player.view.proto_item.isVisible()
+    # The gallery lists the frame's prototypes by W·s, and the prototype crops were loaded.
+    assert SIMILARITIES in window.data.extra
+    qtbot.waitUntil(lambda: window.gallery.table.rowCount() == 5 and bool(window.gallery.prototypes),
+                    timeout=10_000)
+    contributions = [float(window.gallery.table.item(r, 2).text().split("W·s = ")[1]) for r in range(5)]
+    assert contributions == sorted(contributions, reverse=True)
+    assert window.gallery.table.item(0, 0).icon().isNull() is False
+    window.docks["prototypes"].raise_()
+    for label, size in {"1280x800": (1280, 800), "1920x1080": (1920, 1080)}.items():
+        window.resize(*size)
+        qtbot.wait(200)
+        save_screenshot(window, artifacts_dir / f"gui_analysed_{label}.png")
+
+    # Reopening the session file loads everything again, at the frame the reviewer left.
+    window.save_session()
+    qtbot.waitUntil(lambda: not window.jobs.is_busy(), timeout=20_000)
+    window.open_video(clip)
+    qtbot.waitUntil(lambda: window.player.current == 0, timeout=10_000)
+    assert window.data is None and not tl.classes
+    window.open_path(session_path)
+    qtbot.waitUntil(lambda: window.data is not None and window.player.current == k, timeout=20_000)
+    assert tl.classes == CLASSES
+    np.testing.assert_array_equal(tl.raw_curves[0].getData()[1], probs[:, 0])
+
+
+def test_cancelling_an_analysis_keeps_the_window_usable(window: MainWindow, qtbot, clip: Path,
+                                                        model_dir: Path) -> None:
+    window.open_video(clip, analyse_with=model_dir)
+    qtbot.waitUntil(lambda: window.analysis_worker is not None and window.analysis_worker.state == "running",
+                    timeout=20_000)
+    worker = window.analysis_worker
+    errors: list[str] = []
+    worker.error.connect(lambda m, _tb: errors.append(m))
+    with qtbot.waitSignal(worker.cancelled, timeout=60_000):
+        window.job_panel.row_for(worker).cancel_button.click()
+    qtbot.waitUntil(lambda: window.analysis_worker is None, timeout=5000)
+    assert not errors
+    assert window.analyse_action.isEnabled()
+    window.timeline.seekRequested.emit(10)
+    qtbot.waitUntil(lambda: window.player.current == 10, timeout=10_000)
