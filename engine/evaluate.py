@@ -100,7 +100,7 @@ def evaluate(model_dir: str | Path, data: PreparedData | DataConfig | FaceCache 
             if cancel is not None:
                 cancel.raise_if_cancelled()
             idx = index[s:s + batch_size]
-            x = to_input(np.asarray(cache.images[idx]), spec).to(device)
+            x = to_input(np.array(cache.images[idx]), spec).to(device)
             probs[s:s + len(idx)] = torch.softmax(model(x).float(), 1).cpu().numpy()
             progress(b + 1, total, f"evaluating {split}")
     labels = np.asarray(cache.labels[index], np.int64)

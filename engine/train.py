@@ -104,7 +104,8 @@ class TrainConfig:
     cnn_lr_step: int = 0  # 0 = constant
 
     # PatchSAE
-    backbone_checkpoint: str | None = None  # reuse this checkpoint's backbone instead of pre-training one
+    # Start from this checkpoint's backbone (ProtoPNet: instead of ImageNet; PatchSAE: skips pre-training).
+    backbone_checkpoint: str | None = None
     sae_epochs: int = 5
     sae_batch_size: int = 16  # images per SAE step (tokens = images × h × w)
     sae_lr: float = 4e-4
@@ -280,10 +281,11 @@ class _Trainer:
         self.model: FrameModel = build_model(self.spec).to(self.device)
         # PatchSAE's backbone is first trained as a plain CNN: a CNN model sharing the same backbone module.
         self.cnn: FrameModel | None = None
+        if cfg.backbone_checkpoint is not None:
+            # A trained backbone (e.g. a CNN trained on the same faces) instead of ImageNet weights.
+            self._load_backbone(cfg.backbone_checkpoint)
         if cfg.arch == "patchsae":
-            if cfg.backbone_checkpoint is not None:
-                self._load_backbone(cfg.backbone_checkpoint)
-            else:
+            if cfg.backbone_checkpoint is None:
                 cnn_spec = dataclasses.replace(self.spec, arch="cnn")
                 self.cnn = build_model(cnn_spec).to(self.device)
                 self.cnn.backbone = self.model.backbone
@@ -406,7 +408,7 @@ class _Trainer:
     def _ordered_batches(self, cache: FaceCache, bs: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
         for s in range(0, len(cache), bs):
             e = min(s + bs, len(cache))
-            x = self._x(torch.from_numpy(np.asarray(cache.images[s:e])))
+            x = self._x(torch.from_numpy(np.array(cache.images[s:e])))
             yield x, torch.from_numpy(np.asarray(cache.labels[s:e])).to(self.device), self._ids(cache, s, e)
 
     # -- evaluation --
@@ -423,7 +425,7 @@ class _Trainer:
             for s in range(0, len(cache), bs):
                 if self.cancel is not None:
                     self.cancel.raise_if_cancelled()
-                x = self._x(torch.from_numpy(np.asarray(cache.images[s:s + bs])))
+                x = self._x(torch.from_numpy(np.array(cache.images[s:s + bs])))
                 y = torch.from_numpy(np.asarray(cache.labels[s:s + bs])).to(self.device)
                 with torch.autocast(self.device.type, enabled=self.amp):
                     logits = net(x)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 
 from engine.aggregate import ewma
 from engine.video import open_video
@@ -143,10 +145,39 @@ def test_cancelling_an_analysis_keeps_the_window_usable(window: MainWindow, qtbo
     worker = window.analysis_worker
     errors: list[str] = []
     worker.error.connect(lambda m, _tb: errors.append(m))
-    with qtbot.waitSignal(worker.cancelled, timeout=60_000):
+    with qtbot.waitSignal(worker.done, timeout=60_000):
         window.job_panel.row_for(worker).cancel_button.click()
+    assert worker.state == "cancelled"
     qtbot.waitUntil(lambda: window.analysis_worker is None, timeout=5000)
     assert not errors
     assert window.analyse_action.isEnabled()
     window.timeline.seekRequested.emit(10)
     qtbot.waitUntil(lambda: window.player.current == 10, timeout=10_000)
+
+
+def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, clip: Path, model_dir: Path
+                                                     ) -> None:
+    from engine.analyzer import FrameAnalyzer
+    from engine.faces import detect_single
+
+    window.open_path(clip)
+    qtbot.waitUntil(lambda: window.player.current == 0, timeout=10_000)
+    window.model_dir = model_dir
+    window.timeline.seekRequested.emit(20)
+    qtbot.waitUntil(lambda: window.player.current == 20, timeout=10_000)
+    panel = window.preprocess
+    panel.part_boxes["eyes"].setChecked(True)
+    panel.part_boxes["mouth"].setChecked(True)
+    qtbot.waitUntil(lambda: panel.rescored_frame == 20 and "eyes, mouth" in panel.status.text()
+                    and window._rescore_worker is None, timeout=60_000)
+    with open_video(clip) as r:
+        frame = r.frame(20)
+    analyzer = FrameAnalyzer(model_dir)
+    expected = analyzer.score(frame, detect_single(frame), analyzer.config(occlude=frozenset({"eyes", "mouth"})))
+    shown = [float(panel.scores.item(i, 1).text()) for i in range(len(CLASSES))]
+    np.testing.assert_allclose(shown, expected.probs, atol=5e-4)  # the table shows 3 decimals
+    assert panel.input_view.pixmap() is not None and not panel.input_view.pixmap().isNull()
+    # Moving on re-scores the new frame with the same toggles.
+    panel.rescored_frame = -1
+    QTest.keyClick(window, Qt.Key.Key_Right)
+    qtbot.waitUntil(lambda: panel.rescored_frame == 21, timeout=60_000)

@@ -265,6 +265,7 @@ class PreprocessPanel(QWidget):
         self.scores.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.scores.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.status = _hint("Choose a model (Analysis ▸ Analyse with model…) to re-score frames here.")
+        self.rescored_frame = -1
         self.rescore_all = QPushButton("Re-score whole video with these settings")
         self.rescore_all.clicked.connect(self.rescoreAllRequested)
         self.rescore_all.setEnabled(False)
@@ -283,6 +284,10 @@ class PreprocessPanel(QWidget):
     def mode(self) -> str:
         b = self.mode_group.checkedButton()
         return str(b.property("mode")) if b is not None else "face"
+
+    def is_default(self) -> bool:
+        """The model's own input (face crop, nothing hidden): the session's scores apply as they are."""
+        return self.mode == "face" and not self.occluded
 
     @property
     def occluded(self) -> frozenset[str]:

@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         self._loaders: list[JobWorker] = []  # session loads run beside the queue: opening never waits
         self._analyzer: Any = None  # engine.analyzer.FrameAnalyzer, loaded on first re-score
         self._analyzer_dir: Path | None = None
+        self._rescore_threads: list[JobWorker] = []  # kept until their threads end
         self._rescore_worker: JobWorker | None = None
         self.prototypes: list[PrototypeInfo] = []
         self.setWindowTitle(APP_NAME)
@@ -645,6 +646,8 @@ class MainWindow(QMainWindow):
         self.timeline.set_cursor(k)
         if not self.player.playing or k % 3 == 0:  # docks are text: a third of the frame rate is plenty
             self._update_frame_docks(k)
+        if not self.player.playing and self.model_dir is not None and not self.preprocess.is_default():
+            self.rescore_current()  # the toggles are on: show this frame as they make the model see it
 
     def _update_frame_docks(self, k: int) -> None:
         d = self.data
@@ -655,7 +658,7 @@ class MainWindow(QMainWindow):
             self.gallery.show_frame(k, d.classes[c] if c >= 0 else "", entries, d.extra[SIMILARITIES])
         if TOP_LATENTS in d.extra:
             self.latents.show_frame(k, d.extra[TOP_LATENTS], d.extra.get(TOP_VALUES))
-        if d.probs is not None and self._rescore_worker is None:
+        if d.probs is not None and self._rescore_worker is None and self.preprocess.is_default():
             note = f"frame {k}: scores stored in the session" if d.valid is not None and d.valid[k] else \
                 f"frame {k}: no face, no scores"
             self.preprocess.show_scores(d.classes, d.probs[k], None, note)
@@ -688,42 +691,54 @@ class MainWindow(QMainWindow):
             return
         try:
             from engine.analyzer import FrameAnalyzer
-            from engine.faces import detect_single
-            from engine.preprocess import PreprocessConfig
+            from engine.faces import FaceResult, detect_single
         except ImportError as exc:
             self.preprocess.status.setText(f"Re-scoring is not available in this build ({exc}).")
             return
-        frame = self.player.current_image
-        k = self.player.current
-        model_dir = self.model_dir
-        mode, occlude = self.preprocess.mode, self.preprocess.occluded
-        holder = self
+        frame, k = self.player.current_image, self.player.current
+        d = self.data
+        # The analysis's own face for this frame, so the re-score differs only in what was toggled.
+        face = (FaceResult(True, d.box[k].copy(), d.landmarks[k].copy(), float(d.confidence[k]), 1)
+                if d is not None and k < d.faces_done and d.found[k] else None)
+        model_dir, mode, occlude = self.model_dir, self.preprocess.mode, self.preprocess.occluded
 
-        def job(progress: Any, cancel: Any) -> tuple[int, Any]:
-            if holder._analyzer is None or holder._analyzer_dir != model_dir:
-                holder._analyzer = FrameAnalyzer(model_dir)
-                holder._analyzer_dir = model_dir
-            analyzer = holder._analyzer
-            cfg = PreprocessConfig.from_json({**analyzer.preprocess_config.to_json(), "mode": mode,
-                                              "occlude": sorted(occlude)})
-            return k, analyzer.score(frame, detect_single(frame), cfg)
+        def job(progress: Any, cancel: Any) -> tuple[int, Any, Any]:
+            if self._analyzer is None or self._analyzer_dir != model_dir:
+                progress(0, 1, "loading the model")
+                self._analyzer, self._analyzer_dir = FrameAnalyzer(model_dir), model_dir
+            analyzer = self._analyzer
+            cancel.raise_if_cancelled()
+            found = face if face is not None else detect_single(frame)
+            return k, analyzer, analyzer.score(frame, found, analyzer.config(mode=mode, occlude=occlude))
 
         if self._rescore_worker is not None:
-            self._rescore_worker.cancel()
+            self._rescore_worker.cancel()  # its result would be stale; the newest request wins
         worker = JobWorker(job, "re-score frame")
-        worker.finished.connect(self._on_rescored)
+        worker.finished.connect(lambda result, w=worker: self._on_rescored(result, w))
         worker.error.connect(lambda msg, _tb: self.preprocess.status.setText(f"Re-scoring failed: {msg}"))
-        worker.done.connect(lambda: setattr(self, "_rescore_worker", None))
+        worker.done.connect(lambda w=worker: self._on_rescore_done(w))
         self._rescore_worker = worker
+        self._rescore_threads.append(worker)
         self.preprocess.status.setText(f"Scoring frame {k}…")
         worker.start()
 
-    def _on_rescored(self, result: tuple[int, Any]) -> None:
-        k, score = result
-        classes = list(getattr(self._analyzer, "classes", []))
+    def _on_rescore_done(self, worker: JobWorker) -> None:
+        if self._rescore_worker is worker:
+            self._rescore_worker = None
+        if worker in self._rescore_threads:
+            self._rescore_threads.remove(worker)
+
+    def _on_rescored(self, result: tuple[int, Any, Any], worker: JobWorker) -> None:
+        if worker is not self._rescore_worker:
+            return
+        k, analyzer, score = result
         occ = ", ".join(sorted(self.preprocess.occluded)) or "nothing"
-        self.preprocess.show_scores(classes, np.asarray(score.probs), getattr(score, "input_image", None),
+        if score is None:
+            self.preprocess.status.setText(f"frame {k}: no face, so the {self.preprocess.mode} input cannot be made")
+            return
+        self.preprocess.show_scores(list(analyzer.classes), np.asarray(score.probs), score.input_image,
                                     f"frame {k}: {self.preprocess.mode} input, occluded: {occ}")
+        self.preprocess.rescored_frame = k
 
     def rescore_video(self) -> None:
         self.statusBar().showMessage("Re-scoring the whole video with other settings: use Analysis ▸ Analyse "
@@ -836,8 +851,8 @@ class MainWindow(QMainWindow):
         for worker in list(self._loaders):
             worker.cancel()
             worker.wait(5000)
-        if self._rescore_worker is not None:
-            self._rescore_worker.wait(10_000)
+        for worker in list(self._rescore_threads):
+            worker.wait(10_000)
         self.player.shutdown()
 
 

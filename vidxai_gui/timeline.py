@@ -187,6 +187,8 @@ class Timeline(QWidget):
         self.occlusion_curves: dict[str, pg.PlotDataItem] = {}
         self.tier_items: list[pg.GraphicsObject] = []
         self.view.scene().sigMouseMoved.connect(self._on_hover)
+        self.stage_plot.vb.sigXRangeChanged.connect(lambda *_: self._fit_stage_labels())
+        self.stage_plot.vb.sigResized.connect(lambda *_: self._fit_stage_labels())
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -319,6 +321,14 @@ class Timeline(QWidget):
             self.stage_texts.append(text)
         self.stage_bars.setOpts(x0=[s.start - 0.5 for s in self.stages], x1=[s.end - 0.5 for s in self.stages],
                                 y0=[0.0] * len(self.stages), height=[1.0] * len(self.stages), brushes=brushes)
+        self._fit_stage_labels()
+
+    def _fit_stage_labels(self) -> None:
+        """Show a stage's label only where it fits inside its segment at the current zoom (else: tooltip)."""
+        (x0, x1) = self.stage_plot.vb.viewRange()[0]
+        px_per_frame = self.stage_plot.vb.width() / max(x1 - x0, 1e-9)
+        for stage, text in zip(self.stages, self.stage_texts, strict=True):
+            text.setVisible((stage.end - stage.start) * px_per_frame >= 7 * len(stage.label) + 8)
 
     def set_occlusion(self, deltas: dict[str, np.ndarray]) -> None:
         """Score change of the predicted class per occlusion condition (negative: the part mattered)."""

@@ -242,6 +242,8 @@ class _JobRow(QFrame):
         self.worker = worker
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.name = QLabel(f"<b>{worker.name}</b>")
+        self.name.setWordWrap(True)  # long file names wrap instead of widening the dock
+        self.name.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status = QLabel("waiting…")
         self.status.setWordWrap(True)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -298,6 +300,7 @@ class JobPanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self._list)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.empty_label = QLabel("No jobs. Analyses, training and evaluation run here.")
         self.empty_label.setWordWrap(True)
         self.empty_label.setStyleSheet("color: gray")

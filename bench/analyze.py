@@ -1,0 +1,138 @@
+"""Analysis throughput and memory: per stage, end to end, and peak memory against video length.
+
+    .venv/bin/python bench/analyze.py [--model DIR] [--clip VIDEO] [--threads N] [--device cpu|cuda]
+
+Prints frames/s of each pipeline stage alone (decode, faces, preprocess, model with intrinsic
+explanations, model + LRP, + Grad-CAM), of `analyze` end to end with intrinsic explanations and with
+LRP, the wall time of analysing the demo clip, and the peak RSS of `analyze` on the clip and on the same
+clip concatenated 4× and 16× (each in a fresh process), which must stay flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from engine.analyzer import FrameAnalyzer  # noqa: E402
+from engine.faces import FaceTracker  # noqa: E402
+from engine.pipeline import AnalyzeSettings, _post_hoc, analyze  # noqa: E402
+from engine.resources import default_model_dir, demo_clip  # noqa: E402
+from engine.video import open_video  # noqa: E402
+
+MEM_SCRIPT = """
+import json, resource, sys, time
+from engine.pipeline import AnalyzeSettings, analyze
+t = time.perf_counter()
+analyze(sys.argv[1], sys.argv[2], sys.argv[3], AnalyzeSettings(device=sys.argv[4]))
+print(json.dumps({"s": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def concat(clip: Path, times: int, out: Path) -> Path:
+    """The clip repeated `times` times, re-encoded losslessly enough for face tracking (H.264, crf 18)."""
+    import av
+
+    with open_video(clip) as r, av.open(str(out), "w") as dst:
+        stream = dst.add_stream("libx264", rate=round(r.fps))
+        stream.width, stream.height, stream.pix_fmt = r.width, r.height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        frames = list(r)
+        for _ in range(times):
+            for f in frames:
+                for p in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    dst.mux(p)
+        for p in stream.encode():
+            dst.mux(p)
+    return out
+
+
+def stage_rates(clip: Path, analyzer: FrameAnalyzer, repeat: int) -> dict[str, float]:
+    with open_video(clip) as r:
+        t0 = time.perf_counter()
+        frames = [f for _ in range(repeat) for f in r]
+        decode = rate(len(frames), time.perf_counter() - t0)
+    tracker = FaceTracker()
+    t0 = time.perf_counter()
+    faces = []
+    for i, f in enumerate(frames):
+        if i % (len(frames) // repeat) == 0:
+            tracker.reset()
+        faces.append(tracker.process(f))
+    face_rate = rate(len(frames), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    pre = [analyzer.prepare(f, face) for f, face in zip(frames, faces, strict=True)]
+    pre_rate = rate(len(frames), time.perf_counter() - t0)
+    images = np.stack([p.image for p in pre if p is not None])
+    out = {"decode": decode, "faces": face_rate, "preprocess": pre_rate}
+    batches = [images[i:i + 32] for i in range(0, len(images), 32)]
+    analyzer.run(batches[0])  # warm-up
+    t0 = time.perf_counter()
+    preds = [analyzer.run(b)[1].argmax(1) for b in batches]
+    out["model+intrinsic"] = rate(len(images), time.perf_counter() - t0)
+    for method in ("lrp", "gradcam"):
+        t0 = time.perf_counter()
+        for b, p in zip(batches, preds, strict=True):
+            _post_hoc(method, analyzer, b, p, 16)
+        out[f"+{method}"] = rate(len(images), time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled ProtoPNet)")
+    ap.add_argument("--clip", type=Path, default=None, help="video (default: the bundled demo clip)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--no-memory", action="store_true", help="skip the 1×/4×/16× memory runs")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = args.model or default_model_dir()
+    clip = args.clip or demo_clip()
+    analyzer = FrameAnalyzer(model, device=args.device)
+    print(f"model {model} ({analyzer.spec.arch}/{analyzer.spec.backbone}), clip {clip.name}, "
+          f"device {analyzer.device}, torch threads {torch.get_num_threads()}")
+
+    print("\nstage alone (frames/s)")
+    for k, v in stage_rates(clip, analyzer, args.repeat).items():
+        print(f"  {k:<18}{v:>9.1f}")
+
+    print("\nanalyze end to end (frames/s, wall)")
+    with tempfile.TemporaryDirectory() as tmp:
+        n = open_video(clip).frame_count
+        for explain in (("intrinsic",), ("intrinsic", "lrp")):
+            t0 = time.perf_counter()
+            analyze(clip, None, Path(tmp) / f"{'_'.join(explain)}.vxs",
+                    AnalyzeSettings(explain=explain, device=args.device), analyzer=analyzer)
+            dt = time.perf_counter() - t0
+            print(f"  {'+'.join(explain):<18}{rate(n, dt):>9.1f}   ({dt:.1f} s for {n} frames)")
+
+        if not args.no_memory:
+            print("\npeak memory of `analyze` in a fresh process (clip repeated)")
+            for times in (1, 4, 16):
+                video = concat(clip, times, Path(tmp) / f"x{times}.mp4")
+                r = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(video), str(model),
+                                    str(Path(tmp) / f"m{times}.vxs"), args.device],
+                                   cwd=REPO, capture_output=True, text=True, check=True)
+                d = json.loads(r.stdout.strip().splitlines()[-1])
+                print(f"  {times:>3}× ({n * times:>5} frames) {d['rss_mb']:>8.0f} MB  {d['s']:>6.1f} s")
+
+
+if __name__ == "__main__":
+    main()
