@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint, resolve_model_dir
 from engine.faces import FaceResult
 from engine.models import FrameModel, to_input
 from engine.preprocess import InputMapping, PreprocessConfig, Preprocessed, preprocess
@@ -95,7 +95,7 @@ class FrameAnalyzer:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
         self.device = pick_device(device)
-        self.model_dir = Path(model_dir)
+        self.model_dir = resolve_model_dir(model_dir)
         self.model, self.meta = load_checkpoint(self.model_dir, device=str(self.device))
         self.model.eval()
         self.spec = self.model.spec

@@ -161,9 +161,17 @@ def _describe_non_safetensors(path: Path) -> str:
     return "it is truncated or not a safetensors file; copy the checkpoint again"
 
 
+def resolve_model_dir(folder: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder a user meant: the folder itself, or the ``model/`` a training run wrote in it."""
+    folder = Path(folder)
+    if not (folder / META).is_file() and (folder / "model" / META).is_file():
+        return folder / "model"
+    return folder
+
+
 def read_checkpoint_json(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate ``model.json`` only (cheap: for listing models without loading weights)."""
-    folder = Path(folder)
+    folder = resolve_model_dir(folder)
     meta_path = folder / META
     if not meta_path.is_file():
         raise CheckpointError(f"{meta_path} not found: {folder} is not a VidXAI checkpoint folder; "
@@ -195,7 +203,7 @@ def load_checkpoint(folder: str | os.PathLike[str], device: str | torch.device =
     Returns (model, metadata) where metadata is what was saved plus ``"checkpoint"``: folder, sha256,
     format_version, dtype and the prototype PNG paths.
     """
-    folder = Path(folder)
+    folder = resolve_model_dir(folder)
     doc = read_checkpoint_json(folder)
     meta_path = folder / META
     try:

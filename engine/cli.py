@@ -158,14 +158,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _batch(args.sessions, "export", one)
 
 
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise BadInput(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainConfig a `vidxai train` command line asks for."""
+    import dataclasses
+
+    from engine.preprocess import PreprocessConfig
+    from engine.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    over = dict(_setting(t) for t in args.set)
+    unknown = sorted(set(over) - fields)
+    if unknown:
+        raise BadInput(f"unknown training setting(s) {unknown}; known: {', '.join(sorted(fields))}")
+    base = {"arch": args.arch, "backbone": args.backbone, "label_setting": args.labels, "seed": args.seed,
+            "device": args.device, "out_dir": args.out,
+            "preprocess": PreprocessConfig(mode=args.preprocess).to_json()}
+    if args.epochs is not None:
+        base["epochs"] = args.epochs
+    if args.batch_size is not None:
+        base["batch_size"] = args.batch_size
+    try:
+        return TrainConfig(**{**base, **over})
+    except (TypeError, ValueError) as exc:
+        raise BadInput(str(exc)) from exc
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine.train import TrainConfig, train
+    from engine.data import DataConfig
+    from engine.train import train
 
-    cfg = TrainConfig.from_cli(args)
+    cfg = train_config(args)
+    data = DataConfig(path=args.data, label_setting=args.labels,
+                      max_per_class={"train": args.limit_per_class} if args.limit_per_class else {})
 
-    def one(data: str, cancel: CancelToken) -> None:
+    def one(path: str, cancel: CancelToken) -> None:
         with progress_bar(f"train {cfg.arch}") as bar:
-            out = train(data, cfg, progress=bar, cancel=cancel)
+            out = train(data, cfg, progress=bar, cancel=cancel, resume=args.resume)
         print(out)
 
     return _batch([args.data], "train", one)
@@ -175,15 +213,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluate import evaluate, write_report
 
     def one(data: str, cancel: CancelToken) -> None:
+        out = Path(args.out) if args.out else _model_folder(args.model) / "evaluation"
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
-                              occlusion=args.occlusion, progress=bar, cancel=cancel)
-        out = Path(args.out) if args.out else Path(args.model) / "evaluation"
+                              device=args.device, progress=bar, cancel=cancel)
         write_report(result, out)
-        print(result.summary())
+        print(f"accuracy {result.accuracy:.4f} on {result.n} samples of {result.split}")
+        for c, r in result.per_class_recall.items():
+            print(f"  recall {c:<10} {'n/a' if r is None else f'{r:.3f}'}")
+        if result.video_accuracy is not None:
+            print(f"video accuracy (EWMA last state) {result.video_accuracy:.4f} on {result.videos} videos")
+        if args.occlusion:
+            from engine.faithfulness import occlusion_evaluate, write_occlusion_report
+
+            with progress_bar("occlusion") as bar:
+                rep = occlusion_evaluate(args.model, data, split=args.split, limit=args.limit or 700,
+                                         seed=args.seed, device=args.device, progress=bar, cancel=cancel)
+            write_occlusion_report(rep, out)
+            print(rep.summary())
         print(f"report: {out}")
 
     return _batch([args.data], "evaluate", one)
+
+
+def _model_folder(path: str) -> Path:
+    from engine.checkpoint import resolve_model_dir
+
+    return resolve_model_dir(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     s.add_argument("--out", default=None, help="report folder (default MODEL/evaluation)")
     s.set_defaults(fn=cmd_evaluate)
     return p

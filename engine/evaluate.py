@@ -53,9 +53,18 @@ def _recall(cm: np.ndarray, classes: list[str]) -> dict[str, float | None]:
     return {c: (float(cm[i, i]) / rows[i] if rows[i] else None) for i, c in enumerate(classes)}
 
 
-def evaluate(model_dir: str | Path, data: PreparedData | DataConfig | FaceCache | str | Path, split: str = "test",
-             progress: ProgressFn = no_progress, cancel: CancelToken | None = None, limit: int | None = None,
-             seed: int = 0, alpha: float = 0.3, batch_size: int = 128, device: str = "cpu") -> EvalResult:
+def evaluate(
+    model_dir: str | Path,
+    data: PreparedData | DataConfig | FaceCache | str | Path,
+    split: str = "test",
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    alpha: float = 0.3,
+    batch_size: int = 128,
+    device: str = "cpu",
+) -> EvalResult:
     """Score ``split`` of ``data`` with the checkpoint in ``model_dir``.
 
     The data is cropped with the checkpoint's own preprocessing (what analysis will apply). ``limit``
@@ -66,16 +75,27 @@ def evaluate(model_dir: str | Path, data: PreparedData | DataConfig | FaceCache 
     if isinstance(data, FaceCache):
         cache = data
     else:
-        prepared = data if isinstance(data, PreparedData) else prepare(
-            data if isinstance(data, DataConfig) else DataConfig(path=str(data), label_setting=spec.label_setting or None),
-            spec.preprocess)
+        prepared = (
+            data
+            if isinstance(data, PreparedData)
+            else prepare(
+                data
+                if isinstance(data, DataConfig)
+                else DataConfig(path=str(data), label_setting=spec.label_setting or None),
+                spec.preprocess,
+            )
+        )
         if prepared.preprocess != spec.preprocess:
-            raise ValueError(f"data prepared for preprocessing {prepared.preprocess}, but {model_dir} needs "
-                             f"{spec.preprocess}; prepare it with the model's preprocessing")
+            raise ValueError(
+                f"data prepared for preprocessing {prepared.preprocess}, but {model_dir} needs "
+                f"{spec.preprocess}; prepare it with the model's preprocessing"
+            )
         cache = prepared.cache(split, lambda d, t, m: progress(d, t, f"{split} set: {m}"), cancel)
     if list(cache.classes) != list(spec.classes):
-        raise ValueError(f"{model_dir} predicts {spec.classes} but the data has classes {cache.classes}; evaluate "
-                         "with the label setting the model was trained on")
+        raise ValueError(
+            f"{model_dir} predicts {spec.classes} but the data has classes {cache.classes}; evaluate "
+            "with the label setting the model was trained on"
+        )
     index = np.arange(len(cache))
     if limit is not None and limit < len(cache):
         rng = np.random.default_rng(seed)
@@ -99,15 +119,24 @@ def evaluate(model_dir: str | Path, data: PreparedData | DataConfig | FaceCache 
         for b, s in enumerate(range(0, n, batch_size)):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            idx = index[s:s + batch_size]
+            idx = index[s : s + batch_size]
             x = to_input(np.array(cache.images[idx]), spec).to(device)
-            probs[s:s + len(idx)] = torch.softmax(model(x).float(), 1).cpu().numpy()
+            probs[s : s + len(idx)] = torch.softmax(model(x).float(), 1).cpu().numpy()
             progress(b + 1, total, f"evaluating {split}")
     labels = np.asarray(cache.labels[index], np.int64)
     preds = probs.argmax(1)
     cm = confusion_matrix(labels, preds, len(spec.classes))
-    res = EvalResult(str(model_dir), split, list(spec.classes), n, float((preds == labels).mean()),
-                     _recall(cm, list(spec.classes)), cm.tolist(), preds.tolist(), labels.tolist())
+    res = EvalResult(
+        str(model_dir),
+        split,
+        list(spec.classes),
+        n,
+        float((preds == labels).mean()),
+        _recall(cm, list(spec.classes)),
+        cm.tolist(),
+        preds.tolist(),
+        labels.tolist(),
+    )
 
     frames = np.asarray(cache.frame_index[index])
     if (frames >= 0).any():
@@ -120,16 +149,30 @@ def evaluate(model_dir: str | Path, data: PreparedData | DataConfig | FaceCache 
             true = int(labels[rows[0]])
             v_true.append(true)
             v_pred.append(spec.classes.index(decision) if decision != NO_FACE else -1)
-            res.video_decisions.append({"source": cache.items[int(it)]["path"], "label": spec.classes[true],
-                                        "decision": decision, "frames": len(rows)})
+            res.video_decisions.append(
+                {
+                    "source": cache.items[int(it)]["path"],
+                    "label": spec.classes[true],
+                    "decision": decision,
+                    "frames": len(rows),
+                }
+            )
         vt, vp = np.array(v_true), np.array(v_pred)
         res.videos = len(vt)
         res.video_accuracy = float((vt == vp).mean())
         ok = vp >= 0
         res.video_confusion = confusion_matrix(vt[ok], vp[ok], len(spec.classes)).tolist()
         res.alpha = alpha
-    log.info("%s on %s: accuracy %.4f over %d samples%s", model_dir, split, res.accuracy, n,
-             "" if res.video_accuracy is None else f", video accuracy {res.video_accuracy:.4f} ({res.videos} videos)")
+    log.info(
+        "%s on %s: accuracy %.4f over %d samples%s",
+        model_dir,
+        split,
+        res.accuracy,
+        n,
+        ""
+        if res.video_accuracy is None
+        else f", video accuracy {res.video_accuracy:.4f} ({res.videos} videos)",
+    )
     return res
 
 
@@ -150,26 +193,40 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) 
     ax.set_title(title)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{norm[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """``evaluation.json`` + ``confusion.png`` (+ ``video_confusion.png`` for video corpora) in ``out_dir``."""
+    """Write ``evaluation.json``, ``confusion.png`` (+ ``video_confusion.png`` for videos) to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "evaluation.json", "confusion": out / "confusion.png"}
     paths["json"].write_text(json.dumps(result.to_json(), indent=1))
-    _plot_confusion(np.array(result.confusion), result.classes,
-                    f"{result.split}: accuracy {result.accuracy:.1%} (n={result.n})", paths["confusion"])
+    _plot_confusion(
+        np.array(result.confusion),
+        result.classes,
+        f"{result.split}: accuracy {result.accuracy:.1%} (n={result.n})",
+        paths["confusion"],
+    )
     if result.video_confusion is not None:
         paths["video_confusion"] = out / "video_confusion.png"
-        _plot_confusion(np.array(result.video_confusion), result.classes,
-                        f"videos (EWMA α={result.alpha}): {result.video_accuracy:.1%} (n={result.videos})",
-                        paths["video_confusion"])
+        _plot_confusion(
+            np.array(result.video_confusion),
+            result.classes,
+            f"videos (EWMA α={result.alpha}): {result.video_accuracy:.1%} (n={result.videos})",
+            paths["video_confusion"],
+        )
     return paths
 
 

@@ -33,7 +33,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import DataConfig, FaceCache, FaceDataset, PreparedData, collate_batch, prepare
+from engine.data import (
+    DataConfig,
+    FaceCache,
+    FaceDataset,
+    PreparedData,
+    canonical_preprocess,
+    collate_batch,
+    prepare,
+)
 from engine.data.dataset import AugmentConfig
 from engine.jobs import Cancelled, CancelToken, ProgressFn, no_progress
 from engine.models import (
@@ -127,8 +135,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
-        if hasattr(self.preprocess, "to_json"):
-            self.preprocess = self.preprocess.to_json()  # type: ignore[union-attr]
+        self.preprocess = canonical_preprocess(self.preprocess)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -201,7 +208,9 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; use 'cpu' or 'auto'")
+        raise RuntimeError(
+            f"device {name!r} asked for, but this torch build sees no CUDA GPU; use 'cpu' or 'auto'"
+        )
     return torch.device(name)
 
 
@@ -213,14 +222,21 @@ def seed_everything(seed: int) -> None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 # --- optimiser state as safetensors + JSON -------------------------------------------------------------
+
 
 def optimizer_state_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split ``opt.state_dict()`` into tensors (safetensors) and plain values (JSON): no pickle."""
@@ -248,8 +264,13 @@ def optimizer_state_from_files(tensors: dict[str, torch.Tensor], doc: dict[str, 
 
 # --- the trainer -------------------------------------------------------------------------------------
 
-def _as_train_data(data: TrainData | PreparedData | DataConfig | str | Path, cfg: TrainConfig,
-                   progress: ProgressFn, cancel: CancelToken | None) -> TrainData:
+
+def _as_train_data(
+    data: TrainData | PreparedData | DataConfig | str | Path,
+    cfg: TrainConfig,
+    progress: ProgressFn,
+    cancel: CancelToken | None,
+) -> TrainData:
     if isinstance(data, TrainData):
         return data
     if not isinstance(data, PreparedData):
@@ -258,8 +279,10 @@ def _as_train_data(data: TrainData | PreparedData | DataConfig | str | Path, cfg
             dc = dataclasses.replace(dc, label_setting=cfg.label_setting)
         data = prepare(dc, cfg.preprocess)
     if data.preprocess != cfg.preprocess:
-        raise ValueError(f"data prepared for preprocessing {data.preprocess} but the model is configured for "
-                         f"{cfg.preprocess}; prepare the data with the training config's preprocess")
+        raise ValueError(
+            f"data prepared for preprocessing {data.preprocess} but the model is configured for "
+            f"{cfg.preprocess}; prepare the data with the training config's preprocess"
+        )
     tr = data.cache("train", lambda d, t, m: progress(d, t, f"train set: {m}"), cancel)
     val = None
     if data.items("val"):
@@ -268,15 +291,25 @@ def _as_train_data(data: TrainData | PreparedData | DataConfig | str | Path, cfg
 
 
 class _Trainer:
-    def __init__(self, data: TrainData, cfg: TrainConfig, progress: ProgressFn, cancel: CancelToken | None) -> None:
+    def __init__(
+        self, data: TrainData, cfg: TrainConfig, progress: ProgressFn, cancel: CancelToken | None
+    ) -> None:
         self.data, self.cfg, self.progress, self.cancel = data, cfg, progress, cancel
         self.device = select_device(cfg.device)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.out = Path(cfg.out_dir)
-        self.spec = ModelSpec(arch=cfg.arch, backbone=cfg.backbone, classes=list(data.classes),
-                              preprocess=dict(cfg.preprocess), label_setting=data.label_setting or "",
-                              prototypes_per_class=cfg.prototypes_per_class, proto_dim=cfg.proto_dim,
-                              n_latents=cfg.n_latents, sae_l1=cfg.sae_l1, pretrained=cfg.pretrained)
+        self.spec = ModelSpec(
+            arch=cfg.arch,
+            backbone=cfg.backbone,
+            classes=list(data.classes),
+            preprocess=dict(cfg.preprocess),
+            label_setting=data.label_setting or "",
+            prototypes_per_class=cfg.prototypes_per_class,
+            proto_dim=cfg.proto_dim,
+            n_latents=cfg.n_latents,
+            sae_l1=cfg.sae_l1,
+            pretrained=cfg.pretrained,
+        )
         self.steps = plan(cfg)
         self.model: FrameModel = build_model(self.spec).to(self.device)
         # PatchSAE's backbone is first trained as a plain CNN: a CNN model sharing the same backbone module.
@@ -284,11 +317,10 @@ class _Trainer:
         if cfg.backbone_checkpoint is not None:
             # A trained backbone (e.g. a CNN trained on the same faces) instead of ImageNet weights.
             self._load_backbone(cfg.backbone_checkpoint)
-        if cfg.arch == "patchsae":
-            if cfg.backbone_checkpoint is None:
-                cnn_spec = dataclasses.replace(self.spec, arch="cnn")
-                self.cnn = build_model(cnn_spec).to(self.device)
-                self.cnn.backbone = self.model.backbone
+        if cfg.arch == "patchsae" and cfg.backbone_checkpoint is None:
+            cnn_spec = dataclasses.replace(self.spec, arch="cnn")
+            self.cnn = build_model(cnn_spec).to(self.device)
+            self.cnn.backbone = self.model.backbone
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.opt: torch.optim.Optimizer | None = None
         self.opt_kind: str | None = None
@@ -306,9 +338,11 @@ class _Trainer:
     def _load_backbone(self, folder: str) -> None:
         src, _ = load_checkpoint(folder, "cpu")
         if src.spec.backbone != self.spec.backbone or src.spec.preprocess != self.spec.preprocess:
-            raise ValueError(f"{folder}: its backbone ({src.spec.backbone}, {src.spec.preprocess}) differs from the "
-                             f"configured one ({self.spec.backbone}, {self.spec.preprocess}); choose a matching "
-                             "checkpoint or change the settings")
+            raise ValueError(
+                f"{folder}: its backbone ({src.spec.backbone}, {src.spec.preprocess}) differs from the "
+                f"configured one ({self.spec.backbone}, {self.spec.preprocess}); choose a matching "
+                "checkpoint or change the settings"
+            )
         self.model.backbone.load_state_dict(src.backbone.state_dict())
 
     def _groups(self, kind: str, step: Step) -> list[dict[str, Any]]:
@@ -320,23 +354,51 @@ class _Trainer:
 
         if kind == "warm":
             assert isinstance(m, ProtoPNet)
-            return [{"name": "add_on", "params": list(m.add_on.parameters()), "lr": cfg.lr_add_on, "weight_decay": wd},
-                    {"name": "prototypes", "params": [m.prototype_vectors], "lr": cfg.lr_prototypes}]
+            return [
+                {
+                    "name": "add_on",
+                    "params": list(m.add_on.parameters()),
+                    "lr": cfg.lr_add_on,
+                    "weight_decay": wd,
+                },
+                {"name": "prototypes", "params": [m.prototype_vectors], "lr": cfg.lr_prototypes},
+            ]
         if kind == "joint":
             assert isinstance(m, ProtoPNet)
             e = step.index
-            return [{"name": "backbone", "params": list(m.backbone.parameters()),
-                     "lr": decay(cfg.lr_backbone, cfg.lr_step, e), "weight_decay": wd},
-                    {"name": "add_on", "params": list(m.add_on.parameters()),
-                     "lr": decay(cfg.lr_add_on, cfg.lr_step, e), "weight_decay": wd},
-                    {"name": "prototypes", "params": [m.prototype_vectors],
-                     "lr": decay(cfg.lr_prototypes, cfg.lr_step, e)}]
+            return [
+                {
+                    "name": "backbone",
+                    "params": list(m.backbone.parameters()),
+                    "lr": decay(cfg.lr_backbone, cfg.lr_step, e),
+                    "weight_decay": wd,
+                },
+                {
+                    "name": "add_on",
+                    "params": list(m.add_on.parameters()),
+                    "lr": decay(cfg.lr_add_on, cfg.lr_step, e),
+                    "weight_decay": wd,
+                },
+                {
+                    "name": "prototypes",
+                    "params": [m.prototype_vectors],
+                    "lr": decay(cfg.lr_prototypes, cfg.lr_step, e),
+                },
+            ]
         if kind == "last":
             assert isinstance(m, ProtoPNet)
-            return [{"name": "last_layer", "params": list(m.last_layer.parameters()), "lr": cfg.last_layer_lr}]
+            return [
+                {"name": "last_layer", "params": list(m.last_layer.parameters()), "lr": cfg.last_layer_lr}
+            ]
         if kind == "cnn":
             net = self._cnn_model()
-            return [{"name": "all", "params": list(net.parameters()), "lr": decay(cfg.lr_cnn, cfg.cnn_lr_step, step.epoch)}]
+            return [
+                {
+                    "name": "all",
+                    "params": list(net.parameters()),
+                    "lr": decay(cfg.lr_cnn, cfg.cnn_lr_step, step.epoch),
+                }
+            ]
         if kind == "sae":
             assert isinstance(m, PatchSAEModel)
             return [{"name": "sae", "params": list(m.sae.parameters()), "lr": cfg.sae_lr}]
@@ -385,9 +447,17 @@ class _Trainer:
         n = len(ds)
         # A final batch of one sample breaks BatchNorm in train mode; drop it in that single case.
         drop = shuffle and n > batch_size and n % batch_size == 1
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=collate_batch,
-                          num_workers=self.cfg.num_workers, drop_last=drop,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            collate_fn=collate_batch,
+            num_workers=self.cfg.num_workers,
+            drop_last=drop,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
 
     def _n_batches(self, step: Step) -> int:
         n = len(self.data.train)
@@ -405,11 +475,13 @@ class _Trainer:
     def _ids(self, cache: FaceCache, start: int, stop: int) -> list[dict[str, Any]]:
         return [cache.source(i) for i in range(start, stop)]
 
-    def _ordered_batches(self, cache: FaceCache, bs: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+    def _ordered_batches(
+        self, cache: FaceCache, bs: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
         for s in range(0, len(cache), bs):
             e = min(s + bs, len(cache))
             x = self._x(torch.from_numpy(np.array(cache.images[s:e])))
-            yield x, torch.from_numpy(np.asarray(cache.labels[s:e])).to(self.device), self._ids(cache, s, e)
+            yield x, torch.from_numpy(np.array(cache.labels[s:e])).to(self.device), self._ids(cache, s, e)
 
     # -- evaluation --
     @torch.no_grad()
@@ -425,8 +497,8 @@ class _Trainer:
             for s in range(0, len(cache), bs):
                 if self.cancel is not None:
                     self.cancel.raise_if_cancelled()
-                x = self._x(torch.from_numpy(np.array(cache.images[s:s + bs])))
-                y = torch.from_numpy(np.asarray(cache.labels[s:s + bs])).to(self.device)
+                x = self._x(torch.from_numpy(np.array(cache.images[s : s + bs])))
+                y = torch.from_numpy(np.array(cache.labels[s : s + bs])).to(self.device)
                 with torch.autocast(self.device.type, enabled=self.amp):
                     logits = net(x)
                 correct += (logits.argmax(1) == y).sum()
@@ -463,7 +535,9 @@ class _Trainer:
                 if step.epoch == 0 and bi == 0:
                     sae.init_b_dec(tokens, "median")
                 for g in opt.param_groups:
-                    g["lr"] = cfg.sae_lr * min(1.0, (step.epoch * per_epoch + bi + 1) / max(cfg.sae_warmup_steps, 1))
+                    g["lr"] = cfg.sae_lr * min(
+                        1.0, (step.epoch * per_epoch + bi + 1) / max(cfg.sae_warmup_steps, 1)
+                    )
                 terms = sae_loss(sae, tokens, cfg.sae_l1)
                 loss = terms["total"]
                 opt.zero_grad(set_to_none=True)
@@ -471,8 +545,12 @@ class _Trainer:
                 sae.remove_parallel_grad()
                 opt.step()
                 sae.normalize_decoder()
-                logged = {"loss": loss, "mse": terms["mse"], "l1": terms["l1"],
-                          "l0": (terms["latents"] > 0).float().sum(-1).mean()}
+                logged = {
+                    "loss": loss,
+                    "mse": terms["mse"],
+                    "l1": terms["l1"],
+                    "l0": (terms["latents"] > 0).float().sum(-1).mean(),
+                }
             else:
                 with torch.autocast(self.device.type, enabled=self.amp):
                     if isinstance(self.model, ProtoPNet) and step.kind in ("warm", "joint", "last"):
@@ -481,8 +559,13 @@ class _Trainer:
                         terms = protopnet_loss(self.model, out, y, w)
                         loss = terms["total"]
                         logits = out["logits"]
-                        logged = {"loss": loss, "ce": terms["ce"], "clst": terms["clst"], "sep": terms["sep"],
-                                  "l1": terms["l1"]}
+                        logged = {
+                            "loss": loss,
+                            "ce": terms["ce"],
+                            "clst": terms["clst"],
+                            "sep": terms["sep"],
+                            "l1": terms["l1"],
+                        }
                     else:
                         logits = net(x)
                         loss = F.cross_entropy(logits, y)
@@ -503,8 +586,11 @@ class _Trainer:
             if now - last_show > 0.5:
                 last_show = now
                 shown = f"loss {float(sums['loss']) / seen:.4f}"
-            self.progress(self.batches_done, total,
-                          f"{step.kind} epoch {step.epoch + 1} batch {bi + 1}/{per_epoch} {shown}")
+            self.progress(
+                self.batches_done,
+                total,
+                f"{step.kind} epoch {step.epoch + 1} batch {bi + 1}/{per_epoch} {shown}",
+            )
         rec: dict[str, Any] = {k: float(v) / max(seen, 1) for k, v in sums.items()}
         if not sae_kind:
             rec["train_acc"] = float(correct) / max(seen, 1)
@@ -523,13 +609,21 @@ class _Trainer:
             self.batches_done = base + d
             self.progress(self.batches_done, total, m)
 
-        prov = push_prototypes(self.model, self._ordered_batches(self.data.train, bs), prog, self.cancel,
-                               total=math.ceil(len(self.data.train) / bs))
+        prov = push_prototypes(
+            self.model,
+            self._ordered_batches(self.data.train, bs),
+            prog,
+            self.cancel,
+            total=math.ceil(len(self.data.train) / bs),
+        )
         after = self.accuracy(self.data.val)
         self.provenance = provenance_to_json(prov)
         self.crops = {p["prototype"]: p["crop"] for p in prov if p.get("crop") is not None}
-        rec = {"val_acc_before_push": before, "val_acc_after_push": after,
-               "mean_push_distance": float(np.mean([p["distance"] for p in prov if "distance" in p] or [0.0]))}
+        rec = {
+            "val_acc_before_push": before,
+            "val_acc_after_push": after,
+            "mean_push_distance": float(np.mean([p["distance"] for p in prov if "distance" in p] or [0.0])),
+        }
         self.push_history.append({"epoch": step.epoch, **rec})
         log.info("push after epoch %d: val accuracy %s → %s", step.epoch + 1, before, after)
         return rec
@@ -590,17 +684,32 @@ class _Trainer:
             tensors.update({f"optim.{k}": v for k, v in t.items()})
         if self.cnn is not None:
             # The pre-training head is not part of the patch model; keep it for a resumed pre-training.
-            tensors.update({f"cnn_head.{k}": v.detach().cpu().contiguous().clone()
-                            for k, v in self.cnn.head.state_dict().items()})
+            tensors.update(
+                {
+                    f"cnn_head.{k}": v.detach().cpu().contiguous().clone()
+                    for k, v in self.cnn.head.state_dict().items()
+                }
+            )
         save_file(tensors, str(tmp / OPTIM_TENSORS))
         if self.crops:
-            save_file({str(j): torch.from_numpy(np.ascontiguousarray(c)) for j, c in self.crops.items()},
-                      str(tmp / CROPS_TENSORS))
-        state = {"version": TRAINING_STATE_VERSION, "done": self.done, "batches_done": self.batches_done,
-                 "plan": [s.to_json() for s in self.steps], "config": self.cfg.to_json(), "opt_kind": self.opt_kind,
-                 "optimizer": opt_doc, "scaler": self.scaler.state_dict() if self.amp else None,
-                 "provenance": self.provenance, "push_history": self.push_history,
-                 "references": self.references, "last_metrics": self.last_metrics}
+            save_file(
+                {str(j): torch.from_numpy(np.ascontiguousarray(c)) for j, c in self.crops.items()},
+                str(tmp / CROPS_TENSORS),
+            )
+        state = {
+            "version": TRAINING_STATE_VERSION,
+            "done": self.done,
+            "batches_done": self.batches_done,
+            "plan": [s.to_json() for s in self.steps],
+            "config": self.cfg.to_json(),
+            "opt_kind": self.opt_kind,
+            "optimizer": opt_doc,
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "provenance": self.provenance,
+            "push_history": self.push_history,
+            "references": self.references,
+            "last_metrics": self.last_metrics,
+        }
         (tmp / STATE_JSON).write_text(json.dumps(state))
         old = self.out / "last.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -617,15 +726,19 @@ class _Trainer:
             return False
         state = json.loads((last / STATE_JSON).read_text())
         if state.get("version") != TRAINING_STATE_VERSION:
-            raise ValueError(f"{last / STATE_JSON}: written by another VidXAI version; start a new run (resume=False)")
+            raise ValueError(
+                f"{last / STATE_JSON}: written by another VidXAI version; start a new run (resume=False)"
+            )
         if state["plan"] != [s.to_json() for s in self.steps]:
-            raise ValueError(f"{last}: that run had another training plan (different settings); resume it with its "
-                             "own settings or start a new run in another out_dir")
+            raise ValueError(
+                f"{last}: that run had another training plan (different settings); resume it with its "
+                "own settings or start a new run in another out_dir"
+            )
         model, _ = load_checkpoint(last, "cpu")
         self.model.load_state_dict(model.state_dict())
         tensors = load_file(str(last / OPTIM_TENSORS))
         if self.cnn is not None:
-            head = {k[len("cnn_head."):]: v for k, v in tensors.items() if k.startswith("cnn_head.")}
+            head = {k[len("cnn_head.") :]: v for k, v in tensors.items() if k.startswith("cnn_head.")}
             if head:
                 self.cnn.head.load_state_dict(head)
         self.done = int(state["done"])
@@ -642,8 +755,12 @@ class _Trainer:
             if nxt.kind == state["opt_kind"] == prev.kind:
                 self._trainable(nxt.kind)
                 opt = self._optimizer(nxt)
-                opt.load_state_dict(optimizer_state_from_files(
-                    {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}, state["optimizer"]))
+                opt.load_state_dict(
+                    optimizer_state_from_files(
+                        {k[len("optim.") :]: v for k, v in tensors.items() if k.startswith("optim.")},
+                        state["optimizer"],
+                    )
+                )
                 for pg, g in zip(opt.param_groups, self._groups(nxt.kind, nxt)):
                     pg["lr"] = g["lr"]
         if state.get("scaler") and self.amp:
@@ -677,12 +794,22 @@ class _Trainer:
             elif step.kind == "refs":
                 rec = {"kind": "references", "step": self.done, **self._refs(total)}
             else:
-                rec = {"kind": "epoch", "epoch": epoch_no, "stage": step.kind, "stage_epoch": step.epoch,
-                       "step": self.done, **self._epoch(step, total)}
+                rec = {
+                    "kind": "epoch",
+                    "epoch": epoch_no,
+                    "stage": step.kind,
+                    "stage_epoch": step.epoch,
+                    "step": self.done,
+                    **self._epoch(step, total),
+                }
                 epoch_no += 1
-                last_of_stage = self.done + 1 >= len(self.steps) or self.steps[self.done + 1].kind != step.kind
+                last_of_stage = (
+                    self.done + 1 >= len(self.steps) or self.steps[self.done + 1].kind != step.kind
+                )
                 if step.kind != "sae" and (last_of_stage or epoch_no % max(self.cfg.val_every, 1) == 0):
-                    rec["val_acc"] = self.accuracy(self.data.val, self._cnn_model() if step.kind == "cnn" else None)
+                    rec["val_acc"] = self.accuracy(
+                        self.data.val, self._cnn_model() if step.kind == "cnn" else None
+                    )
             rec["time_s"] = time.perf_counter() - t0
             self.last_metrics = rec
             self.done += 1
@@ -707,8 +834,13 @@ class _Trainer:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def train(data: TrainData | PreparedData | DataConfig | str | Path, cfg: TrainConfig,
-          progress: ProgressFn = no_progress, cancel: CancelToken | None = None, resume: bool = False) -> Path:
+def train(
+    data: TrainData | PreparedData | DataConfig | str | Path,
+    cfg: TrainConfig,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    resume: bool = False,
+) -> Path:
     """Train ``cfg.arch`` on ``data``; returns the final checkpoint folder ``cfg.out_dir/model``.
 
     Raises ``Cancelled`` within one batch of ``cancel`` being set; ``out_dir/last/`` then holds the last
@@ -719,13 +851,24 @@ def train(data: TrainData | PreparedData | DataConfig | str | Path, cfg: TrainCo
     if len(td.train) == 0:
         raise ValueError("the training split is empty; check the data folder and split settings")
     trainer = _Trainer(td, cfg, progress, cancel)
-    log.info("training %s/%s on %d samples (%d classes) on %s, %d steps", cfg.arch, cfg.backbone, len(td.train),
-             len(td.classes), trainer.device, len(trainer.steps))
+    log.info(
+        "training %s/%s on %d samples (%d classes) on %s, %d steps",
+        cfg.arch,
+        cfg.backbone,
+        len(td.train),
+        len(td.classes),
+        trainer.device,
+        len(trainer.steps),
+    )
     try:
         return trainer.run(resume)
     except Cancelled:
-        log.info("training cancelled after %d of %d steps; %s holds the last completed one", trainer.done,
-                 len(trainer.steps), Path(cfg.out_dir) / "last")
+        log.info(
+            "training cancelled after %d of %d steps; %s holds the last completed one",
+            trainer.done,
+            len(trainer.steps),
+            Path(cfg.out_dir) / "last",
+        )
         raise
 
 

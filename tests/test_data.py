@@ -99,7 +99,9 @@ def test_discover_crema_shared_clips(crema_dir: Path) -> None:
     assert corpus.label_setting == "crema-d"
     assert corpus.classes == ["angry", "disgust", "fear", "happy", "neutral", "sad"]
     with open(crema_dir.parent / "manifest.csv") as f:
-        intended = {Path(r["path"]).name: r["intended_label"] for r in csv.DictReader(f) if "crema-d" in r["path"]}
+        intended = {
+            Path(r["path"]).name: r["intended_label"] for r in csv.DictReader(f) if "crema-d" in r["path"]
+        }
     got = {Path(it.path).name: it.label for it in corpus.items}
     assert got == intended and len(got) == 6
     assert {it.subject for it in corpus.items} == {"1001"}
@@ -138,7 +140,11 @@ def test_subject_split_disjoint_and_seeded(tmp_path: Path) -> None:
     c = split(corpus, SplitConfig(seed=1))
     assert a.method == "subject"
     subj = {n: {it.subject for it in a[n]} for n in ("train", "val", "test")}
-    assert not subj["train"] & subj["val"] and not subj["train"] & subj["test"] and not subj["val"] & subj["test"]
+    assert (
+        not subj["train"] & subj["val"]
+        and not subj["train"] & subj["test"]
+        and not subj["val"] & subj["test"]
+    )
     assert (len(subj["train"]), len(subj["val"]), len(subj["test"])) == (17, 5, 2)  # 70/20/10 of 24 actors
     assert [it.path for it in a.test] == [it.path for it in b.test]
     assert {it.subject for it in c.test} != subj["test"] or {it.subject for it in c.val} != subj["val"]
@@ -168,8 +174,14 @@ def test_folders_and_json_mapping(tmp_path: Path) -> None:
         split(folders, SplitConfig(method="subject"))
     assert split(folders).method == "random"
 
-    mapping = {"classes": ["cats", "dogs"], "items": [
-        {"path": f"img/{c}/{i}.png", "label": c, "subject": f"s{i}"} for c in ("cats", "dogs") for i in range(4)]}
+    mapping = {
+        "classes": ["cats", "dogs"],
+        "items": [
+            {"path": f"img/{c}/{i}.png", "label": c, "subject": f"s{i}"}
+            for c in ("cats", "dogs")
+            for i in range(4)
+        ],
+    }
     (tmp_path / "map.json").write_text(json.dumps(mapping))
     corpus = discover(tmp_path / "map.json")
     assert corpus.label_setting == "json" and len(corpus.items) == 8
@@ -201,13 +213,15 @@ def test_fast_cache_build_hit_and_resume(fer_dir: Path, tmp_path: Path) -> None:
             token.cancel()
 
     with pytest.raises(Cancelled):
-        build_cache(items, classes, pp, fast, tmp_path, chunk_size=5, progress=cancel_after_two_chunks,
-                    cancel=token)
+        build_cache(
+            items, classes, pp, fast, tmp_path, chunk_size=5, progress=cancel_after_two_chunks, cancel=token
+        )
     partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert len(partial) == 1 and len(list(partial[0].glob("*.json"))) == 2
     resumed: list[int] = []
-    cache = build_cache(items, classes, pp, fast, tmp_path, chunk_size=5,
-                        progress=lambda d, t, m: resumed.append(d))
+    cache = build_cache(
+        items, classes, pp, fast, tmp_path, chunk_size=5, progress=lambda d, t, m: resumed.append(d)
+    )
     assert resumed[0] == 10  # the two finished chunks were not cropped again
     assert not partial[0].exists()
     assert cache.images.shape == (35, 32, 32, 1) and cache.images.dtype == np.uint8
@@ -215,7 +229,9 @@ def test_fast_cache_build_hit_and_resume(fer_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(cache.images), np.asarray(fresh.images))
     np.testing.assert_array_equal(cache.labels, fresh.labels)
     assert [classes[lab] for lab in cache.labels] == [cache.source(i)["label"] for i in range(len(cache))]
-    expected = np.asarray(Image.open(cache.source(3)["path"]).convert("L").resize((32, 32), Image.Resampling.BILINEAR))
+    expected = np.asarray(
+        Image.open(cache.source(3)["path"]).convert("L").resize((32, 32), Image.Resampling.BILINEAR)
+    )
     np.testing.assert_array_equal(cache.images[3, :, :, 0], expected)
     meta = json.loads((cache.path / "meta.json").read_text())
     assert meta["sampling"]["fast"] is True and len(meta["items"]) == 35
@@ -246,8 +262,13 @@ def test_video_cache_samples_frames(crema_clips: list[Path], tmp_path: Path) -> 
     from engine.preprocess import PreprocessConfig
 
     corpus = discover(crema_clips[0].parent)
-    cache = build_cache(corpus.items[:1], corpus.classes, PreprocessConfig(size=48),
-                        SamplingConfig(stride=10, max_frames=4), tmp_path)
+    cache = build_cache(
+        corpus.items[:1],
+        corpus.classes,
+        PreprocessConfig(size=48),
+        SamplingConfig(stride=10, max_frames=4),
+        tmp_path,
+    )
     assert 1 <= len(cache) <= 4
     assert all(f % 10 == 0 for f in cache.frame_index)
     assert (np.diff(cache.frame_index) > 0).all()

@@ -279,3 +279,63 @@ def test_about_box_credits_crema_d(window: MainWindow) -> None:
     assert window.about_box.isVisible()
     assert "CREMA-D" in window.about_box.text()
     window.about_box.close()
+
+
+def test_overlay_refresh_never_undoes_a_pending_seek(window: MainWindow, qtbot, clip: Path, reference) -> None:
+    """New analysis data arriving while a seek is on its way must not send the view back."""
+    open_clip(qtbot, window, clip)
+    window.timeline.seekRequested.emit(40)
+    window.player.refresh_overlays()  # what a streamed chunk does
+    wait_frame(qtbot, window, 40)
+    qtbot.wait(200)
+    assert_shows(window, reference, 40)
+
+
+def test_stage_strip_click_goes_to_the_stage_start(window: MainWindow, qtbot, clip: Path, reference) -> None:
+    from vidxai_gui.timeline import Segment
+
+    open_clip(qtbot, window, clip)
+    tl = window.timeline
+    tl.set_stages([Segment(0, 20, "NONE"), Segment(20, 45, "HAPPY_A"), Segment(45, 56, "HAPPY_B")])
+    assert tl.stage_plot.isVisible()
+    qtbot.wait(100)
+    pos = tl.view.mapFromScene(tl.stage_plot.vb.mapViewToScene(QPointF(33, 0.5)))
+    with qtbot.waitSignal(tl.seekRequested, timeout=3000) as blocker:
+        QTest.mouseClick(tl.view.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(pos.x(), pos.y()))
+    assert blocker.args == [20]
+    wait_frame(qtbot, window, 20)
+    assert_shows(window, reference, 20)
+    assert tl.stage_at(50).label == "HAPPY_B"
+
+
+def test_run_opens_the_file_and_returns_on_close(settings_dir: Path, clip: Path, tmp_path: Path) -> None:
+    """vidxai_gui.app.run, as the launcher calls it, in its own process: app.exec() would leave this test
+    process's Qt in the "quitting" state, after which every QEventLoop returns at once."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_app.py"
+    script.write_text(
+        "import sys\n"
+        "from PySide6.QtCore import QTimer\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from vidxai_gui.app import ensure_app, run\n"
+        "ensure_app()  # the timer below needs the application that run() will use\n"
+        "from vidxai_gui.main_window import MainWindow\n"
+        "def poll():\n"
+        "    ws = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]\n"
+        "    if ws and ws[0].player.current == 0:\n"
+        "        print('FRAME0', ws[0].player.frame_count, flush=True)\n"
+        "        ws[0].close()\n"
+        "    else:\n"
+        "        QTimer.singleShot(50, poll)\n"
+        "QTimer.singleShot(50, poll)\n"
+        "sys.exit(run([sys.argv[1]], demo=False, model_dir=None))\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, str(script), str(clip)], check=False, capture_output=True, text=True,
+                       timeout=60,
+                       env=env, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "FRAME0 56" in r.stdout
+    assert (settings_dir / "vidxai.ini").read_text().count("1001_DFA_HAP_XX.flv") >= 1  # recent files saved

@@ -125,6 +125,19 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
         qtbot.wait(200)
         save_screenshot(window, artifacts_dir / f"gui_analysed_{label}.png")
 
+    # An annotation is autosaved into the session; exports run as jobs.
+    assert window.annotation_panel.isEnabled()
+    window.add_annotation_segment("smile onset", 10, 25, note="checked by hand")
+    assert window.annotation_panel.table.rowCount() == 1
+    assert [seg.label for seg in tl.tiers["reviewer"]] == ["smile onset"]
+    qtbot.waitUntil(lambda: not window.jobs.is_busy(), timeout=20_000)
+    csv_path = tmp_path / "export" / "review.csv"
+    csv_path.parent.mkdir()
+    with qtbot.waitSignal(window.export_to("csv", csv_path).finished, timeout=20_000):
+        pass
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 1 + 56 and lines[0].startswith("index,time_s,face")
+
     # Reopening the session file loads everything again, at the frame the reviewer left.
     window.save_session()
     qtbot.waitUntil(lambda: not window.jobs.is_busy(), timeout=20_000)
@@ -135,6 +148,15 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
     qtbot.waitUntil(lambda: window.data is not None and window.player.current == k, timeout=20_000)
     assert tl.classes == CLASSES
     np.testing.assert_array_equal(tl.raw_curves[0].getData()[1], probs[:, 0])
+    assert [(seg.start, seg.end, seg.label) for seg in tl.tiers["reviewer"]] == [(10, 25, "smile onset")]
+    assert window.annotation_panel.table.item(0, 3).text() == "checked by hand"
+    window.timeline.seekRequested.emit(12)
+    qtbot.waitUntil(lambda: window.player.current == 12, timeout=10_000)
+    for label, size in {"1280x800": (1280, 800), "1920x1080": (1920, 1080)}.items():
+        window.resize(*size)
+        window.docks["annotations"].raise_()
+        qtbot.wait(200)
+        save_screenshot(window, artifacts_dir / f"gui_session_{label}.png")
 
 
 def test_cancelling_an_analysis_keeps_the_window_usable(window: MainWindow, qtbot, clip: Path,
@@ -181,3 +203,123 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     panel.rescored_frame = -1
     QTest.keyClick(window, Qt.Key.Key_Right)
     qtbot.waitUntil(lambda: panel.rescored_frame == 21, timeout=60_000)
+
+
+def test_find_faces_marks_frames_where_the_face_is_lost(window: MainWindow, qtbot, tmp_path: Path,
+                                                        artifacts_dir: Path) -> None:
+    from tests.conftest import EDGE
+
+    video = EDGE / "face_noface.mov"  # a face that leaves the frame
+    if not video.exists():
+        pytest.skip(f"shared test data not found at {video}")
+    window.open_path(video)
+    qtbot.waitUntil(lambda: window.player.current == 0, timeout=10_000)
+    window.find_faces()
+    worker = window.analysis_worker
+    assert worker is not None
+    with qtbot.waitSignal(worker.done, timeout=240_000):
+        pass
+    assert worker.state == "finished"
+    with Session.open(tmp_path / "sessions" / "face_noface.vxs") as s:
+        faces = s.faces()
+    assert faces.found.any() and not faces.found.all()
+    d = window.data
+    np.testing.assert_array_equal(d.found, faces.found)
+    assert window.timeline.face_plot.isVisible()
+    # The grey no-face shading covers exactly the frames without a face.
+    x0, x1 = window.timeline.no_face_track.opts["x0"], window.timeline.no_face_track.opts["x1"]
+    shaded = np.zeros(len(faces.found), bool)
+    for a, b in zip(x0, x1, strict=True):
+        shaded[int(a + 0.5):int(b + 0.5)] = True
+    np.testing.assert_array_equal(shaded, ~faces.found)
+    lost = int(np.flatnonzero(~faces.found)[-1])
+    seen = int(np.flatnonzero(faces.found)[0])
+    for k, has_face in ((seen, True), (lost, False)):
+        window.timeline.seekRequested.emit(k)
+        qtbot.waitUntil(lambda k=k: window.player.current == k, timeout=10_000)
+        assert window.player.view.box_item.isVisible() is has_face
+        assert len(window.player.view.landmark_item.getData()[0]) == (68 if has_face else 0)
+        assert window.player.view.note.isVisible() is not has_face  # "no face found in this frame"
+    assert f"Faces found in {int(faces.found.sum())} of 169 frames" in window.timeline.decision_label.text()
+    window.resize(1280, 800)
+    qtbot.wait(200)
+    save_screenshot(window, artifacts_dir / "gui_faces_only_1280x800.png")
+
+
+def test_evaluate_runs_as_a_job_and_reports_back(window: MainWindow, qtbot, model_dir: Path, tmp_path: Path
+                                                 ) -> None:
+    """Evaluate… validates its folders, runs engine.evaluate on a worker and shows the outcome in a dialog."""
+    import shutil
+
+    from tests.conftest import FER
+    from vidxai_gui.dialogs import EvaluateDialog, TrainDialog
+
+    if not FER.exists():
+        pytest.skip(f"shared test data not found at {FER}")
+    data = tmp_path / "fer-mini"
+    for c in CLASSES:
+        (data / "test" / c).mkdir(parents=True)
+        for img in sorted((FER / "test" / c).glob("*.jpg"))[:2]:
+            shutil.copy(img, data / "test" / c / img.name)
+
+    dialog = EvaluateDialog(window, "", str(data))
+    qtbot.addWidget(dialog)
+    assert "model.json" in dialog.problem()  # no model chosen yet: the dialog says what to do
+    dialog.model.edit.setText(str(model_dir))
+    assert dialog.problem() == ""
+    args = dialog.arguments()
+    assert args == {"model_dir": str(model_dir), "data": str(data), "split": "test", "limit": None}
+
+    worker = window.evaluate(**args)
+    ends: list[str] = []
+    worker.finished.connect(lambda _r: ends.append("finished"))
+    worker.error.connect(lambda _m, _tb: ends.append("error"))
+    with qtbot.waitSignal(worker.done, timeout=240_000):
+        pass
+    qtbot.wait(50)
+    assert len(ends) == 1
+    if ends == ["finished"]:
+        qtbot.waitUntil(lambda: getattr(window, "evaluation_box", None) is not None, timeout=5000)
+        assert "Accuracy" in window.evaluation_box.text() and "samples" in window.evaluation_box.text()
+    else:  # the engine refused: the user sees why in a dialog, the window keeps going
+        assert window.last_error.isVisible() and window.last_error.text()
+
+    train = TrainDialog(window, str(data), str(tmp_path / "out"))
+    qtbot.addWidget(train)
+    assert train.problem() == ""
+    assert train.config()["arch"] in ("protopnet", "patchsae", "cnn")
+
+
+def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tmp_path: Path,
+                                                   artifacts_dir: Path) -> None:
+    """A session written by the CLI path (engine.pipeline.analyze) opens in the window with its SAE latents."""
+    import torch
+
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.models.spec import ModelSpec
+    from engine.pipeline import AnalyzeSettings, analyze
+    from tests.conftest import CREMA
+    from vidxai_gui.review import TOP_LATENTS, TOP_VALUES
+
+    video = CREMA / "1001_DFA_SAD_XX.flv"
+    torch.manual_seed(0)
+    sae = save_checkpoint(tmp_path / "sae", build_model(ModelSpec(arch="patchsae", classes=CLASSES, n_latents=32)),
+                          {"note": "random weights: GUI tests only"})
+    session = analyze(video, sae, tmp_path / "sad.vxs", AnalyzeSettings(spray=False))
+    with Session.open(session) as s:
+        idx, val = s.read(TOP_LATENTS), s.read(TOP_VALUES)
+    window.open_path(session)
+    qtbot.waitUntil(lambda: window.data is not None and window.player.current == 0, timeout=20_000)
+    k = 30
+    window.timeline.seekRequested.emit(k)
+    qtbot.waitUntil(lambda: window.player.current == k, timeout=10_000)
+    window.docks["latents"].raise_()
+    bars = window.latents.bars.opts
+    shown = np.sort(np.asarray(bars["width"], float))[::-1]
+    expected = np.sort(val[k][(val[k] > 0) & (idx[k] >= 0)])[::-1][: window.latents.TOP]
+    np.testing.assert_allclose(shown, expected, rtol=1e-6)
+    ticks = [t for _, t in window.latents.plot.getAxis("left")._tickLevels[0]]
+    assert ticks[0] == f"#{int(idx[k][np.argmax(val[k])])}"  # the strongest latent is on top
+    qtbot.wait(200)
+    save_screenshot(window, artifacts_dir / "gui_patchsae_1280x800.png")

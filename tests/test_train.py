@@ -35,14 +35,26 @@ FLIP = AugmentConfig(flip=True, shift=0.0, brightness=0.0)
 @pytest.fixture(scope="module")
 def fer_subset(fer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
     root = tmp_path_factory.mktemp("crops")
-    dc = DataConfig(str(fer_dir), sampling=SamplingConfig(fast=True), cache_root=str(root),
-                    max_per_class={"train": 400, "val": 20, "test": 50})
+    dc = DataConfig(
+        str(fer_dir),
+        sampling=SamplingConfig(fast=True),
+        cache_root=str(root),
+        max_per_class={"train": 400, "val": 20, "test": 50},
+    )
     return prepare(dc, PP)
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
-    base = dict(preprocess=PP, batch_size=32, augment=FLIP, prototypes_per_class=2, proto_dim=32, n_latents=64,
-                device="cpu", out_dir=str(out))
+    base = {
+        "preprocess": PP,
+        "batch_size": 32,
+        "augment": FLIP,
+        "prototypes_per_class": 2,
+        "proto_dim": 32,
+        "n_latents": 64,
+        "device": "cpu",
+        "out_dir": str(out),
+    }
     base.update(kw)
     return TrainConfig(**base)
 
@@ -70,12 +82,22 @@ def test_cnn_beats_chance(cnn_model: Path, fer_subset: PreparedData) -> None:
     assert meta["preprocess"] == PP
     tr = meta["training"]
     assert tr["config"]["epochs"] == 5 and tr["seed"] == 0 and tr["complete"] is True
-    assert tr["data"]["corpus"]["label_setting"] == "fer2013" and tr["train_samples"] == 2800
+    assert tr["data"]["corpus"]["label_setting"] == "fer2013" and tr["train_samples"] == len(
+        fer_subset.items("train")
+    )
 
 
 def test_protopnet_beats_chance_with_push(cnn_model: Path, fer_subset: PreparedData, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, arch="protopnet", backbone_checkpoint=str(cnn_model), epochs=3, warmup_epochs=1,
-               push_start=100, last_layer_epochs=2, lr_backbone=1e-4)
+    cfg = _cfg(
+        tmp_path,
+        arch="protopnet",
+        backbone_checkpoint=str(cnn_model),
+        epochs=3,
+        warmup_epochs=1,
+        push_start=100,
+        last_layer_epochs=2,
+        lr_backbone=1e-4,
+    )
     out = train(fer_subset, cfg)
     res = evaluate(out, fer_subset, "test")
     assert res.accuracy >= TWICE_CHANCE, res.accuracy
@@ -85,8 +107,12 @@ def test_protopnet_beats_chance_with_push(cnn_model: Path, fer_subset: PreparedD
     for ln in epochs:
         assert {"loss", "ce", "clst", "sep", "l1", "train_acc", "val_acc"} <= set(ln)
     push = [ln for ln in lines if ln["kind"] == "push"]
-    assert len(push) == 1 and push[0]["val_acc_before_push"] is not None and push[0]["val_acc_after_push"] is not None
-    model, meta = load_checkpoint(out)
+    assert (
+        len(push) == 1
+        and push[0]["val_acc_before_push"] is not None
+        and push[0]["val_acc_after_push"] is not None
+    )
+    _model, meta = load_checkpoint(out)
     prov = meta["prototypes"]
     train_paths = {it.path for it in fer_subset.items("train")}
     assert len(prov) == 14
@@ -99,8 +125,17 @@ def test_protopnet_beats_chance_with_push(cnn_model: Path, fer_subset: PreparedD
 
 
 def test_patchsae_beats_chance(cnn_model: Path, fer_subset: PreparedData, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, arch="patchsae", backbone_checkpoint=str(cnn_model), sae_epochs=2, sae_batch_size=32,
-               sae_warmup_steps=20, head_epochs=3, head_lr=1e-2, references_top=3)
+    cfg = _cfg(
+        tmp_path,
+        arch="patchsae",
+        backbone_checkpoint=str(cnn_model),
+        sae_epochs=2,
+        sae_batch_size=32,
+        sae_warmup_steps=20,
+        head_epochs=3,
+        head_lr=1e-2,
+        references_top=3,
+    )
     out = train(fer_subset, cfg)
     res = evaluate(out, fer_subset, "test")
     assert res.accuracy >= TWICE_CHANCE, res.accuracy
@@ -112,7 +147,7 @@ def test_patchsae_beats_chance(cnn_model: Path, fer_subset: PreparedData, tmp_pa
     norms = model.sae.W_dec.detach().norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     refs = meta["latent_references"]
-    assert refs["n_frames"] == 2800 and len(refs["latents"]) == 64
+    assert refs["n_frames"] == len(fer_subset.items("train")) and len(refs["latents"]) == 64
     live = [lat for lat in refs["latents"] if lat["references"]]
     assert live and all(len(lat["references"]) <= 3 for lat in live)
 
@@ -134,8 +169,15 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_same_seed_same_weights(fer_subset: PreparedData, tmp_path: Path) -> None:
     data = _small(fer_subset)
-    kw = dict(arch="protopnet", epochs=2, warmup_epochs=1, push_start=100, last_layer_epochs=1, num_workers=0,
-              augment=AugmentConfig())
+    kw = {
+        "arch": "protopnet",
+        "epochs": 2,
+        "warmup_epochs": 1,
+        "push_start": 100,
+        "last_layer_epochs": 1,
+        "num_workers": 0,
+        "augment": AugmentConfig(),
+    }
     a = train(data, _cfg(tmp_path / "a", **kw))
     b = train(data, _cfg(tmp_path / "b", **kw))
     c = train(data, _cfg(tmp_path / "c", seed=1, **kw))
@@ -146,7 +188,7 @@ def test_same_seed_same_weights(fer_subset: PreparedData, tmp_path: Path) -> Non
 
 def test_cancel_is_prompt_and_resume_matches_uninterrupted(fer_subset: PreparedData, tmp_path: Path) -> None:
     data = _small(fer_subset)
-    kw = dict(arch="cnn", epochs=3, batch_size=16, optimizer="sgd", augment=AugmentConfig())
+    kw = {"arch": "cnn", "epochs": 3, "batch_size": 16, "optimizer": "sgd", "augment": AugmentConfig()}
     per_epoch = 96 // 16
     token = CancelToken()
     seen: list[tuple[int, str]] = []
@@ -166,7 +208,7 @@ def test_cancel_is_prompt_and_resume_matches_uninterrupted(fer_subset: PreparedD
     assert "epoch 2" in seen[-1][1] and "loss" in seen[-1][1]
     state = json.loads((out / "last" / "training_state.json").read_text())
     assert state["done"] == 1
-    model, meta = load_checkpoint(out / "last")  # the last completed epoch loads as a model
+    _model, meta = load_checkpoint(out / "last")  # the last completed epoch loads as a model
     assert meta["training"]["complete"] is False and meta["training"]["steps_done"] == 1
     assert len(_lines(out)) == 1
     assert not (out / "model").exists()
@@ -213,15 +255,16 @@ def test_optimizer_state_roundtrip_without_pickle() -> None:
 
 
 def test_plan_follows_methods_schedule() -> None:
-    cfg = TrainConfig(arch="protopnet", epochs=100, warmup_epochs=5, push_start=30, push_every=10,
-                      last_layer_epochs=20)
+    cfg = TrainConfig(
+        arch="protopnet", epochs=100, warmup_epochs=5, push_start=30, push_every=10, last_layer_epochs=20
+    )
     steps = plan(cfg)
     pushes = [s.epoch for s in steps if s.kind == "push"]
     assert pushes == [30, 40, 50, 60, 70, 80, 90, 99]
     assert sum(s.kind == "warm" for s in steps) == 5 and sum(s.kind == "joint" for s in steps) == 95
     assert sum(s.kind == "last" for s in steps) == 20 * len(pushes)
     first_push = next(i for i, s in enumerate(steps) if s.kind == "push")
-    assert {s.kind for s in steps[first_push + 1:first_push + 21]} == {"last"}
+    assert {s.kind for s in steps[first_push + 1 : first_push + 21]} == {"last"}
     sae = plan(TrainConfig(arch="patchsae", epochs=2, sae_epochs=3, head_epochs=1))
     assert [s.kind for s in sae] == ["cnn", "cnn", "sae", "sae", "sae", "head", "refs"]
     assert TrainConfig().last_layer_lr == 1e-3

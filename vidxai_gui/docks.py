@@ -192,6 +192,7 @@ class LatentProfile(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "activation g_j")
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.bars = pg.BarGraphItem(x0=0, y=[], height=0.7, width=[], brush="#4c72b0")
         self.plot.addItem(self.bars)
         layout = QVBoxLayout(self)
@@ -332,7 +333,10 @@ class AnnotationPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        for col, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.ResizeToContents,
+                                    QHeaderView.ResizeMode.Stretch, QHeaderView.ResizeMode.Stretch)):
+            header.setSectionResizeMode(col, mode)
         self.table.cellDoubleClicked.connect(lambda r, _c: self.seekRequested.emit(self.segments[r].start_frame))
         self.add_button = QPushButton("Add at current frame…")
         self.add_button.clicked.connect(self.addRequested)

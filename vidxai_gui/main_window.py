@@ -209,8 +209,8 @@ class MainWindow(QMainWindow):
         self.faces_action = self._action(a, "Find faces only", self.find_faces,
                                          tip="Face boxes and landmarks for every frame, without a model")
         a.addSeparator()
-        self._action(a, "Train…", lambda: self._not_yet("Training", "vidxai train"))
-        self._action(a, "Evaluate…", lambda: self._not_yet("Evaluation", "vidxai evaluate"))
+        self._action(a, "Train…", self.train_dialog)
+        self._action(a, "Evaluate…", self.evaluate_dialog)
         a.addSeparator()
         self.heat_menu = a.addMenu("Heatmap method")
         self.heat_menu.aboutToShow.connect(self._fill_heat_menu)
@@ -316,10 +316,68 @@ class MainWindow(QMainWindow):
         box.open()
         self.about_box = box
 
-    def _not_yet(self, what: str, command: str) -> None:
-        QMessageBox.information(self, what, f"{what} from the window is not available in this version.\n\n"
-                                f"Run it from a terminal with `{command} --help`; it writes a model folder "
-                                "you can then choose in Analysis ▸ Analyse with model…")
+    # ------------------------------------------------------------------------------------ train / evaluate
+    def train_dialog(self) -> None:
+        from vidxai_gui.dialogs import TrainDialog
+
+        dialog = TrainDialog(self, self.settings.value("train/data_dir", "", str),
+                             self.settings.value("train/out_dir", "", str))
+        dialog.accepted.connect(lambda: self.train(dialog.data.path, dialog.config()))
+        dialog.open()
+        self.train_dialog_widget = dialog
+
+    def train(self, data_dir: str, config: dict[str, Any]) -> JobWorker:
+        """engine.train.train as a job; offers the new model for analysis when it is done."""
+        from engine.train import TrainConfig, train
+
+        self.settings.setValue("train/data_dir", data_dir)
+        self.settings.setValue("train/out_dir", config.get("out_dir", ""))
+
+        def job(progress: Any, cancel: Any) -> Path:
+            return train(data_dir, TrainConfig(**config), progress=progress, cancel=cancel)
+
+        worker = self.jobs.submit(job, f"Train {config.get('arch', '')} on {Path(data_dir).name}")
+        worker.finished.connect(self._on_trained)
+        worker.error.connect(lambda msg, tb: self.show_error(
+            "Training stopped with an error", msg, "Check the data folder and the settings, then train again.", tb))
+        worker.cancelled.connect(lambda: self.statusBar().showMessage(
+            "Training cancelled; the last completed step is kept in the output folder's last/.", 8000))
+        return worker
+
+    def _on_trained(self, folder: Any) -> None:
+        self.model_dir = Path(folder)
+        self.statusBar().showMessage(f"Model saved to {folder}; Analysis ▸ Analyse with model… uses it now.", 10000)
+
+    def evaluate_dialog(self) -> None:
+        from vidxai_gui.dialogs import EvaluateDialog
+
+        dialog = EvaluateDialog(self, str(self.model_dir or ""), self.settings.value("train/data_dir", "", str))
+        dialog.accepted.connect(lambda: self.evaluate(**dialog.arguments()))
+        dialog.open()
+        self.evaluate_dialog_widget = dialog
+
+    def evaluate(self, model_dir: str, data: str, split: str = "test", limit: int | None = None) -> JobWorker:
+        """engine.evaluate.evaluate as a job; the result is shown in a dialog."""
+        from engine.evaluate import evaluate
+
+        def job(progress: Any, cancel: Any) -> Any:
+            return evaluate(model_dir, data, split=split, progress=progress, cancel=cancel, limit=limit)
+
+        worker = self.jobs.submit(job, f"Evaluate {Path(model_dir).name} on {Path(data).name}")
+        worker.finished.connect(self._on_evaluated)
+        worker.error.connect(lambda msg, tb: self.show_error(
+            "Evaluation stopped with an error", msg, "Check that the data folder is labelled by class folders.", tb))
+        return worker
+
+    def _on_evaluated(self, result: Any) -> None:
+        from vidxai_gui.dialogs import evaluation_summary
+
+        box = QMessageBox(QMessageBox.Icon.Information, f"Evaluation of {Path(result.model_dir).name}",
+                          evaluation_summary(result), QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.evaluation_box = box
 
     # ------------------------------------------------------------------------------------ opening
     def choose_video(self) -> None:
@@ -573,6 +631,11 @@ class MainWindow(QMainWindow):
             self.timeline.set_face_track(conf, found)
         if d.classes and d.probs is not None:
             self.timeline.set_scores(d.classes, d.probs, d.valid, frames_done=d.frames_done)
+        elif d.faces_done:
+            found = int(d.found[: d.faces_done].sum())
+            self.timeline.decision_label.setText(
+                f"Faces found in {found} of {d.faces_done} frames; no model analysis yet "
+                "(Analysis ▸ Analyse with model…)")
         stages = d.stages
         if not stages and d.class_stages:
             # No whole-video temporal prototype: show the stages of the decided class.
@@ -636,9 +699,12 @@ class MainWindow(QMainWindow):
             ov.proto_box = extras.proto_box
             ov.proto_label = f"prototype #{extras.proto_index}" if extras.proto_index >= 0 else ""
         d = self.data
-        if d is not None and k < d.faces_done and d.found[k]:
-            ov.box = d.box[k]
-            ov.landmarks = d.landmarks[k]
+        if d is not None and k < d.faces_done:
+            if d.found[k]:
+                ov.box = d.box[k]
+                ov.landmarks = d.landmarks[k]
+            else:
+                ov.note = "no face found in this frame"
         return ov
 
     @Slot(int)
@@ -746,21 +812,28 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------ annotations
     def add_annotation(self) -> None:
+        """Ask for a label and annotate one second from the current frame (tier "reviewer")."""
         if self.data is None or self.player.current < 0:
+            return
+        label, ok = QInputDialog.getText(self, "Add annotation",
+                                         f"Label for frames from {self.player.current} (one second):")
+        if ok and label.strip():
+            start = self.player.current
+            self.add_annotation_segment(label.strip(), start, start + max(round(self.player.fps), 1))
+
+    def add_annotation_segment(self, label: str, start: int, end: int, tier: str = "reviewer",
+                               note: str = "") -> None:
+        """Add a segment [start, end) and autosave it into the session."""
+        if self.data is None:
             return
         from sessions import Segment as NoteSegment
         from sessions import Tier
 
-        label, ok = QInputDialog.getText(self, "Add annotation",
-                                         f"Label for frames from {self.player.current} (one second):")
-        if not ok or not label.strip():
-            return
-        start = self.player.current
-        end = min(start + max(round(self.player.fps), 1), self.data.frame_count)
+        end = min(max(end, start + 1), self.data.frame_count)
         ann = self.data.annotations
-        if not any(t.name == "reviewer" for t in ann.tiers):
-            ann.tiers.append(Tier("reviewer"))
-        ann.segments.append(NoteSegment("reviewer", start, end, label.strip(), author=os.environ.get("USER", "")))
+        if not any(t.name == tier for t in ann.tiers):
+            ann.tiers.append(Tier(tier))
+        ann.segments.append(NoteSegment(tier, start, end, label, note, author=os.environ.get("USER", "")))
         self._show_annotations()
         self.save_session()
 

@@ -56,6 +56,7 @@ class FrameOverlays:
     heatmap: np.ndarray | None = None  # H×W float, the frame's size
     proto_box: np.ndarray | None = None  # (4,) the top prototype's 95th-percentile box
     proto_label: str = ""
+    note: str = ""  # one line drawn on the frame, e.g. "no face found in this frame"
 
 
 class FrameSource(QObject):
@@ -226,6 +227,9 @@ class FrameView(pg.GraphicsView):
 
         self.message = pg.TextItem("", color="#dddddd", anchor=(0.5, 0.5))
         self.vb.addItem(self.message)
+        self.note = pg.TextItem("", color="#ffffff", anchor=(0, 0), fill=pg.mkBrush(160, 0, 0, 170))
+        self.note.setZValue(30)
+        self.vb.addItem(self.note)
         self.frame_shape: tuple[int, int] | None = None
         self.set_overlays(FrameOverlays())
 
@@ -240,9 +244,9 @@ class FrameView(pg.GraphicsView):
     def show_frame(self, frame: np.ndarray) -> None:
         shape = frame.shape[:2]
         self.image_item.setImage(frame, autoLevels=False, levels=(0, 255))
+        self.message.setVisible(False)
         if shape != self.frame_shape:
             self.frame_shape = shape
-            self.message.setVisible(False)
             self.vb.setLimits(xMin=-shape[1], xMax=2 * shape[1], yMin=-shape[0], yMax=2 * shape[0])
             self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
 
@@ -262,6 +266,9 @@ class FrameView(pg.GraphicsView):
             self.proto_label.setVisible(True)
         else:
             self.proto_label.setVisible(False)
+        self.note.setText(ov.note)
+        self.note.setPos(4, 4)
+        self.note.setVisible(bool(ov.note))
         lm = ov.landmarks
         if lm is not None and np.isfinite(lm).all():
             self.landmark_item.setData(pos=np.asarray(lm, dtype=np.float64))
@@ -523,7 +530,8 @@ class Player(QWidget):
         """Redraw the current frame's overlays (new analysis data or a changed overlay choice)."""
         if self.current >= 0 and self.source is not None and not self._playing:
             # Re-request so extras (read on the decode thread) are fresh too; the frame is a cache hit.
-            self._pending_generation = self.source.request(self.current)
+            # The last *requested* frame: a seek still on its way must not be undone by a refresh.
+            self._pending_generation = self.source.request(self.requested)
 
     @Slot(int)
     def _on_slider(self, value: int) -> None:

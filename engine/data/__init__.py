@@ -11,7 +11,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data.cache import FaceCache, SamplingConfig, build_cache, cache_key, default_cache_root
+from engine.data.cache import (
+    FaceCache,
+    SamplingConfig,
+    build_cache,
+    cache_key,
+    canonical_preprocess,
+    default_cache_root,
+)
 from engine.data.dataset import NO_AUGMENT, AugmentConfig, FaceDataset, augment_batch, collate_batch
 from engine.data.labels import (
     FER_CLASSES,
@@ -83,15 +90,28 @@ class PreparedData:
         cap = self.config.max_per_class.get(name)
         return limit_per_class(self.splits[name], cap, self.config.split.seed)
 
-    def cache(self, name: str, progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> FaceCache:
+    def cache(
+        self, name: str, progress: ProgressFn = no_progress, cancel: CancelToken | None = None
+    ) -> FaceCache:
         if name not in self._caches:
             self._caches[name] = build_cache(
-                self.items(name), self.classes, self.preprocess, self.config.sampling, self.config.cache_root,
-                self.config.workers, progress=progress, cancel=cancel)
+                self.items(name),
+                self.classes,
+                self.preprocess,
+                self.config.sampling,
+                self.config.cache_root,
+                self.config.workers,
+                progress=progress,
+                cancel=cancel,
+            )
         return self._caches[name]
 
     def summary(self) -> dict[str, Any]:
-        out = {"corpus": self.corpus.summary(), "split": self.splits.summary(), "config": self.config.to_json()}
+        out = {
+            "corpus": self.corpus.summary(),
+            "split": self.splits.summary(),
+            "config": self.config.to_json(),
+        }
         out["used"] = {n: len(self.items(n)) for n in SPLIT_NAMES}
         out["samples"] = {n: len(c) for n, c in self._caches.items()}
         return out
@@ -101,14 +121,41 @@ def prepare(data: DataConfig | str | Path, preprocess: Any) -> PreparedData:
     """Discover and split a corpus for a given preprocessing (``PreprocessConfig`` or its JSON dict)."""
     cfg = data if isinstance(data, DataConfig) else DataConfig(path=str(data))
     corpus = discover(cfg.path, cfg.label_setting)
-    pp = preprocess.to_json() if hasattr(preprocess, "to_json") else dict(preprocess)
+    pp = canonical_preprocess(preprocess)
     return PreparedData(cfg, corpus, split(corpus, cfg.split), pp)
 
 
 __all__ = [
-    "FER_CLASSES", "LABEL_SETTINGS", "NO_AUGMENT", "RAVDESS_EMOTIONS", "SPLIT_NAMES", "AugmentConfig", "Corpus",
-    "CremaName", "DataConfig", "DataError", "FaceCache", "FaceDataset", "Item", "LabelSetting", "PreparedData",
-    "RavdessName", "SamplingConfig", "SplitConfig", "Splits", "augment_batch", "build_cache", "cache_key",
-    "collate_batch", "default_cache_root", "discover", "get_label_setting", "limit_per_class", "parse_crema",
-    "parse_ravdess", "prepare", "split",
+    "FER_CLASSES",
+    "LABEL_SETTINGS",
+    "NO_AUGMENT",
+    "RAVDESS_EMOTIONS",
+    "SPLIT_NAMES",
+    "AugmentConfig",
+    "Corpus",
+    "CremaName",
+    "DataConfig",
+    "DataError",
+    "FaceCache",
+    "FaceDataset",
+    "Item",
+    "LabelSetting",
+    "PreparedData",
+    "RavdessName",
+    "SamplingConfig",
+    "SplitConfig",
+    "Splits",
+    "augment_batch",
+    "build_cache",
+    "cache_key",
+    "canonical_preprocess",
+    "collate_batch",
+    "default_cache_root",
+    "discover",
+    "get_label_setting",
+    "limit_per_class",
+    "parse_crema",
+    "parse_ravdess",
+    "prepare",
+    "split",
 ]

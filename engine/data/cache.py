@@ -82,14 +82,31 @@ class FaceCache:
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> FaceCache:
         n = len(labels)
-        items = [{"path": f"sample-{i}", "label": classes[int(lab)], "kind": "image"} for i, lab in enumerate(labels)]
-        return cls(np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64), list(classes),
-                   np.arange(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), items)
+        items = [
+            {"path": f"sample-{i}", "label": classes[int(lab)], "kind": "image"}
+            for i, lab in enumerate(labels)
+        ]
+        return cls(
+            np.asarray(images, dtype=np.uint8),
+            np.asarray(labels, dtype=np.int64),
+            list(classes),
+            np.arange(n, dtype=np.int64),
+            np.full(n, -1, dtype=np.int64),
+            items,
+        )
 
     def subset(self, index: np.ndarray) -> FaceCache:
         index = np.asarray(index, dtype=np.int64)
-        return FaceCache(np.asarray(self.images[index]), self.labels[index], self.classes, self.item_index[index],
-                         self.frame_index[index], self.items, self.path, self.meta)
+        return FaceCache(
+            np.asarray(self.images[index]),
+            self.labels[index],
+            self.classes,
+            self.item_index[index],
+            self.frame_index[index],
+            self.items,
+            self.path,
+            self.meta,
+        )
 
     def source(self, i: int) -> dict[str, Any]:
         """Provenance of sample ``i``: file, label, subject and frame (−1 for a still image)."""
@@ -100,29 +117,49 @@ class FaceCache:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "meta.json").read_text())
-            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-                      for name in ("images", "labels", "item_index", "frame_index")}
+            arrays = {
+                name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in ("images", "labels", "item_index", "frame_index")
+            }
         except (OSError, ValueError) as e:
-            raise DataError(f"{folder}: unreadable face-crop cache ({e}); delete the folder to rebuild it") from e
-        return cls(arrays["images"], np.asarray(arrays["labels"]), list(meta["classes"]),
-                   np.asarray(arrays["item_index"]), np.asarray(arrays["frame_index"]), meta["items"], folder, meta)
+            raise DataError(
+                f"{folder}: unreadable face-crop cache ({e}); delete the folder to rebuild it"
+            ) from e
+        return cls(
+            arrays["images"],
+            np.asarray(arrays["labels"]),
+            list(meta["classes"]),
+            np.asarray(arrays["item_index"]),
+            np.asarray(arrays["frame_index"]),
+            meta["items"],
+            folder,
+            meta,
+        )
 
 
-def _preprocess_json(preprocess: Any) -> dict[str, Any]:
-    if hasattr(preprocess, "to_json"):
-        preprocess = preprocess.to_json()
-    d = dict(preprocess)
-    for k, v in list(d.items()):
-        if isinstance(v, (set, frozenset, tuple)):
-            d[k] = sorted(v)
-    return d
+def canonical_preprocess(preprocess: Any) -> dict[str, Any]:
+    """The full, canonical JSON form, so {"size": 48} and PreprocessConfig(size=48) share one cache."""
+    from engine.preprocess import PreprocessConfig
+
+    if not hasattr(preprocess, "to_json"):
+        preprocess = PreprocessConfig.from_json(dict(preprocess))
+    return dict(preprocess.to_json())
 
 
 def cache_key(items: list[Item], classes: list[str], preprocess: Any, sampling: SamplingConfig) -> str:
     """Hash of the file list (path, label, size, mtime), classes, preprocessing and sampling."""
     h = hashlib.sha256()
-    h.update(json.dumps({"version": CACHE_VERSION, "classes": classes, "preprocess": _preprocess_json(preprocess),
-                         "sampling": sampling.to_json()}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "version": CACHE_VERSION,
+                "classes": classes,
+                "preprocess": canonical_preprocess(preprocess),
+                "sampling": sampling.to_json(),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     for it in items:
         st = os.stat(it.path)
         h.update(f"{it.path}\0{it.label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -130,6 +167,7 @@ def cache_key(items: list[Item], classes: list[str], preprocess: Any, sampling: 
 
 
 # --- per-item work (runs in worker processes; must stay importable without torch state) -------------
+
 
 def _read_image(path: str) -> np.ndarray:
     from PIL import Image
@@ -210,11 +248,16 @@ def _crop_chunk(items: list[dict], pp: dict, sampling: dict) -> dict[str, Any]:
         item_pos.extend([j] * len(imgs))
         frames.extend(fr)
     arr = np.stack(images).astype(np.uint8) if images else np.zeros((0, size, size, channels), np.uint8)
-    return {"images": arr, "item_pos": np.asarray(item_pos, np.int64), "frames": np.asarray(frames, np.int64),
-            "skipped": skipped}
+    return {
+        "images": arr,
+        "item_pos": np.asarray(item_pos, np.int64),
+        "frames": np.asarray(frames, np.int64),
+        "skipped": skipped,
+    }
 
 
 # --- the build job ---------------------------------------------------------------------------------
+
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     tmp = path.with_suffix(".tmp.npy")
@@ -222,17 +265,29 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def build_cache(items: list[Item], classes: list[str], preprocess: Any, sampling: SamplingConfig = SamplingConfig(),
-                root: str | Path | None = None, workers: int = 1, chunk_size: int = 0,
-                progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> FaceCache:
+def build_cache(
+    items: list[Item],
+    classes: list[str],
+    preprocess: Any,
+    sampling: SamplingConfig = SamplingConfig(),
+    root: str | Path | None = None,
+    workers: int = 1,
+    chunk_size: int = 0,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> FaceCache:
     """Crop every item (or load the finished cache of the same inputs). ``workers`` > 1 crops in
     that many processes. Resumes a cancelled build from its finished chunks."""
     if not items:
-        raise DataError("no items to cache: the split is empty (check the data folder and the split settings)")
-    pp = _preprocess_json(preprocess)
+        raise DataError(
+            "no items to cache: the split is empty (check the data folder and the split settings)"
+        )
+    pp = canonical_preprocess(preprocess)
     if sampling.fast and any(it.kind == "video" for it in items):
-        raise DataError(f"{items[0].path}: fast mode is for pre-cropped image corpora; videos need face "
-                        "detection (turn 'fast' off)")
+        raise DataError(
+            f"{items[0].path}: fast mode is for pre-cropped image corpora; videos need face "
+            "detection (turn 'fast' off)"
+        )
     root = Path(root) if root is not None else default_cache_root()
     key = cache_key(items, classes, pp, sampling)
     final = root / key
@@ -247,7 +302,7 @@ def build_cache(items: list[Item], classes: list[str], preprocess: Any, sampling
         # Video chunks are slow (a whole clip each), so they are one clip; images go in small chunks
         # so progress and cancellation stay responsive (~1-2 s per chunk with dlib).
         chunk_size = 1 if items[0].kind == "video" else (2048 if sampling.fast else 64)
-    chunks = [(i, plain[i:i + chunk_size]) for i in range(0, len(plain), chunk_size)]
+    chunks = [(i, plain[i : i + chunk_size]) for i in range(0, len(plain), chunk_size)]
     todo = [(i, c) for i, c in chunks if not (partial / f"{i:08d}.json").exists()]
     done = len(items) - sum(len(c) for _, c in todo)
     if done:
@@ -295,30 +350,43 @@ def build_cache(items: list[Item], classes: list[str], preprocess: Any, sampling
     return FaceCache.load(final)
 
 
-def _assemble(partial: Path, final: Path, chunks: list[tuple[int, list[dict]]], plain: list[dict],
-              classes: list[str], pp: dict, sampling: SamplingConfig) -> None:
-    counts = [np.load(partial / f"{s:08d}_images.npy", mmap_mode="r", allow_pickle=False).shape[0] for s, _ in chunks]
+def _assemble(
+    partial: Path,
+    final: Path,
+    chunks: list[tuple[int, list[dict]]],
+    plain: list[dict],
+    classes: list[str],
+    pp: dict,
+    sampling: SamplingConfig,
+) -> None:
+    counts = [
+        np.load(partial / f"{s:08d}_images.npy", mmap_mode="r", allow_pickle=False).shape[0]
+        for s, _ in chunks
+    ]
     total = int(sum(counts))
     size, channels = int(pp["size"]), 1 if pp.get("grayscale", True) else 3
     if total == 0:
-        raise DataError(f"{plain[0]['path']} and the other {len(plain) - 1} files gave no face crop; check the "
-                        "data (or use fast mode for pre-cropped images)")
+        raise DataError(
+            f"{plain[0]['path']} and the other {len(plain) - 1} files gave no face crop; check the "
+            "data (or use fast mode for pre-cropped images)"
+        )
     index = {c: i for i, c in enumerate(classes)}
     staging = partial / "assembled"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     # Written through a memmap so a large video cache never sits in memory twice.
-    images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(total, size, size, channels))
+    images = np.lib.format.open_memmap(
+        staging / "images.npy", mode="w+", dtype=np.uint8, shape=(total, size, size, channels)
+    )
     item_index = np.empty(total, np.int64)
     frame_index = np.empty(total, np.int64)
     skipped: list[dict] = []
     pos = 0
     for (s, _), n in zip(chunks, counts):
-        images[pos:pos + n] = np.load(partial / f"{s:08d}_images.npy", allow_pickle=False)
-        item_index[pos:pos + n] = np.load(partial / f"{s:08d}_items.npy", allow_pickle=False)
-        frame_index[pos:pos + n] = np.load(partial / f"{s:08d}_frames.npy", allow_pickle=False)
+        images[pos : pos + n] = np.load(partial / f"{s:08d}_images.npy", allow_pickle=False)
+        item_index[pos : pos + n] = np.load(partial / f"{s:08d}_items.npy", allow_pickle=False)
+        frame_index[pos : pos + n] = np.load(partial / f"{s:08d}_frames.npy", allow_pickle=False)
         skipped += json.loads((partial / f"{s:08d}.json").read_text())["skipped"]
         pos += n
     images.flush()
@@ -327,12 +395,20 @@ def _assemble(partial: Path, final: Path, chunks: list[tuple[int, list[dict]]], 
     np.save(staging / "labels.npy", labels, allow_pickle=False)
     np.save(staging / "item_index.npy", item_index, allow_pickle=False)
     np.save(staging / "frame_index.npy", frame_index, allow_pickle=False)
-    meta = {"version": CACHE_VERSION, "classes": classes, "preprocess": pp, "sampling": sampling.to_json(),
-            "items": plain, "samples": total, "skipped": skipped}
+    meta = {
+        "version": CACHE_VERSION,
+        "classes": classes,
+        "preprocess": pp,
+        "sampling": sampling.to_json(),
+        "items": plain,
+        "samples": total,
+        "skipped": skipped,
+    }
     (staging / "meta.json").write_text(json.dumps(meta))
     if skipped:
-        log.warning("%d of %d files gave no face crop (listed in %s)", len(skipped), len(plain),
-                    final / "meta.json")
+        log.warning(
+            "%d of %d files gave no face crop (listed in %s)", len(skipped), len(plain), final / "meta.json"
+        )
     try:
         os.replace(staging, final)
     except OSError:

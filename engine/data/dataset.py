@@ -41,7 +41,7 @@ def augment_batch(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generat
         dy = rng.integers(0, 2 * pad + 1, n)
         dx = rng.integers(0, 2 * pad + 1, n)
         for i in range(n):
-            out[i] = padded[i, dy[i]:dy[i] + s, dx[i]:dx[i] + s]
+            out[i] = padded[i, dy[i] : dy[i] + s, dx[i] : dx[i] + s]
     if cfg.brightness > 0:
         gain = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness, n).astype(np.float32)
         out = np.clip(out.astype(np.float32) * gain[:, None, None, None], 0, 255).round().astype(np.uint8)

@@ -36,8 +36,13 @@ class Item:
     split: str | None = None
 
     def to_json(self) -> dict:
-        return {"path": self.path, "label": self.label, "subject": self.subject, "kind": self.kind,
-                "split": self.split}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "subject": self.subject,
+            "kind": self.kind,
+            "split": self.split,
+        }
 
 
 @dataclass
@@ -51,16 +56,30 @@ class Corpus:
     def summary(self) -> dict:
         counts = Counter(it.label for it in self.items)
         subjects = {it.subject for it in self.items if it.subject is not None}
-        return {"root": self.root, "label_setting": self.label_setting, "classes": list(self.classes),
-                "items": len(self.items), "per_class": {c: counts.get(c, 0) for c in self.classes},
-                "subjects": len(subjects), "excluded": self.excluded,
-                "kind": self.items[0].kind if self.items else None}
+        return {
+            "root": self.root,
+            "label_setting": self.label_setting,
+            "classes": list(self.classes),
+            "items": len(self.items),
+            "per_class": {c: counts.get(c, 0) for c in self.classes},
+            "subjects": len(subjects),
+            "excluded": self.excluded,
+            "kind": self.items[0].kind if self.items else None,
+        }
 
 
 # --- file-name parsers ---------------------------------------------------------------------------
 
-RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
-                    "06": "fearful", "07": "disgust", "08": "surprised"}
+RAVDESS_EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
 _RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
 
@@ -80,14 +99,22 @@ def parse_ravdess(name: str | Path) -> RavdessName:
     stem = Path(name).stem
     m = _RAVDESS_RE.match(stem)
     if m is None or m.group(3) not in RAVDESS_EMOTIONS:
-        raise DataError(f"{name}: not a RAVDESS file name (expected e.g. 01-01-03-02-01-01-12.mp4, "
-                        "emotion code 01..08); rename it or use the 'folders' or 'json' label setting")
+        raise DataError(
+            f"{name}: not a RAVDESS file name (expected e.g. 01-01-03-02-01-01-12.mp4, "
+            "emotion code 01..08); rename it or use the 'folders' or 'json' label setting"
+        )
     mod, ch, emo, inten, stmt, rep, actor = m.groups()
     return RavdessName(mod, ch, RAVDESS_EMOTIONS[emo], inten, stmt, rep, actor)
 
 
-CREMA_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral",
-                  "SAD": "sad"}
+CREMA_EMOTIONS = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 _CREMA_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2}|X{2})$")
 
 
@@ -104,8 +131,10 @@ def parse_crema(name: str | Path) -> CremaName:
     stem = Path(name).stem
     m = _CREMA_RE.match(stem)
     if m is None or m.group(3) not in CREMA_EMOTIONS:
-        raise DataError(f"{name}: not a CREMA-D file name (expected e.g. 1001_DFA_ANG_XX.flv with emotion "
-                        "ANG/DIS/FEA/HAP/NEU/SAD); rename it or use the 'folders' or 'json' label setting")
+        raise DataError(
+            f"{name}: not a CREMA-D file name (expected e.g. 1001_DFA_ANG_XX.flv with emotion "
+            "ANG/DIS/FEA/HAP/NEU/SAD); rename it or use the 'folders' or 'json' label setting"
+        )
     actor, sentence, emo, level = m.groups()
     return CremaName(actor, sentence, CREMA_EMOTIONS[emo], level)
 
@@ -129,6 +158,7 @@ def _ravdess_labeler(groups: dict[str, str]) -> FileLabeler:
     def label(path: Path) -> tuple[str | None, str | None]:
         n = parse_ravdess(path)
         return groups.get(n.emotion), n.actor
+
     return label
 
 
@@ -144,37 +174,80 @@ def _folder_labeler(path: Path) -> tuple[str | None, str | None]:
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 RAVDESS_ORIGINAL = ("neutral", "calm", "happy", "sad", "angry", "fearful")
 
-LABEL_SETTINGS: dict[str, LabelSetting] = {s.name: s for s in [
-    LabelSetting("fer2013", FER_CLASSES, "image", "FER2013: 7 classes from the class folder names",
-                 _folder_labeler),
-    LabelSetting("crema-d", tuple(CREMA_EMOTIONS.values()), "video",
-                 "CREMA-D: 6 classes from actor_sentence_EMOTION_level; subject = actor", _crema_labeler),
-    LabelSetting("ravdess-original", RAVDESS_ORIGINAL, "video",
-                 "RAVDESS 6 classes (thesis 'Original'); disgust and surprised excluded",
-                 _ravdess_labeler({e: e for e in RAVDESS_ORIGINAL})),
-    LabelSetting("ravdess-v1", ("positive", "neutral", "negative"), "video",
-                 "RAVDESS V1 valence: positive {happy}, neutral {neutral, calm}, negative {sad, angry}",
-                 _ravdess_labeler({"happy": "positive", "neutral": "neutral", "calm": "neutral",
-                                   "sad": "negative", "angry": "negative"})),
-    LabelSetting("ravdess-v2", ("positive", "neutral", "negative"), "video",
-                 "RAVDESS V2 interference: positive {happy}, neutral {neutral, calm, sad}, negative {angry}",
-                 _ravdess_labeler({"happy": "positive", "neutral": "neutral", "calm": "neutral",
-                                   "sad": "neutral", "angry": "negative"})),
-    LabelSetting("folders", (), "any", "Any corpus laid out as <class>/<file> (images or videos)",
-                 _folder_labeler),
-    LabelSetting("json", (), "any",
-                 'A JSON mapping file {"classes": [...], "items": [{"path", "label", "subject"}]}'),
-]}
+LABEL_SETTINGS: dict[str, LabelSetting] = {
+    s.name: s
+    for s in [
+        LabelSetting(
+            "fer2013", FER_CLASSES, "image", "FER2013: 7 classes from the class folder names", _folder_labeler
+        ),
+        LabelSetting(
+            "crema-d",
+            tuple(CREMA_EMOTIONS.values()),
+            "video",
+            "CREMA-D: 6 classes from actor_sentence_EMOTION_level; subject = actor",
+            _crema_labeler,
+        ),
+        LabelSetting(
+            "ravdess-original",
+            RAVDESS_ORIGINAL,
+            "video",
+            "RAVDESS 6 classes (thesis 'Original'); disgust and surprised excluded",
+            _ravdess_labeler({e: e for e in RAVDESS_ORIGINAL}),
+        ),
+        LabelSetting(
+            "ravdess-v1",
+            ("positive", "neutral", "negative"),
+            "video",
+            "RAVDESS V1 valence: positive {happy}, neutral {neutral, calm}, negative {sad, angry}",
+            _ravdess_labeler(
+                {
+                    "happy": "positive",
+                    "neutral": "neutral",
+                    "calm": "neutral",
+                    "sad": "negative",
+                    "angry": "negative",
+                }
+            ),
+        ),
+        LabelSetting(
+            "ravdess-v2",
+            ("positive", "neutral", "negative"),
+            "video",
+            "RAVDESS V2 interference: positive {happy}, neutral {neutral, calm, sad}, negative {angry}",
+            _ravdess_labeler(
+                {
+                    "happy": "positive",
+                    "neutral": "neutral",
+                    "calm": "neutral",
+                    "sad": "neutral",
+                    "angry": "negative",
+                }
+            ),
+        ),
+        LabelSetting(
+            "folders", (), "any", "Any corpus laid out as <class>/<file> (images or videos)", _folder_labeler
+        ),
+        LabelSetting(
+            "json",
+            (),
+            "any",
+            'A JSON mapping file {"classes": [...], "items": [{"path", "label", "subject"}]}',
+        ),
+    ]
+}
 
 
 def get_label_setting(name: str) -> LabelSetting:
     try:
         return LABEL_SETTINGS[name]
     except KeyError:
-        raise DataError(f"unknown label setting {name!r}; choose one of {', '.join(LABEL_SETTINGS)}") from None
+        raise DataError(
+            f"unknown label setting {name!r}; choose one of {', '.join(LABEL_SETTINGS)}"
+        ) from None
 
 
 # --- discovery -----------------------------------------------------------------------------------
+
 
 def _kind_of(path: Path) -> str | None:
     ext = path.suffix.lower()
@@ -187,8 +260,9 @@ def _kind_of(path: Path) -> str | None:
 
 def _files(root: Path) -> list[Path]:
     # Sorted so that discovery (and with it every seeded split) does not depend on the file system order.
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and _kind_of(p) is not None)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and _kind_of(p) is not None
+    )
 
 
 def _guess_setting(root: Path, files: list[Path]) -> str:
@@ -217,8 +291,10 @@ def _discover_json(path: Path) -> Corpus:
         classes = [str(c) for c in doc["classes"]]
         rows = doc["items"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a readable mapping file ({e}); it must hold "
-                        '{"classes": [...], "items": [{"path": ..., "label": ..., "subject": ...}]}') from e
+        raise DataError(
+            f"{path}: not a readable mapping file ({e}); it must hold "
+            '{"classes": [...], "items": [{"path": ..., "label": ..., "subject": ...}]}'
+        ) from e
     items = []
     for i, row in enumerate(rows):
         try:
@@ -233,8 +309,9 @@ def _discover_json(path: Path) -> Corpus:
         if kind is None:
             raise DataError(f"{path}: item {i} ({p}) is neither an image nor a video file")
         subject = row.get("subject")
-        items.append(Item(str(p.resolve()), label, None if subject is None else str(subject), kind,
-                          row.get("split")))
+        items.append(
+            Item(str(p.resolve()), label, None if subject is None else str(subject), kind, row.get("split"))
+        )
     return Corpus(items, classes, "json", str(path))
 
 
@@ -243,13 +320,17 @@ def discover(data_path: str | Path, label_setting: str | None = None) -> Corpus:
     CREMA-D video folder (recognised by the file names). ``label_setting=None`` guesses it."""
     root = Path(data_path).expanduser()
     if not root.exists():
-        raise DataError(f"{root}: no such file or folder; pass the folder of the data set or its mapping file")
+        raise DataError(
+            f"{root}: no such file or folder; pass the folder of the data set or its mapping file"
+        )
     if root.is_file() or label_setting == "json":
         if root.is_dir():
             candidates = sorted(root.glob("*.json"))
             if len(candidates) != 1:
-                raise DataError(f"{root}: label setting 'json' needs the mapping file itself (found "
-                                f"{len(candidates)} .json files here)")
+                raise DataError(
+                    f"{root}: label setting 'json' needs the mapping file itself (found "
+                    f"{len(candidates)} .json files here)"
+                )
             root = candidates[0]
         if root.suffix.lower() != ".json":
             raise DataError(f"{root}: a single file must be a JSON mapping file; pass a folder otherwise")
@@ -258,8 +339,10 @@ def discover(data_path: str | Path, label_setting: str | None = None) -> Corpus:
     root = root.resolve()
     files = _files(root)
     if not files:
-        raise DataError(f"{root}: no image or video files found; expected <class>/<image> folders, a FER-style "
-                        "train/test tree, RAVDESS or CREMA-D videos, or a JSON mapping file")
+        raise DataError(
+            f"{root}: no image or video files found; expected <class>/<image> folders, a FER-style "
+            "train/test tree, RAVDESS or CREMA-D videos, or a JSON mapping file"
+        )
     name = label_setting or _guess_setting(root, files)
     setting = get_label_setting(name)
     kinds = {_kind_of(p) for p in files}
@@ -281,8 +364,10 @@ def discover(data_path: str | Path, label_setting: str | None = None) -> Corpus:
             excluded += 1
             continue
         if setting.classes and label not in setting.classes:
-            raise DataError(f"{p}: folder {label!r} is not a class of {name!r} ({', '.join(setting.classes)}); "
-                            "move it out or use the 'folders' label setting")
+            raise DataError(
+                f"{p}: folder {label!r} is not a class of {name!r} ({', '.join(setting.classes)}); "
+                "move it out or use the 'folders' label setting"
+            )
         items.append(Item(str(p), label, subject, _kind_of(p) or "image", _split_folder(root, p)))
     classes = list(setting.classes) if setting.classes else sorted({it.label for it in items})
     if not items:

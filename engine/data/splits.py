@@ -34,7 +34,9 @@ class SplitConfig:
         if self.method not in SPLIT_METHODS:
             raise ValueError(f"split method {self.method!r}; choose one of {', '.join(SPLIT_METHODS)}")
         if min(self.train, self.val, self.test) < 0 or abs(self.train + self.val + self.test - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {self.train}/{self.val}/{self.test}")
+            raise ValueError(
+                f"split fractions must be >= 0 and sum to 1, got {self.train}/{self.val}/{self.test}"
+            )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -70,8 +72,9 @@ def _counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, in
     return int(k[0]), int(k[1]), int(k[2])
 
 
-def _stratified(items: list[Item], fractions: tuple[float, float, float],
-                rng: np.random.Generator) -> tuple[list[Item], list[Item], list[Item]]:
+def _stratified(
+    items: list[Item], fractions: tuple[float, float, float], rng: np.random.Generator
+) -> tuple[list[Item], list[Item], list[Item]]:
     out: tuple[list[Item], list[Item], list[Item]] = ([], [], [])
     for label in sorted({it.label for it in items}):
         group = [it for it in items if it.label == label]
@@ -95,8 +98,9 @@ def split(corpus: Corpus, cfg: SplitConfig = SplitConfig()) -> Splits:
 
     if method == "predefined":
         if not has_split:
-            raise DataError(f"{corpus.root}: 'predefined' split needs train/ and test/ folders; use 'subject' "
-                            "or 'random'")
+            raise DataError(
+                f"{corpus.root}: 'predefined' split needs train/ and test/ folders; use 'subject' or 'random'"
+            )
         pool = [it for it in items if it.split == "train"]
         test = [it for it in items if it.split == "test"]
         given_val = [it for it in items if it.split == "val"]
@@ -109,16 +113,21 @@ def split(corpus: Corpus, cfg: SplitConfig = SplitConfig()) -> Splits:
     elif method == "subject":
         if not has_subjects:
             missing = next(it.path for it in items if it.subject is None)
-            raise DataError(f"{missing}: no subject known, so a subject-disjoint split is impossible; use a "
-                            "label setting that names actors (ravdess-*, crema-d), a JSON mapping with "
-                            "'subject', or split='random'")
+            raise DataError(
+                f"{missing}: no subject known, so a subject-disjoint split is impossible; use a "
+                "label setting that names actors (ravdess-*, crema-d), a JSON mapping with "
+                "'subject', or split='random'"
+            )
         subjects = sorted({str(it.subject) for it in items})
         order = [subjects[i] for i in rng.permutation(len(subjects))]
         a, b, _ = _counts(len(order), fractions)
         which = {s: ("train" if j < a else "val" if j < a + b else "test") for j, s in enumerate(order)}
-        result = Splits([it for it in items if which[str(it.subject)] == "train"],
-                        [it for it in items if which[str(it.subject)] == "val"],
-                        [it for it in items if which[str(it.subject)] == "test"], "subject")
+        result = Splits(
+            [it for it in items if which[str(it.subject)] == "train"],
+            [it for it in items if which[str(it.subject)] == "val"],
+            [it for it in items if which[str(it.subject)] == "test"],
+            "subject",
+        )
     else:
         train, val, test = _stratified(items, fractions, rng)
         result = Splits(train, val, test, "random")

@@ -1,0 +1,181 @@
+"""Occlusion tests of a model on labelled data (`vidxai evaluate --occlusion`).
+
+Two questions, as seed "TimeSformer explainability" §3.2 and §3.4 ask them:
+- Is an explanation faithful? Occlude the most (MoRF) or least (LeRF) relevant patches of each input,
+  0–50 %, and watch accuracy: a faithful map makes MoRF fall fast and LeRF hold, so
+  Δ = Acc_LeRF − Acc_MoRF is large. Frame models see one frame, so the seed's "top frames" axis is 0.
+- Which facial parts does the model rely on? Score every sample with the eyes, nose, mouth and their
+  combinations hidden (METHODS §6, from landmarks, applied to the frame before cropping), one
+  confusion matrix per condition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.analyzer import FrameAnalyzer
+from engine.data import DataConfig, PreparedData, prepare
+from engine.explain.occlusion import DEFAULT_FRACTIONS, faithfulness_curves
+from engine.explain.occlusion import confusion_matrix as confusion
+from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.preprocess import OCCLUSION_CONDITIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OcclusionReport:
+    model_dir: str
+    split: str
+    classes: list[str]
+    n: int
+    accuracy: float                                   # unoccluded
+    patch: int
+    curves: dict[str, dict[str, list]] = field(default_factory=dict)      # method → fractions/morf/lerf/delta
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)   # condition → accuracy, confusion
+    skipped_no_landmarks: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"occlusion on {self.n} samples of {self.split}: unoccluded accuracy {self.accuracy:.1%}"]
+        for m, c in self.curves.items():
+            mean_delta = float(np.mean(c["delta"][1:])) if len(c["delta"]) > 1 else 0.0
+            lines.append(f"  {m:<10} MoRF {' '.join(f'{a:.2f}' for a in c['morf'])}  "
+                         f"LeRF {' '.join(f'{a:.2f}' for a in c['lerf'])}  mean Δ {mean_delta:+.3f}")
+        for cond, d in self.conditions.items():
+            lines.append(f"  hide {cond:<16} accuracy {d['accuracy']:.1%} ({d['accuracy'] - self.accuracy:+.1%})")
+        return "\n".join(lines)
+
+
+def _source_frame(src: dict[str, Any]) -> np.ndarray:
+    """The full picture a sample was cropped from (an image, or frame k of a video)."""
+    if int(src.get("frame", -1)) >= 0:
+        from engine.video import open_video
+
+        with open_video(src["path"]) as r:
+            return r.frame(int(src["frame"]))
+    from PIL import Image
+
+    with Image.open(src["path"]) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _face_of(picture: np.ndarray, is_frame: bool):
+    from engine.faces import detect_single, face_from_crop_image
+
+    return detect_single(picture) if is_frame else face_from_crop_image(picture)
+
+
+def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | str | Path, split: str = "test",
+                       limit: int | None = 700, seed: int = 0,
+                       methods: tuple[str, ...] = ("intrinsic", "lrp", "gradcam"),
+                       fractions: tuple[float, ...] = tuple(DEFAULT_FRACTIONS), patch: int = 8,
+                       device: str = "cpu", progress: ProgressFn = no_progress,
+                       cancel: CancelToken | None = None) -> OcclusionReport:
+    from engine.pipeline import _post_hoc
+
+    analyzer = FrameAnalyzer(model_dir, device=device)
+    prepared = data if isinstance(data, PreparedData) else prepare(
+        data if isinstance(data, DataConfig) else DataConfig(path=str(data)), analyzer.spec.preprocess)
+    cache = prepared.cache(split, progress=progress, cancel=cancel)
+    idx = np.arange(len(cache))
+    if limit is not None and limit < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
+    images = np.asarray(cache.images[idx])
+    labels = np.asarray(cache.labels[idx])
+    if cache.classes != analyzer.classes:
+        raise ValueError(f"the data's classes {cache.classes} differ from the model's {analyzer.classes}; "
+                         "evaluate with the label setting the model was trained with")
+    bs = 64
+    x = analyzer.tensor(images)
+    probs = np.concatenate([analyzer.probs(images[s:s + bs]) for s in range(0, len(images), bs)])
+    pred = probs.argmax(1)
+    rep = OcclusionReport(str(model_dir), split, analyzer.classes, len(idx), float((pred == labels).mean()), patch)
+
+    for mi, method in enumerate(methods):
+        progress(mi, len(methods), f"faithfulness: {method}")
+        maps = []
+        for s in range(0, len(images), bs):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if method == "intrinsic":
+                maps.append(analyzer.run(images[s:s + bs])[2]["maps"])
+            else:
+                maps.append(_post_hoc(method, analyzer, images[s:s + bs], pred[s:s + bs], 16))
+        heat = np.concatenate(maps).astype(np.float32)
+        rep.curves[method] = faithfulness_curves(analyzer.model, x, labels, heat, fractions, patch, cancel=cancel)
+
+    # Facial parts need each sample's landmarks, found again on the picture it was cropped from.
+    per_cond = {c: analyzer.config(occlude=parts) for c, parts in OCCLUSION_CONDITIONS.items()}
+    cond_images: dict[str, list[np.ndarray]] = {c: [] for c in per_cond}
+    keep = []
+    for j, i in enumerate(idx):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        if j % 50 == 0:
+            progress(j, len(idx), "facial-part occlusion")
+        src = cache.source(int(i))
+        picture = _source_frame(src)
+        face = _face_of(picture, int(src.get("frame", -1)) >= 0)
+        outs = {c: analyzer.prepare(picture, face, cfg) for c, cfg in per_cond.items()}
+        if face is None or not face.found or any(o is None for o in outs.values()):
+            rep.skipped_no_landmarks += 1
+            continue
+        keep.append(j)
+        for c, o in outs.items():
+            cond_images[c].append(o.image)
+    keep_a = np.asarray(keep, dtype=np.int64)
+    for c, imgs in cond_images.items():
+        if not imgs:
+            continue
+        arr = np.stack(imgs)
+        cp = np.concatenate([analyzer.probs(arr[s:s + bs]) for s in range(0, len(arr), bs)]).argmax(1)
+        y = labels[keep_a]
+        rep.conditions[c] = {"accuracy": float((cp == y).mean()), "n": len(y),
+                             "accuracy_unoccluded_same_samples": float((pred[keep_a] == y).mean()),
+                             "confusion": confusion(y, cp, len(analyzer.classes)).tolist()}
+    progress(len(idx), len(idx), "occlusion done")
+    return rep
+
+
+def write_occlusion_report(rep: OcclusionReport, out_dir: str | Path) -> dict[str, Path]:
+    """occlusion.json, faithfulness.png (MoRF/LeRF per method) and one confusion PNG per condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from engine.evaluate import _plot_confusion
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "occlusion.json"}
+    paths["json"].write_text(json.dumps(rep.to_json(), indent=2))
+    if rep.curves:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for m, c in rep.curves.items():
+            fr = [100 * f for f in c["fractions"]]
+            line, = ax.plot(fr, c["morf"], "-o", label=f"{m} MoRF")
+            ax.plot(fr, c["lerf"], "--s", color=line.get_color(), label=f"{m} LeRF")
+        ax.set_xlabel("patches occluded (%)")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Occlusion faithfulness (higher LeRF − MoRF is better)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths["faithfulness"] = out / "faithfulness.png"
+        fig.savefig(paths["faithfulness"])
+        plt.close(fig)
+    for cond, d in rep.conditions.items():
+        p = out / f"confusion_hide_{cond.replace('+', '_')}.png"
+        _plot_confusion(np.asarray(d["confusion"]), rep.classes, f"{cond} hidden: accuracy {d['accuracy']:.1%}", p)
+        paths[f"confusion_{cond}"] = p
+    return paths

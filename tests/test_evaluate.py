@@ -1,0 +1,115 @@
+"""engine.evaluate: accuracy matches a direct computation, the report is written, video-level EWMA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.aggregate import ewma, video_decision
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.data import DataConfig, FaceCache, SamplingConfig, prepare
+from engine.evaluate import evaluate, write_report
+from engine.jobs import Cancelled, CancelToken
+from engine.models import ModelSpec, build_model, to_input
+from engine.train import TrainConfig, train
+
+PP = {"mode": "face", "size": 32, "grayscale": True, "margin": 0.1, "occlude": [], "fill": 0}
+
+
+@pytest.fixture(scope="module")
+def trained(fer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("eval")
+    data = prepare(
+        DataConfig(
+            str(fer_dir),
+            sampling=SamplingConfig(fast=True),
+            cache_root=str(root / "crops"),
+            max_per_class={"train": 60, "val": 5, "test": 30},
+        ),
+        PP,
+    )
+    out = train(
+        data, TrainConfig(arch="cnn", preprocess=PP, epochs=1, device="cpu", out_dir=str(root / "run"))
+    )
+    return out, data
+
+
+def test_accuracy_matches_direct_computation(trained, tmp_path: Path) -> None:
+    model_dir, data = trained
+    res = evaluate(model_dir, data, "test")
+    model, _ = load_checkpoint(model_dir)
+    cache = data.cache("test")
+    with torch.no_grad():
+        pred = model(to_input(np.array(cache.images), model.spec)).argmax(1).numpy()
+    labels = np.asarray(cache.labels)
+    assert res.n == 210 == len(labels)
+    assert res.accuracy == pytest.approx(float((pred == labels).mean()), abs=1e-12)
+    cm = np.array(res.confusion)
+    assert cm.sum() == 210 and (cm.sum(1) == 30).all()
+    assert np.trace(cm) == int((pred == labels).sum())
+    for i, c in enumerate(res.classes):
+        assert res.per_class_recall[c] == pytest.approx(cm[i, i] / 30)
+    assert res.video_accuracy is None  # still images
+
+    paths = write_report(res, tmp_path / "report")
+    doc = json.loads(paths["json"].read_text())
+    assert doc["accuracy"] == res.accuracy and doc["confusion"] == res.confusion
+    with Image.open(paths["confusion"]) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+
+    sub = evaluate(model_dir, data, "test", limit=50, seed=1)
+    sub2 = evaluate(model_dir, data, "test", limit=50, seed=1)
+    assert sub.n == 50 and sub.labels == sub2.labels and sub.predictions == sub2.predictions
+
+
+def test_wrong_classes_and_cancel(trained, tmp_path: Path) -> None:
+    model_dir, data = trained
+    other = FaceCache.from_arrays(np.zeros((4, 32, 32, 1), np.uint8), np.array([0, 1, 0, 1]), ["x", "y"])
+    with pytest.raises(ValueError, match="label setting"):
+        evaluate(model_dir, other)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        evaluate(model_dir, data, "test", cancel=token)
+
+
+def test_video_level_uses_ewma_last_state(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    classes = ["neg", "pos"]
+    spec = ModelSpec(arch="cnn", classes=classes, preprocess={**PP, "size": 16})
+    model = build_model(spec)
+    folder = save_checkpoint(tmp_path / "m", model, {"classes": classes})
+    rng = np.random.default_rng(0)
+    n_videos, per_video = 5, 7
+    images = rng.integers(0, 256, (n_videos * per_video, 16, 16, 1), dtype=np.uint8)
+    item_index = np.repeat(np.arange(n_videos), per_video)
+    # frames stored out of order: the evaluator must sort them by frame index before smoothing
+    frame_index = np.concatenate([rng.permutation(per_video) * 3 for _ in range(n_videos)])
+    labels = np.repeat(np.arange(n_videos) % 2, per_video)
+    cache = FaceCache(
+        images,
+        labels,
+        classes,
+        item_index,
+        frame_index,
+        [{"path": f"v{i}.mp4", "label": classes[i % 2], "kind": "video"} for i in range(n_videos)],
+    )
+    res = evaluate(folder, cache, alpha=0.4)
+    model, _ = load_checkpoint(folder)
+    correct = 0
+    for v in range(n_videos):
+        rows = np.flatnonzero(item_index == v)
+        rows = rows[np.argsort(frame_index[rows])]
+        with torch.no_grad():
+            probs = torch.softmax(model(to_input(images[rows], spec)), 1).numpy()
+        decision = video_decision(ewma(probs, 0.4), classes)
+        assert res.video_decisions[v]["decision"] == decision
+        correct += decision == classes[v % 2]
+    assert res.videos == n_videos and res.video_accuracy == pytest.approx(correct / n_videos)
+    paths = write_report(res, tmp_path / "r")
+    assert paths["video_confusion"].is_file()
