@@ -177,8 +177,8 @@ def test_cancelling_an_analysis_keeps_the_window_usable(window: MainWindow, qtbo
     qtbot.waitUntil(lambda: window.player.current == 10, timeout=10_000)
 
 
-def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, clip: Path, model_dir: Path
-                                                     ) -> None:
+def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, clip: Path, model_dir: Path,
+                                                     artifacts_dir: Path) -> None:
     from engine.analyzer import FrameAnalyzer
     from engine.faces import detect_single
 
@@ -203,6 +203,9 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     panel.rescored_frame = -1
     QTest.keyClick(window, Qt.Key.Key_Right)
     qtbot.waitUntil(lambda: panel.rescored_frame == 21, timeout=60_000)
+    window.docks["preprocess"].raise_()
+    qtbot.wait(200)
+    save_screenshot(window, artifacts_dir / "gui_occlusion_1280x800.png")
 
 
 def test_find_faces_marks_frames_where_the_face_is_lost(window: MainWindow, qtbot, tmp_path: Path,
@@ -323,3 +326,29 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
     assert ticks[0] == f"#{int(idx[k][np.argmax(val[k])])}"  # the strongest latent is on top
     qtbot.wait(200)
     save_screenshot(window, artifacts_dir / "gui_patchsae_1280x800.png")
+
+
+@pytest.mark.slow
+def test_self_test_analyses_the_demo_clip(model_dir: Path, clip: Path, tmp_path: Path) -> None:
+    """`vidxai --self-test` (vidxai_gui.app.self_test) in its own process, with a resources folder holding
+    the demo clip and, as the bundled model, the small random-weight checkpoint."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from engine.resources import DEFAULT_MODEL, DEMO_CLIP
+
+    resources = tmp_path / "resources"
+    (resources / "models").mkdir(parents=True)
+    shutil.copy(clip, resources / DEMO_CLIP)
+    shutil.copytree(model_dir, resources / "models" / DEFAULT_MODEL)
+    out = tmp_path / "out"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "VIDXAI_RESOURCES": str(resources)}
+    code = f"import sys; from vidxai_gui.app import self_test; sys.exit(self_test(out_dir={str(out)!r}))"
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=280,
+                       env=env, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "self-test: analysed" in r.stdout
+    assert (out / "self-test.png").stat().st_size > 10_000
+    assert (out / f"{Path(DEMO_CLIP).stem}.vxs").exists()

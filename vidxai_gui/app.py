@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings, QThread, QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,21 @@ def save_screenshot(widget: QWidget, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def run(argv_paths: list[str], demo: bool = False, model_dir: str | None = None) -> int:
+def _default_model() -> tuple[str | None, str]:
+    """The bundled model folder, or None and why not."""
+    try:
+        from engine.resources import default_model_dir
+
+        return str(default_model_dir()), ""
+    except Exception as exc:  # noqa: BLE001 - a missing model only means "no analysis", never "no window"
+        return None, str(exc)
+
+
+def run(argv_paths: list[str], demo: bool = False, model_dir: str | None = None, analyze: bool = True) -> int:
     """Open the window with the given files (a video or a .vxs session); returns the exit code.
 
-    ``demo`` opens the shipped CREMA-D clip; ``model_dir`` analyses the opened video with that model.
+    ``demo`` opens the shipped CREMA-D clip. A video is analysed as it opens (``analyze``) with
+    ``model_dir``, or with the bundled model when none is given; sessions open as they are.
     """
     from vidxai_gui.main_window import MainWindow
 
@@ -57,19 +68,24 @@ def run(argv_paths: list[str], demo: bool = False, model_dir: str | None = None)
     paths = list(argv_paths)
     if demo and not paths:
         try:
-            from engine.resources import DEMO_CLIP, resources_dir
+            from engine.resources import demo_clip
 
-            paths = [str(resources_dir() / DEMO_CLIP)]
+            paths = [str(demo_clip())]
         except Exception as exc:  # noqa: BLE001 - a missing demo must not stop the app from starting
             window.show_error("The demo clip is missing", str(exc), "Open a video with File ▸ Open video….")
+    model = model_dir
+    if analyze and model is None and paths and not paths[0].lower().endswith(".vxs"):
+        model, why = _default_model()
+        if model is None:
+            window.statusBar().showMessage(f"Opened without analysis: {why}", 15000)
     window.show()
     if paths:
         first = paths[0]
 
         def open_first() -> None:
             # After show(): the window paints before the decoder starts, never a blank wait.
-            if model_dir and not first.lower().endswith(".vxs"):
-                window.open_video(first, analyse_with=model_dir)
+            if analyze and model and not first.lower().endswith(".vxs"):
+                window.open_video(first, analyse_with=model)
             else:
                 window.open_path(first)
 
@@ -77,3 +93,55 @@ def run(argv_paths: list[str], demo: bool = False, model_dir: str | None = None)
     code = app.exec()
     window.shutdown()
     return int(code)
+
+
+def self_test(timeout_s: float = 600.0, out_dir: str | os.PathLike[str] | None = None) -> int:
+    """Offscreen smoke test of an installation: analyse the demo clip with the bundled model, save the
+    session and a screenshot; 0 when all of it worked, else 1 with the reason on stderr."""
+    import tempfile
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    out = Path(out_dir or tempfile.mkdtemp(prefix="vidxai-self-test-"))
+    os.environ[SETTINGS_ENV] = str(out / "settings")
+    from PySide6.QtCore import QElapsedTimer
+
+    from vidxai_gui.main_window import MainWindow
+
+    app = ensure_app()
+    settings = app_settings()
+    settings.setValue("sessions_dir", str(out))
+    try:
+        from engine.resources import default_model_dir, demo_clip
+
+        clip, model = demo_clip(), default_model_dir()
+    except Exception as exc:  # noqa: BLE001 - reported as the test's result
+        print(f"self-test: {exc}", file=sys.stderr)
+        return 1
+    window = MainWindow(settings)
+    window.resize(1280, 800)
+    window.show()
+    errors: list[str] = []
+    window.player.videoFailed.connect(errors.append)
+    window.open_video(clip, analyse_with=model)
+    clock = QElapsedTimer()
+    clock.start()
+    started = False
+    while clock.elapsed() < timeout_s * 1000 and not errors:
+        app.processEvents()
+        started = started or window.analysis_worker is not None
+        data = window.data
+        if started and window.analysis_worker is None and data is not None and data.analysis \
+                and data.analysis.get("complete") is True and window.player.current >= 0:
+            break
+        QThread.msleep(20)
+    ok = window.data is not None and bool(window.data.analysis) and window.data.analysis.get("complete") is True
+    if ok:
+        shot = save_screenshot(window, out / "self-test.png")
+        print(f"self-test: analysed {clip.name} with {Path(model).name}; decision "
+              f"{window.data.analysis.get('decision')!r}; session {window.session_path}; screenshot {shot}")
+    else:
+        why = errors[0] if errors else getattr(getattr(window, "last_error", None), "text", lambda: "")() or \
+            f"the analysis did not finish within {timeout_s:.0f} s"
+        print(f"self-test failed: {why}", file=sys.stderr)
+    window.shutdown()
+    return 0 if ok else 1

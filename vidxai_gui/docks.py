@@ -228,7 +228,6 @@ class PreprocessPanel(QWidget):
     """Input mode and occluded parts for re-scoring the current frame; shows the model's view."""
 
     changed = Signal()
-    rescoreAllRequested = Signal()
 
     MODES = (("face", "Face crop (default)"), ("original", "Whole frame"), ("reassembled", "Eyes · nose · mouth"))
 
@@ -267,9 +266,6 @@ class PreprocessPanel(QWidget):
         self.scores.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.status = _hint("Choose a model (Analysis ▸ Analyse with model…) to re-score frames here.")
         self.rescored_frame = -1
-        self.rescore_all = QPushButton("Re-score whole video with these settings")
-        self.rescore_all.clicked.connect(self.rescoreAllRequested)
-        self.rescore_all.setEnabled(False)
         view_row = QHBoxLayout()
         view_row.addWidget(self.input_view)
         view_row.addWidget(self.scores, 1)
@@ -279,7 +275,6 @@ class PreprocessPanel(QWidget):
         layout.addWidget(occ_box)
         layout.addLayout(view_row, 1)
         layout.addWidget(self.status)
-        layout.addWidget(self.rescore_all)
 
     @property
     def mode(self) -> str:

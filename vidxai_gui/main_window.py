@@ -155,7 +155,6 @@ class MainWindow(QMainWindow):
         self.annotation_panel.addRequested.connect(self.add_annotation)
         self.annotation_panel.deleteRequested.connect(self.delete_annotation)
         self.preprocess.changed.connect(self.rescore_current)
-        self.preprocess.rescoreAllRequested.connect(self.rescore_video)
         self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
 
         self.resize(1280, 800)
@@ -805,10 +804,6 @@ class MainWindow(QMainWindow):
         self.preprocess.show_scores(list(analyzer.classes), np.asarray(score.probs), score.input_image,
                                     f"frame {k}: {self.preprocess.mode} input, occluded: {occ}")
         self.preprocess.rescored_frame = k
-
-    def rescore_video(self) -> None:
-        self.statusBar().showMessage("Re-scoring the whole video with other settings: use Analysis ▸ Analyse "
-                                     "with model… (the settings follow the model folder).", 8000)
 
     # ------------------------------------------------------------------------------------ annotations
     def add_annotation(self) -> None:

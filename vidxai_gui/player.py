@@ -38,6 +38,7 @@ from engine.video import VideoError, VideoInfo, open_video
 log = logging.getLogger(__name__)
 
 SPEEDS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+_READAHEAD_BYTES = 128 * 1024 * 1024
 
 
 def format_time(seconds: float) -> str:
@@ -154,6 +155,10 @@ class FrameSource(QObject):
             return
         with reader:
             self.frame_count = reader.frame_count
+            # Read-ahead is bounded in bytes too: 32 frames of 4K video would be 800 MB.
+            frame_bytes = max(reader.width * reader.height * 3, 1)
+            with self._cond:
+                self.readahead = max(4, min(self.readahead, int(_READAHEAD_BYTES // frame_bytes)))
             self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy())
             while True:
                 with self._cond:

@@ -205,6 +205,7 @@ class HeatmapReader:
         self._local = threading.local()
         self._sessions: list[Session] = []
         self._lock = threading.Lock()
+        self._w: np.ndarray | None = None  # the ProtoPNet head, read once
 
     def _session(self) -> Session:
         s = getattr(self._local, "session", None)
@@ -241,7 +242,7 @@ class HeatmapReader:
     def _proto_box(self, s: Session, m: Any, k: int) -> tuple[int, np.ndarray | None]:
         if not (s.exists(SIMILARITIES) and s.exists("explanations/intrinsic/sim_maps")):
             return -1, None
-        w = getattr(self, "_w", None)
+        w = self._w
         if w is None:
             w = self._w = np.asarray(s.attrs("explanations/intrinsic")["head_weight"], dtype=np.float64)
         sims = s.read(SIMILARITIES, slice(k, k + 1))[0].astype(np.float64)

@@ -422,7 +422,6 @@ class Timeline(QWidget):
                + (f"\n{stage.note}" if stage.note else ""))
         view_pos = self.view.mapFromScene(pos)
         QToolTip.showText(self.view.mapToGlobal(view_pos), tip, self.view)
-        self.view.setToolTip(tip)
 
     @Slot(int)
     def _on_alpha(self, value: int) -> None:
