@@ -21,14 +21,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from engine.analyzer import FrameAnalyzer  # noqa: E402
-from engine.faces import FaceTracker  # noqa: E402
-from engine.pipeline import AnalyzeSettings, _post_hoc, analyze  # noqa: E402
-from engine.resources import default_model_dir, demo_clip  # noqa: E402
-from engine.video import open_video  # noqa: E402
+from engine.analyzer import FrameAnalyzer
+from engine.faces import FaceTracker
+from engine.pipeline import AnalyzeSettings, _post_hoc, analyze
+from engine.resources import default_model_dir, demo_clip
+from engine.video import open_video
 
 MEM_SCRIPT = """
 import json, resource, sys, time

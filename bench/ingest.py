@@ -18,9 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.faces import FaceTracker  # noqa: E402
-from engine.pipeline import ingest  # noqa: E402
-from engine.video import open_video  # noqa: E402
+from engine.faces import FaceTracker
+from engine.pipeline import ingest
+from engine.video import open_video
 
 SHARED = REPO.parent / "shared" / "data" / "videos"
 

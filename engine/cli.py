@@ -199,7 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = train_config(args)
     data = DataConfig(path=args.data, label_setting=args.labels,
-                      max_per_class={"train": args.limit_per_class} if args.limit_per_class else {})
+                      max_per_class={"train": args.limit_per_class, "val": args.limit_per_class}
+                      if args.limit_per_class else {})
 
     def one(path: str, cancel: CancelToken) -> None:
         with progress_bar(f"train {cfg.arch}") as bar:
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
-    s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training items per class")
+    s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training (and validation) items per class")
     s.add_argument("--out", required=True, help="model folder to write")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training setting, e.g. --set last_layer_lr=1e-3")

@@ -15,6 +15,7 @@ import torch
 from engine.aggregate import NO_FACE, ewma, video_decision
 from engine.checkpoint import load_checkpoint
 from engine.data import DataConfig, FaceCache, PreparedData, prepare
+from engine.data.cache import build_cache, canonical_preprocess
 from engine.jobs import CancelToken, ProgressFn, no_progress
 from engine.models import to_input
 
@@ -53,6 +54,20 @@ def _recall(cm: np.ndarray, classes: list[str]) -> dict[str, float | None]:
     return {c: (float(cm[i, i]) / rows[i] if rows[i] else None) for i, c in enumerate(classes)}
 
 
+def split_cache(prepared: PreparedData, split: str, limit: int | None, seed: int,
+                progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> FaceCache:
+    """Crops of one split; with `limit`, of a fixed seeded subset of its image files, chosen before
+    cropping so only those go through face detection (video corpora are cropped whole and subset later)."""
+    report = lambda d, t, m="": progress(d, t, f"{split} set: {m}")
+    items = prepared.items(split)
+    if limit is not None and limit < len(items) and all(it.kind == "image" for it in items):
+        pick = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+        return build_cache([items[i] for i in pick], prepared.classes, prepared.preprocess,
+                           prepared.config.sampling, prepared.config.cache_root, prepared.config.workers,
+                           progress=report, cancel=cancel)
+    return prepared.cache(split, report, cancel)
+
+
 def evaluate(
     model_dir: str | Path,
     data: PreparedData | DataConfig | FaceCache | str | Path,
@@ -85,12 +100,12 @@ def evaluate(
                 spec.preprocess,
             )
         )
-        if prepared.preprocess != spec.preprocess:
+        if canonical_preprocess(prepared.preprocess) != canonical_preprocess(spec.preprocess):
             raise ValueError(
                 f"data prepared for preprocessing {prepared.preprocess}, but {model_dir} needs "
                 f"{spec.preprocess}; prepare it with the model's preprocessing"
             )
-        cache = prepared.cache(split, lambda d, t, m: progress(d, t, f"{split} set: {m}"), cancel)
+        cache = split_cache(prepared, split, limit, seed, progress, cancel)
     if list(cache.classes) != list(spec.classes):
         raise ValueError(
             f"{model_dir} predicts {spec.classes} but the data has classes {cache.classes}; evaluate "

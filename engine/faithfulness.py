@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.analyzer import FrameAnalyzer
 from engine.data import DataConfig, PreparedData, prepare
+from engine.evaluate import split_cache
 from engine.explain.occlusion import DEFAULT_FRACTIONS, faithfulness_curves
 from engine.explain.occlusion import confusion_matrix as confusion
 from engine.jobs import CancelToken, ProgressFn, no_progress
@@ -86,7 +87,7 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
     analyzer = FrameAnalyzer(model_dir, device=device)
     prepared = data if isinstance(data, PreparedData) else prepare(
         data if isinstance(data, DataConfig) else DataConfig(path=str(data)), analyzer.spec.preprocess)
-    cache = prepared.cache(split, progress=progress, cancel=cancel)
+    cache = split_cache(prepared, split, limit, seed, progress, cancel)
     idx = np.arange(len(cache))
     if limit is not None and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))

@@ -23,9 +23,10 @@ from engine.aggregate import ewma, video_decision
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
 from engine.faces import FaceResult, FaceTracker
 from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.preprocess import PreprocessConfig
 from engine.stream import Stage, batched
 from engine.video import VideoReader, open_video
-from sessions import Session, SessionError
+from sessions import FaceTrack, Session, SessionError
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class AnalyzeSettings:
     spray_active: str | float = "predicted"  # which frames a class is clustered on
     spray_method: str | None = None          # relevance used by SpRAy (default: first post-hoc, else intrinsic)
     occlusion: bool = False                  # score the seven facial-part conditions per frame
+    preprocess_mode: str | None = None       # override the model's mode: "original" | "face" | "reassembled"
     au: bool = True                          # cosine of each map with the predicted class's AU map
     ig_steps: int = 16
 
@@ -271,24 +273,40 @@ def _au_cosines(maps: np.ndarray, items: list, pred: np.ndarray, classes: list[s
 class _BatchWriter:
     """Scores one batch of (k, frame, face, preprocessed) items and writes every per-frame array."""
 
-    def __init__(self, analyzer: FrameAnalyzer, session: Session, settings: AnalyzeSettings) -> None:
+    def __init__(self, analyzer: FrameAnalyzer, session: Session, settings: AnalyzeSettings,
+                 write_faces: bool = True, occlusion_only: bool = False, cfg: PreprocessConfig | None = None) -> None:
         self.a, self.s, self.cfg = analyzer, session, settings
         self.classes = analyzer.classes
+        self.write_faces, self.occlusion_only = write_faces, occlusion_only
+        base = cfg or analyzer.preprocess_config
         if settings.occlusion:
             from engine.preprocess import OCCLUSION_CONDITIONS
 
             self.conditions = list(OCCLUSION_CONDITIONS)
-            self.occ_cfgs = [analyzer.config(occlude=OCCLUSION_CONDITIONS[c]) for c in self.conditions]
+            self.occ_cfgs = [dataclasses.replace(base, occlude=OCCLUSION_CONDITIONS[c]) for c in self.conditions]
+
+    def _occlusion(self, k0: int, n: int, valid: np.ndarray, good: list) -> None:
+        occ = np.full((n, len(self.conditions), len(self.classes)), np.nan, np.float32)
+        rows = np.flatnonzero(valid)
+        if rows.size:
+            for ci, cfg in enumerate(self.occ_cfgs):
+                imgs = [self.a.prepare(it[1], it[2], cfg) for it in good]
+                occ[rows, ci] = self.a.probs(np.stack([p.image for p in imgs]))
+        self.s.write_occlusion(k0, occ, self.conditions)
 
     def __call__(self, items: list) -> None:
         n, k0, C = len(items), items[0][0], len(self.classes)
-        FaceChunk.from_results(k0, [it[2] for it in items]).write(self.s)
         valid = np.array([it[3] is not None for it in items], bool)
+        good = [it for it in items if it[3] is not None]
+        if self.occlusion_only:
+            self._occlusion(k0, n, valid, good)
+            return
+        if self.write_faces:
+            FaceChunk.from_results(k0, [it[2] for it in items]).write(self.s)
         self.s.write_mappings(k0, [it[3].mapping.to_json() if it[3] is not None else None for it in items])
         if not valid.any():
             self.s.write_scores(k0, valid, np.full((n, C), np.nan, np.float32), np.full((n, C), np.nan, np.float32))
             return
-        good = [it for it in items if it[3] is not None]
         images = np.stack([it[3].image for it in good])
         logits, probs, extra = self.a.run(images)
         pred = probs.argmax(1)
@@ -312,12 +330,7 @@ class _BatchWriter:
                 cos = _au_cosines(m, good, pred, self.classes)
                 self.s.write_frames(f"explanations/{method}/au_cos", k0, _rows(n, valid, cos))
         if self.cfg.occlusion:
-            occ = np.full((n, len(self.conditions), C), np.nan, np.float32)
-            rows = np.flatnonzero(valid)
-            for ci, cfg in enumerate(self.occ_cfgs):
-                imgs = [self.a.prepare(it[1], it[2], cfg) for it in good]
-                occ[rows, ci] = self.a.probs(np.stack([p.image for p in imgs]))
-            self.s.write_occlusion(k0, occ, self.conditions)
+            self._occlusion(k0, n, valid, good)
         self.s.write_scores(k0, valid, _rows(n, valid, logits), _rows(n, valid, probs))
 
 
@@ -364,46 +377,91 @@ def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSet
     session.write_temporal_prototype([", ".join(d) for d in tp.descriptors], method)
 
 
-def analyze(video: str | Path, model_dir: str | Path, out_path: str | Path,
+class StoredFaces:
+    """Per-frame FaceResults read back from a session in blocks, so memory stays flat in video length."""
+
+    def __init__(self, session: Session, block: int = 1024) -> None:
+        self.session, self.block = session, block
+        self._start = 0
+        self._track: FaceTrack | None = None
+
+    def __call__(self, k: int) -> FaceResult:
+        if self._track is None or not self._start <= k < self._start + self.block:
+            self._start = k - k % self.block
+            end = min(self._start + self.block, self.session.frame_count)
+            self._track = self.session.faces(slice(self._start, end))
+        t, i = self._track, k - self._start
+        if not t.found[i]:
+            return FaceResult.none(n_faces=int(t.n_faces[i]))
+        detected = bool(t.detected[i]) if t.detected is not None else False
+        return FaceResult(True, t.box[i], t.landmarks[i], float(t.confidence[i]), int(t.n_faces[i]), detected)
+
+
+def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Path,
             settings: AnalyzeSettings | None = None, progress: ProgressFn = no_progress,
             cancel: CancelToken | None = None, on_chunk: Callable[[int, int], None] | None = None,
             analyzer: FrameAnalyzer | None = None) -> Path:
-    """Score, explain and summarise every frame of a video into a session; resumes an incomplete one."""
+    """Score, explain and summarise every frame of a video into a session; resumes an incomplete one.
+
+    Faces already in the session (from `ingest` or an earlier analysis) are reused rather than tracked
+    again, so re-analysing with another model, preprocessing mode or occlusion costs only the model.
+    """
     settings = settings or AnalyzeSettings()
     cancel = cancel or CancelToken()
     out_path = Path(out_path)
-    analyzer = analyzer or FrameAnalyzer(model_dir, device=settings.device)
+    if analyzer is None:
+        if model_dir is None:
+            raise ValueError("analyze needs a model folder or a loaded FrameAnalyzer")
+        analyzer = FrameAnalyzer(model_dir, device=settings.device)
+    cfg = analyzer.config(mode=settings.preprocess_mode)
+    identity = {**analyzer.identity, "preprocess": cfg.to_json()}
     with open_video(video) as reader:
         session = open_or_create_session(reader, out_path)
         try:
-            start = resume_point(session, session.begin_analysis(
-                analyzer.identity, analyzer.classes, list(settings.explain), settings.alpha))
+            total = reader.frame_count
+            done = session.begin_analysis(identity, analyzer.classes, list(settings.explain), settings.alpha)
+            info = session.analysis_info() or {}
+            occlusion_only = done >= total and settings.occlusion and not info.get("occlusion")
+            if done >= total and info.get("complete") and not occlusion_only:
+                progress(total, total, "already analysed")
+                return out_path
             W, b = head_weights(analyzer.model)
             session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
                               head_bias=None if b is None else b.tolist(), arch=analyzer.spec.arch)
-            total = reader.frame_count
+            known_faces = session.faces(slice(0, 0)).frames_done >= total
+            start = 0 if occlusion_only else (done if known_faces else resume_point(session, done))
             progress(start, total, "analysing")
-            cfg = analyzer.preprocess_config
-            decode, faces = face_stages(reader, start, settings.detect_every, cancel)
+            decode = Stage("decode", source=reader.iter_frames(start), cancel=cancel)
+            if known_faces:
+                stored = StoredFaces(session)
+                faces = Stage("faces", fn=lambda kf: (kf[0], kf[1], stored(kf[0])), upstream=decode, cancel=cancel)
+            else:
+                tracker = FaceTracker(detect_every=settings.detect_every)
+                faces = Stage("faces", fn=lambda kf: (kf[0], kf[1], tracker.process(kf[1])), upstream=decode,
+                              cancel=cancel)
             prep = Stage("preprocess", fn=lambda it: (*it, analyzer.prepare(it[1], it[2], cfg)), upstream=faces,
                          cancel=cancel)
-            write = _BatchWriter(analyzer, session, settings)
+            write = _BatchWriter(analyzer, session, settings, write_faces=not known_faces,
+                                 occlusion_only=occlusion_only, cfg=cfg)
             committer = Committer(session, settings.commit_every_s, on_chunk)
-            for s in (decode, faces, prep):
-                s.start()
+            for st in (decode, faces, prep):
+                st.start()
             try:
                 for items in batched(prep, settings.batch_size):
                     cancel.raise_if_cancelled()
                     write(items)
                     k0 = items[0][0]
                     committer.wrote(k0, k0 + len(items))
-                    progress(k0 + len(items), total, "analysing")
+                    progress(k0 + len(items), total, "occlusion" if occlusion_only else "analysing")
             finally:
                 prep.stop()
             committer.flush()
-            timers = {st.name: st.timer for st in (decode, faces, prep)}
-            log.info("stage rates (frames/s): %s", {k: round(t.rate, 1) for k, t in timers.items()})
-            _finish(session, analyzer.classes, settings, progress, cancel)
+            log.info("stage rates (frames/s): %s",
+                     {st.name: round(st.timer.rate, 1) for st in (decode, faces, prep)})
+            if occlusion_only:
+                session.set_attrs("", complete=True)
+            else:
+                _finish(session, analyzer.classes, settings, progress, cancel)
         finally:
             try:
                 session.commit()

@@ -180,3 +180,46 @@ def test_ingest_then_cancel_keeps_a_valid_prefix(tmp_path: Path, edge_dir: Path)
     ingest(edge_dir / "face_noface.mov", out)
     with Session.open(out) as s:
         assert s.info()["complete"] and s.faces().found[:60].all()
+
+
+def test_reanalysis_reuses_faces_adds_occlusion_and_switches_mode(tmp_path: Path, crema_clips: list[Path],
+                                                                  analyzer: FrameAnalyzer) -> None:
+    clip = crema_clips[0]
+    direct = analyze(clip, None, tmp_path / "direct.vxs", AnalyzeSettings(spray=False), analyzer=analyzer)
+    path = ingest(clip, tmp_path / "s.vxs")
+    analyze(clip, None, path, AnalyzeSettings(spray=False), analyzer=analyzer)
+    with Session.open(path) as s, Session.open(direct) as d:
+        # Faces from ingest are reused, and they are what tracking during analysis finds.
+        np.testing.assert_array_equal(s.faces().landmarks, d.faces().landmarks)
+        np.testing.assert_allclose(s.read("probs"), d.read("probs"), atol=1e-6, equal_nan=True)
+        assert s.occlusion() is None
+
+    # "Apply occlusion to the whole video": a finished analysis gains the occlusion track only.
+    before = Session.open(path)
+    probs_before = before.read("probs")
+    before.close()
+    analyze(clip, None, path, AnalyzeSettings(spray=False, occlusion=True), analyzer=analyzer)
+    with Session.open(path) as s:
+        conditions, occ = s.occlusion()
+        valid = s.read("valid")
+        assert np.isfinite(occ[valid]).all() and s.info()["complete"]
+        np.testing.assert_array_equal(s.read("probs"), probs_before)
+        mouth = conditions.index("mouth")
+        k = int(np.flatnonzero(valid)[5])
+        from engine.faces import FaceResult
+        from engine.preprocess import OCCLUSION_CONDITIONS
+
+        f = s.faces(slice(k, k + 1))
+        face = FaceResult(True, f.box[0], f.landmarks[0], float(f.confidence[0]), int(f.n_faces[0]), False)
+        with open_video(clip) as r:
+            want = analyzer.score(r.frame(k), face, analyzer.config(occlude=OCCLUSION_CONDITIONS["mouth"])).probs
+        np.testing.assert_allclose(occ[k, mouth], want, atol=1e-5)
+
+    # "Apply the reassembled mode to the whole video": a new analysis that records its preprocessing.
+    analyze(clip, None, path, AnalyzeSettings(spray=False, preprocess_mode="reassembled"), analyzer=analyzer)
+    with Session.open(path) as s:
+        a = s.analysis_info()
+        assert a["complete"] and a["preprocess"]["mode"] == "reassembled"
+        assert not np.allclose(s.read("probs"), probs_before, equal_nan=True)
+        mapping = s.mappings()[int(np.flatnonzero(s.read("valid"))[0])]
+        assert len(mapping["pieces"]) == 4
