@@ -152,6 +152,17 @@ def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata:
     return folder
 
 
+def record_in_model_json(folder: str | os.PathLike[str], key: str, name: str, value: Any) -> Path:
+    """Add ``value`` under ``doc[key][name]`` in a checkpoint's model.json (e.g. a test-set evaluation),
+    atomically; the weights and their sha256 are untouched."""
+    folder = resolve_model_dir(folder)
+    doc = read_checkpoint_json(folder)
+    section = doc.setdefault("metadata", {}).setdefault(key, {})
+    section[name] = value
+    _write_atomic(folder / META, json.dumps(doc, indent=1, allow_nan=False).encode("utf-8"))
+    return folder / META
+
+
 def _describe_non_safetensors(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(8)

@@ -224,6 +224,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  recall {c:<10} {'n/a' if r is None else f'{r:.3f}'}")
         if result.video_accuracy is not None:
             print(f"video accuracy (EWMA last state) {result.video_accuracy:.4f} on {result.videos} videos")
+        if args.record:
+            from engine.checkpoint import record_in_model_json
+
+            name = f"{Path(data).name}:{args.split}:{args.limit or 'all'}:seed{args.seed}"
+            summary = {k: v for k, v in result.to_json().items() if k not in ("predictions", "labels")}
+            summary["command"] = "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""
+            print(f"recorded as evaluations[{name!r}] in {record_in_model_json(args.model, 'evaluations', name, summary)}")
         if args.occlusion:
             from engine.faithfulness import occlusion_evaluate, write_occlusion_report
 
@@ -308,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument("--record", action="store_true",
+                   help="also store the result in the model's model.json (metadata.evaluations)")
     s.add_argument("--out", default=None, help="report folder (default MODEL/evaluation)")
     s.set_defaults(fn=cmd_evaluate)
     return p

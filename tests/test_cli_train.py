@@ -20,7 +20,8 @@ def test_train_then_evaluate_with_occlusion(tmp_path: Path, fer_dir: Path) -> No
     assert len(lines) == 1 and "val_acc" in json.loads(lines[0])
 
     report = tmp_path / "report"
-    r = vidxai("evaluate", fer_dir, "--model", model, "--limit", "35", "--occlusion", "--out", report, env=env_cache)
+    r = vidxai("evaluate", fer_dir, "--model", model, "--limit", "35", "--occlusion", "--record", "--out", report,
+               env=env_cache)
     assert r.returncode == 0, r.stderr[-2000:]
     ev = json.loads((report / "evaluation.json").read_text())
     assert ev["n"] == 35 and f"accuracy {ev['accuracy']:.4f}" in r.stdout
@@ -32,6 +33,11 @@ def test_train_then_evaluate_with_occlusion(tmp_path: Path, fer_dir: Path) -> No
         assert c["morf"][0] == c["lerf"][0] == occ["accuracy"]  # 0 % occluded is the plain accuracy
     assert len(occ["conditions"]) == 7 and (report / "confusion_hide_eyes_nose_mouth.png").exists()
     assert (report / "faithfulness.png").exists()
+    recorded = json.loads((model / "model" / "model.json").read_text())["metadata"]["evaluations"]
+    assert recorded[f"{fer_dir.name}:test:35:seed0"]["accuracy"] == ev["accuracy"]
+    from engine.checkpoint import load_checkpoint
+
+    load_checkpoint(model)  # recording leaves the weights' checksum valid
 
 
 def test_train_refuses_an_unknown_setting(tmp_path: Path, fer_dir: Path) -> None:
