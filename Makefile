@@ -26,6 +26,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
+# The desktop bundle (packaging/README.md): dist/vidxai/vidxai. BUNDLE_ARGS e.g. "--target gpu --tar --check".
+bundle: $(STAMP)
+	$(BIN)/python -c 'import PyInstaller' 2>/dev/null || $(BIN)/pip install -e '.[dev,bundle]'
+	nice -n 10 $(BIN)/python packaging/build.py $(BUNDLE_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check engine sessions vidxai_gui tests bench
 

@@ -110,6 +110,29 @@ def export_csv(session: Session, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _au_agreement(session: Session, info: dict) -> dict[str, dict]:
+    """Per explanation method: mean cosine (CAM-COS) between its maps and the predicted class's action-unit
+    map, over all frames and per predicted class (frames where it is defined)."""
+    classes = info["classes"]
+    out: dict[str, dict] = {}
+    for method in info["explanations"]:
+        name = f"explanations/{method}/au_cos"
+        if not session.exists(name):
+            continue
+        sums, counts = np.zeros(len(classes)), np.zeros(len(classes), dtype=np.int64)
+        for sl in _blocks(session.frame_count):
+            cos, probs = session.read(name, sl), session.read("probs", sl)
+            ok = np.isfinite(cos) & np.all(np.isfinite(probs), axis=1)
+            pred = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1)
+            np.add.at(sums, pred[ok], cos[ok])
+            np.add.at(counts, pred[ok], 1)
+        total = int(counts.sum())
+        out[method] = {"mean": float(sums.sum() / total) if total else None, "frames": total,
+                       "per_class": {c: (float(sums[i] / counts[i]) if counts[i] else None)
+                                     for i, c in enumerate(classes)}}
+    return out
+
+
 def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
     """Summary: video, model, classes, decision, per-class mean probabilities, stages, annotations."""
     path = Path(path)
@@ -125,6 +148,7 @@ def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
             scored += int(ok.sum())
         mean_probs = {c: (float(total[i] / scored) if scored else None) for i, c in enumerate(info["classes"])}
     ann = session.annotations()
+    summary_au = _au_agreement(session, info) if info else {}
     summary = {
         "application": "vidxai", "kind": "session summary", "session": str(session.path),
         "video": session.video, "face_found_frames": session.face_found_frames(),
@@ -141,6 +165,7 @@ def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
         "class_stages": {c: [dataclasses.asdict(s) for s in r.stages] for c, r in session.spray().items()},
         "annotation_count": len(ann.segments),
         "tiers": [t.name for t in ann.tiers],
+        "au_agreement": summary_au,
     }
     with atomic_write(path, "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, default=str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from engine.models import ModelSpec, build_model
 from engine.pipeline import AnalyzeSettings, analyze, ingest
 from engine.video import open_video
 from sessions import Session
-from sessions.export import export_csv
+from sessions.export import export_csv, export_json
 
 REPO = Path(__file__).resolve().parents[1]
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -70,6 +71,13 @@ def test_crema_clips_end_to_end(tmp_path: Path, crema_clips: list[Path], analyze
             mappings = s.mappings()
             assert all((m is not None) == v for m, v in zip(mappings, valid, strict=True))
             csv_path = export_csv(s, tmp_path / f"{clip.stem}.csv")
+            summary = json.loads(export_json(s, tmp_path / f"{clip.stem}.json").read_text())
+            au = summary["au_agreement"]
+            assert set(au) == {"intrinsic", "lrp"}
+            non_neutral = int((probs[valid].argmax(1) != FER_CLASSES.index("neutral")).sum())
+            assert au["lrp"]["frames"] == non_neutral  # neutral has no action units: no cosine
+            if non_neutral:
+                assert -1.0 <= au["lrp"]["mean"] <= 1.0
         with open(csv_path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         assert len(rows) == T and [int(r["index"]) for r in rows] == list(range(T))

@@ -103,6 +103,13 @@ def self_test(timeout_s: float = 600.0, out_dir: str | os.PathLike[str] | None =
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = Path(out_dir or tempfile.mkdtemp(prefix="vidxai-self-test-"))
     os.environ[SETTINGS_ENV] = str(out / "settings")
+    from vidxai_gui import selftest
+
+    problems = selftest.preflight()  # before any QApplication: Qt aborts on a missing platform plugin
+    for problem in problems:
+        print(f"self-test failed: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     from PySide6.QtCore import QElapsedTimer
 
     from vidxai_gui.main_window import MainWindow
@@ -134,12 +141,19 @@ def self_test(timeout_s: float = 600.0, out_dir: str | os.PathLike[str] | None =
                 and data.analysis.get("complete") is True and window.player.current >= 0:
             break
         QThread.msleep(20)
+    problems: list[str] = []
     ok = window.data is not None and bool(window.data.analysis) and window.data.analysis.get("complete") is True
     if ok:
         shot = save_screenshot(window, out / "self-test.png")
+        problems = selftest.check_outputs(window.session_path, shot)
+        for problem in problems:
+            print(f"self-test failed: {problem}", file=sys.stderr)
+        ok = not problems
+    if ok:
         print(f"self-test: analysed {clip.name} with {Path(model).name}; decision "
-              f"{window.data.analysis.get('decision')!r}; session {window.session_path}; screenshot {shot}")
-    else:
+              f"{window.data.analysis.get('decision')!r}; session {window.session_path}; screenshot {shot}"
+              + (f"; bundle {selftest.bundle_info()}" if selftest.bundle_info() is not None else ""))
+    elif not problems:
         why = errors[0] if errors else getattr(getattr(window, "last_error", None), "text", lambda: "")() or \
             f"the analysis did not finish within {timeout_s:.0f} s"
         print(f"self-test failed: {why}", file=sys.stderr)

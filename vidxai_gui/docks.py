@@ -1,4 +1,4 @@
-"""The side panels: prototype gallery, SAE latent profile, preprocessing & occlusion, annotations.
+"""The side panels: prototype gallery, SAE latent profile, preprocessing & occlusion (annotations: annotations.py).
 
 They only display what the window hands them (arrays already in memory, images already decoded on a
 worker thread); none of them reads files or runs a model on the GUI thread.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -23,7 +22,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPushButton,
     QRadioButton,
     QScrollArea,
     QTableWidget,
@@ -308,59 +306,6 @@ class PreprocessPanel(QWidget):
                 self.input_view.size(), Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.FastTransformation))
         self.status.setText(note)
-
-
-# ------------------------------------------------------------------------------------------ annotations
-
-
-class AnnotationPanel(QWidget):
-    """The reviewer's annotation segments; double-click one to go to it."""
-
-    seekRequested = Signal(int)
-    addRequested = Signal()
-    deleteRequested = Signal(int)  # row index into the segments given to set_segments
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.segments: list[Any] = []
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["tier", "frames", "label", "note"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        header = self.table.horizontalHeader()
-        for col, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.ResizeToContents,
-                                    QHeaderView.ResizeMode.Stretch, QHeaderView.ResizeMode.Stretch)):
-            header.setSectionResizeMode(col, mode)
-        self.table.cellDoubleClicked.connect(lambda r, _c: self.seekRequested.emit(self.segments[r].start_frame))
-        self.add_button = QPushButton("Add at current frame…")
-        self.add_button.clicked.connect(self.addRequested)
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.clicked.connect(self._delete)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.add_button)
-        buttons.addWidget(self.delete_button)
-        buttons.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.table, 1)
-        layout.addLayout(buttons)
-        self.setEnabled(False)
-
-    def set_segments(self, segments: list[Any]) -> None:
-        self.segments = list(segments)
-        self.table.setRowCount(len(self.segments))
-        for r, s in enumerate(self.segments):
-            verdict = f"[{s.agreement}] " if s.agreement else ""
-            for c, text in enumerate((s.tier, f"{s.start_frame}–{s.end_frame - 1}", verdict + s.label, s.note)):
-                item = QTableWidgetItem(text)
-                item.setToolTip(text)
-                self.table.setItem(r, c, item)
-
-    def _delete(self) -> None:
-        rows = sorted({i.row() for i in self.table.selectedItems()})
-        if rows:
-            self.deleteRequested.emit(rows[0])
 
 
 class ScrollPanel(QScrollArea):

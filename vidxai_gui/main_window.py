@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMenu,
@@ -29,8 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sessions import Annotations
+from sessions import Segment as NoteSegment
+from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver, model_verdict, now_iso
 from vidxai_gui.docks import (
-    AnnotationPanel,
     LatentProfile,
     PreprocessPanel,
     PrototypeGallery,
@@ -126,6 +127,10 @@ class MainWindow(QMainWindow):
         self.preprocess = PreprocessPanel()
         self.job_panel = JobPanel(self.jobs)
         self.annotation_panel = AnnotationPanel()
+        self.notes = AnnotationStore(self)
+        self.autosaver = Autosaver(self)
+        self.mark_in: int | None = None
+        self.mark_out: int | None = None
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("prototypes", "Prototypes", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("latents", "SAE latents", self.latents, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -152,8 +157,22 @@ class MainWindow(QMainWindow):
         self.player.frameShown.connect(self._on_frame_shown)
         self.player.overlay_provider = self._overlays
         self.annotation_panel.seekRequested.connect(self.player.seek)
-        self.annotation_panel.addRequested.connect(self.add_annotation)
+        self.annotation_panel.targetRequested.connect(self.go_to_target)
         self.annotation_panel.deleteRequested.connect(self.delete_annotation)
+        self.annotation_panel.editRequested.connect(self.edit_annotation)
+        self.annotation_panel.fieldEdited.connect(self.notes.edit_field)
+        self.annotation_panel.markInRequested.connect(self.set_mark_in)
+        self.annotation_panel.markOutRequested.connect(self.set_mark_out)
+        self.annotation_panel.editor.confirmed.connect(self._on_editor_confirmed)
+        self.annotation_panel.editor.cancelled.connect(self.clear_marks)
+        self.timeline.rangeMarked.connect(self._on_range_marked)
+        self.notes.changed.connect(self._show_annotations)
+        self.notes.edited.connect(self.save_session)
+        self.autosaver.saved.connect(lambda p: self.statusBar().showMessage(f"Saved {Path(p).name}", 3000))
+        self.autosaver.failed.connect(lambda msg, tb: self.show_error(
+            "The annotations could not be saved", msg,
+            "Check that the session's folder is writable and has space; your annotations stay in the window "
+            "and are saved with the next change or File ▸ Save session.", tb))
         self.preprocess.changed.connect(self.rescore_current)
         self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
 
@@ -203,6 +222,24 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self._action(m, "Quit", self.close, QKeySequence.StandardKey.Quit)
 
+        e = bar.addMenu("&Edit")
+        self.undo_action = self.notes.undo_stack.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = self.notes.undo_stack.createRedoAction(self, "Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        e.addAction(self.undo_action)
+        e.addAction(self.redo_action)
+        e.addSeparator()
+        self.mark_in_action = self._action(e, "Mark in", self.set_mark_in, "I",
+                                           "Start an annotation at the current frame")
+        self.mark_out_action = self._action(e, "Mark out", self.set_mark_out, "O",
+                                            "End the annotation at the current frame and describe it")
+        self.annotate_action = self._action(e, "Annotate marked range…\tEnter", self.annotate_marked,
+                                            tip="Describe the range between the in and out points")
+        self._action(e, "Clear marks", self.clear_marks)
+        for action in (self.mark_in_action, self.mark_out_action):
+            self.addAction(action)  # the keys work while the menu bar is hidden too
+
         a = bar.addMenu("&Analysis")
         self.analyse_action = self._action(a, "Analyse with model…", self.choose_model_and_analyse, "Ctrl+R")
         self.faces_action = self._action(a, "Find faces only", self.find_faces,
@@ -238,6 +275,9 @@ class MainWindow(QMainWindow):
         for action in self.export_actions:
             action.setEnabled(has_session and not busy)
         self.annotation_panel.setEnabled(has_session and not busy)
+        annotatable = self.data is not None and not busy
+        for action in (self.mark_in_action, self.mark_out_action, self.annotate_action):
+            action.setEnabled(annotatable)
 
     # ------------------------------------------------------------------------------------ settings
     def _restore_state(self) -> None:
@@ -418,6 +458,9 @@ class MainWindow(QMainWindow):
         self._pending_analysis = Path(analyse_with) if analyse_with else None
         self._pending_frame = 0
         self.player.set_extras_provider(None)
+        self.annotation_panel.editor.hide()
+        self.clear_marks()
+        self.notes.reset(Annotations())  # no session yet: nothing to annotate or undo
         self.player.open(p)
         self.setWindowTitle(f"{p.name} — {APP_NAME}")
         self._remember(p)
@@ -647,12 +690,17 @@ class MainWindow(QMainWindow):
 
     def _show_annotations(self) -> None:
         if self.data is None:
+            self.timeline.set_annotations({})
+            self.annotation_panel.set_segments([], self.player.fps)
             return
+        if self.notes.annotations is not self.data.annotations:
+            self.notes.reset(self.data.annotations)  # another session: its notes, a fresh history
+            return  # reset() emitted changed, which came back here
         tiers: dict[str, list[Segment]] = {t.name: [] for t in self.data.annotations.tiers}
         for s in self.data.annotations.segments:
-            tiers.setdefault(s.tier, []).append(Segment(s.start_frame, s.end_frame, s.label, s.note))
+            tiers.setdefault(s.tier, []).append(Segment(s.start_frame, s.end_frame, s.label, s.note, s.agreement))
         self.timeline.set_annotations(tiers)
-        self.annotation_panel.set_segments(self.data.annotations.segments)
+        self.annotation_panel.set_segments(self.data.annotations.segments, self.player.fps)
 
     def _choose_heat_method(self) -> None:
         methods = self.data.explain_methods if self.data is not None else []
@@ -806,59 +854,130 @@ class MainWindow(QMainWindow):
         self.preprocess.rescored_frame = k
 
     # ------------------------------------------------------------------------------------ annotations
-    def add_annotation(self) -> None:
-        """Ask for a label and annotate one second from the current frame (tier "reviewer")."""
-        if self.data is None or self.player.current < 0:
-            return
-        label, ok = QInputDialog.getText(self, "Add annotation",
-                                         f"Label for frames from {self.player.current} (one second):")
-        if ok and label.strip():
-            start = self.player.current
-            self.add_annotation_segment(label.strip(), start, start + max(round(self.player.fps), 1))
+    def _can_annotate(self) -> bool:
+        if self.data is None or self.session_path is None or self.player.info is None:
+            self.statusBar().showMessage("Annotations are kept in the session: analyse the video, or find faces "
+                                         "(Analysis menu), or open a session first.", 8000)
+            return False
+        if self.analysis_worker is not None:
+            self.statusBar().showMessage("Annotate when the analysis has finished (it is writing the session).",
+                                         8000)
+            return False
+        return True
 
-    def add_annotation_segment(self, label: str, start: int, end: int, tier: str = "reviewer",
-                               note: str = "") -> None:
-        """Add a segment [start, end) and autosave it into the session."""
+    def set_mark_in(self) -> None:
+        """I: the annotation starts at the frame on screen."""
+        if not self._can_annotate():
+            return
+        self.mark_in, self.mark_out = self.player.current, None
+        self.timeline.set_pending(self.mark_in, None)
+        self.statusBar().showMessage(f"In point at frame {self.mark_in}; go to the last frame and press O.", 6000)
+
+    def set_mark_out(self) -> None:
+        """O: the annotation ends at the frame on screen (inclusive); the editor opens."""
+        if not self._can_annotate():
+            return
+        self.mark_out = self.player.current
+        if self.mark_in is None:
+            self.mark_in = self.mark_out
+        self.timeline.set_pending(self.mark_in, self.mark_out)
+        self.annotate_marked()
+
+    def _on_range_marked(self, first: int, last: int) -> None:
+        if not self._can_annotate():
+            self.timeline.set_pending(None, None)
+            return
+        self.mark_in, self.mark_out = first, last
+        self.annotate_marked()
+
+    def clear_marks(self) -> None:
+        self.mark_in = self.mark_out = None
+        self.timeline.set_pending(None, None)
+
+    def annotate_marked(self) -> None:
+        """Open the inline editor for the marked range (in and out points both inclusive)."""
+        if self.mark_in is None or self.mark_out is None or not self._can_annotate():
+            return
+        first, last = sorted((self.mark_in, self.mark_out))
+        self._open_editor(first, last + 1)
+
+    def _open_editor(self, start: int, end: int, index: int = -1) -> None:
+        d = self.data
+        assert d is not None
+        labels = list(d.classes) + sorted({s.label for s in d.annotations.segments if s.label} - set(d.classes))
+        self.docks["annotations"].show()
+        self.docks["annotations"].raise_()
+        self.annotation_panel.editor.begin(
+            start, end, self.player.fps, self.notes.tier_names(), labels, self._targets(),
+            model_verdict(d.classes, d.probs, d.valid, start, end),
+            self.notes.segments[index] if index >= 0 else None, index)
+
+    def _targets(self) -> list[str]:
+        """What a note can point at now: this frame, the selected prototype, the stage under the cursor."""
+        k = max(self.player.current, 0)
+        targets = [f"frame:{k}"]
+        rows = {i.row() for i in self.gallery.table.selectedItems()}
+        if rows and self.gallery.table.isVisible():
+            j = self.gallery.table.item(min(rows), 0).data(Qt.ItemDataRole.UserRole)
+            if j is not None:
+                targets.append(f"prototype:{j}")
+        stage = self.timeline.stage_at(k)
+        if stage is not None:
+            targets.append(f"stage:{stage.label}")
+        return targets
+
+    def _on_editor_confirmed(self, index: int, segment: Any) -> None:
+        if index >= 0:
+            self.notes.edit(index, segment)
+        else:
+            self.notes.add(segment)
+        self.clear_marks()
+
+    def add_annotation_segment(self, label: str, start: int, end: int, tier: str = "reviewer", note: str = "",
+                               agreement: str = "", target: str = "") -> None:
+        """Add a segment [start, end) (undoable) and autosave it into the session."""
         if self.data is None:
             return
-        from sessions import Segment as NoteSegment
-        from sessions import Tier
-
         end = min(max(end, start + 1), self.data.frame_count)
-        ann = self.data.annotations
-        if not any(t.name == tier for t in ann.tiers):
-            ann.tiers.append(Tier(tier))
-        ann.segments.append(NoteSegment(tier, start, end, label, note, author=os.environ.get("USER", "")))
-        self._show_annotations()
-        self.save_session()
+        self.notes.add(NoteSegment(tier, start, end, label, note, author=os.environ.get("USER", ""),
+                                   created=now_iso(), agreement=agreement, target=target))
 
-    def delete_annotation(self, row: int) -> None:
-        if self.data is None or not 0 <= row < len(self.data.annotations.segments):
+    def edit_annotation(self, index: int) -> None:
+        if self.data is not None and 0 <= index < len(self.notes.segments) and self._can_annotate():
+            seg = self.notes.segments[index]
+            self._open_editor(seg.start_frame, seg.end_frame, index)
+
+    def delete_annotation(self, index: int) -> None:
+        self.notes.delete(index)
+
+    def go_to_target(self, target: str) -> None:
+        """Follow a note's reference: a frame or a stage seeks there, a prototype is shown in the gallery."""
+        kind, _, value = target.partition(":")
+        if kind == "frame" and value.strip().isdigit():
+            self.player.seek(int(value))
+        elif kind == "stage":
+            stage = next((s for s in self.timeline.stages if s.label == value.strip()), None)
+            if stage is not None:
+                self.player.seek(stage.start)
+        elif kind == "prototype":
+            self.docks["prototypes"].show()
+            self.docks["prototypes"].raise_()
+            self.statusBar().showMessage(f"The note refers to {target}; the gallery lists it when a frame "
+                                         "looks like it.", 6000)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        # Enter reaches the window only when no focused widget used it (the list and the editor do).
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.mark_out is not None:
+            self.annotate_marked()
             return
-        del self.data.annotations.segments[row]
-        self._show_annotations()
-        self.save_session()
+        super().keyPressEvent(event)
 
     def save_session(self) -> None:
-        """Write annotations and review settings into the session (a job: it fsyncs a file)."""
+        """Write annotations and review settings into the session, on a worker (autosave after every edit)."""
         if self.data is None or self.session_path is None or self.analysis_worker is not None:
             return
-        from sessions import Session
-
-        path, ann = self.session_path, self.data.annotations
         state = {"alpha": self.timeline.alpha, "frame": max(self.player.current, 0), "method": self.heat_method}
-
-        def job(progress: Any, cancel: Any) -> Path:
-            with Session.open(path, writable=True) as s:
-                s.set_review_state(state)
-                s.save_annotations(ann)
-            return path
-
-        worker = self.jobs.submit(job, f"Save {path.name}")
-        worker.finished.connect(lambda p: self.statusBar().showMessage(f"Saved {Path(p).name}", 3000))
-        worker.error.connect(lambda msg, tb: self.show_error("The session could not be saved", msg,
-                                                             "Check that the folder is writable and has space.",
-                                                             tb))
+        self.autosaver.save(self.session_path, self.data.annotations, state)
 
     # ------------------------------------------------------------------------------------ export
     def export(self, kind: str) -> None:
@@ -914,6 +1033,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Save settings, stop jobs and the decoder; safe to call twice."""
         self._save_state()
+        if not self.autosaver.wait(10_000):
+            log.warning("the last annotation save did not finish within 10 s")
         if not self.jobs.shutdown(10_000):
             log.warning("a job did not stop within 10 s of cancelling")
         for worker in list(self._loaders):

@@ -53,12 +53,16 @@ class Segment:
     end: int
     label: str
     note: str = ""
+    agreement: str = ""  # annotations: the reviewer's verdict on the model ("agree" | "disagree" | "")
 
 
 class ScrubViewBox(pg.ViewBox):
     """Left click / left drag report an x position (to seek); other buttons keep pyqtgraph's pan/zoom."""
 
     sigScrub = Signal(float)
+    sigMark = Signal(float, float, bool)  # drag start x, current x, finished
+
+    marks = False  # the annotation track: Shift+left drag marks a range instead of panning
 
     def mouseClickEvent(self, ev) -> None:
         if ev.button() == Qt.MouseButton.LeftButton:
@@ -68,7 +72,12 @@ class ScrubViewBox(pg.ViewBox):
             super().mouseClickEvent(ev)
 
     def mouseDragEvent(self, ev, axis=None) -> None:
-        if ev.button() == Qt.MouseButton.LeftButton and not ev.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+        shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if self.marks and shift and ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            x0 = self.mapSceneToView(ev.buttonDownScenePos()).x()
+            self.sigMark.emit(x0, self.mapSceneToView(ev.scenePos()).x(), bool(ev.isFinish()))
+        elif ev.button() == Qt.MouseButton.LeftButton and not shift:
             ev.accept()
             self.sigScrub.emit(self.mapSceneToView(ev.scenePos()).x())
         else:
@@ -91,6 +100,16 @@ def _plot(layout: pg.GraphicsLayout, row: int, height: int | None) -> pg.PlotIte
     return plot
 
 
+def _short(name: str, width: int = 13) -> str:
+    """A tier name for the 78-px axis: wrapped onto two lines, cut with an ellipsis beyond that."""
+    if len(name) <= width:
+        return name
+    head, _, tail = name.partition(" ")
+    if tail and len(head) <= width:
+        return f"{head}\n{tail if len(tail) <= width else tail[: width - 1] + '…'}"
+    return name[: width - 1] + "…"
+
+
 def _track_ticks(plot: pg.PlotItem, ticks: list[tuple[float, str]]) -> None:
     # Thin tracks have no room for a rotated axis title, so the title is written as a horizontal tick.
     plot.getAxis("left").setTicks([ticks])
@@ -101,8 +120,11 @@ class Timeline(QWidget):
 
     seekRequested = Signal(int)
     alphaChanged = Signal(float)
+    rangeMarked = Signal(int, int)  # first and last frame (inclusive) of a Shift+drag on the annotation track
 
     ALPHA_STEPS = 100  # slider 1..100 → α 0.01..1.00
+    TIER_ROW_PX = 24  # one annotation tier: room for one line of label text
+    TIER_AXIS_PX = 40  # the time axis under the annotation track
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -161,7 +183,9 @@ class Timeline(QWidget):
         _track_ticks(self.occlusion_plot, [(-1.0, "−1"), (0.0, "occl. Δ"), (1.0, "+1")])
         self.occlusion_legend = self.occlusion_plot.addLegend(offset=(8, 0), labelTextSize="7pt", colCount=7,
                                                               brush=pg.mkBrush(255, 255, 255, 200))
-        self.tier_plot = _plot(self.view.ci, 4, 64)
+        self.tier_plot = _plot(self.view.ci, 4, self.TIER_AXIS_PX + self.TIER_ROW_PX)
+        self.tier_plot.vb.marks = True
+        self.tier_plot.vb.sigMark.connect(self._on_mark_drag)
         self.tier_plot.getAxis("bottom").setStyle(showValues=True)
         self.tier_plot.getAxis("bottom").setLabel("time (s)")
         self.tier_plot.getAxis("bottom").enableAutoSIPrefix(False)
@@ -190,9 +214,19 @@ class Timeline(QWidget):
         self.stage_texts: list[pg.TextItem] = []
         self.occlusion_curves: dict[str, pg.PlotDataItem] = {}
         self.tier_items: list[pg.GraphicsObject] = []
+        self.tier_texts: list[tuple[Segment, pg.TextItem]] = []
+        # The pending in/out range (I, O or a Shift+drag), drawn over the annotation track until it is used.
+        self.pending = pg.LinearRegionItem(values=(0, 0), movable=False, brush=pg.mkBrush(255, 160, 0, 90),
+                                           pen=pg.mkPen("#e08000", width=2))
+        self.pending.setZValue(50)
+        self.pending.hide()
+        self.tier_plot.addItem(self.pending, ignoreBounds=True)
+        self.pending_range: tuple[int, int | None] | None = None
         self.view.scene().sigMouseMoved.connect(self._on_hover)
         self.stage_plot.vb.sigXRangeChanged.connect(lambda *_: self._fit_stage_labels())
         self.stage_plot.vb.sigResized.connect(lambda *_: self._fit_stage_labels())
+        self.tier_plot.vb.sigXRangeChanged.connect(lambda *_: self._fit_tier_labels())
+        self.tier_plot.vb.sigResized.connect(lambda *_: self._fit_tier_labels())
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -223,6 +257,7 @@ class Timeline(QWidget):
         self.set_stages([])
         self.set_occlusion({})
         self.set_annotations({})
+        self.set_pending(None, None)
         shown = self.frame_count if self.frame_count > 0 else round(10 * self.fps)  # empty: a 10 s ruler
         for p in self.plots:
             p.vb.setLimits(xMin=-0.5, xMax=shown - 0.5)
@@ -354,27 +389,75 @@ class Timeline(QWidget):
                                                                    pen=pen, connect="finite", name=name)
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
-        """Reviewer annotation tiers, one row per tier (top row = first tier)."""
+        """Reviewer annotation tiers, one row per tier (top row = first tier), coloured by verdict."""
         for item in self.tier_items:
             self.tier_plot.removeItem(item)
-        self.tier_items = []
+        self.tier_items, self.tier_texts = [], []
         self.tiers = {k: sorted(v, key=lambda s: s.start) for k, v in tiers.items()}
         n = max(len(self.tiers), 1)
+        # Each tier keeps a readable row: the track grows with the tiers instead of squeezing them.
+        self.tier_plot.setFixedHeight(self.TIER_AXIS_PX + self.TIER_ROW_PX * n)
         self.tier_plot.setYRange(0, n, padding=0)
-        _track_ticks(self.tier_plot, [(n - i - 0.5, name[:12]) for i, name in enumerate(self.tiers)]
+        _track_ticks(self.tier_plot, [(n - i - 0.5, _short(name)) for i, name in enumerate(self.tiers)]
                      or [(0.5, "annotations")])
-        for i, (_name, segments) in enumerate(self.tiers.items()):
+        for i, segments in enumerate(self.tiers.values()):
             y = n - i - 1
-            bars = pg.BarGraphItem(x0=[s.start - 0.5 for s in segments], x1=[s.end - 0.5 for s in segments],
-                                   y0=[y + 0.1] * len(segments), height=[0.8] * len(segments),
-                                   brush=pg.mkBrush(70, 130, 180, 120), pen=pg.mkPen("#4682b4"))
-            self.tier_plot.addItem(bars)
-            self.tier_items.append(bars)
+            for verdict, colour in (("", "#4682b4"), ("agree", "#2e8b57"), ("disagree", "#c0392b")):
+                group = [s for s in segments if s.agreement == verdict]
+                if not group:
+                    continue
+                fill = QColor(colour)
+                fill.setAlpha(110)
+                bars = pg.BarGraphItem(x0=[s.start - 0.5 for s in group], x1=[s.end - 0.5 for s in group],
+                                       y0=[y + 0.1] * len(group), height=[0.8] * len(group),
+                                       brush=pg.mkBrush(fill), pen=pg.mkPen(colour))
+                self.tier_plot.addItem(bars)
+                self.tier_items.append(bars)
             for s in segments:
                 text = pg.TextItem(s.label, color="#102030", anchor=(0, 0.5))
                 text.setPos(s.start - 0.5, y + 0.5)
                 self.tier_plot.addItem(text, ignoreBounds=True)
                 self.tier_items.append(text)
+                self.tier_texts.append((s, text))
+        self._fit_tier_labels()
+
+    def _fit_tier_labels(self) -> None:
+        """A label shows only where it fits in its segment at this zoom; the tooltip always has it."""
+        (x0, x1) = self.tier_plot.vb.viewRange()[0]
+        px_per_frame = self.tier_plot.vb.width() / max(x1 - x0, 1e-9)
+        for seg, text in self.tier_texts:
+            text.setVisible((seg.end - seg.start) * px_per_frame >= 7 * len(seg.label) + 8)
+
+    def set_pending(self, start: int | None, end: int | None) -> None:
+        """Show the marked in point (and out point, inclusive) on the annotation track; None hides it."""
+        if start is None:
+            self.pending_range = None
+            self.pending.hide()
+            return
+        last = start if end is None else end
+        a, b = min(start, last), max(start, last)
+        self.pending_range = (start, end)
+        self.pending.setRegion((a - 0.5, b + 0.5))
+        self.pending.show()
+
+    def _on_mark_drag(self, x0: float, x1: float, finished: bool) -> None:
+        if self.frame_count <= 0:
+            return
+        a, b = sorted((self._clamp(x0), self._clamp(x1)))
+        self.set_pending(a, b)
+        if finished:
+            self.rangeMarked.emit(a, b)
+
+    def tier_segment_at(self, pos: QPointF) -> tuple[str, Segment] | None:
+        """The annotation under a scene position (for its tooltip)."""
+        p = self.tier_plot.vb.mapSceneToView(pos)
+        n = max(len(self.tiers), 1)
+        row = n - 1 - int(np.floor(p.y()))
+        if not 0 <= row < len(self.tiers):
+            return None
+        name = list(self.tiers)[row]
+        seg = next((s for s in self.tiers[name] if s.start - 0.5 <= p.x() < s.end - 0.5), None)
+        return (name, seg) if seg is not None else None
 
     # --- cursor and seeking ---------------------------------------------------------------
     @Slot(int)
@@ -411,6 +494,17 @@ class Timeline(QWidget):
         self._on_scrub(float(stage.start) if stage is not None else x)
 
     def _on_hover(self, pos: QPointF) -> None:
+        if self.tier_plot.sceneBoundingRect().contains(pos):
+            hit = self.tier_segment_at(pos)
+            if hit is not None:
+                tier, seg = hit
+                verdict = {"agree": "agrees with the model", "disagree": "disagrees with the model"}
+                tip = (f"{tier}: {seg.label or '(no label)'}, frames {seg.start}–{seg.end - 1} "
+                       f"({seg.start / self.fps:.2f}–{seg.end / self.fps:.2f} s)"
+                       + (f"\nreviewer {verdict[seg.agreement]}" if seg.agreement else "")
+                       + (f"\n{seg.note}" if seg.note else ""))
+                QToolTip.showText(self.view.mapToGlobal(self.view.mapFromScene(pos)), tip, self.view)
+            return
         if not self.stage_plot.sceneBoundingRect().contains(pos):
             return
         x = self.stage_plot.vb.mapSceneToView(pos).x()

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # How the bundled default models are made: our own CLI on FER2013's train split (the test split is never
 # seen; a seeded 22 % of train is the validation set). Run from the repository root with ../shared/data.
-# The ProtoPNet and the PatchSAE start from the CNN baseline's trained backbone, so all three share a trunk.
+# The ProtoPNet and the PatchSAE start from the CNN baseline's trained backbone, so all three share a trunk;
+# those two are independent of each other and train side by side.
 set -euo pipefail
 DATA=${DATA:-../shared/data/images/fer2013}
 RUNS=${RUNS:-runs}
 V=.venv/bin/vidxai
 
+[ -f "$RUNS/cnn/model/model.json" ] || \
 $V train "$DATA" --arch cnn --backbone small --labels fer2013 --epochs 12 --batch-size 64 \
    --set cnn_lr_step=8 --out "$RUNS/cnn"
 
-$V train "$DATA" --arch protopnet --backbone small --labels fer2013 --epochs 8 --batch-size 64 \
-   --set backbone_checkpoint="$RUNS/cnn/model" --set warmup_epochs=2 --set lr_step=4 \
-   --set push_every=0 --set last_layer_epochs=4 --out "$RUNS/protopnet"
-
+$V train "$DATA" --arch protopnet --backbone small --labels fer2013 --epochs 6 --batch-size 64 \
+   --set backbone_checkpoint="$RUNS/cnn/model" --set warmup_epochs=2 --set lr_step=3 \
+   --set push_every=0 --set last_layer_epochs=3 --out "$RUNS/protopnet" &
 $V train "$DATA" --arch patchsae --backbone small --labels fer2013 --batch-size 64 \
    --set backbone_checkpoint="$RUNS/cnn/model" --set sae_epochs=3 --set head_epochs=3 \
-   --out "$RUNS/patchsae"
+   --out "$RUNS/patchsae" &
+wait

@@ -1,0 +1,123 @@
+"""The checks behind ``vidxai --self-test`` that run before and after the window's analysis.
+
+``preflight`` runs before any QApplication exists, so that what a broken installation (a PyInstaller bundle
+above all) lacks is named — a missing resources/ file, the dlib landmark model, a Qt platform plugin, a
+library that does not load — instead of Qt aborting the process or an analysis failing somewhere deep.
+``check_outputs`` then makes sure the session was written and reopens, and the screenshot is a real PNG.
+Each returns a list of problems, one line each; an empty list means all is well.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Imported up front: the analysis path and the explainers import some of them only when first used.
+LIBRARIES = ("numpy", "torch", "torchvision", "cv2", "av", "dlib", "h5py", "scipy", "sklearn", "safetensors",
+             "zennit", "captum.attr", "pytorch_grad_cam", "matplotlib", "pyqtgraph", "PIL")
+
+_PLUGIN_PATTERNS = {"win32": "q{}*.dll", "darwin": "libq{}*.dylib"}
+
+
+def bundle_info() -> dict | None:
+    """What packaging/vidxai.spec recorded about this bundle (target, torch version…), None outside a bundle."""
+    root = getattr(sys, "_MEIPASS", None)
+    if not root:
+        return None
+    try:
+        return json.loads((Path(root) / "vidxai_bundle.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def qt_plugin_dirs() -> list[Path]:
+    """Folders Qt searches for plugins: $QT_PLUGIN_PATH, then the library's own plugins folder."""
+    from PySide6.QtCore import QLibraryInfo
+
+    dirs = [Path(p) for p in os.environ.get("QT_PLUGIN_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)))
+    return dirs
+
+
+def check_qt_platform(platform: str | None = None) -> list[str]:
+    """The Qt platform plugin(s) named by ``platform`` (default $QT_QPA_PLATFORM, e.g. "offscreen" or
+    "wayland;xcb"): a problem unless one of them is found."""
+    spec = platform if platform is not None else os.environ.get("QT_QPA_PLATFORM", "")
+    names = [part.split(":", 1)[0].strip() for part in spec.split(";") if part.strip()]
+    if not names:
+        return []  # Qt picks its default; nothing specific to check
+    pattern = _PLUGIN_PATTERNS.get(sys.platform, "libq{}*.so")
+    explicit = os.environ.get("QT_QPA_PLATFORM_PLUGIN_PATH")
+    dirs = ([Path(explicit)] if explicit else []) + [d / "platforms" for d in qt_plugin_dirs()]
+    for name in names:
+        for d in dirs:
+            if d.is_dir() and any(d.glob(pattern.format(name))):
+                return []
+    where = ", ".join(str(d) for d in dirs)
+    return [f"Qt platform plugin missing: {pattern.format(names[0]).replace('*', '')} "
+            + f"(for QT_QPA_PLATFORM={spec!r}; looked in {where})"]
+
+
+def check_libraries(names: tuple[str, ...] = LIBRARIES) -> list[str]:
+    problems = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - ImportError, OSError from a missing .so, …: all reported
+            problems.append(f"cannot load {name}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def check_resources() -> list[str]:
+    """The demo clip, the default model and the dlib landmark model, each named when missing."""
+    from engine.resources import default_model_dir, demo_clip
+
+    problems = []
+    for find in (demo_clip, default_model_dir):
+        try:
+            find()
+        except Exception as exc:  # noqa: BLE001 - ResourceError names the file
+            problems.append(str(exc))
+    try:
+        from engine.faces import landmark_model_path
+
+        landmark_model_path()
+    except Exception as exc:  # noqa: BLE001 - FaceModelError names the file; ImportError names the library
+        problems.append(str(exc))
+    return problems
+
+
+def preflight() -> list[str]:
+    """Everything the self-test needs before it opens a window."""
+    problems = check_libraries() + check_resources() + check_qt_platform()
+    for p in problems:
+        log.error("self-test preflight: %s", p)
+    return problems
+
+
+def check_outputs(session_path: Path | None, screenshot: Path | None) -> list[str]:
+    """The session on disk reopens with a complete analysis; the screenshot is a non-empty PNG."""
+    problems = []
+    if session_path is None or not Path(session_path).is_file():
+        problems.append(f"no session file was written (expected one at {session_path})")
+    else:
+        from sessions import Session
+
+        try:
+            with Session.open(session_path) as s:
+                info = s.analysis_info()
+            if not info or not info.get("complete"):
+                problems.append(f"the session {session_path} holds no complete analysis")
+        except Exception as exc:  # noqa: BLE001 - a damaged session is the finding
+            problems.append(f"the session {session_path} does not reopen: {exc}")
+    if screenshot is None or not Path(screenshot).is_file():
+        problems.append(f"no screenshot was written (expected {screenshot})")
+    elif Path(screenshot).read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        problems.append(f"the screenshot {screenshot} is not a PNG file")
+    return problems
