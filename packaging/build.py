@@ -77,6 +77,24 @@ def self_test(bundle: Path, extra_env: dict[str, str] | None = None, timeout: fl
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def unresolved_libraries(bundle: Path) -> dict[str, list[str]]:
+    """Linux: for each Qt platform plugin in the bundle, the libraries `ldd` cannot find with the bundle's own
+    folder on the library path. PyInstaller bundles what the build machine has; whatever is listed here must be
+    installed on the user's machine (e.g. libxcb-icccm4, libxcb-keysyms1 for the X11 plugin)."""
+    internal = bundle / "_internal"
+    plugins = internal / "PySide6" / "Qt" / "plugins" / "platforms"
+    if not sys.platform.startswith("linux") or not plugins.is_dir() or not shutil.which("ldd"):
+        return {}
+    env = {**os.environ, "LD_LIBRARY_PATH": str(internal)}
+    found: dict[str, list[str]] = {}
+    for plugin in sorted(plugins.glob("*.so")):
+        out = subprocess.run(["ldd", str(plugin)], env=env, capture_output=True, text=True, check=False).stdout
+        missing = sorted({line.split()[0] for line in out.splitlines() if "not found" in line})
+        if missing:
+            found[plugin.name] = missing
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
@@ -132,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     info = bundle / "_internal" / "vidxai_bundle.json"
     if info.is_file():
         report.update(torch=json.loads(info.read_text(encoding="utf-8")).get("torch"))
+    unresolved = unresolved_libraries(bundle)
+    report["unresolved_system_libraries"] = unresolved
+    for plugin, libs in unresolved.items():
+        log.warning("Qt plugin %s needs %s, not on this build machine so not bundled: users must have them",
+                    plugin, ", ".join(libs))
     print(f"build time: {seconds / 60:.1f} min ({seconds:.0f} s)")
     print(f"bundle: {bundle} — {size / 2**30:.2f} GiB in {files} files")
     if args.tar:

@@ -140,7 +140,7 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
 
     # Reopening the session file loads everything again, at the frame the reviewer left.
     window.save_session()
-    qtbot.waitUntil(lambda: not window.jobs.is_busy(), timeout=20_000)
+    qtbot.waitUntil(lambda: not window.jobs.is_busy() and not window.autosaver.busy, timeout=20_000)
     window.open_video(clip)
     qtbot.waitUntil(lambda: window.player.current == 0, timeout=10_000)
     assert window.data is None and not tl.classes
@@ -149,7 +149,7 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
     assert tl.classes == CLASSES
     np.testing.assert_array_equal(tl.raw_curves[0].getData()[1], probs[:, 0])
     assert [(seg.start, seg.end, seg.label) for seg in tl.tiers["reviewer"]] == [(10, 25, "smile onset")]
-    assert window.annotation_panel.table.item(0, 3).text() == "checked by hand"
+    assert window.annotation_panel.table.item(0, 4).text() == "checked by hand"
     window.timeline.seekRequested.emit(12)
     qtbot.waitUntil(lambda: window.player.current == 12, timeout=10_000)
     for label, size in {"1280x800": (1280, 800), "1920x1080": (1920, 1080)}.items():

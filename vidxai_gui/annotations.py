@@ -54,7 +54,7 @@ def copy_annotations(ann: Annotations) -> Annotations:
 
 def model_verdict(classes: list[str], probs: np.ndarray | None, valid: np.ndarray | None, start: int,
                   end: int) -> str:
-    """The class the model picks most often over frames [start, end), e.g. "happy (9 of 11 frames)"."""
+    """The class the model picks most often over frames [start, end), e.g. "happy in 9 of 11 frames"."""
     if probs is None or not classes or end <= start:
         return ""
     p = np.asarray(probs[start:end], dtype=np.float64)
@@ -65,7 +65,7 @@ def model_verdict(classes: list[str], probs: np.ndarray | None, valid: np.ndarra
         return "no face or no scores in these frames"
     votes = np.bincount(np.argmax(p[ok], axis=1), minlength=len(classes))
     best = int(np.argmax(votes))
-    return f"{classes[best]} ({int(votes[best])} of {end - start} frames)"
+    return f"{classes[best]} in {int(votes[best])} of {end - start} frames"
 
 
 # ------------------------------------------------------------------------------------------ history
@@ -186,13 +186,7 @@ class Autosaver(QObject):
         path, ann, state = self._next
         self._next = None
 
-        def job(progress: Any, cancel: Any) -> str:
-            with Session.open(path, writable=True) as s:
-                s.set_review_state(state)
-                s.save_annotations(ann)
-            return str(path)
-
-        worker = JobWorker(job, f"save {path.name}")
+        worker = JobWorker(lambda progress, cancel: _write(path, ann, state), f"save {path.name}")
         worker.finished.connect(self._on_saved)
         worker.error.connect(self.failed)
         worker.done.connect(self._on_done)
@@ -214,12 +208,26 @@ class Autosaver(QObject):
         self._start()
 
     def wait(self, timeout_ms: int = 10_000) -> bool:
-        """Block until the running write has ended (shutdown); a queued one is dropped with a warning."""
-        if self._next is not None:
-            log.warning("an annotation save was still queued at shutdown; the previous one is on disk")
-            self._next = None
+        """Finish every write before the window closes: the running one, then the newest queued one here."""
         ok = all(w.wait(timeout_ms) for w in self._ending)
-        return (self._worker.wait(timeout_ms) if self._worker is not None else True) and ok
+        if self._worker is not None:
+            ok = self._worker.wait(timeout_ms) and ok
+        if self._next is not None:
+            path, ann, state = self._next
+            self._next = None
+            try:
+                _write(path, ann, state)  # the window is closing: a short wait beats losing the last edit
+            except Exception:  # at shutdown there is no window left to show it in
+                log.exception("the last annotations could not be saved into %s", path)
+                return False
+        return ok
+
+
+def _write(path: Path, ann: Annotations, state: dict[str, Any]) -> str:
+    with Session.open(path, writable=True) as s:
+        s.set_review_state(state)
+        s.save_annotations(ann)
+    return str(path)
 
 
 # ------------------------------------------------------------------------------------------ editor
@@ -265,7 +273,7 @@ class AnnotationEditor(QGroupBox):
         form.addRow("Tier", self.tier)
         form.addRow("Label", self.label)
         form.addRow("Note", self.note)
-        form.addRow("Model", self.model_label)
+        form.addRow("Model says", self.model_label)
         form.addRow("Verdict", self.agreement)
         form.addRow("Refers to", self.target)
         buttons = QHBoxLayout()
@@ -339,8 +347,9 @@ class AnnotationPanel(QWidget):
     (F2, or click a selected cell). Signals carry the segment's index in ``sessions.Annotations``.
     """
 
-    COLUMNS = ("tier", "frames", "time (s)", "label", "verdict", "note", "refers to")
-    EDITABLE: ClassVar[dict[int, str]] = {3: "label", 5: "note"}
+    COLUMNS = ("tier", "frames", "label", "verdict", "note", "refers to")
+    EDITABLE: ClassVar[dict[int, str]] = {2: "label", 4: "note"}
+    TARGET_COLUMN = 5
 
     seekRequested = Signal(int)
     targetRequested = Signal(str)
@@ -364,11 +373,15 @@ class AnnotationPanel(QWidget):
                                    | QAbstractItemView.EditTrigger.SelectedClicked)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setWordWrap(False)
+        # A dock column is ~350 px: frames and times share a cell on two lines, long text wraps.
+        self.table.setWordWrap(True)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(40)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(36)
+        self.table.setColumnWidth(0, 78)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.cellDoubleClicked.connect(self._on_activated)
         self.table.activated.connect(lambda index: self._on_activated(index.row(), index.column()))
         self.table.itemChanged.connect(self._on_item_changed)
@@ -407,17 +420,19 @@ class AnnotationPanel(QWidget):
             self.table.setRowCount(len(self.order))
             for r, i in enumerate(self.order):
                 s = self.segments[i]
-                texts = (s.tier, f"{s.start_frame}–{s.end_frame - 1}",
-                         f"{s.start_frame / fps:.2f}–{s.end_frame / fps:.2f}", s.label, s.agreement or "–",
-                         s.note, s.target)
+                span = f"{s.start_frame}–{s.end_frame - 1}\n{s.start_frame / fps:.2f}–{s.end_frame / fps:.2f} s"
+                texts = (s.tier, span, s.label, s.agreement or "–", s.note, s.target)
                 for c, text in enumerate(texts):
                     item = QTableWidgetItem(text)
                     item.setToolTip(text)
                     if c not in self.EDITABLE:
                         item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                    if c == 4 and s.agreement:
+                    if c == 3 and s.agreement:
                         item.setForeground(QColor(AGREEMENT_COLOURS[s.agreement]))
                     self.table.setItem(r, c, item)
+            # "refers to" takes room only once some note refers to something.
+            self.table.setColumnHidden(self.TARGET_COLUMN, not any(s.target for s in self.segments))
+            self.table.resizeRowsToContents()
         finally:
             self._filling = False
 
@@ -432,7 +447,7 @@ class AnnotationPanel(QWidget):
         if not 0 <= row < len(self.order):
             return
         seg = self.segments[self.order[row]]
-        if column == 6 and seg.target:
+        if column == self.TARGET_COLUMN and seg.target:
             self.targetRequested.emit(seg.target)  # the note points elsewhere: go there
         else:
             self.seekRequested.emit(seg.start_frame)

@@ -133,7 +133,7 @@ def self_test(timeout_s: float = 600.0, out_dir: str | os.PathLike[str] | None =
     clock = QElapsedTimer()
     clock.start()
     started = False
-    while clock.elapsed() < timeout_s * 1000 and not errors:
+    while clock.elapsed() < timeout_s * 1000 and not errors and getattr(window, "last_error", None) is None:
         app.processEvents()
         started = started or window.analysis_worker is not None
         data = window.data

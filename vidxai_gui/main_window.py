@@ -7,8 +7,10 @@ writing session files, models — runs on a worker; this class merges results an
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +64,7 @@ APP_NAME = "VidXAI"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 SESSION_SUFFIX = ".vxs"
 MAX_RECENT = 10
+LOSS_IN_MESSAGE = re.compile(r"\bloss (\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
 ABOUT_TEXT = (
     "<h3>VidXAI</h3>"
     "<p>Review face videos with explainable emotion-recognition models: frame scores and their "
@@ -361,21 +364,57 @@ class MainWindow(QMainWindow):
 
         dialog = TrainDialog(self, self.settings.value("train/data_dir", "", str),
                              self.settings.value("train/out_dir", "", str))
-        dialog.accepted.connect(lambda: self.train(dialog.data.path, dialog.config()))
-        dialog.open()
+        dialog.startRequested.connect(
+            lambda: dialog.attach(self.train(dialog.data.path, dialog.config(), **dialog.data_options())))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)  # it follows a run after Close
+        dialog.show()  # not modal: reviewing goes on while a model trains
         self.train_dialog_widget = dialog
 
-    def train(self, data_dir: str, config: dict[str, Any]) -> JobWorker:
-        """engine.train.train as a job; offers the new model for analysis when it is done."""
+    def train(self, data_dir: str, config: dict[str, Any], per_class: int | None = None,
+              face_crops: bool = False) -> JobWorker:
+        """engine.train.train as a job; its live metrics arrive as ``partial`` ("loss", (batch, value)) and
+        ("epoch", record); the new model joins the list of Analysis ▸ Analyse with model…"""
+        from engine.data import DataConfig, SamplingConfig
         from engine.train import TrainConfig, train
 
         self.settings.setValue("train/data_dir", data_dir)
         self.settings.setValue("train/out_dir", config.get("out_dir", ""))
+        data = DataConfig(path=data_dir, sampling=SamplingConfig(fast=face_crops),
+                          max_per_class={"train": per_class, "val": per_class} if per_class else {})
+        cfg = TrainConfig(**config)
+        metrics_path = Path(cfg.out_dir) / "metrics.jsonl"
 
-        def job(progress: Any, cancel: Any) -> Path:
-            return train(data_dir, TrainConfig(**config), progress=progress, cancel=cancel)
+        def job(progress: Any, cancel: Any, partial: Callable[[object], None]) -> Path:
+            state: dict[str, Any] = {"lines": 0, "loss": "", "running": False, "batch": 0}
 
-        worker = self.jobs.submit(job, f"Train {config.get('arch', '')} on {Path(data_dir).name}")
+            def read_metrics() -> None:
+                # The trainer appends one JSON line per step to metrics.jsonl; pass on the new ones.
+                if not state["running"] or not metrics_path.exists():
+                    return
+                lines = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()]
+                for line in lines[state["lines"]:]:
+                    rec = json.loads(line)
+                    partial(("epoch", {**rec, "end_batch": state["batch"]}))
+                state["lines"] = len(lines)
+
+            def report(done: int, total: int, message: str) -> None:
+                progress(done, total, message)
+                read_metrics()  # before counting this batch: a finished epoch ends at the previous one
+                if " epoch " in f" {message}":
+                    # Old metrics of an earlier run in this folder are gone once the epochs begin.
+                    state["running"] = True
+                    state["batch"] = done
+                # The trainer's only live loss is its progress text: "… batch 3/9 loss 1.9460".
+                loss = LOSS_IN_MESSAGE.search(message)
+                if loss and loss.group(1) != state["loss"]:
+                    state["loss"] = loss.group(1)
+                    partial(("loss", (float(done), float(loss.group(1)))))
+
+            folder = train(data, cfg, progress=report, cancel=cancel)
+            read_metrics()
+            return folder
+
+        worker = self.jobs.submit(job, f"Train {config.get('arch', '')} on {Path(data_dir).name}", partial=True)
         worker.finished.connect(self._on_trained)
         worker.error.connect(lambda msg, tb: self.show_error(
             "Training stopped with an error", msg, "Check the data folder and the settings, then train again.", tb))
@@ -385,7 +424,32 @@ class MainWindow(QMainWindow):
 
     def _on_trained(self, folder: Any) -> None:
         self.model_dir = Path(folder)
-        self.statusBar().showMessage(f"Model saved to {folder}; Analysis ▸ Analyse with model… uses it now.", 10000)
+        self._remember_model(Path(folder))
+        self.statusBar().showMessage(f"Model saved to {folder}; Analysis ▸ Analyse with model… lists it.", 10000)
+
+    def known_models(self) -> list[Path]:
+        """Models for Analyse with model…: used or trained here (newest first), then the shipped ones."""
+        try:
+            from engine.resources import shipped_models
+
+            shipped = shipped_models()
+        except Exception as exc:  # noqa: BLE001 - no shipped models is not a reason to list none
+            log.info("no shipped models: %s", exc)
+            shipped = []
+        value = self.settings.value("models/recent", [])
+        recent = [Path(v) for v in ([value] if isinstance(value, str) else value or [])]
+        current = [self.model_dir] if self.model_dir is not None else []
+        seen: dict[str, Path] = {}
+        for folder in current + recent + shipped:
+            if (folder / "model.json").is_file():
+                seen.setdefault(str(folder.resolve()), folder)
+        return list(seen.values())
+
+    def _remember_model(self, folder: Path) -> None:
+        value = self.settings.value("models/recent", [])
+        recent = [str(v) for v in ([value] if isinstance(value, str) else value or [])]
+        entry = str(folder.resolve())
+        self.settings.setValue("models/recent", [entry] + [r for r in recent if r != entry][: MAX_RECENT - 1])
 
     def evaluate_dialog(self) -> None:
         from vidxai_gui.dialogs import EvaluateDialog
@@ -534,10 +598,13 @@ class MainWindow(QMainWindow):
         return sessions_dir(self.settings) / name
 
     def choose_model_and_analyse(self) -> None:
-        start = str(self.model_dir) if self.model_dir else self.settings.value("last_dir", str(Path.home()), str)
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder (holding model.json)", start)
-        if folder:
-            self.analyse(Path(folder))
+        from vidxai_gui.dialogs import ModelChooser
+
+        chooser = ModelChooser(self.known_models(), self)
+        chooser.chosen.connect(lambda folder: self.analyse(Path(folder)))
+        chooser.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        chooser.open()
+        self.model_chooser = chooser
 
     def analyse(self, model_dir: str | os.PathLike[str]) -> None:
         """Run engine.pipeline.analyze as a job; frames appear as the analysis commits them."""
@@ -553,6 +620,7 @@ class MainWindow(QMainWindow):
                             "Run `vidxai analyze VIDEO --model FOLDER` in a terminal, then open the .vxs file.")
             return
         self.model_dir = Path(model_dir)
+        self._remember_model(self.model_dir)
         video = self.video_path
         out = self._session_path_for(video)
 
@@ -905,8 +973,15 @@ class MainWindow(QMainWindow):
         d = self.data
         assert d is not None
         labels = list(d.classes) + sorted({s.label for s in d.annotations.segments if s.label} - set(d.classes))
-        self.docks["annotations"].show()
-        self.docks["annotations"].raise_()
+        dock = self.docks["annotations"]
+        dock.show()
+        dock.raise_()
+        if dock.height() < 500 and not dock.isFloating():  # room for the editor and a few rows of the list
+            above = next((d for d in (self.docks[k] for k in ("prototypes", "latents", "preprocess"))
+                          if d.isVisible() and not d.visibleRegion().isEmpty()), None)
+            if above is not None:
+                total = above.height() + dock.height()
+                self.resizeDocks([above, dock], [max(total - 500, 120), 500], Qt.Orientation.Vertical)
         self.annotation_panel.editor.begin(
             start, end, self.player.fps, self.notes.tier_names(), labels, self._targets(),
             model_verdict(d.classes, d.probs, d.valid, start, end),

@@ -71,6 +71,12 @@ def check_libraries(names: tuple[str, ...] = LIBRARIES) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - ImportError, OSError from a missing .so, …: all reported
             problems.append(f"cannot load {name}: {type(exc).__name__}: {exc}")
+    if "torchvision" in names and not any("torchvision" in p for p in problems):
+        from torchvision import extension
+
+        if not extension._has_ops():  # the C++ operators live in a .so loaded by path, easy to leave out
+            problems.append("torchvision's C++ operators did not load: "
+                            f"{Path(extension.__file__).parent}/_C*.so missing or incompatible with torch")
     return problems
 
 
