@@ -138,6 +138,16 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
     lines = csv_path.read_text().splitlines()
     assert len(lines) == 1 + 56 and lines[0].startswith("index,time_s,face")
 
+    # The reviewer's view: intrinsic maps with the Top-25 % projection, a chosen α and opacity.
+    window._set_heat_method("intrinsic")
+    qtbot.waitUntil(lambda: window.player.view.heat_item.isVisible(), timeout=10_000)
+    qtbot.wait(300)
+    full = float((window.player.view.heat_item.image > 0).mean())
+    window._set_top_x(True)
+    qtbot.waitUntil(lambda: float((window.player.view.heat_item.image > 0).mean()) < 0.8 * full, timeout=10_000)
+    window.timeline.set_alpha(0.55)
+    window.player.opacity.setValue(35)
+
     # Reopening the session file loads everything again, at the frame the reviewer left.
     window.save_session()
     qtbot.waitUntil(lambda: not window.jobs.is_busy() and not window.autosaver.busy, timeout=20_000)
@@ -150,6 +160,8 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
     np.testing.assert_array_equal(tl.raw_curves[0].getData()[1], probs[:, 0])
     assert [(seg.start, seg.end, seg.label) for seg in tl.tiers["reviewer"]] == [(10, 25, "smile onset")]
     assert window.annotation_panel.table.item(0, 4).text() == "checked by hand"
+    assert window.heat_method == "intrinsic" and window.top_x_on
+    assert window.timeline.alpha == pytest.approx(0.55) and window.player.opacity.value() == 35
     window.timeline.seekRequested.emit(12)
     qtbot.waitUntil(lambda: window.player.current == 12, timeout=10_000)
     for label, size in {"1280x800": (1280, 800), "1920x1080": (1920, 1080)}.items():

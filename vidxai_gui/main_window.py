@@ -60,6 +60,8 @@ from vidxai_gui.worker import JobPanel, JobQueue, JobWorker
 
 log = logging.getLogger(__name__)
 
+TOP_X = 0.25  # METHODS §4: the paper's figures keep the top 25 % of the positive relevance
+
 APP_NAME = "VidXAI"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 SESSION_SUFFIX = ".vxs"
@@ -97,6 +99,7 @@ class MainWindow(QMainWindow):
         self.session_path: Path | None = None
         self.data: ReviewData | None = None
         self.heat_method = ""
+        self.top_x_on = False
         self.analysis_worker: JobWorker | None = None
         self._pending_analysis: Path | None = None
         self._pending_frame = 0
@@ -562,6 +565,11 @@ class MainWindow(QMainWindow):
         self.session_path = data.path
         self.data = data
         self._pending_frame = min(max(review_frame, 0), data.frame_count - 1)
+        # The reviewer's view comes back as it was saved: method, Top-X and heatmap opacity.
+        self.heat_method = str(data.review_state.get("method", self.heat_method) or "")
+        self.top_x_on = bool(data.review_state.get("top_x", False))
+        if "opacity" in data.review_state:
+            self.player.opacity.setValue(int(data.review_state["opacity"]))
         if "alpha" in data.review_state:
             self.timeline.set_alpha(float(data.review_state["alpha"]))
         elif data.analysis and data.analysis.get("alpha"):
@@ -784,7 +792,8 @@ class MainWindow(QMainWindow):
         if info is None or self.session_path is None:
             return
         self.heat_method = method
-        reader = HeatmapReader(self.session_path, method, (info.height, info.width))
+        reader = HeatmapReader(self.session_path, method, (info.height, info.width),
+                               top_x=TOP_X if self.top_x_on else None)
         self.player.set_extras_provider(reader)
         self.player.refresh_overlays()
 
@@ -802,6 +811,18 @@ class MainWindow(QMainWindow):
         off.setCheckable(True)
         off.setChecked(not self.heat_method)
         off.triggered.connect(self._heat_off)
+        self.heat_menu.addSeparator()
+        topx = self.heat_menu.addAction(f"Top-{TOP_X:.0%} relevance projection")
+        topx.setCheckable(True)
+        topx.setChecked(self.top_x_on)
+        topx.setToolTip("Show only the strongest relevance that makes up "
+                        f"{TOP_X:.0%} of the positive mass (SpRAy paper's figures)")
+        topx.triggered.connect(self._set_top_x)
+
+    def _set_top_x(self, on: bool) -> None:
+        self.top_x_on = bool(on)
+        if self.heat_method:
+            self._set_heat_method(self.heat_method)
 
     def _heat_off(self) -> None:
         self._set_heat_method("")  # still reads the prototype box; just no map
@@ -1051,7 +1072,8 @@ class MainWindow(QMainWindow):
         """Write annotations and review settings into the session, on a worker (autosave after every edit)."""
         if self.data is None or self.session_path is None or self.analysis_worker is not None:
             return
-        state = {"alpha": self.timeline.alpha, "frame": max(self.player.current, 0), "method": self.heat_method}
+        state = {"alpha": self.timeline.alpha, "frame": max(self.player.current, 0), "method": self.heat_method,
+                 "top_x": self.top_x_on, "opacity": self.player.opacity.value()}
         self.autosaver.save(self.session_path, self.data.annotations, state)
 
     # ------------------------------------------------------------------------------------ export

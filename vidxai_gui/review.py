@@ -198,10 +198,11 @@ class HeatmapReader:
     immutable, so this is cheap) and refreshes it, since a streaming analysis commits every few seconds.
     """
 
-    def __init__(self, path: Path, method: str, frame_hw: tuple[int, int]) -> None:
+    def __init__(self, path: Path, method: str, frame_hw: tuple[int, int], top_x: float | None = None) -> None:
         self.path = path
         self.method = method
         self.frame_hw = frame_hw
+        self.top_x = top_x  # keep only the top X of the positive relevance mass (METHODS §4), None = all
         self._local = threading.local()
         self._sessions: list[Session] = []
         self._lock = threading.Lock()
@@ -232,7 +233,12 @@ class HeatmapReader:
             if self.method and s.exists(name):
                 heat = s.read(name, slice(k, k + 1))[0].astype(np.float32)
                 if np.isfinite(heat).any():
-                    out.heat = m.heatmap_to_frame(np.clip(np.nan_to_num(heat), 0, None), self.frame_hw)
+                    heat = np.clip(np.nan_to_num(heat), 0, None)
+                    if self.top_x is not None:
+                        from engine.explain.topx import top_x
+
+                        heat = top_x(heat, self.top_x)
+                    out.heat = m.heatmap_to_frame(heat, self.frame_hw)
             out.proto_index, out.proto_box = self._proto_box(s, m, k)
             return out
         except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
