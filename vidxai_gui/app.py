@@ -55,6 +55,31 @@ def _default_model() -> tuple[str | None, str]:
         return None, str(exc)
 
 
+EXIT_ENV = "VIDXAI_EXIT_AFTER_ANALYSIS"
+"""Set (to a PNG path, or empty) to quit once the opened video is analysed: scripted demos, README screenshots
+and the test that drives exactly the README's run command."""
+
+
+def _exit_when_analysed(app: QApplication, window: QWidget, screenshot: str, timeout_s: float = 600.0) -> None:
+    timer = QTimer(window)
+    waited = {"ms": 0}
+
+    def check() -> None:
+        waited["ms"] += 250
+        data = getattr(window, "data", None)
+        done = (window.analysis_worker is None and data is not None and bool(data.analysis)
+                and data.analysis.get("complete") is True)
+        if done or waited["ms"] > timeout_s * 1000:
+            timer.stop()
+            if done and screenshot:
+                save_screenshot(window, screenshot)
+            print(f"{'analysed' if done else 'timed out'}: {window.session_path}", flush=True)
+            app.exit(0 if done else 1)
+
+    timer.timeout.connect(check)
+    timer.start(250)
+
+
 def run(argv_paths: list[str], demo: bool = False, model_dir: str | None = None, analyze: bool = True) -> int:
     """Open the window with the given files (a video or a .vxs session); returns the exit code.
 
@@ -90,6 +115,8 @@ def run(argv_paths: list[str], demo: bool = False, model_dir: str | None = None,
                 window.open_path(first)
 
         QTimer.singleShot(0, open_first)
+    if os.environ.get(EXIT_ENV) is not None:
+        _exit_when_analysed(app, window, os.environ[EXIT_ENV])
     code = app.exec()
     window.shutdown()
     return int(code)

@@ -89,6 +89,15 @@ def sessions_dir(settings: QSettings) -> Path:
     return Path(base or Path.home() / ".vidxai") / "sessions"
 
 
+def _inside_resources(path: Path) -> bool:
+    try:
+        from engine.resources import resources_dir
+
+        return path.resolve().is_relative_to(resources_dir().resolve())
+    except Exception:  # noqa: BLE001 - no resources folder: nothing to protect
+        return False
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings, model_dir: str | os.PathLike[str] | None = None,
                  parent: QWidget | None = None) -> None:
@@ -601,6 +610,8 @@ class MainWindow(QMainWindow):
         if self.settings.value("sessions_dir", "", str):
             return sessions_dir(self.settings) / name
         folder = video.parent
+        if _inside_resources(video):
+            return sessions_dir(self.settings) / name  # the installation's own files stay untouched
         if os.access(folder, os.W_OK) and folder.stat().st_mode & stat.S_IWUSR:
             return folder / name
         return sessions_dir(self.settings) / name
