@@ -220,6 +220,32 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     save_screenshot(window, artifacts_dir / "gui_occlusion_1280x800.png")
 
 
+def test_apply_input_to_the_whole_video(window: MainWindow, qtbot, clip: Path, model_dir: Path) -> None:
+    """Reassembled mode + a hidden mouth, applied to every frame: a new analysis with that input and the
+    facial-part occlusion track, both recorded in the session and shown on the timeline."""
+    window.open_video(clip, analyse_with=model_dir)
+    qtbot.waitUntil(lambda: window.data is not None and bool(window.data.analysis)
+                    and window.data.analysis.get("complete") is True and window.analysis_worker is None,
+                    timeout=240_000)
+    panel = window.preprocess
+    panel.mode_buttons["reassembled"].setChecked(True)
+    panel.part_boxes["mouth"].setChecked(True)
+    panel.apply_button.click()
+    qtbot.waitUntil(lambda: window.analysis_worker is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: window.analysis_worker is None and window.data is not None
+                    and bool(window.data.analysis) and window.data.analysis.get("complete") is True
+                    and window.data.analysis.get("preprocess", {}).get("mode") == "reassembled",
+                    timeout=240_000)
+    with Session.open(window.session_path) as s:
+        a = s.analysis_info()
+        assert a["preprocess"]["mode"] == "reassembled" and a["occlusion"]
+        conditions, occ = s.occlusion()
+        valid = s.read("valid")
+        assert "mouth" in conditions and np.isfinite(occ[valid]).all()
+        probs = s.read("probs")
+    np.testing.assert_array_equal(window.timeline.raw_curves[0].getData()[1], probs[:, 0].astype(np.float64))
+
+
 def test_find_faces_marks_frames_where_the_face_is_lost(window: MainWindow, qtbot, tmp_path: Path,
                                                         artifacts_dir: Path) -> None:
     from tests.conftest import EDGE

@@ -179,7 +179,8 @@ def self_test(timeout_s: float = 600.0, out_dir: str | os.PathLike[str] | None =
     if ok:
         print(f"self-test: analysed {clip.name} with {Path(model).name}; decision "
               f"{window.data.analysis.get('decision')!r}; session {window.session_path}; screenshot {shot}"
-              + (f"; bundle {selftest.bundle_info()}" if selftest.bundle_info() is not None else ""))
+              + ("; bundle target {target}, torch {torch}".format_map(
+                  {"target": "?", "torch": "?", **selftest.bundle_info()}) if selftest.bundle_info() is not None else ""))
     elif not problems:
         why = errors[0] if errors else getattr(getattr(window, "last_error", None), "text", lambda: "")() or \
             f"the analysis did not finish within {timeout_s:.0f} s"

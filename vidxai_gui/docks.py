@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QRadioButton,
     QScrollArea,
     QTableWidget,
@@ -226,6 +227,7 @@ class PreprocessPanel(QWidget):
     """Input mode and occluded parts for re-scoring the current frame; shows the model's view."""
 
     changed = Signal()
+    applyToVideo = Signal()
 
     MODES = (("face", "Face crop (default)"), ("original", "Whole frame"), ("reassembled", "Eyes · nose · mouth"))
 
@@ -272,6 +274,13 @@ class PreprocessPanel(QWidget):
         layout.addWidget(mode_box)
         layout.addWidget(occ_box)
         layout.addLayout(view_row, 1)
+        self.apply_button = QPushButton("Apply to the whole video")
+        self.apply_button.setToolTip(
+            "Analyse every frame with this input mode (a new analysis), and with any part checked, add the "
+            "seven facial-part occlusions as a timeline track. Runs as a job; the current scores stay until "
+            "it finishes.")
+        self.apply_button.clicked.connect(self.applyToVideo.emit)
+        layout.addWidget(self.apply_button)
         layout.addWidget(self.status)
 
     @property

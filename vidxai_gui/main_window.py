@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
             "Check that the session's folder is writable and has space; your annotations stay in the window "
             "and are saved with the next change or File ▸ Save session.", tb))
         self.preprocess.changed.connect(self.rescore_current)
+        self.preprocess.applyToVideo.connect(self.apply_input_to_video)
         self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
 
         self.resize(1280, 800)
@@ -625,7 +626,16 @@ class MainWindow(QMainWindow):
         chooser.open()
         self.model_chooser = chooser
 
-    def analyse(self, model_dir: str | os.PathLike[str]) -> None:
+    def apply_input_to_video(self) -> None:
+        """The preprocessing dock's mode (and occlusion track) for every frame, as an analysis job."""
+        if self.model_dir is None or self.video_path is None:
+            self.show_error("No model to apply", "The input mode and occlusion apply to a model's analysis.",
+                            "Analyse the video with a model first (Analysis ▸ Analyse with model…).")
+            return
+        self.analyse(self.model_dir, preprocess_mode=self.preprocess.mode,
+                     occlusion=bool(self.preprocess.occluded))
+
+    def analyse(self, model_dir: str | os.PathLike[str], **overrides: Any) -> None:
         """Run engine.pipeline.analyze as a job; frames appear as the analysis commits them."""
         if self.video_path is None:
             return
@@ -633,7 +643,8 @@ class MainWindow(QMainWindow):
             from engine import pipeline
 
             analyze = pipeline.analyze
-            settings = pipeline.AnalyzeSettings(**{"alpha": self.timeline.alpha, **self.analyze_overrides})
+            settings = pipeline.AnalyzeSettings(**{"alpha": self.timeline.alpha, **self.analyze_overrides,
+                                                   **overrides})
         except (ImportError, AttributeError, TypeError) as exc:
             self.show_error("Analysis is not available", f"This build cannot analyse videos yet ({exc}).",
                             "Run `vidxai analyze VIDEO --model FOLDER` in a terminal, then open the .vxs file.")
