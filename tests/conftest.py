@@ -54,3 +54,36 @@ def fer_dir() -> Path:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def hap_clip(crema_dir: Path) -> Path:
+    """The CREMA-D happy clip (56 frames), the GUI tests' standard video."""
+    return _need(crema_dir / "1001_DFA_HAP_XX.flv")
+
+
+@pytest.fixture
+def gui_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings in a temp INI file and sessions in tmp: tests never touch the user's settings or files."""
+    from vidxai_gui.app import SETTINGS_ENV, app_settings
+
+    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "settings"))
+    monkeypatch.setenv("VIDXAI_CACHE", str(tmp_path / "cache"))
+    settings = app_settings()
+    settings.setValue("sessions_dir", str(tmp_path / "sessions"))
+    settings.sync()
+    return settings
+
+
+@pytest.fixture
+def window(qtbot, gui_settings):
+    """The real main window, shown offscreen at 1280×800."""
+    from vidxai_gui.main_window import MainWindow
+
+    w = MainWindow(gui_settings)
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()

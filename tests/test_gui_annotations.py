@@ -28,13 +28,8 @@ CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
 
 
 @pytest.fixture(scope="module")
-def clip() -> Path:
-    from tests.conftest import CREMA
-
-    path = CREMA / "1001_DFA_HAP_XX.flv"
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path}")
-    return path
+def clip(hap_clip: Path) -> Path:
+    return hap_clip
 
 
 @pytest.fixture(scope="module")

@@ -17,26 +17,13 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QDialogButtonBox
 
-from vidxai_gui.app import SETTINGS_ENV, app_settings, save_screenshot
+from vidxai_gui.app import save_screenshot
 from vidxai_gui.dialogs import TrainDialog
 from vidxai_gui.main_window import MainWindow
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(600)]
 
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-
-
-@pytest.fixture
-def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "settings"))
-    monkeypatch.setenv("VIDXAI_CACHE", str(tmp_path / "cache"))  # face crops in tmp, not ~/.cache
-    w = MainWindow(app_settings())
-    qtbot.addWidget(w)
-    w.resize(1280, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
 
 
 def tiny_run(dialog: TrainDialog, data: Path, out: Path, epochs: int) -> None:
