@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = "protopnet"
+PREFERENCE = (DEFAULT_MODEL, "patchsae", "cnn")
 DEMO_CLIP = "demo_crema-d_1001_DFA_HAP_XX.flv"
 
 
@@ -35,11 +36,15 @@ def models_dir() -> Path:
     return resources_dir() / "models"
 
 
-def default_model_dir(name: str = DEFAULT_MODEL) -> Path:
-    path = models_dir() / name
-    if not (path / "model.json").is_file():
-        raise ResourceError(f"default model missing: {path / 'model.json'}; reinstall VidXAI or pass --model DIR")
-    return path
+def default_model_dir(name: str | None = None) -> Path:
+    """A shipped model: `name`, or the first of PREFERENCE that is installed (the interpretable ones first)."""
+    names = [name] if name else list(PREFERENCE)
+    for n in names:
+        path = models_dir() / n
+        if (path / "model.json").is_file():
+            return path
+    raise ResourceError(f"no default model in {models_dir()} (looked for {', '.join(names)}); "
+                        "reinstall VidXAI or pass --model DIR")
 
 
 def shipped_models() -> list[Path]:

@@ -10,17 +10,18 @@ import pytest
 
 from engine.checkpoint import load_checkpoint
 from engine.evaluate import evaluate
-from engine.resources import shipped_models
+from engine.resources import PREFERENCE, default_model_dir, shipped_models
 
 RECORD = "fer2013:test:700:seed0"
 MODELS = shipped_models()
 
 
-def test_the_default_protopnet_is_shipped() -> None:
-    names = [m.name for m in MODELS]
-    if not names:
+def test_the_default_is_the_most_interpretable_shipped_model() -> None:
+    if not MODELS:
         pytest.skip("no default model in resources/models yet (see resources/models/train.sh)")
-    assert "protopnet" in names, names
+    names = [m.name for m in MODELS]
+    want = next(n for n in PREFERENCE if n in names)
+    assert default_model_dir().name == want
 
 
 @pytest.mark.parametrize("model_dir", MODELS, ids=[m.name for m in MODELS])
