@@ -29,8 +29,9 @@ log = logging.getLogger("vidxai.build")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "packaging" / "vidxai.spec"
-REQUIRED_RESOURCES = ("demo_crema-d_1001_DFA_HAP_XX.flv", "models/protopnet/model.json",
-                      "models/protopnet/model.safetensors")
+REQUIRED_RESOURCES = ("demo_crema-d_1001_DFA_HAP_XX.flv",)
+# At least one default model, as engine.resources picks it (the most interpretable one installed).
+MODEL_CHOICES = ("protopnet", "patchsae", "cnn")
 
 
 def tree_size(folder: Path) -> tuple[int, int]:
@@ -46,7 +47,11 @@ def tree_size(folder: Path) -> tuple[int, int]:
 
 
 def missing_resources(resources: Path) -> list[Path]:
-    return [resources / r for r in REQUIRED_RESOURCES if not (resources / r).is_file()]
+    missing = [resources / r for r in REQUIRED_RESOURCES if not (resources / r).is_file()]
+    models = [resources / "models" / m for m in MODEL_CHOICES]
+    if not any((m / "model.json").is_file() and (m / "model.safetensors").is_file() for m in models):
+        missing.append(models[0] / "model.json")  # name the model users should have
+    return missing
 
 
 def make_tar(bundle: Path, out: Path) -> Path:
