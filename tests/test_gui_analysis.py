@@ -197,6 +197,16 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     shown = [float(panel.scores.item(i, 1).text()) for i in range(len(CLASSES))]
     np.testing.assert_allclose(shown, expected.probs, atol=5e-4)  # the table shows 3 decimals
     assert panel.input_view.pixmap() is not None and not panel.input_view.pixmap().isNull()
+    # The acceptance case: reassembled input with the mouth hidden, equal to a direct engine call.
+    panel.part_boxes["eyes"].setChecked(False)
+    panel.rescored_frame = -1
+    panel.mode_buttons["reassembled"].setChecked(True)
+    qtbot.waitUntil(lambda: panel.rescored_frame == 20 and window._rescore_worker is None
+                    and "reassembled input, occluded: mouth" in panel.status.text(), timeout=60_000)
+    cfg = analyzer.config(mode="reassembled", occlude=frozenset({"mouth"}))
+    expected = analyzer.score(frame, detect_single(frame), cfg)
+    shown = [float(panel.scores.item(i, 1).text()) for i in range(len(CLASSES))]
+    np.testing.assert_allclose(shown, expected.probs, atol=5e-4)
     # Moving on re-scores the new frame with the same toggles.
     panel.rescored_frame = -1
     QTest.keyClick(window, Qt.Key.Key_Right)
