@@ -343,9 +343,9 @@ def _read_pooled_maps(session: Session, method: str, max_side: int = 32, chunk: 
     for s in range(0, T, chunk):
         m = np.nan_to_num(session.read(f"explanations/{method}/maps", slice(s, min(T, s + chunk))).astype(np.float32))
         m = np.maximum(m, 0)  # SpRAy clusters where the evidence for the class lies
-        side = int(np.sqrt(prepare_maps(m[:1], max_side).shape[1])) if len(m) else 1
-        pooled = prepare_maps(m, max_side).reshape(len(m), side, side)
-        parts.append(pooled)
+        pooled = prepare_maps(m, max_side)
+        side = int(round(np.sqrt(pooled.shape[1])))
+        parts.append(pooled.reshape(len(m), side, side))
     return np.concatenate(parts) if parts else np.zeros((0, 1, 1), np.float32)
 
 

@@ -315,7 +315,7 @@ def test_run_opens_the_file_and_returns_on_close(settings_dir: Path, clip: Path,
         "    else:\n"
         "        QTimer.singleShot(50, poll)\n"
         "QTimer.singleShot(50, poll)\n"
-        "sys.exit(run([sys.argv[1]], demo=False, model_dir=None))\n")
+        "sys.exit(run([sys.argv[1]], demo=False, model_dir=None, analyze=False))\n")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     r = subprocess.run([sys.executable, str(script), str(clip)], check=False, capture_output=True, text=True,
                        timeout=60,
