@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -344,7 +345,7 @@ def _read_pooled_maps(session: Session, method: str, max_side: int = 32, chunk: 
         m = np.nan_to_num(session.read(f"explanations/{method}/maps", slice(s, min(T, s + chunk))).astype(np.float32))
         m = np.maximum(m, 0)  # SpRAy clusters where the evidence for the class lies
         pooled = prepare_maps(m, max_side)
-        side = int(round(np.sqrt(pooled.shape[1])))
+        side = math.isqrt(pooled.shape[1])
         parts.append(pooled.reshape(len(m), side, side))
     return np.concatenate(parts) if parts else np.zeros((0, 1, 1), np.float32)
 
