@@ -118,12 +118,16 @@ def resume_point(session: Session, done: int) -> int:
 
 
 def face_stages(reader: VideoReader, start: int, detect_every: int, cancel: CancelToken,
-                maxsize: int = 32) -> tuple[Stage, Stage]:
-    """Decode and face-tracking stages from frame `start`; the second yields (k, frame, FaceResult)."""
-    tracker = FaceTracker(detect_every=detect_every)
+                stored: Callable[[int], FaceResult] | None = None, maxsize: int = 32) -> tuple[Stage, Stage]:
+    """Decode and face stages from frame `start`; the second yields (k, frame, FaceResult), tracked, or read
+    back from the session when `stored` (a StoredFaces) is given."""
+    if stored is None:
+        tracker = FaceTracker(detect_every=detect_every)
+        stored_or_tracked = lambda kf: (kf[0], kf[1], tracker.process(kf[1]))
+    else:
+        stored_or_tracked = lambda kf: (kf[0], kf[1], stored(kf[0]))
     decode = Stage("decode", source=reader.iter_frames(start), maxsize=maxsize, cancel=cancel)
-    faces = Stage("faces", fn=lambda kf: (kf[0], kf[1], tracker.process(kf[1])), upstream=decode,
-                  maxsize=maxsize, cancel=cancel)
+    faces = Stage("faces", fn=stored_or_tracked, upstream=decode, maxsize=maxsize, cancel=cancel)
     return decode, faces
 
 
@@ -432,14 +436,8 @@ def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Pat
             known_faces = session.faces(slice(0, 0)).frames_done >= total
             start = 0 if occlusion_only else (done if known_faces else resume_point(session, done))
             progress(start, total, "analysing")
-            decode = Stage("decode", source=reader.iter_frames(start), cancel=cancel)
-            if known_faces:
-                stored = StoredFaces(session)
-                faces = Stage("faces", fn=lambda kf: (kf[0], kf[1], stored(kf[0])), upstream=decode, cancel=cancel)
-            else:
-                tracker = FaceTracker(detect_every=settings.detect_every)
-                faces = Stage("faces", fn=lambda kf: (kf[0], kf[1], tracker.process(kf[1])), upstream=decode,
-                              cancel=cancel)
+            decode, faces = face_stages(reader, start, settings.detect_every, cancel,
+                                        stored=StoredFaces(session) if known_faces else None)
             prep = Stage("preprocess", fn=lambda it: (*it, analyzer.prepare(it[1], it[2], cfg)), upstream=faces,
                          cancel=cancel)
             write = _BatchWriter(analyzer, session, settings, write_faces=not known_faces,
