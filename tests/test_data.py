@@ -242,6 +242,53 @@ def test_fast_cache_build_hit_and_resume(fer_dir: Path, tmp_path: Path) -> None:
         assert np.load(f, allow_pickle=False).dtype != object
 
 
+def test_second_builder_waits_for_the_first_and_reuses_its_cache(fer_dir: Path, tmp_path: Path) -> None:
+    """Two trainings started side by side ask for the same crops: the second must wait, not crop too
+    (their shared ``.partial`` folder once made one of them crash)."""
+    import shutil
+    import time
+
+    fcntl = pytest.importorskip("fcntl", reason="the build lock is POSIX flock")
+    from engine.data.cache import cache_key, canonical_preprocess
+
+    classes, items = _fer_items(fer_dir, 2)
+    pp = {"mode": "face", "size": 32, "grayscale": True, "margin": 0.1, "occlude": [], "fill": 0}
+    fast = SamplingConfig(fast=True)
+    key = cache_key(items, classes, canonical_preprocess(pp), fast)
+    holder = open(tmp_path / f"{key}.lock", "a+b")  # "another process" that is building the cache  # noqa: SIM115 - released mid-test
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    messages: list[str] = []
+    result: dict = {}
+    waiter = threading.Thread(target=lambda: result.update(
+        cache=build_cache(items, classes, pp, fast, tmp_path, progress=lambda d, t, m: messages.append(m))))
+    waiter.start()
+    deadline = time.monotonic() + 20
+    while not any("waiting" in m for m in messages):
+        assert time.monotonic() < deadline, "the second build did not wait for the lock"
+        time.sleep(0.02)
+    assert not (tmp_path / f"{key}.partial").exists()  # it has not started cropping
+    # the holder finishes the same cache, then lets go
+    other = build_cache(items, classes, pp, fast, tmp_path / "holder")
+    shutil.copytree(other.path, tmp_path / key)
+    fcntl.flock(holder.fileno(), fcntl.LOCK_UN)
+    holder.close()
+    waiter.join(20)
+    assert not waiter.is_alive()
+    assert result["cache"].path == tmp_path / key
+    assert not any(m.startswith("cropping") for m in messages)
+    np.testing.assert_array_equal(np.asarray(result["cache"].images), np.asarray(other.images))
+
+    # waiting can be cancelled
+    key2_items = items[:3]
+    key2 = cache_key(key2_items, classes, canonical_preprocess(pp), fast)
+    with open(tmp_path / f"{key2}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        token = CancelToken()
+        token.cancel()
+        with pytest.raises(Cancelled):
+            build_cache(key2_items, classes, pp, fast, tmp_path, cancel=token)
+
+
 def test_real_crop_policy_matches_preprocess(fer_dir: Path, tmp_path: Path) -> None:
     from engine.faces import face_from_crop_image
     from engine.preprocess import PreprocessConfig, preprocess

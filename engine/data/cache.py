@@ -8,7 +8,9 @@ int64 N (row of meta["items"]), ``frame_index.npy`` int64 N (video frame, −1 f
 
 Building is a job (progress, cancel). Finished chunks are kept in ``<key>.partial/`` so a cancelled or
 crashed build resumes where it stopped; the finished cache appears with one ``os.replace``, so a
-reader never sees half a cache.
+reader never sees half a cache. Two processes asking for the same cache at once (two trainings started
+side by side) do not both crop: the second waits on ``<key>.lock`` (an OS file lock, released by the
+kernel if the holder dies) and then loads what the first built.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -260,9 +264,42 @@ def _crop_chunk(items: list[dict], pp: dict, sampling: dict) -> dict[str, Any]:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, arr, allow_pickle=False)
     os.replace(tmp, path)
+
+
+@contextmanager
+def build_lock(
+    path: Path, what: str, total: int, progress: ProgressFn = no_progress, cancel: CancelToken | None = None
+) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``path`` (POSIX ``flock``) while building; waits, cancellably, while
+    another process holds it. Where there is no ``fcntl`` (Windows) builds are not serialised; the
+    per-process temporary names and the final ``os.replace`` still keep a concurrent build correct."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    log.info("%s: another process is building it; waiting", what)
+                    progress(0, total, "waiting for another process that is cropping the same faces")
+                    announced = True
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                time.sleep(0.25)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def build_cache(
@@ -295,7 +332,28 @@ def build_cache(
         log.info("face-crop cache hit %s", final)
         progress(len(items), len(items), "face crops cached")
         return FaceCache.load(final)
-    partial = root / f"{key}.partial"
+    with build_lock(root / f"{key}.lock", str(final), len(items), progress, cancel):
+        if (final / "meta.json").exists():  # built by the process we waited for
+            log.info("face-crop cache %s was built by another process", final)
+            progress(len(items), len(items), "face crops cached")
+            return FaceCache.load(final)
+        _build(items, classes, pp, sampling, final, root / f"{key}.partial", workers, chunk_size, progress,
+               cancel)
+    return FaceCache.load(final)
+
+
+def _build(
+    items: list[Item],
+    classes: list[str],
+    pp: dict,
+    sampling: SamplingConfig,
+    final: Path,
+    partial: Path,
+    workers: int,
+    chunk_size: int,
+    progress: ProgressFn,
+    cancel: CancelToken | None,
+) -> None:
     partial.mkdir(parents=True, exist_ok=True)
     plain = [it.to_json() for it in items]
     if chunk_size <= 0:
@@ -347,7 +405,6 @@ def build_cache(
             store(start, _crop_chunk(chunk, pp, sd))
     _assemble(partial, final, chunks, plain, classes, pp, sampling)
     log.info("face-crop cache %s built: %d items in %.1f s", final, len(items), time.perf_counter() - t0)
-    return FaceCache.load(final)
 
 
 def _assemble(

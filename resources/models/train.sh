@@ -7,15 +7,17 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/images/fer2013}
 RUNS=${RUNS:-runs}
 V=.venv/bin/vidxai
+# CNN=resources/models/cnn reuses the shipped baseline as the trunk instead of training it again.
+CNN=${CNN:-$RUNS/cnn/model}
 
-[ -f "$RUNS/cnn/model/model.json" ] || \
+[ -f "$CNN/model.json" ] || \
 $V train "$DATA" --arch cnn --backbone small --labels fer2013 --epochs 12 --batch-size 64 \
    --set cnn_lr_step=8 --out "$RUNS/cnn"
 
 $V train "$DATA" --arch protopnet --backbone small --labels fer2013 --epochs 6 --batch-size 64 \
-   --set backbone_checkpoint="$RUNS/cnn/model" --set warmup_epochs=2 --set lr_step=3 \
+   --set backbone_checkpoint="$CNN" --set warmup_epochs=2 --set lr_step=3 \
    --set push_every=0 --set last_layer_epochs=3 --out "$RUNS/protopnet" &
 $V train "$DATA" --arch patchsae --backbone small --labels fer2013 --batch-size 64 \
-   --set backbone_checkpoint="$RUNS/cnn/model" --set sae_epochs=3 --set head_epochs=3 \
+   --set backbone_checkpoint="$CNN" --set sae_epochs=3 --set head_epochs=3 \
    --out "$RUNS/patchsae" &
 wait
