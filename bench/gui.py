@@ -1,17 +1,22 @@
 """GUI responsiveness on a real clip, offscreen: what a reviewer feels when scrubbing and playing.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui.py [VIDEO] [--seeks N] [--frames T]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui.py [VIDEO] [--model DIR] [--seeks N] [--play S]
 
-Reports: time from "open" to frame 0 on screen; random-seek and single-step latency (request → frame
-on screen, mean and 95th percentile); playback at 1× and 2× (frames shown, dropped, worst lag behind
-the video clock); the longest the GUI thread went without processing events while playing; and the
-cost of recomputing the EWMA curves when α moves, for a long synthetic score array (T frames × 7).
+The clip is first analysed with the default shipped model (``--model none``: the bare video), so every
+frame shown carries its overlays (heatmap, face box, landmarks, prototype box) and the docks update.
+Reports: time from "open" to frame 0 on screen; random-seek and single-step latency from the request to
+the frame *and its overlays painted* (median, p95, max); playback at 1× for ``--play`` seconds (the clip
+played over and over) and at 2× once (frames shown, dropped, worst lag behind the video clock, the
+longest the GUI thread went without processing events); the cost of recomputing the EWMA curves when α
+moves for a long synthetic score array (T frames × 7); and the process's memory (RSS) along the way.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,15 +46,43 @@ def pump_until(app, cond, timeout: float = 10.0) -> float:
 
 def stats(xs: list[float]) -> str:
     a = np.asarray(xs) * 1000
-    return f"mean {a.mean():6.1f} ms   p95 {np.percentile(a, 95):6.1f} ms   max {a.max():6.1f} ms"
+    return (f"median {np.median(a):6.1f} ms   mean {a.mean():6.1f} ms   p95 {np.percentile(a, 95):6.1f} ms   "
+            f"max {a.max():6.1f} ms")
+
+
+def rss_mb() -> str:
+    """Current and peak resident memory of this process."""
+    try:
+        with open("/proc/self/statm") as fh:
+            now = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        now = float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return f"RSS {now:.0f} MB (peak {peak:.0f} MB)"
+
+
+def analysed_session(video: str, model: str) -> str:
+    """The clip analysed by ``model`` (the shipped default when "default") through the CLI; its .vxs."""
+    out = tempfile.mkdtemp(prefix="vidxai-bench-session-")
+    cmd = [sys.executable, "-m", "engine.cli", "analyze", video, "--out", out]
+    if model != "default":
+        cmd += ["--model", model]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    session = next(Path(out).glob("*.vxs"))
+    print(f"analysed {Path(video).name} in {time.perf_counter() - t0:.1f} s → {session}")
+    return str(session)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", default=str(DEFAULT_CLIP))
-    ap.add_argument("--seeks", type=int, default=40)
+    ap.add_argument("--model", default="default", help='model folder, "default" (shipped) or "none"')
+    ap.add_argument("--seeks", type=int, default=100)
+    ap.add_argument("--play", type=float, default=60.0, help="seconds of 1× playback (the clip loops)")
     ap.add_argument("--frames", type=int, default=30_000, help="length of the synthetic score array for α")
     args = ap.parse_args()
+    target = args.video if args.model == "none" else analysed_session(args.video, args.model)
     os.environ[SETTINGS_ENV] = tempfile.mkdtemp(prefix="vidxai-bench-")
     app = ensure_app()
     from vidxai_gui.main_window import MainWindow
@@ -60,11 +93,22 @@ def main() -> None:
     app.processEvents()
     p = w.player
 
+    print(f"window shown: {rss_mb()}")
     t_open = time.perf_counter()
-    w.open_path(args.video)
-    pump_until(app, lambda: p.current == 0)
+    w.open_path(target)
+    pump_until(app, lambda: p.current == 0, timeout=60)
     print(f"video: {args.video} ({p.frame_count} frames, {p.fps:.2f} fps)")
     print(f"open → frame 0 on screen: {1000 * (time.perf_counter() - t_open):.1f} ms")
+    if args.model != "none":
+        pump_until(app, lambda: w.data is not None and w.data.probs is not None, timeout=60)
+        p.seek(p.frame_count // 2)
+        pump_until(app, lambda: p.view.heat_item.isVisible(), timeout=30)
+        print(f"session loaded, overlays on: heatmap {w.heat_method or '-'}; {rss_mb()}")
+
+    def drawn(k: int) -> None:
+        """Wait for frame k with its overlays, then paint the frame view now (offscreen: into its buffer)."""
+        pump_until(app, lambda: p.current == k)
+        p.view.viewport().repaint()
 
     rng = np.random.default_rng(0)
     seeks = []
@@ -72,9 +116,9 @@ def main() -> None:
         k = int(k) if int(k) != p.current else (int(k) + 1) % p.frame_count
         t0 = time.perf_counter()
         w.timeline.seekRequested.emit(k)
-        pump_until(app, lambda k=k: p.current == k)
+        drawn(k)
         seeks.append(time.perf_counter() - t0)
-    print(f"random seek: {stats(seeks)}")
+    print(f"random seek → drawn: {stats(seeks)}")
 
     p.seek(0)
     pump_until(app, lambda: p.current == 0)
@@ -82,32 +126,38 @@ def main() -> None:
     for k in range(1, min(p.frame_count, 40)):
         t0 = time.perf_counter()
         p.step(1)
-        pump_until(app, lambda k=k: p.current == k)
+        drawn(k)
         steps.append(time.perf_counter() - t0)
-    print(f"step +1:     {stats(steps)}")
+    print(f"step +1 → drawn:     {stats(steps)}")
+    print(f"after seeking: {rss_mb()}")
 
-    for speed in (1.0, 2.0):
-        p.seek(0)
-        pump_until(app, lambda: p.current == 0)
+    clip_s = (p.timestamps[-1] - p.timestamps[0]) + 1 / p.fps
+    for speed, seconds in ((1.0, args.play), (2.0, clip_s / 2)):
         p.set_speed(speed)
-        p.dropped = 0
-        shown0 = p.shown_count
-        lag = 0
-        stall = 0.0
-        last = time.perf_counter()
-        t0 = time.perf_counter()
-        p.play()
-        while p.playing:
-            app.processEvents()
-            now = time.perf_counter()
-            stall = max(stall, now - last)
-            last = now
-            lag = max(lag, p.due_frame() - p.current)
-            time.sleep(0.001)
-        wall = time.perf_counter() - t0
-        expected = (p.timestamps[-1] - p.timestamps[0]) / speed
-        print(f"play {speed:g}×: {p.shown_count - shown0} shown, {p.dropped} dropped, worst lag {lag} frames, "
-              f"{wall:.2f} s for {expected:.2f} s of video, longest GUI stall {1000 * stall:.1f} ms")
+        shown = dropped = lag = plays = 0
+        stall = video = wall = 0.0
+        while wall < seconds - 1e-6 or plays == 0:  # the clip over and over until the time is played
+            p.seek(0)
+            pump_until(app, lambda: p.current == 0)
+            p.dropped = 0
+            shown0 = p.shown_count
+            last = t0 = time.perf_counter()
+            p.play()
+            while p.playing:
+                app.processEvents()
+                now = time.perf_counter()
+                stall = max(stall, now - last)
+                last = now
+                lag = max(lag, p.due_frame() - p.current)
+                time.sleep(0.001)
+            wall += time.perf_counter() - t0
+            video += (p.timestamps[-1] - p.timestamps[0]) / speed
+            shown += p.shown_count - shown0
+            dropped += p.dropped
+            plays += 1
+        print(f"play {speed:g}× ({plays} × the clip): {shown} frames shown, {dropped} dropped, worst lag {lag} "
+              f"frames, {wall:.2f} s for {video:.2f} s of video, longest GUI stall {1000 * stall:.1f} ms; "
+              f"{rss_mb()}")
 
     T = args.frames
     probs = rng.dirichlet(np.ones(7), size=T)

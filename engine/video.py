@@ -28,7 +28,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -396,6 +396,16 @@ class VideoReader:
             # np.rot90 turns counter-clockwise; rotation is clockwise.
             rgb = np.ascontiguousarray(np.rot90(rgb, k=-(self.rotation // 90)))
         return rgb
+
+    def set_cache_frames(self, frames: int) -> None:
+        """Keep up to ``frames`` decoded frames (the GUI sizes this by bytes once it knows the frame size)."""
+        self.options = replace(self.options, cache_frames=max(int(frames), 0))
+        while len(self._cache) > self.options.cache_frames:
+            self._cache.popitem(last=False)
+
+    def is_cached(self, k: int) -> bool:
+        """Whether frame k would come from the cache (no decoding)."""
+        return int(k) in self._cache
 
     def _remember(self, k: int, rgb: np.ndarray) -> None:
         if self.options.cache_frames <= 0:

@@ -26,7 +26,7 @@ CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> Path:
     import torch
 
     from engine.checkpoint import save_checkpoint
@@ -39,7 +39,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     crops = {j: rng.integers(0, 255, (48, 48, 1), dtype=np.uint8) for j in range(2 * len(CLASSES))}
     folder = tmp_path_factory.mktemp("model") / "tiny-protopnet"
-    return save_checkpoint(folder, model, {"note": "random weights: GUI tests only"}, crops)
+    # Provenance as the trainer's push records it: each prototype's training sample (a real image here).
+    prov = []
+    for j in range(2 * len(CLASSES)):
+        cls = CLASSES[j // 2]
+        image = sorted((fer_dir / "train" / cls).glob("*.jpg"))[j % 2]
+        prov.append({"prototype": j, "class": cls, "source": {"path": str(image), "label": cls, "frame": -1}})
+    return save_checkpoint(folder, model, {"note": "random weights: GUI tests only", "prototypes": prov}, crops)
 
 
 @pytest.fixture
@@ -105,6 +111,24 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
     contributions = [float(window.gallery.table.item(r, 2).text().split("W·s = ")[1]) for r in range(5)]
     assert contributions == sorted(contributions, reverse=True)
     assert window.gallery.table.item(0, 0).icon().isNull() is False
+    # Selecting a prototype draws its similarity over the video on the timeline (÷ its maximum) and
+    # names the training file it was pushed from; "Open source" shows that file.
+    j = window.gallery.table.item(0, 0).data(Qt.ItemDataRole.UserRole)
+    window.gallery.table.selectRow(0)
+    sims = window.data.extra[SIMILARITIES][:, j].astype(float)
+    np.testing.assert_allclose(tl.trace_curve.getData()[1], sims / np.nanmax(sims), equal_nan=True)
+    info = window.gallery.selected_info()
+    assert info is not None and Path(info.source_path).is_file()
+    assert window.gallery.table.item(0, 1).text() == f"#{j} · {info.class_name}\n{Path(info.source_path).name}"
+    assert f"prototype:{j}" in window._targets()
+    window.gallery.open_button.click()
+    dialog = window.source_dialog
+    qtbot.waitUntil(lambda: dialog.source_view.pixmap() is not None and not dialog.source_view.pixmap().isNull(),
+                    timeout=10_000)
+    save_screenshot(dialog, artifacts_dir / "gui_prototype_source.png")
+    dialog.close()
+    window.gallery.table.clearSelection()
+    assert tl.trace_curve is None
     window.docks["prototypes"].raise_()
     for label, size in {"1280x800": (1280, 800), "1920x1080": (1920, 1080)}.items():
         window.resize(*size)

@@ -188,6 +188,20 @@ def test_long_gop_bframes(long_gop: Path) -> None:
             assert r.timestamps == pytest.approx(np.arange(300) / 30.0)
 
 
+def test_cache_resize_keeps_frames_exact(long_gop: Path) -> None:
+    """The GUI grows the cache to hold a whole short clip; cached frames must be the same pictures."""
+    ref = plain_decode(long_gop)
+    with open_video(long_gop) as r:
+        r.set_cache_frames(300)
+        for k in range(0, 300):  # sequential: one decode pass fills the cache
+            r.frame(k)
+        assert all(r.is_cached(k) for k in range(300))
+        assert_matches(r, ref, ks_to_check(300, seed=5))
+        r.set_cache_frames(10)
+        assert sum(r.is_cached(k) for k in range(300)) == 10
+        assert_matches(r, ref, [0, 150, 299, 7])
+
+
 def test_variable_frame_rate(vfr: tuple[Path, list[int]]) -> None:
     path, pts = vfr
     ref = plain_decode(path)

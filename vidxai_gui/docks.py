@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
     QCheckBox,
+    QDialog,
+    QDialogButtonBox,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -62,8 +64,17 @@ def _hint(text: str) -> QLabel:
 class PrototypeInfo:
     index: int
     class_name: str
-    source: str  # where the prototype was pushed from: "video.mp4 frame 120" / "train/happy/123.jpg"
+    source: str  # where the prototype was pushed from, for a reader: "happy/123.jpg" / "clip.mp4 frame 120"
     image: QImage | None  # loaded on a worker thread (QImage, unlike QPixmap, may be made off the GUI)
+    source_path: str = ""  # the training file as recorded at push time ("" when not recorded)
+    source_frame: int = -1  # its frame for a video, −1 for a still image
+    label: str = ""  # the training file's label
+
+
+def describe_source(path: str, frame: int) -> str:
+    """A short name for a training file (the whole path is in the tooltip and the source dialog)."""
+    name = Path(path).name
+    return f"{name} frame {frame}" if frame >= 0 else name
 
 
 def load_prototypes(model_dir: Path) -> list[PrototypeInfo]:
@@ -86,18 +97,46 @@ def load_prototypes(model_dir: Path) -> list[PrototypeInfo]:
             continue
         p = prov[j] if j < len(prov) and isinstance(prov[j], dict) else {}
         cls = str(p.get("class", classes[j // per_class] if per_class and j // per_class < len(classes) else ""))
-        source = str(p.get("source") or p.get("video") or p.get("image") or "")
-        if "frame" in p:
-            source = f"{Path(source).name} frame {p['frame']}"
+        # The push records the training sample as {"path", "label", "frame", ...} (engine.data.FaceCache.source).
+        src = p.get("source")
+        src = src if isinstance(src, dict) else {"path": src} if isinstance(src, str) else {}
+        path = str(src.get("path") or "")
+        frame = int(src.get("frame", -1) if src.get("frame") is not None else -1)
         img = QImage(str(model_dir / name))
-        out.append(PrototypeInfo(j, cls, source or "source not recorded", None if img.isNull() else img))
+        out.append(PrototypeInfo(j, cls, describe_source(path, frame) if path else "source not recorded",
+                                 None if img.isNull() else img, path, frame, str(src.get("label") or "")))
     return out
 
 
+def load_source_image(info: PrototypeInfo) -> np.ndarray:
+    """The training image or video frame a prototype was pushed from, RGB (worker thread). Raises
+    ``FileNotFoundError`` naming the file when it is not on this machine."""
+    path = Path(info.source_path)
+    if not info.source_path or not path.is_file():
+        raise FileNotFoundError(
+            f"{info.source_path or 'The source'} is not on this machine: the model was trained on data stored "
+            "elsewhere. The prototype's crop, shown in the gallery, is what the model keeps of it.")
+    if info.source_frame >= 0:
+        from engine.video import open_video
+
+        with open_video(path) as reader:
+            return reader.frame(info.source_frame)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 class PrototypeGallery(QWidget):
-    """'This looks like that': the prototypes that contribute most to the current frame's decision."""
+    """'This looks like that': the prototypes that contribute most to the current frame's decision.
+
+    Selecting one emits ``prototypeSelected(j)`` (−1: none) so the window draws its similarity over the
+    whole video on the timeline; "Open source" (or a double click) asks for the training image it was
+    pushed from (``openSourceRequested``)."""
 
     TOP = 5
+    prototypeSelected = Signal(int)
+    openSourceRequested = Signal(object)  # PrototypeInfo
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -105,41 +144,54 @@ class PrototypeGallery(QWidget):
         self.hint = _hint("Open a ProtoPNet session to see which learned prototypes the current frame "
                           "looks like, and how much each adds to the decision.")
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["prototype", "source", "similarity · contribution"])
+        self.table.setHorizontalHeaderLabels(["", "prototype", "evidence"])
+        for c, tip in enumerate(("The prototype: a patch of a training face",
+                                 "Prototype number, its class, and the training image it was pushed from",
+                                 ("s: similarity to this frame's closest patch; W·s: what it adds to the "
+                                  "score of the predicted class"))):
+            self.table.horizontalHeaderItem(c).setToolTip(tip)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        self.table.setColumnWidth(0, 72)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setIconSize(pg.QtCore.QSize(64, 64))
         self.table.verticalHeader().setDefaultSectionSize(70)
-        self.trace = pg.PlotWidget(background="w")
-        self.trace.setFixedHeight(80)
-        self.trace.setMouseEnabled(x=False, y=False)
-        self.trace.hideButtons()
-        self.trace.getPlotItem().setLabel("left", "sim.")
-        self.trace_curve = self.trace.plot(pen=pg.mkPen("#444", width=1.5), connect="finite")
-        self.trace_cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen("#d00000"))
-        self.trace.addItem(self.trace_cursor)
-        self.trace.setToolTip("Similarity of the selected prototype over the whole video")
+        self.table.setWordWrap(True)
         self.table.itemSelectionChanged.connect(self._on_select)
-        self._similarities: np.ndarray | None = None
+        self.table.itemDoubleClicked.connect(lambda _item: self._open_source())
+        self.selection_hint = QLabel("Select a prototype to see its similarity over the whole video on the "
+                                     "timeline.")
+        self.selection_hint.setWordWrap(True)
+        self.selection_hint.setStyleSheet("color: #555")
+        self.open_button = QPushButton("Open source…")
+        self.open_button.setToolTip("Show the training image the selected prototype was taken from "
+                                    "(double-click a row does the same)")
+        self.open_button.setEnabled(False)
+        self.open_button.clicked.connect(self._open_source)
+        self.selected: int = -1
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(0, 0, 0, 0)
+        bottom.addWidget(self.selection_hint, 1)
+        bottom.addWidget(self.open_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.hint)
         layout.addWidget(self.table, 1)
-        layout.addWidget(self.trace)
+        layout.addLayout(bottom)
         self.table.hide()
-        self.trace.hide()
 
-    def set_prototypes(self, protos: list[PrototypeInfo], similarities: np.ndarray | None) -> None:
+    def set_prototypes(self, protos: list[PrototypeInfo], similarities: np.ndarray | None = None) -> None:
         self.prototypes = {p.index: p for p in protos}
-        self._similarities = similarities
 
     def show_frame(self, k: int, predicted: str, entries: list[tuple[int, float, float]],
-                   similarities: np.ndarray | None) -> None:
-        """``entries``: (prototype j, similarity s_j, contribution W·s_j), largest contribution first."""
-        self._similarities = similarities
+                   similarities: np.ndarray | None = None) -> None:
+        """``entries``: (prototype j, similarity s_j, contribution W·s_j), largest contribution first.
+        The selected prototype stays selected while its row is still listed."""
         self.table.show()
         if not entries:
             self.table.setRowCount(0)
@@ -147,33 +199,103 @@ class PrototypeGallery(QWidget):
             return
         self.hint.setText(f"Frame {k} looks like these prototypes; W·s is what each adds to the score of "
                           f"<b>{predicted}</b>.")
+        keep = self.selected
+        self.table.blockSignals(True)
+        self.table.clearSelection()
         self.table.setRowCount(min(len(entries), self.TOP))
         for r, (j, sim, contribution) in enumerate(entries[: self.TOP]):
             info = self.prototypes.get(j)
-            name = QTableWidgetItem(f"#{j}\n{info.class_name if info else ''}")
+            name = QTableWidgetItem()
             if info is not None and info.image is not None:
                 name.setIcon(QPixmap.fromImage(info.image))
             name.setData(Qt.ItemDataRole.UserRole, j)
-            source = QTableWidgetItem(info.source if info else "prototype image not loaded")
-            source.setToolTip(source.text())
+            source = QTableWidgetItem(f"#{j} · {info.class_name}\n{info.source}" if info
+                                      else f"#{j}\nprototype image not loaded")
+            source.setToolTip(f"prototype #{j} ({info.class_name}), pushed from {info.source_path}"
+                              if info and info.source_path else source.text())
             score = QTableWidgetItem(f"s = {sim:.2f}\nW·s = {contribution:+.2f}")
             for c, item in enumerate((name, source, score)):
                 self.table.setItem(r, c, item)
-        self.trace_cursor.setValue(k)
+            if j == keep:
+                self.table.selectRow(r)
+        self.table.blockSignals(False)
+
+    def selected_info(self) -> PrototypeInfo | None:
+        return self.prototypes.get(self.selected) if self.selected >= 0 else None
 
     @Slot()
     def _on_select(self) -> None:
         items = self.table.selectedItems()
-        if not items or self._similarities is None:
-            self.trace.hide()
-            return
-        j = self.table.item(items[0].row(), 0).data(Qt.ItemDataRole.UserRole)
-        if j is None or j >= self._similarities.shape[1]:
-            return
-        y = self._similarities[:, j].astype(float)
-        self.trace_curve.setData(np.arange(len(y), dtype=float), y)
-        self.trace.setTitle(f"prototype #{j} over time", size="8pt")
-        self.trace.show()
+        j = self.table.item(items[0].row(), 0).data(Qt.ItemDataRole.UserRole) if items else None
+        self.selected = int(j) if j is not None else -1
+        info = self.selected_info()
+        self.open_button.setEnabled(info is not None)
+        if info is not None:
+            self.selection_hint.setText(f"Prototype #{j} ({info.class_name}): its similarity is drawn on the "
+                                        f"timeline. Pushed from {info.source}.")
+        else:
+            self.selection_hint.setText("Select a prototype to see its similarity over the whole video on the "
+                                        "timeline.")
+        self.prototypeSelected.emit(self.selected)
+
+    @Slot()
+    def _open_source(self) -> None:
+        info = self.selected_info()
+        if info is not None:
+            self.openSourceRequested.emit(info)
+
+
+class PrototypeSourceDialog(QDialog):
+    """A prototype next to the training image it was pushed from (the image is loaded by the caller
+    on a worker thread and handed in with :meth:`set_source`, or :meth:`set_error`)."""
+
+    def __init__(self, info: PrototypeInfo, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Prototype #{info.index} — source")
+        self.info = info
+        crop = QLabel()
+        if info.image is not None:
+            crop.setPixmap(QPixmap.fromImage(info.image).scaled(
+                160, 160, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation))
+        crop.setToolTip("The prototype: the patch of the training face the model compares frames with")
+        self.source_view = QLabel("Loading the training image…")
+        self.source_view.setMinimumSize(240, 240)
+        self.source_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.source_view.setWordWrap(True)
+        label = f", labelled <b>{info.label}</b>" if info.label else ""
+        text = QLabel(f"Prototype <b>#{info.index}</b> of class <b>{info.class_name}</b> was pushed onto a "
+                      f"patch of<br><code>{info.source_path or 'an unrecorded file'}</code>"
+                      f"{f' (frame {info.source_frame})' if info.source_frame >= 0 else ''}{label}.")
+        text.setTextFormat(Qt.TextFormat.RichText)
+        text.setWordWrap(True)
+        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        images = QHBoxLayout()
+        left = QVBoxLayout()
+        left.addWidget(QLabel("prototype"))
+        left.addWidget(crop)
+        left.addStretch(1)
+        right = QVBoxLayout()
+        right.addWidget(QLabel("training image"))
+        right.addWidget(self.source_view, 1)
+        images.addLayout(left)
+        images.addLayout(right, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(text)
+        layout.addLayout(images, 1)
+        layout.addWidget(buttons)
+
+    def set_source(self, rgb: np.ndarray) -> None:
+        pix = array_to_pixmap(np.ascontiguousarray(rgb))
+        side = 320
+        mode = (Qt.TransformationMode.FastTransformation if max(rgb.shape[:2]) < side
+                else Qt.TransformationMode.SmoothTransformation)  # small faces: sharp pixels, not blur
+        self.source_view.setPixmap(pix.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, mode))
+        self.source_view.setToolTip(f"{self.info.source_path} ({rgb.shape[1]}×{rgb.shape[0]} pixels)")
+
+    def set_error(self, message: str) -> None:
+        self.source_view.setText(message)
 
 
 # ------------------------------------------------------------------------------------------ SAE latents

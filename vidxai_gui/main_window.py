@@ -38,8 +38,10 @@ from vidxai_gui.docks import (
     PreprocessPanel,
     PrototypeGallery,
     PrototypeInfo,
+    PrototypeSourceDialog,
     ScrollPanel,
     load_prototypes,
+    load_source_image,
 )
 from vidxai_gui.player import FrameOverlays, Player
 from vidxai_gui.review import (
@@ -120,6 +122,7 @@ class MainWindow(QMainWindow):
         self._rescore_threads: list[JobWorker] = []  # kept until their threads end
         self._rescore_worker: JobWorker | None = None
         self.prototypes: list[PrototypeInfo] = []
+        self.source_dialog: PrototypeSourceDialog | None = None  # the last "Open source" dialog (tests look)
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
         self.setDockOptions(QMainWindow.DockOption.AllowTabbedDocks | QMainWindow.DockOption.AnimatedDocks)
@@ -189,6 +192,8 @@ class MainWindow(QMainWindow):
             "Check that the session's folder is writable and has space; your annotations stay in the window "
             "and are saved with the next change or File ▸ Save session.", tb))
         self.preprocess.changed.connect(self.rescore_current)
+        self.gallery.prototypeSelected.connect(self.show_prototype_trace)
+        self.gallery.openSourceRequested.connect(self.open_prototype_source)
         self.preprocess.applyToVideo.connect(self.apply_input_to_video)
         self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
 
@@ -532,6 +537,7 @@ class MainWindow(QMainWindow):
         self.data = None
         self.heat_method = ""
         self.prototypes = []
+        self.gallery.selected = -1
         self._pending_analysis = Path(analyse_with) if analyse_with else None
         self._pending_frame = 0
         self.player.set_extras_provider(None)
@@ -748,6 +754,7 @@ class MainWindow(QMainWindow):
         self._apply_data()
         self._choose_heat_method()
         self._start_prototype_load(data)
+        self.show_prototype_trace(self.gallery.selected)  # the selected prototype's trace grows with the data
         self.player.refresh_overlays()
         self._update_frame_docks(frame)
         self._update_actions()
@@ -901,6 +908,28 @@ class MainWindow(QMainWindow):
         self._loaders.append(worker)
         worker.start()
 
+    @Slot(int)
+    def show_prototype_trace(self, j: int) -> None:
+        """Draw prototype j's similarity over the whole video on the timeline (−1: remove it)."""
+        sims = self.data.extra.get(SIMILARITIES) if self.data is not None else None
+        if j < 0 or sims is None or j >= sims.shape[1]:
+            self.timeline.set_trace("", None)
+            return
+        self.timeline.set_trace(f"prototype #{j}", sims[:, j])
+
+    def open_prototype_source(self, info: PrototypeInfo) -> None:
+        """The training image a prototype was pushed from, beside its crop (read on a worker thread)."""
+        dialog = PrototypeSourceDialog(info, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        worker = JobWorker(lambda progress, cancel: load_source_image(info), "load prototype source")
+        worker.finished.connect(dialog.set_source)
+        worker.error.connect(lambda msg, _tb: dialog.set_error(msg))
+        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
+        self._loaders.append(worker)
+        self.source_dialog = dialog
+        dialog.show()
+        worker.start()
+
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos
         sims = self.data.extra.get(SIMILARITIES) if self.data else None
@@ -1034,11 +1063,8 @@ class MainWindow(QMainWindow):
         """What a note can point at now: this frame, the selected prototype, the stage under the cursor."""
         k = max(self.player.current, 0)
         targets = [f"frame:{k}"]
-        rows = {i.row() for i in self.gallery.table.selectedItems()}
-        if rows and self.gallery.table.isVisible():
-            j = self.gallery.table.item(min(rows), 0).data(Qt.ItemDataRole.UserRole)
-            if j is not None:
-                targets.append(f"prototype:{j}")
+        if self.gallery.selected >= 0 and self.gallery.table.isVisible():
+            targets.append(f"prototype:{self.gallery.selected}")
         stage = self.timeline.stage_at(k)
         if stage is not None:
             targets.append(f"stage:{stage.label}")
@@ -1077,11 +1103,13 @@ class MainWindow(QMainWindow):
             stage = next((s for s in self.timeline.stages if s.label == value.strip()), None)
             if stage is not None:
                 self.player.seek(stage.start)
-        elif kind == "prototype":
+        elif kind == "prototype" and value.strip().isdigit():
             self.docks["prototypes"].show()
             self.docks["prototypes"].raise_()
-            self.statusBar().showMessage(f"The note refers to {target}; the gallery lists it when a frame "
-                                         "looks like it.", 6000)
+            self.gallery.selected = int(value)
+            self.show_prototype_trace(int(value))
+            self.statusBar().showMessage(f"The note refers to {target}: its similarity is drawn on the timeline; "
+                                         "the gallery lists it when a frame looks like it.", 6000)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         # Enter reaches the window only when no focused widget used it (the list and the editor do).

@@ -5,6 +5,9 @@ answers random-access requests (latest wins, so scrubbing never queues up stale 
 playing, fills a bounded read-ahead buffer. Playback follows the video's clock: the frame due is the
 one whose timestamp is the latest at or before ``t0 + elapsed × speed``; when decoding falls behind the
 player skips to the newest decoded frame and counts the frames it dropped, it never lags the clock.
+When it has nothing else to do the decode thread fills the reader's frame cache (bounded in bytes)
+around the last requested frame, so scrubbing back and forth is a cache hit instead of a seek and a
+decode from the previous keyframe.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 SPEEDS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 _READAHEAD_BYTES = 128 * 1024 * 1024
+# Decoded frames kept around the reviewer's position; a short clip fits whole (480×360: ~500 frames).
+_CACHE_BYTES = 256 * 1024 * 1024
 
 
 def format_time(seconds: float) -> str:
@@ -82,6 +87,7 @@ class FrameSource(QObject):
         self._generation = 0
         self._play_next: int | None = None
         self._buffer: deque[tuple[int, np.ndarray, Any]] = deque()
+        self._warm: deque[int] = deque()  # frames to decode into the cache while idle, nearest first
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path.name}", daemon=True)
 
@@ -137,10 +143,20 @@ class FrameSource(QObject):
                 log.warning("decode thread for %s did not stop within %.1f s", self.path, timeout)
 
     # --- decode thread ------------------------------------------------------------------------
+    def _playback_wants(self) -> bool:
+        return (self._play_next is not None and len(self._buffer) < self.readahead
+                and self._play_next < self.frame_count)
+
     def _work_ready(self) -> bool:
-        return self._stop or self._seek is not None or (
-            self._play_next is not None and len(self._buffer) < self.readahead
-            and self._play_next < self.frame_count)
+        return (self._stop or self._seek is not None or self._playback_wants()
+                or (self._play_next is None and bool(self._warm)))
+
+    def _plan_warm(self, k: int, capacity: int) -> None:
+        """Frames to cache around k (caller holds the lock): forward from k first (where a reviewer
+        usually goes next), then the stretch before k, each in decoding order so one seek serves many."""
+        start = max(0, min(k - capacity // 4, self.frame_count - capacity))
+        stop = min(self.frame_count, start + capacity)
+        self._warm = deque([*range(k + 1, stop), *range(start, k)])
 
     def _run(self) -> None:
         try:
@@ -157,6 +173,8 @@ class FrameSource(QObject):
             self.frame_count = reader.frame_count
             # Read-ahead is bounded in bytes too: 32 frames of 4K video would be 800 MB.
             frame_bytes = max(reader.width * reader.height * 3, 1)
+            capacity = max(16, min(self.frame_count, int(_CACHE_BYTES // frame_bytes)))
+            reader.set_cache_frames(capacity)
             with self._cond:
                 self.readahead = max(4, min(self.readahead, int(_READAHEAD_BYTES // frame_bytes)))
             self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy())
@@ -168,7 +186,20 @@ class FrameSource(QObject):
                         return
                     seek, self._seek = self._seek, None
                     generation = self._generation
+                    if seek is None and not self._playback_wants():
+                        warm = self._warm.popleft()  # idle: one frame into the cache, then look again
+                    else:
+                        warm = None
+                        if seek is not None:
+                            self._plan_warm(seek, capacity)
                     k = seek if seek is not None else self._play_next
+                if warm is not None:
+                    if not reader.is_cached(warm):
+                        try:
+                            reader.frame(warm)
+                        except Exception as exc:  # noqa: BLE001 - the frame is reported if someone asks for it
+                            log.debug("caching frame %d of %s failed: %s", warm, self.path, exc)
+                    continue
                 assert k is not None
                 try:
                     frame = reader.frame(k)

@@ -139,6 +139,8 @@ class Timeline(QWidget):
         self.tiers: dict[str, list[Segment]] = {}
         self.raw_curves: list[pg.PlotDataItem] = []
         self.ewma_curves: list[pg.PlotDataItem] = []
+        self.trace_curve: pg.PlotDataItem | None = None
+        self.trace_name = ""
         self.current = 0
 
         # --- header: decision and α --------------------------------------------------------
@@ -265,6 +267,7 @@ class Timeline(QWidget):
         self.set_cursor(0)
 
     def clear_scores(self) -> None:
+        self.set_trace("", None)
         for item in self.raw_curves + self.ewma_curves:
             self.scores_plot.removeItem(item)
         self.legend.clear()
@@ -306,6 +309,27 @@ class Timeline(QWidget):
         for i, curve in enumerate(self.raw_curves):
             curve.setData(x, probs[:, i])
         self._update_ewma()
+
+    def set_trace(self, name: str, values: np.ndarray | None) -> None:
+        """One extra curve over the scores, e.g. a prototype's similarity over the video (None: remove it).
+
+        Drawn dashed and divided by its maximum over the video, so it shares the 0–1 axis with the
+        probabilities: where it peaks is where the frames look most like that prototype."""
+        if self.trace_curve is not None:
+            self.scores_plot.removeItem(self.trace_curve)
+            self.legend.removeItem(self.trace_curve)
+            self.trace_curve = None
+        self.trace_name = ""
+        if values is None or not len(values):
+            return
+        y = np.asarray(values, dtype=np.float64)
+        top = np.nanmax(y) if np.isfinite(y).any() else 0.0
+        y = y / top if top > 0 else y
+        self.trace_name = name
+        self.trace_curve = self.scores_plot.plot(
+            np.arange(len(y), dtype=np.float64), y, connect="finite", name=f"{name} (÷ max)",
+            pen=pg.mkPen("#202020", width=2, style=Qt.PenStyle.DashLine))
+        self.trace_curve.setZValue(5)
 
     def _update_ewma(self) -> None:
         if not self.classes or len(self.probs) == 0:

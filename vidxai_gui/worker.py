@@ -234,6 +234,31 @@ class JobQueue(QObject):
             self.idle.emit()
 
 
+class ElidedLabel(QLabel):
+    """One line of plain text that shortens itself in the middle ("Analyse 1001_D…with model") to fit
+    its width, the whole text in the tooltip. Word-wrapped labels in a scrolled list get their height
+    wrong and clip the second line."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.full_text = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.set_full_text(text)
+
+    def set_full_text(self, text: str) -> None:
+        self.full_text = text
+        self.setToolTip(text)
+        self._elide()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideMiddle,
+                                                   max(self.width(), 40)))
+
+
 class _JobRow(QFrame):
     """One job in the panel: name, message, progress bar, Cancel."""
 
@@ -241,9 +266,10 @@ class _JobRow(QFrame):
         super().__init__()
         self.worker = worker
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.name = QLabel(f"<b>{worker.name}</b>")
-        self.name.setWordWrap(True)  # long file names wrap instead of widening the dock
-        self.name.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.name = ElidedLabel(worker.name)  # long file names shorten instead of widening the dock
+        font = self.name.font()
+        font.setBold(True)
+        self.name.setFont(font)
         self.status = QLabel("waiting…")
         self.status.setWordWrap(True)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
