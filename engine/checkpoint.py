@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from engine.models import ARCHS, FrameModel, ModelSpec, build_model
 
@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "model.json"
 PROTOTYPES = "prototypes"
+LATENT_PATCHES = "latent_patches.safetensors"
 
 
 class CheckpointError(Exception):
@@ -70,8 +71,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata: dict[str, Any],
-                    prototype_crops: dict[int, np.ndarray] | None = None, half: bool = False) -> Path:
+                    prototype_crops: dict[int, np.ndarray] | None = None, half: bool = False,
+                    latent_patches: dict[tuple[int, int], np.ndarray] | None = None) -> Path:
     """Write ``model`` into ``folder`` (created if needed) and return the folder.
+
+    ``latent_patches`` (PatchSAE): (latent, rank) → uint8 reference patch, stored in one safetensors file
+    (``latent_patches.safetensors``, keys ``"<latent>.<rank>"``) whose sha256 model.json records.
 
     Every file is written to a temporary name, fsynced and swapped in with ``os.replace``; model.json
     goes last and records the sha256 of the weights, so a half-finished save never loads as valid.
@@ -93,11 +98,22 @@ def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS}.", suffix=".tmp")
     os.close(fd)
     staging: Path | None = None
+    extra: list[Path] = []  # other temporary files, removed on failure
     try:
         save_file(tensors, tmp, metadata={"format": FORMAT})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         sha = _sha256(Path(tmp))
+        patches_doc = None
+        if latent_patches:
+            pfd, ptmp = tempfile.mkstemp(dir=folder, prefix=f".{LATENT_PATCHES}.", suffix=".tmp")
+            os.close(pfd)
+            extra.append(Path(ptmp))
+            save_file({f"{j}.{r}": torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8))
+                       for (j, r), a in sorted(latent_patches.items())}, ptmp, metadata={"format": FORMAT})
+            with open(ptmp, "rb+") as f:
+                os.fsync(f.fileno())
+            patches_doc = {"file": LATENT_PATCHES, "sha256": _sha256(Path(ptmp)), "count": len(latent_patches)}
         png_names: list[str] = []
         if prototype_crops:
             staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{PROTOTYPES}.", suffix=".tmp"))
@@ -125,12 +141,18 @@ def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata:
             },
             "prototypes": png_names,
         }
+        if patches_doc is not None:
+            doc["latent_patches"] = patches_doc
         try:
             text = json.dumps(doc, indent=1, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"checkpoint metadata for {folder} is not plain JSON: {e}") from e
 
         os.replace(tmp, folder / WEIGHTS)
+        if patches_doc is not None:
+            os.replace(extra.pop(), folder / LATENT_PATCHES)
+        else:
+            (folder / LATENT_PATCHES).unlink(missing_ok=True)
         old = folder / PROTOTYPES
         if staging is not None or old.exists():
             trash = folder / f".{PROTOTYPES}.old"
@@ -143,6 +165,8 @@ def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata:
             shutil.rmtree(trash, ignore_errors=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for f in extra:
+            f.unlink(missing_ok=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -150,6 +174,26 @@ def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata:
     _fsync_dir(folder)
     log.info("saved %s checkpoint to %s (sha256 %s)", model.spec.arch, folder, sha[:12])
     return folder
+
+
+def read_latent_patches(folder: str | os.PathLike[str]) -> dict[int, list[np.ndarray]]:
+    """A PatchSAE checkpoint's reference patches: latent → uint8 patches, best first ({} when it has none).
+    The file's sha256 must match model.json's record."""
+    folder = resolve_model_dir(folder)
+    entry = read_checkpoint_json(folder).get("latent_patches")
+    if not entry:
+        return {}
+    path = folder / str(entry.get("file", LATENT_PATCHES))
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing, but {folder / META} lists it; copy the whole model folder")
+    if _sha256(path) != entry.get("sha256"):
+        raise CheckpointError(f"{path} does not match the sha256 recorded in {folder / META}: it was modified "
+                              "or damaged; copy the model folder again")
+    out: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for key, t in load_file(str(path)).items():
+        j, _, r = key.partition(".")
+        out.setdefault(int(j), []).append((int(r), t.numpy()))
+    return {j: [a for _, a in sorted(v, key=lambda x: x[0])] for j, v in out.items()}
 
 
 def record_in_model_json(folder: str | os.PathLike[str], key: str, name: str, value: Any) -> Path:

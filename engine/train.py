@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.checkpoint import load_checkpoint, read_latent_patches, save_checkpoint
 from engine.data import (
     DataConfig,
     FaceCache,
@@ -52,6 +52,7 @@ from engine.models import (
     ProtoPNet,
     ProtoPNetLossWeights,
     build_model,
+    from_input,
     protopnet_loss,
     provenance_to_json,
     push_prototypes,
@@ -330,6 +331,7 @@ class _Trainer:
         self.crops: dict[int, np.ndarray] = {}
         self.push_history: list[dict[str, Any]] = []
         self.references: dict[str, Any] | None = None
+        self.latent_patches: dict[tuple[int, int], np.ndarray] = {}  # PatchSAE: (latent, rank) → patch
         self.last_metrics: dict[str, Any] = {}
         self.aug_ds = FaceDataset(data.train, cfg.augment)
         self.plain_ds = FaceDataset(data.train, None)
@@ -637,10 +639,11 @@ class _Trainer:
             if self.cancel is not None:
                 self.cancel.raise_if_cancelled()
             ex = self.model.explain(x)
-            refs.update(ex["latents"], ids, ex["latent_maps"])
+            refs.update(ex["latents"], ids, ex["latent_maps"], from_input(x, self.model.spec))
             self.batches_done += 1
             self.progress(self.batches_done, total, "retrieving latent reference images")
         self.references = refs.to_json()
+        self.latent_patches = refs.patches()
         live = sum(1 for lat in self.references["latents"] if lat["frequency"] > 0)
         return {"live_latents": live, "n_latents": len(self.references["latents"])}
 
@@ -676,7 +679,8 @@ class _Trainer:
         last = self.out / "last"
         tmp = self.out / "last.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_checkpoint(tmp, self.model, self.metadata(final=False), self.crops or None)
+        save_checkpoint(tmp, self.model, self.metadata(final=False), self.crops or None,
+                        latent_patches=self.latent_patches or None)
         tensors: dict[str, torch.Tensor] = {}
         opt_doc: dict[str, Any] | None = None
         if self.opt is not None:
@@ -749,6 +753,7 @@ class _Trainer:
         self.last_metrics = state["last_metrics"]
         if (last / CROPS_TENSORS).exists():
             self.crops = {int(k): v.numpy() for k, v in load_file(str(last / CROPS_TENSORS)).items()}
+        self.latent_patches = {(j, r): a for j, ps in read_latent_patches(last).items() for r, a in enumerate(ps)}
         if state["opt_kind"] is not None and self.done < len(self.steps):
             prev = self.steps[self.done - 1]
             nxt = self.steps[self.done]
@@ -817,7 +822,8 @@ class _Trainer:
             self.write_metrics(rec)
             log.info("%s", json.dumps(rec))
         final = self.out / "model"
-        save_checkpoint(final, self.model, self.metadata(final=True), self.crops or None)
+        save_checkpoint(final, self.model, self.metadata(final=True), self.crops or None,
+                        latent_patches=self.latent_patches or None)
         shutil.copyfile(metrics, final / "metrics.jsonl")
         if not self.cfg.keep_last:
             shutil.rmtree(self.out / "last", ignore_errors=True)

@@ -197,3 +197,30 @@ def test_failed_save_leaves_previous_checkpoint_loadable(tmp_path):
         assert torch.equal(loaded(x), m(x))
     assert not (folder / "prototypes").exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_latent_patches_round_trip_and_tampering(tmp_path):
+    from engine.checkpoint import read_latent_patches
+
+    m = _model("patchsae")
+    rng = np.random.default_rng(0)
+    patches = {(j, r): rng.integers(0, 255, (10 + r, 9, 1), dtype=np.uint8) for j in (0, 5, 31) for r in range(3)}
+    folder = save_checkpoint(tmp_path / "sae", m, {}, None, latent_patches=patches)
+    back = read_latent_patches(folder)
+    assert sorted(back) == [0, 5, 31] and all(len(v) == 3 for v in back.values())
+    for (j, r), a in patches.items():
+        np.testing.assert_array_equal(back[j][r], a)  # best first: rank r is position r
+    assert read_latent_patches(save_checkpoint(tmp_path / "plain", m, {}, None)) == {}
+    # saving again without patches removes the old file with its record
+    save_checkpoint(folder, m, {}, None)
+    assert not (folder / "latent_patches.safetensors").exists() and read_latent_patches(folder) == {}
+    save_checkpoint(folder, m, {}, None, latent_patches=patches)
+    f = folder / "latent_patches.safetensors"
+    t = load_file(str(f))
+    t["0.0"] = torch.zeros_like(t["0.0"])
+    save_file(t, str(f))
+    with pytest.raises(CheckpointError, match="sha256"):
+        read_latent_patches(folder)
+    f.unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        read_latent_patches(folder)

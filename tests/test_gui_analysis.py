@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtTest import QTest
 
 from engine.aggregate import ewma
@@ -365,8 +366,11 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
 
     video = CREMA / "1001_DFA_SAD_XX.flv"
     torch.manual_seed(0)
+    # Reference patches as the trainer stores them: (latent, rank) → uint8 crop; here a flat grey whose
+    # level names the latent and the rank, so the test can tell which patch is drawn where.
+    patches = {(j, r): np.full((12, 10, 1), 7 * j + r, np.uint8) for j in range(32) for r in range(3)}
     sae = save_checkpoint(tmp_path / "sae", build_model(ModelSpec(arch="patchsae", classes=CLASSES, n_latents=32)),
-                          {"note": "random weights: GUI tests only"})
+                          {"note": "random weights: GUI tests only"}, latent_patches=patches)
     session = analyze(video, sae, tmp_path / "sad.vxs", AnalyzeSettings(spray=False))
     with Session.open(session) as s:
         idx, val = s.read(TOP_LATENTS), s.read(TOP_VALUES)
@@ -382,6 +386,15 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
     np.testing.assert_allclose(shown, expected, rtol=1e-6)
     ticks = [t for _, t in window.latents.plot.getAxis("left")._tickLevels[0]]
     assert ticks[0] == f"#{int(idx[k][np.argmax(val[k])])}"  # the strongest latent is on top
+    # The strongest latents' reference patches, best first, under the bars.
+    qtbot.waitUntil(lambda: bool(window.latents.shown_patch_latents()), timeout=10_000)
+    strongest = [int(i) for i in idx[k][np.argsort(-val[k])] if i >= 0][: window.latents.PATCH_ROWS]
+    assert window.latents.shown_patch_latents() == strongest
+    for row, j in enumerate(strongest):
+        cells = window.latents.patch_cells[row]
+        levels = [QColor(cells[r].pixmap().toImage().pixel(5, 5)).red() for r in range(3)]
+        assert levels == [7 * j, 7 * j + 1, 7 * j + 2]
+        assert cells[3].pixmap().isNull()  # only three references were stored
     qtbot.wait(200)
     save_screenshot(window, artifacts_dir / "gui_patchsae_1280x800.png")
 

@@ -331,6 +331,18 @@ def test_latent_references_keep_running_top():
     assert refs.references(1)[0]["map"] == maps[2, 1].tolist() and refs.references(1)[0]["peak"] == [1, 1]
     js = refs.to_json()
     assert js["n_frames"] == 5
+    assert refs.patches() == {}  # no images given: no patches
+
+    # With the model inputs, each reference keeps the patch where its latent fires most.
+    from engine.models.protopnet import percentile_box
+
+    withimg = LatentReferences(top=2)
+    images = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 1), dtype=np.uint8)
+    withimg.update(g1, ["a", "b", "c"], maps, images)
+    patches = withimg.patches()
+    assert set(patches) == {(0, 0), (0, 1), (1, 0)}  # latent 0: b then c; latent 1: c only
+    (x0, y0, x1, y1), _ = percentile_box(maps[1, 0].numpy(), 8)
+    np.testing.assert_array_equal(patches[(0, 0)], images[1, y0:y1, x0:x1])
     assert js["latents"][1]["frequency"] == pytest.approx(2 / 5)
     assert js["latents"][0]["mean_activation"] == pytest.approx((0.1 + 0.5 + 0.3 + 0.4 + 0.05) / 5)
 

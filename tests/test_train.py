@@ -150,6 +150,13 @@ def test_patchsae_beats_chance(cnn_model: Path, fer_subset: PreparedData, tmp_pa
     assert refs["n_frames"] == len(fer_subset.items("train")) and len(refs["latents"]) == 64
     live = [lat for lat in refs["latents"] if lat["references"]]
     assert live and all(len(lat["references"]) <= 3 for lat in live)
+    # every reference ships its patch (uint8 crops of the 48×48 grey input), best first
+    from engine.checkpoint import read_latent_patches
+
+    patches = read_latent_patches(out)
+    assert {lat["latent"]: len(lat["references"]) for lat in live} == {j: len(p) for j, p in patches.items()}
+    first = patches[live[0]["latent"]][0]
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 1 and first.shape[0] <= 48
 
 
 def _small(fer_subset: PreparedData, n: int = 96) -> TrainData:

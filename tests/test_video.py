@@ -193,7 +193,7 @@ def test_cache_resize_keeps_frames_exact(long_gop: Path) -> None:
     ref = plain_decode(long_gop)
     with open_video(long_gop) as r:
         r.set_cache_frames(300)
-        for k in range(0, 300):  # sequential: one decode pass fills the cache
+        for k in range(300):  # sequential: one decode pass fills the cache
             r.frame(k)
         assert all(r.is_cached(k) for k in range(300))
         assert_matches(r, ref, ks_to_check(300, seed=5))

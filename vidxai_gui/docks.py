@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QDialogButtonBox,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -301,10 +302,24 @@ class PrototypeSourceDialog(QDialog):
 # ------------------------------------------------------------------------------------------ SAE latents
 
 
+def load_latent_patches(model_dir: Path) -> dict[int, list[QImage]]:
+    """A PatchSAE checkpoint's reference patches as images, latent → best first (worker thread)."""
+    from engine.checkpoint import read_latent_patches
+
+    out: dict[int, list[QImage]] = {}
+    for j, patches in read_latent_patches(model_dir).items():
+        out[j] = [array_to_pixmap(p).toImage() for p in patches]
+    return out
+
+
 class LatentProfile(QWidget):
-    """Bar plot of the PatchSAE latents active in the current frame (strongest first)."""
+    """Bar plot of the PatchSAE latents active in the current frame (strongest first), and for the
+    strongest few the training patches where each latent fires most (its reference patches)."""
 
     TOP = 12
+    PATCH_ROWS = 4  # latents whose reference patches are shown
+    PATCHES = 5  # reference patches per latent
+    PATCH_PX = 44
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -316,16 +331,51 @@ class LatentProfile(QWidget):
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.bars = pg.BarGraphItem(x0=0, y=[], height=0.7, width=[], brush="#4c72b0")
         self.plot.addItem(self.bars)
+        self.patches: dict[int, list[QImage]] = {}
+        self.patch_box = QGroupBox("Where these latents fire in training faces")
+        self.patch_box.setToolTip("For each of the frame's strongest latents: the training-image patches that "
+                                  "activate it most (its reference patches), best first")
+        grid = QGridLayout(self.patch_box)
+        grid.setContentsMargins(4, 4, 4, 4)
+        grid.setHorizontalSpacing(4)
+        grid.setVerticalSpacing(2)
+        self.patch_names: list[QLabel] = []
+        self.patch_cells: list[list[QLabel]] = []
+        for r in range(self.PATCH_ROWS):
+            name = QLabel()
+            name.setMinimumWidth(48)
+            grid.addWidget(name, r, 0)
+            cells = []
+            for c in range(self.PATCHES):
+                cell = QLabel()
+                cell.setFixedSize(self.PATCH_PX, self.PATCH_PX)
+                cell.setAlignment(Qt.AlignmentFlag.AlignCenter)
+                grid.addWidget(cell, r, c + 1)
+                cells.append(cell)
+            self.patch_names.append(name)
+            self.patch_cells.append(cells)
+        grid.setColumnStretch(self.PATCHES + 1, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.hint)
         layout.addWidget(self.plot, 1)
+        layout.addWidget(self.patch_box)
         self.plot.hide()
+        self.patch_box.hide()
+
+    def set_patches(self, patches: dict[int, list[QImage]]) -> None:
+        self.patches = patches
+
+    def shown_patch_latents(self) -> list[int]:
+        """The latents whose patches are on screen now, top to bottom."""
+        return [int(n.property("latent")) for n in self.patch_names if n.property("latent") is not None
+                and n.isVisible()]
 
     def show_frame(self, k: int, index: np.ndarray | None, values: np.ndarray | None) -> None:
         """The frame's strongest latents (indices and activations g_j, as the session stores them)."""
         if index is None or values is None or k >= len(index):
             self.plot.hide()
+            self.patch_box.hide()
             return
         g = np.nan_to_num(np.asarray(values[k], dtype=float))
         idx = np.asarray(index[k])
@@ -340,6 +390,24 @@ class LatentProfile(QWidget):
         self.plot.getAxis("left").setTicks([[(float(n - 1 - r), f"#{int(idx[i])}") for r, i in enumerate(order)]])
         self.plot.setYRange(-0.5, max(n, 1) - 0.5, padding=0)
         self.plot.setXRange(0, float(g[order].max()) if n else 1.0, padding=0.05)
+        self._show_patches([int(idx[i]) for i in order if int(idx[i]) in self.patches][: self.PATCH_ROWS])
+
+    def _show_patches(self, latents: list[int]) -> None:
+        self.patch_box.setVisible(bool(latents))
+        for r, (name, cells) in enumerate(zip(self.patch_names, self.patch_cells)):
+            j = latents[r] if r < len(latents) else None
+            name.setVisible(j is not None)
+            name.setProperty("latent", j)
+            name.setText(f"#{j}" if j is not None else "")
+            images = self.patches.get(j, []) if j is not None else []
+            for c, cell in enumerate(cells):
+                cell.setVisible(j is not None)
+                if c < len(images):
+                    cell.setPixmap(QPixmap.fromImage(images[c]).scaled(
+                        self.PATCH_PX, self.PATCH_PX, Qt.AspectRatioMode.KeepAspectRatio,
+                        Qt.TransformationMode.FastTransformation))
+                else:
+                    cell.clear()
 
 
 # ------------------------------------------------------------------------------------------ preprocessing

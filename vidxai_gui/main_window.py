@@ -40,6 +40,7 @@ from vidxai_gui.docks import (
     PrototypeInfo,
     PrototypeSourceDialog,
     ScrollPanel,
+    load_latent_patches,
     load_prototypes,
     load_source_image,
 )
@@ -898,6 +899,8 @@ class MainWindow(QMainWindow):
         model = (data.analysis or {}).get("model") or {}
         candidates = [model.get(key) for key in ("folder", "dir", "path", "model_dir")] + [self.model_dir]
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
+        if folder is not None and TOP_LATENTS in data.extra:
+            self._start_latent_patch_load(folder)
         if folder is None or SIMILARITIES not in data.extra:
             return
         worker = JobWorker(lambda progress, cancel: load_prototypes(folder), "load prototypes")
@@ -907,6 +910,19 @@ class MainWindow(QMainWindow):
         worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
         self._loaders.append(worker)
         worker.start()
+
+    def _start_latent_patch_load(self, folder: Path) -> None:
+        worker = JobWorker(lambda progress, cancel: load_latent_patches(folder), "load latent patches")
+        worker.finished.connect(self._on_latent_patches)
+        worker.error.connect(lambda msg, _tb: self.statusBar().showMessage(
+            f"SAE reference patches not shown: {msg}", 8000))
+        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
+        self._loaders.append(worker)
+        worker.start()
+
+    def _on_latent_patches(self, patches: dict) -> None:
+        self.latents.set_patches(patches)
+        self._update_frame_docks(self.player.current)
 
     @Slot(int)
     def show_prototype_trace(self, j: int) -> None:

@@ -136,14 +136,16 @@ class LatentReferences:
     def __init__(self, top: int = 10) -> None:
         self.top = top
         self.n_frames = 0
-        self._heaps: dict[int, list[tuple[float, int, Any, np.ndarray | None]]] = {}
+        self._heaps: dict[int, list[tuple[float, int, Any, np.ndarray | None, np.ndarray | None]]] = {}
         self._active: np.ndarray | None = None
         self._sum: np.ndarray | None = None
         self._tie = itertools.count()
 
     def update(self, g_batch: torch.Tensor | np.ndarray, ids: Sequence[Any],
-               maps: torch.Tensor | np.ndarray | None = None) -> None:
-        """g_batch N×L image scores, ids one JSON-able id per image, maps N×L×h×w (optional)."""
+               maps: torch.Tensor | np.ndarray | None = None, images: np.ndarray | None = None) -> None:
+        """g_batch N×L image scores, ids one JSON-able id per image, maps N×L×h×w (optional), images the
+        N×S×S×C uint8 model inputs (optional, with maps): each reference then keeps the patch of its image
+        where the latent fires (the 95th-percentile box of its upsampled map, as a prototype's crop)."""
         g = np.asarray(g_batch.detach().cpu() if isinstance(g_batch, torch.Tensor) else g_batch, np.float32)
         mp = None
         if maps is not None:
@@ -167,7 +169,14 @@ class LatentReferences:
                     break
                 if len(heap) == self.top and s <= heap[0][0]:
                     break
-                item = (s, next(self._tie), ids[i], None if mp is None else mp[i, j].copy())
+                m = None if mp is None else mp[i, j].copy()
+                patch = None
+                if images is not None and m is not None:
+                    from engine.models.protopnet import percentile_box
+
+                    (x0, y0, x1, y1), _ = percentile_box(m, images.shape[1])
+                    patch = np.ascontiguousarray(images[i, y0:y1, x0:x1])
+                item = (s, next(self._tie), ids[i], m, patch)
                 if len(heap) < self.top:
                     heapq.heappush(heap, item)
                 else:
@@ -176,10 +185,19 @@ class LatentReferences:
     def references(self, latent: int) -> list[dict[str, Any]]:
         """Best first: {"source", "score", "map" (h×w list or None), "peak" (h, w) or None}."""
         out = []
-        for s, _, ident, m in sorted(self._heaps.get(latent, []), key=lambda t: (-t[0], t[1])):
+        for s, _, ident, m, _patch in sorted(self._heaps.get(latent, []), key=lambda t: (-t[0], t[1])):
             peak = None if m is None else [int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape)]
             out.append({"source": ident, "score": s, "map": None if m is None else np.round(m, 6).tolist(),
                         "peak": peak})
+        return out
+
+    def patches(self) -> dict[tuple[int, int], np.ndarray]:
+        """(latent, rank) → uint8 patch, best first, for the references that kept one."""
+        out = {}
+        for j, heap in self._heaps.items():
+            for r, item in enumerate(sorted(heap, key=lambda t: (-t[0], t[1]))):
+                if item[4] is not None:
+                    out[(j, r)] = item[4]
         return out
 
     def to_json(self) -> dict[str, Any]:
