@@ -811,7 +811,7 @@ class MainWindow(QMainWindow):
     def _choose_heat_method(self) -> None:
         methods = self.data.explain_methods if self.data is not None else []
         if not methods or self.player.info is None or self.session_path is None:
-            self.player.extras_provider = None
+            self.player.set_extras_provider(None)
             return
         if self.heat_method not in methods:
             self.heat_method = "lrp" if "lrp" in methods else methods[0]
@@ -862,6 +862,7 @@ class MainWindow(QMainWindow):
         ov = FrameOverlays()
         if isinstance(extras, FrameExtras):
             ov.heatmap = extras.heat
+            ov.heat_level = extras.heat_level if extras.heat is not None else None
             ov.proto_box = extras.proto_box
             ov.proto_label = f"prototype #{extras.proto_index}" if extras.proto_index >= 0 else ""
         d = self.data

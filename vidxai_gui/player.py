@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,9 @@ SPEEDS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 _READAHEAD_BYTES = 128 * 1024 * 1024
 # Decoded frames kept around the reviewer's position; a short clip fits whole (480×360: ~500 frames).
 _CACHE_BYTES = 256 * 1024 * 1024
+# Overlay data (a frame-sized float32 heatmap each) kept for the frames nearest the reviewer's position.
+_EXTRAS_BYTES = 128 * 1024 * 1024
+_EXTRAS_WARM = 100
 
 
 def format_time(seconds: float) -> str:
@@ -60,6 +63,7 @@ class FrameOverlays:
     box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
     landmarks: np.ndarray | None = None  # (68, 2) x, y
     heatmap: np.ndarray | None = None  # H×W float, the frame's size
+    heat_level: float | None = None  # the value drawn at full colour; None: computed here (slower)
     proto_box: np.ndarray | None = None  # (4,) the top prototype's 95th-percentile box
     proto_label: str = ""
     note: str = ""  # one line drawn on the frame, e.g. "no face found in this frame"
@@ -79,8 +83,12 @@ class FrameSource(QObject):
         self.path = Path(path)
         self.readahead = readahead
         # Runs on the decode thread next to each frame so per-frame data read from files (heatmaps)
-        # arrive together with their frame and never a frame apart.
+        # arrive together with their frame and never a frame apart. Results are kept per frame (warmed
+        # with the frame cache while idle) until the provider changes or `invalidate_extras` is called.
         self.extras = extras
+        self._extras_cache: OrderedDict[int, Any] = OrderedDict()
+        self._extras_cap = 16
+        self._extras_gen = 0
         self.frame_count = 0
         self._cond = threading.Condition()
         self._seek: int | None = None
@@ -88,6 +96,7 @@ class FrameSource(QObject):
         self._play_next: int | None = None
         self._buffer: deque[tuple[int, np.ndarray, Any]] = deque()
         self._warm: deque[int] = deque()  # frames to decode into the cache while idle, nearest first
+        self._warm_extras: set[int] = set()  # of those, the frames whose extras are cached too
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path.name}", daemon=True)
 
@@ -102,6 +111,40 @@ class FrameSource(QObject):
             self._seek = int(k)
             self._cond.notify()
             return self._generation
+
+    def set_extras(self, fn: Callable[[int], Any] | None) -> None:
+        """A new per-frame data provider (another heatmap method, a new session); drops what was kept."""
+        with self._cond:
+            self.extras = fn
+            self.invalidate_extras_locked()
+
+    def invalidate_extras(self) -> None:
+        """The provider's data changed (an analysis committed more frames): read everything again."""
+        with self._cond:
+            self.invalidate_extras_locked()
+
+    def invalidate_extras_locked(self) -> None:
+        self._extras_cache.clear()
+        self._extras_gen += 1
+        self._cond.notify()
+
+    def _extras_for(self, k: int) -> Any:
+        """Frame k's extras, from the cache or the provider (decode thread)."""
+        with self._cond:
+            fn, gen = self.extras, self._extras_gen
+            if fn is None:
+                return None
+            if k in self._extras_cache:
+                self._extras_cache.move_to_end(k)
+                return self._extras_cache[k]
+        value = fn(k)
+        with self._cond:
+            if gen == self._extras_gen:  # not computed with a provider that was replaced meanwhile
+                self._extras_cache[k] = value
+                self._extras_cache.move_to_end(k)
+                while len(self._extras_cache) > self._extras_cap:
+                    self._extras_cache.popitem(last=False)
+        return value
 
     def start_readahead(self, k: int) -> None:
         """Fill the buffer from frame k on (playback); drops what was buffered."""
@@ -157,6 +200,10 @@ class FrameSource(QObject):
         start = max(0, min(k - capacity // 4, self.frame_count - capacity))
         stop = min(self.frame_count, start + capacity)
         self._warm = deque([*range(k + 1, stop), *range(start, k)])
+        # Overlay data only for the nearest frames (±2 s at 25 fps: it is bigger per frame, and a running
+        # analysis invalidates it at every commit, so it must stay cheap to redo); same order.
+        near = sorted(self._warm, key=lambda j: abs(j - k))[: min(self._extras_cap - 1, _EXTRAS_WARM)]
+        self._warm_extras = set(near)
 
     def _run(self) -> None:
         try:
@@ -176,6 +223,8 @@ class FrameSource(QObject):
             capacity = max(16, min(self.frame_count, int(_CACHE_BYTES // frame_bytes)))
             reader.set_cache_frames(capacity)
             with self._cond:
+                self._extras_cap = max(16, min(self.frame_count, int(_EXTRAS_BYTES // (frame_bytes // 3 * 4))))
+            with self._cond:
                 self.readahead = max(4, min(self.readahead, int(_READAHEAD_BYTES // frame_bytes)))
             self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy())
             while True:
@@ -194,16 +243,18 @@ class FrameSource(QObject):
                             self._plan_warm(seek, capacity)
                     k = seek if seek is not None else self._play_next
                 if warm is not None:
-                    if not reader.is_cached(warm):
-                        try:
+                    try:
+                        if not reader.is_cached(warm):
                             reader.frame(warm)
-                        except Exception as exc:  # noqa: BLE001 - the frame is reported if someone asks for it
-                            log.debug("caching frame %d of %s failed: %s", warm, self.path, exc)
+                        if warm in self._warm_extras:
+                            self._extras_for(warm)
+                    except Exception as exc:  # noqa: BLE001 - the frame is reported if someone asks for it
+                        log.debug("caching frame %d of %s failed: %s", warm, self.path, exc)
                     continue
                 assert k is not None
                 try:
                     frame = reader.frame(k)
-                    extras = self.extras(k) if self.extras is not None else None
+                    extras = self._extras_for(k)
                 except Exception as exc:  # noqa: BLE001 - a bad frame must not kill the decoder
                     log.warning("decoding frame %d of %s failed: %s", k, self.path, exc)
                     self.decodeFailed.emit(k, str(exc))
@@ -287,7 +338,11 @@ class FrameView(pg.GraphicsView):
             self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
 
     def set_overlays(self, ov: FrameOverlays) -> None:
-        if ov.heatmap is not None and np.isfinite(ov.heatmap).any():
+        if ov.heatmap is not None and ov.heat_level is not None:
+            # Prepared on the decode thread (HeatmapReader): finite, with its level.
+            self.heat_item.setImage(ov.heatmap, autoLevels=False, levels=(0.0, ov.heat_level))
+            self.heat_item.setVisible(True)
+        elif ov.heatmap is not None and np.isfinite(ov.heatmap).any():
             heat = np.nan_to_num(np.asarray(ov.heatmap, dtype=np.float32), nan=0.0)
             top = float(np.percentile(heat[heat > 0], 99)) if (heat > 0).any() else 1.0
             self.heat_item.setImage(heat, autoLevels=False, levels=(0.0, max(top, 1e-12)))
@@ -477,7 +532,7 @@ class Player(QWidget):
         """Per-frame data read on the decode thread (heatmaps); applies to the open video and later ones."""
         self.extras_provider = fn
         if self.source is not None:
-            self.source.extras = fn  # read by the decode thread before each frame; a plain swap is enough
+            self.source.set_extras(fn)
 
     def close_video(self) -> None:
         self.pause()
@@ -564,6 +619,8 @@ class Player(QWidget):
 
     def refresh_overlays(self) -> None:
         """Redraw the current frame's overlays (new analysis data or a changed overlay choice)."""
+        if self.source is not None:
+            self.source.invalidate_extras()
         if self.current >= 0 and self.source is not None and not self._playing:
             # Re-request so extras (read on the decode thread) are fresh too; the frame is a cache hit.
             # The last *requested* frame: a seek still on its way must not be undone by a refresh.

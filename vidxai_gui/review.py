@@ -186,7 +186,8 @@ def top_contributions(data: ReviewData, k: int, n: int = 5) -> tuple[int, list[t
 class FrameExtras:
     """Per-frame data read on the decode thread with the frame, in full-frame coordinates."""
 
-    heat: np.ndarray | None = None
+    heat: np.ndarray | None = None  # float32, ≥ 0, no NaN
+    heat_level: float = 1.0  # the heat value drawn at full colour (99th percentile of the positive part)
     proto_box: np.ndarray | None = None  # 95th-percentile box of the top prototype's similarity map
     proto_index: int = -1
 
@@ -238,7 +239,11 @@ class HeatmapReader:
                         from engine.explain.topx import top_x
 
                         heat = top_x(heat, self.top_x)
-                    out.heat = m.heatmap_to_frame(heat, self.frame_hw)
+                    full = np.nan_to_num(m.heatmap_to_frame(heat, self.frame_hw), nan=0.0)
+                    positive = full[full > 0]
+                    # Levels here, on the decode thread: a percentile over a frame is too slow for the GUI's.
+                    out.heat_level = max(float(np.percentile(positive, 99)), 1e-12) if positive.size else 1.0
+                    out.heat = full
             out.proto_index, out.proto_box = self._proto_box(s, m, k)
             return out
         except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
