@@ -208,7 +208,9 @@ class PrototypeGallery(QWidget):
             info = self.prototypes.get(j)
             name = QTableWidgetItem()
             if info is not None and info.image is not None:
-                name.setIcon(QPixmap.fromImage(info.image))
+                # Crops are a few pixels of a 48×48 face: enlarge them (sharp pixels; an icon only shrinks).
+                name.setIcon(QPixmap.fromImage(info.image).scaled(
+                    64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation))
             name.setData(Qt.ItemDataRole.UserRole, j)
             source = QTableWidgetItem(f"#{j} · {info.class_name}\n{info.source}" if info
                                       else f"#{j}\nprototype image not loaded")
