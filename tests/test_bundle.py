@@ -1,9 +1,10 @@
 """The desktop bundle (packaging/): the self-test's checks, the build script's guards, and a real
 PyInstaller build whose executable is run from `env -i` with a fresh HOME.
 
-The real build takes about 6 minutes here (2 cores, under load; figures in packaging/README.md), so it runs
-whenever PyInstaller is installed and there is disk for it; VIDXAI_TEST_BUNDLE=0 skips it, and
-VIDXAI_BUNDLE_DIR=dist/vidxai tests a bundle already built (e.g. by `make bundle`) instead of building one.
+The real build takes 3–6 minutes here (2 cores; figures in packaging/README.md), so it runs whenever
+PyInstaller is installed (it is in the dev extra: `make test` and CI build it) and there is disk for it;
+VIDXAI_TEST_BUNDLE=0 skips it, and VIDXAI_BUNDLE_DIR=dist/vidxai tests a bundle already built (e.g. by
+`make bundle`) instead of building one.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def test_tree_size_counts_files_not_links(tmp_path: Path) -> None:
     assert bundle_build.tree_size(tmp_path) == (1024, 2)
 
 
-# ------------------------------------------------------------------------- the real bundle (opt-in)
+# ------------------------------------------------------------------------- the real bundle
 
 def _bundle_skip_reason() -> str | None:
     """Why the real build is skipped here, or None. A build takes about 6 minutes on 2 cores (measured figures:

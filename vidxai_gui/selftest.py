@@ -3,7 +3,8 @@
 ``preflight`` runs before any QApplication exists, so that what a broken installation (a PyInstaller bundle
 above all) lacks is named — a missing resources/ file, the dlib landmark model, a Qt platform plugin, a
 library that does not load — instead of Qt aborting the process or an analysis failing somewhere deep.
-``check_outputs`` then makes sure the session was written and reopens, and the screenshot is a real PNG.
+``check_outputs`` then makes sure the session was written and reopens, and the screenshot is a real PNG;
+``check_explanations`` that the prototype crops and the frame's heatmap reached the window.
 Each returns a list of problems, one line each; an empty list means all is well.
 """
 
@@ -15,6 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -125,4 +127,21 @@ def check_outputs(session_path: Path | None, screenshot: Path | None) -> list[st
         problems.append(f"no screenshot was written (expected {screenshot})")
     elif Path(screenshot).read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
         problems.append(f"the screenshot {screenshot} is not a PNG file")
+    return problems
+
+
+def check_explanations(window: Any) -> list[str]:
+    """What explains the decision reached the screen: a ProtoPNet's prototype crops are in the gallery
+    (their PNGs travel with the model) and the current frame's heatmap is drawn."""
+    problems = []
+    data = window.data
+    from vidxai_gui.review import SIMILARITIES
+
+    if data is not None and SIMILARITIES in getattr(data, "extra", {}):
+        pngs = [p for p in window.gallery.prototypes.values() if p.image is not None]
+        if not pngs:
+            problems.append("the prototype images of the model could not be loaded (check the model folder's "
+                            "prototypes/*.png)")
+    if not window.player.view.heat_item.isVisible():
+        problems.append("no explanation heatmap is drawn on the frame")
     return problems

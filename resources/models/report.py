@@ -54,9 +54,12 @@ def main(root: Path) -> None:
         for c, row in zip(classes, full["confusion"]):
             print(f"| **{c}** | " + " | ".join(str(v) for v in row) + " |")
     for n in names:
-        for rec in docs[n]["metadata"].get("metrics", {}).get("push", []) or []:
+        metrics = docs[n]["metadata"].get("metrics", {})
+        for rec in metrics.get("push", []) or []:
+            last = (metrics.get("last_epoch") or {}).get("val_acc")
+            tail = f", {100 * last:.1f} % after the last-layer epochs" if last is not None else ""
             print(f"\n`{n}` push: validation accuracy {100 * rec['val_acc_before_push']:.1f} % before, "
-                  f"{100 * rec['val_acc_after_push']:.1f} % after")
+                  f"{100 * rec['val_acc_after_push']:.1f} % right after{tail}")
 
 
 if __name__ == "__main__":
