@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,6 +403,20 @@ class StoredFaces:
         return FaceResult(True, t.box[i], t.landmarks[i], float(t.confidence[i]), int(t.n_faces[i]), detected)
 
 
+def model_threads(settings: AnalyzeSettings, device: torch.device | str, cores: int | None = None) -> int | None:
+    """Torch threads for the model while the pipeline runs, or None to leave torch's choice.
+
+    On a CPU with two cores or fewer the face tracker (dlib, one thread) and the decoder run beside the
+    model, so a model using every core only makes them wait: with intrinsic explanations alone, one model
+    thread analyses 18 % more frames/s on this project's 2-core reference machine (bench/analyze.py, 184
+    vs 156 frames/s). Post-hoc methods (LRP, Grad-CAM, IG) make the model the slowest stage, so it keeps
+    every core then."""
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    if torch.device(device).type != "cpu" or cores > 2 or any(m in POST_HOC for m in settings.explain):
+        return None
+    return 1
+
+
 def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Path,
             settings: AnalyzeSettings | None = None, progress: ProgressFn = no_progress,
             cancel: CancelToken | None = None, on_chunk: Callable[[int, int], None] | None = None,
@@ -418,6 +433,18 @@ def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Pat
         if model_dir is None:
             raise ValueError("analyze needs a model folder or a loaded FrameAnalyzer")
         analyzer = FrameAnalyzer(model_dir, device=settings.device)
+    threads, previous = model_threads(settings, analyzer.device), torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)  # process-wide; restored below
+    try:
+        return _analyze(video, out_path, settings, progress, cancel, on_chunk, analyzer)
+    finally:
+        if threads is not None and threads != previous:
+            torch.set_num_threads(previous)
+
+
+def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progress: ProgressFn,
+             cancel: CancelToken, on_chunk: Callable[[int, int], None] | None, analyzer: FrameAnalyzer) -> Path:
     cfg = analyzer.config(mode=settings.preprocess_mode)
     identity = {**analyzer.identity, "preprocess": cfg.to_json()}
     with open_video(video) as reader:

@@ -231,3 +231,24 @@ def test_reanalysis_reuses_faces_adds_occlusion_and_switches_mode(tmp_path: Path
         assert not np.allclose(s.read("probs"), probs_before, equal_nan=True)
         mapping = s.mappings()[int(np.flatnonzero(s.read("valid"))[0])]
         assert len(mapping["pieces"]) == 4
+
+
+def test_model_threads_on_small_cpus_and_restored_after(tmp_path: Path, crema_clips: list[Path],
+                                                        analyzer: FrameAnalyzer) -> None:
+    """On ≤ 2 cores the model yields a core to the face tracker unless a post-hoc method makes the model
+    the slowest stage; torch's setting is the caller's again once `analyze` returns."""
+    from engine.pipeline import model_threads
+
+    intrinsic, lrp = AnalyzeSettings(), AnalyzeSettings(explain=("intrinsic", "lrp"))
+    assert model_threads(intrinsic, "cpu", cores=2) == 1
+    assert model_threads(intrinsic, "cpu", cores=1) == 1
+    assert model_threads(lrp, "cpu", cores=2) is None
+    assert model_threads(intrinsic, "cpu", cores=8) is None
+    assert model_threads(intrinsic, "cuda", cores=2) is None
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        analyze(crema_clips[0], None, tmp_path / "a.vxs", AnalyzeSettings(spray=False), analyzer=analyzer)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
