@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (
 log = logging.getLogger(__name__)
 
 
-def array_to_pixmap(img: np.ndarray) -> QPixmap:
-    """uint8 H×W, H×W×1 or H×W×3 → QPixmap (copied, so the array may go)."""
+def array_to_image(img: np.ndarray) -> QImage:
+    """uint8 H×W, H×W×1 or H×W×3 → QImage (copied, so the array may go). Safe on any thread."""
     a = np.ascontiguousarray(img)
     if a.ndim == 3 and a.shape[2] == 1:
         a = np.ascontiguousarray(a[:, :, 0])
@@ -47,7 +47,12 @@ def array_to_pixmap(img: np.ndarray) -> QPixmap:
         qimg = QImage(a.data, w, h, w, QImage.Format.Format_Grayscale8)
     else:
         qimg = QImage(a.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimg.copy())
+    return qimg.copy()
+
+
+def array_to_pixmap(img: np.ndarray) -> QPixmap:
+    """The same as a QPixmap (GUI thread only)."""
+    return QPixmap.fromImage(array_to_image(img))
 
 
 def _hint(text: str) -> QLabel:
@@ -186,11 +191,10 @@ class PrototypeGallery(QWidget):
         layout.addLayout(bottom)
         self.table.hide()
 
-    def set_prototypes(self, protos: list[PrototypeInfo], similarities: np.ndarray | None = None) -> None:
+    def set_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = {p.index: p for p in protos}
 
-    def show_frame(self, k: int, predicted: str, entries: list[tuple[int, float, float]],
-                   similarities: np.ndarray | None = None) -> None:
+    def show_frame(self, k: int, predicted: str, entries: list[tuple[int, float, float]]) -> None:
         """``entries``: (prototype j, similarity s_j, contribution W·s_j), largest contribution first.
         The selected prototype stays selected while its row is still listed."""
         self.table.show()
@@ -310,7 +314,7 @@ def load_latent_patches(model_dir: Path) -> dict[int, list[QImage]]:
 
     out: dict[int, list[QImage]] = {}
     for j, patches in read_latent_patches(model_dir).items():
-        out[j] = [array_to_pixmap(p).toImage() for p in patches]
+        out[j] = [array_to_image(p) for p in patches]  # QImage: this runs on a worker thread
     return out
 
 

@@ -888,7 +888,7 @@ class MainWindow(QMainWindow):
             return
         if SIMILARITIES in d.extra:
             c, entries = top_contributions(d, k, PrototypeGallery.TOP)
-            self.gallery.show_frame(k, d.classes[c] if c >= 0 else "", entries, d.extra[SIMILARITIES])
+            self.gallery.show_frame(k, d.classes[c] if c >= 0 else "", entries)
         if TOP_LATENTS in d.extra:
             self.latents.show_frame(k, d.extra[TOP_LATENTS], d.extra.get(TOP_VALUES))
         if d.probs is not None and self._rescore_worker is None and self.preprocess.is_default():
@@ -949,8 +949,7 @@ class MainWindow(QMainWindow):
 
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos
-        sims = self.data.extra.get(SIMILARITIES) if self.data else None
-        self.gallery.set_prototypes(protos, sims)
+        self.gallery.set_prototypes(protos)
         self._update_frame_docks(self.player.current)
 
     # ------------------------------------------------------------------------------------ re-scoring
