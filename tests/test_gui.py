@@ -323,3 +323,16 @@ def test_run_opens_the_file_and_returns_on_close(settings_dir: Path, clip: Path,
     assert r.returncode == 0, r.stderr[-2000:]
     assert "FRAME0 56" in r.stdout
     assert (settings_dir / "vidxai.ini").read_text().count("1001_DFA_HAP_XX.flv") >= 1  # recent files saved
+
+
+def test_prototype_source_reads_the_training_file_or_says_it_is_not_here(clip: Path, reference,
+                                                                         tmp_path: Path) -> None:
+    """'Open source' of a prototype: a video frame comes back exactly, a missing file is named."""
+    from vidxai_gui.docks import PrototypeInfo, describe_source, load_source_image
+
+    info = PrototypeInfo(3, "happy", describe_source(str(clip), 5), None, str(clip), 5, "happy")
+    assert info.source == f"{clip.name} frame 5"
+    np.testing.assert_array_equal(load_source_image(info), reference.frame(5))
+    gone = tmp_path / "elsewhere" / "Training_1.jpg"
+    with pytest.raises(FileNotFoundError, match="Training_1.jpg is not on this machine"):
+        load_source_image(PrototypeInfo(0, "angry", gone.name, None, str(gone), -1))

@@ -301,7 +301,7 @@ class PrototypeSourceDialog(QDialog):
         self.source_view.setPixmap(pix.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, mode))
         self.source_view.setToolTip(f"{self.info.source_path} ({rgb.shape[1]}×{rgb.shape[0]} pixels)")
 
-    def set_error(self, message: str) -> None:
+    def set_error(self, message: str, _traceback: str = "") -> None:
         self.source_view.setText(message)
 
 

@@ -556,14 +556,10 @@ class MainWindow(QMainWindow):
     def open_session(self, path: Path) -> None:
         """Load a session on a worker, then open its video and show everything it holds."""
         self._remember(path)
-        worker = JobWorker(lambda progress, cancel: load_review(path), f"load {path.name}")
-        worker.finished.connect(self._on_session_loaded)
-        worker.error.connect(lambda msg, tb: self.show_error(
-            "The session could not be opened", msg, "If it is damaged, analyse the video again.", tb))
-        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
-        self._loaders.append(worker)
         self.statusBar().showMessage(f"Reading {path.name}…")
-        worker.start()
+        self._load(lambda: load_review(path), f"load {path.name}", self._on_session_loaded,
+                   lambda msg, tb: self.show_error("The session could not be opened", msg,
+                                                   "If it is damaged, analyse the video again.", tb))
 
     @Slot(object)
     def _on_session_loaded(self, data: ReviewData) -> None:
@@ -740,13 +736,9 @@ class MainWindow(QMainWindow):
         # Reload everything once: SpRAy stages, occlusion and the decision are written at the end.
         self.statusBar().showMessage(f"Analysis finished: {Path(path).name}", 6000)
         keep = max(self.player.current, 0)
-        worker = JobWorker(lambda progress, cancel: load_review(Path(path)), "reload session")
-        worker.finished.connect(lambda data: self._on_reloaded(data, keep))
-        worker.error.connect(lambda msg, tb: self.show_error("The finished session could not be read", msg,
-                                                             "Open it again with File ▸ Open session.", tb))
-        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
-        self._loaders.append(worker)
-        worker.start()
+        self._load(lambda: load_review(Path(path)), "reload session", lambda data: self._on_reloaded(data, keep),
+                   lambda msg, tb: self.show_error("The finished session could not be read", msg,
+                                                   "Open it again with File ▸ Open session.", tb))
 
     def _on_reloaded(self, data: ReviewData, frame: int) -> None:
         log.debug("session %s reloaded after the analysis", data.path)
@@ -862,7 +854,7 @@ class MainWindow(QMainWindow):
         ov = FrameOverlays()
         if isinstance(extras, FrameExtras):
             ov.heatmap = extras.heat
-            ov.heat_level = extras.heat_level if extras.heat is not None else None
+            ov.heat_level = extras.heat_level
             ov.proto_box = extras.proto_box
             ov.proto_label = f"prototype #{extras.proto_index}" if extras.proto_index >= 0 else ""
         d = self.data
@@ -900,26 +892,26 @@ class MainWindow(QMainWindow):
         model = (data.analysis or {}).get("model") or {}
         candidates = [model.get(key) for key in ("folder", "dir", "path", "model_dir")] + [self.model_dir]
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
-        if folder is not None and TOP_LATENTS in data.extra:
-            self._start_latent_patch_load(folder)
-        if folder is None or SIMILARITIES not in data.extra:
+        if folder is None:
             return
-        worker = JobWorker(lambda progress, cancel: load_prototypes(folder), "load prototypes")
-        worker.finished.connect(lambda protos: self._on_prototypes(protos))
-        worker.error.connect(lambda msg, _tb: self.statusBar().showMessage(f"Prototype images not shown: {msg}",
-                                                                           8000))
-        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
-        self._loaders.append(worker)
-        worker.start()
+        if TOP_LATENTS in data.extra:
+            self._load(lambda: load_latent_patches(folder), "load latent patches", self._on_latent_patches,
+                       lambda msg, _tb: self.statusBar().showMessage(f"SAE reference patches not shown: {msg}", 8000))
+        if SIMILARITIES in data.extra:
+            self._load(lambda: load_prototypes(folder), "load prototypes", self._on_prototypes,
+                       lambda msg, _tb: self.statusBar().showMessage(f"Prototype images not shown: {msg}", 8000))
 
-    def _start_latent_patch_load(self, folder: Path) -> None:
-        worker = JobWorker(lambda progress, cancel: load_latent_patches(folder), "load latent patches")
-        worker.finished.connect(self._on_latent_patches)
-        worker.error.connect(lambda msg, _tb: self.statusBar().showMessage(
-            f"SAE reference patches not shown: {msg}", 8000))
+    def _load(self, fn: Callable[[], Any], name: str, on_finished: Callable[[Any], Any],
+              on_error: Callable[[str, str], Any]) -> JobWorker:
+        """Read something on a worker beside the job queue (opening never waits behind a job); the worker
+        is kept until its thread ends."""
+        worker = JobWorker(lambda progress, cancel: fn(), name)
+        worker.finished.connect(on_finished)
+        worker.error.connect(on_error)
         worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
         self._loaders.append(worker)
         worker.start()
+        return worker
 
     def _on_latent_patches(self, patches: dict) -> None:
         self.latents.set_patches(patches)
@@ -938,14 +930,10 @@ class MainWindow(QMainWindow):
         """The training image a prototype was pushed from, beside its crop (read on a worker thread)."""
         dialog = PrototypeSourceDialog(info, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        worker = JobWorker(lambda progress, cancel: load_source_image(info), "load prototype source")
-        worker.finished.connect(dialog.set_source)
-        worker.error.connect(lambda msg, _tb: dialog.set_error(msg))
-        worker.done.connect(lambda w=worker: self._loaders.remove(w) if w in self._loaders else None)
-        self._loaders.append(worker)
         self.source_dialog = dialog
         dialog.show()
-        worker.start()
+        # Bound to the dialog's own slots, so closing it before the image arrives disconnects them.
+        self._load(lambda: load_source_image(info), "load prototype source", dialog.set_source, dialog.set_error)
 
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos

@@ -63,7 +63,7 @@ class FrameOverlays:
     box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
     landmarks: np.ndarray | None = None  # (68, 2) x, y
     heatmap: np.ndarray | None = None  # H×W float, the frame's size
-    heat_level: float | None = None  # the value drawn at full colour; None: computed here (slower)
+    heat_level: float = 1.0  # the heat value drawn at full colour (computed with the map, off the GUI thread)
     proto_box: np.ndarray | None = None  # (4,) the top prototype's 95th-percentile box
     proto_label: str = ""
     note: str = ""  # one line drawn on the frame, e.g. "no face found in this frame"
@@ -338,14 +338,9 @@ class FrameView(pg.GraphicsView):
             self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
 
     def set_overlays(self, ov: FrameOverlays) -> None:
-        if ov.heatmap is not None and ov.heat_level is not None:
-            # Prepared on the decode thread (HeatmapReader): finite, with its level.
+        if ov.heatmap is not None:
+            # Prepared on the decode thread (HeatmapReader): finite, ≥ 0, with its level.
             self.heat_item.setImage(ov.heatmap, autoLevels=False, levels=(0.0, ov.heat_level))
-            self.heat_item.setVisible(True)
-        elif ov.heatmap is not None and np.isfinite(ov.heatmap).any():
-            heat = np.nan_to_num(np.asarray(ov.heatmap, dtype=np.float32), nan=0.0)
-            top = float(np.percentile(heat[heat > 0], 99)) if (heat > 0).any() else 1.0
-            self.heat_item.setImage(heat, autoLevels=False, levels=(0.0, max(top, 1e-12)))
             self.heat_item.setVisible(True)
         else:
             self.heat_item.setVisible(False)

@@ -140,7 +140,6 @@ class Timeline(QWidget):
         self.raw_curves: list[pg.PlotDataItem] = []
         self.ewma_curves: list[pg.PlotDataItem] = []
         self.trace_curve: pg.PlotDataItem | None = None
-        self.trace_name = ""
         self.current = 0
 
         # --- header: decision and α --------------------------------------------------------
@@ -319,13 +318,11 @@ class Timeline(QWidget):
             self.scores_plot.removeItem(self.trace_curve)
             self.legend.removeItem(self.trace_curve)
             self.trace_curve = None
-        self.trace_name = ""
         if values is None or not len(values):
             return
         y = np.asarray(values, dtype=np.float64)
         top = np.nanmax(y) if np.isfinite(y).any() else 0.0
         y = y / top if top > 0 else y
-        self.trace_name = name
         self.trace_curve = self.scores_plot.plot(
             np.arange(len(y), dtype=np.float64), y, connect="finite", name=f"{name} (÷ max)",
             pen=pg.mkPen("#202020", width=2, style=Qt.PenStyle.DashLine))
