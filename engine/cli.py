@@ -25,15 +25,18 @@ class BadInput(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "your input is wrong", gathered lazily so `vidxai info` stays light."""
+    """Exception types that mean "your input is wrong".
+
+    Only modules that are already imported are asked: an error of a module that was never loaded
+    cannot have been raised, and importing one here (engine.checkpoint pulls in torch) would make
+    `vidxai info` and `export` pay seconds and hundreds of MB for nothing."""
     errors: list[type[BaseException]] = [BadInput, FileNotFoundError, IsADirectoryError, PermissionError]
-    for mod, name in (("engine.video", "VideoError"), ("sessions", "SessionError"),
+    for mod, name in (("engine.video", "VideoError"), ("sessions.store", "SessionError"),
                       ("engine.checkpoint", "CheckpointError"), ("engine.data", "DataError"),
                       ("engine.resources", "ResourceError")):
-        try:
-            errors.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
+        err = getattr(sys.modules.get(mod), name, None)
+        if err is not None:
+            errors.append(err)
     return tuple(errors)
 
 
@@ -61,7 +64,6 @@ def progress_bar(desc: str) -> Iterator[Callable[[int, int, str], None]]:
 
 def _batch(items: list[str], what: str, fn: Callable[[str, CancelToken], object]) -> int:
     """Run `fn` on every item; bad inputs are reported and skipped, the exit code says if any failed."""
-    user_errors = _user_errors()
     failed: list[tuple[str, str]] = []
     cancel = CancelToken()
     for item in items:
@@ -74,7 +76,7 @@ def _batch(items: list[str], what: str, fn: Callable[[str, CancelToken], object]
         except Cancelled:
             print(f"vidxai: {what} cancelled at {item}", file=sys.stderr)
             return EXIT_CANCELLED
-        except user_errors as exc:
+        except _user_errors() as exc:  # evaluated after fn imported what it raises
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"vidxai: {item}: {msg}", file=sys.stderr)
             failed.append((item, msg))

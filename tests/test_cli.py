@@ -54,10 +54,19 @@ def test_info_refuses_a_garbage_session_in_one_line(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 2  # the file's line and the batch summary
 
 
-def test_info_does_not_load_torch_or_qt() -> None:
-    """`vidxai info` on a server should start in a blink: no torch, no Qt."""
-    code = ("import sys; from engine import cli; cli.build_parser();"
-            "import sessions, sessions.export;"
-            "print([m for m in ('torch', 'PySide6', 'cv2', 'dlib') if m in sys.modules])")
+def test_info_and_export_do_not_load_torch_or_qt(tmp_path: Path, crema_clips: list[Path]) -> None:
+    """Reading and exporting a session on a server must start in a blink: no torch, no Qt, no cv2/dlib —
+    also when the command reports a bad file (the error types are gathered without importing torch)."""
+    out = tmp_path / "out"
+    assert vidxai("ingest", crema_clips[0], "--out", out).returncode == 0
+    session = out / (crema_clips[0].stem + ".vxs")
+    garbage = tmp_path / "garbage.vxs"
+    garbage.write_bytes(os.urandom(256))
+    code = ("import sys; from engine import cli;"
+            f"a = cli.main(['info', {str(session)!r}]);"
+            f"b = cli.main(['export', {str(session)!r}, '--format', 'csv', '--out', {str(tmp_path / 'x.csv')!r}]);"
+            f"c = cli.main(['info', {str(garbage)!r}]);"
+            "print('RESULT', a, b, c, [m for m in ('torch', 'PySide6', 'cv2', 'dlib') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert r.stdout.strip() == "[]"
+    assert "RESULT 0 0 2 []" in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "x.csv").stat().st_size > 0
