@@ -359,3 +359,23 @@ def test_cache_cancel_from_thread_is_prompt(fer_dir: Path, tmp_path: Path) -> No
     finally:
         timer.cancel()
     assert not [p for p in tmp_path.iterdir() if (p / "meta.json").exists()]  # no finished cache appeared
+
+
+def test_tiff_and_pgm_corpora_are_read(fer_dir: Path, tmp_path: Path) -> None:
+    """JAFFE ships as TIFF and some lab sets as PGM: a class folder of those is a corpus like any other,
+    and its crops are the same pixels as the JPEG they were converted from."""
+    _, items = _fer_items(fer_dir, 1)
+    for it, ext in zip(items[:4], (".tif", ".tiff", ".pgm", ".webp"), strict=True):
+        dst = tmp_path / "corpus" / it.label / (Path(it.path).stem + ext)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(it.path).save(dst, **({"lossless": True} if ext == ".webp" else {}))
+    corpus = discover(tmp_path / "corpus")
+    assert sorted(Path(i.path).suffix for i in corpus.items) == [".pgm", ".tif", ".tiff", ".webp"]
+    pp = {"mode": "face", "size": 32, "grayscale": True, "margin": 0.1, "occlude": [], "fill": 0}
+    cache = build_cache(corpus.items, corpus.classes, pp, SamplingConfig(fast=True), tmp_path / "cache")
+    assert len(cache) == 4
+    for i in range(4):
+        src = cache.source(i)["path"]
+        jpg = next(p for p in items if Path(p.path).stem == Path(src).stem).path
+        expected = np.asarray(Image.open(jpg).convert("L").resize((32, 32), Image.Resampling.BILINEAR))
+        np.testing.assert_array_equal(cache.images[i, :, :, 0], expected)

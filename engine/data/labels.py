@@ -17,7 +17,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+# Everything Pillow reads that image corpora ship in (JAFFE is TIFF, some lab sets PGM/PPM).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".flv", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
 
 
