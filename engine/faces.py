@@ -1,18 +1,28 @@
-"""Face and 68-landmark finding for video frames and face-crop images (dlib).
+"""Face and 68-landmark finding for video frames and face-crop images (dlib), at any scale, per person.
 
-A video is processed with :class:`FaceTracker`: the HOG frontal detector runs every
-``detect_every`` frames on a downscaled grey copy (detection is the expensive part), and in
-between the shape predictor is run on the previous box and the box is re-derived from the new
-landmarks. A tracked frame is checked cheaply (normalised correlation of the face patch with the
-patch of the last detection, fraction of landmarks inside the frame, size and motion); when the
-check fails the detector runs on that very frame, so a face that leaves or a hard cut becomes
-``found=False`` at once instead of sticking to the border.
+A video is processed with :class:`FaceTracker`. Detection (dlib's HOG frontal detector, the CPU path)
+runs every ``detect_every`` frames in up to three passes: the *cheap* pass over the whole frame shrunk
+to ``max_side`` px (finds the close-up faces), a re-detection *around* each tracked face at that face's
+own scale (a crop, so a 70 px face in a 4K frame costs a few hundred pixels), and the *wide* pass over
+the whole frame scaled so a ``min_face`` face (eye-to-chin) fills the detector window; the wide pass is
+the costly one and runs only when nothing else is found (every ``search_wide_every`` frames) and every
+``rescan_every`` frames while tracking, to find other people. In between, the shape predictor is run in
+each face's previous box and the box re-derived from the new landmarks. A tracked frame is checked
+cheaply (normalised correlation of the face patch with the patch of the last detection, fraction of
+landmarks inside the frame, size and motion); when the check fails the detector runs on that very frame,
+so a face that leaves or a hard cut becomes ``found=False`` at once instead of sticking to the border.
+
+Every face is tracked, and each new track gets a person id from dlib's face-recognition ResNet (128-d
+descriptor, :class:`People`: within 0.6 of a person's mean descriptor is that person). ``process``
+returns the face of the followed person (``follow``, or the person seen in most frames so far) with all
+faces of the frame in ``FaceResult.faces``; sessions keep every person's track (sessions.people).
 
 Coordinates follow ``docs/INTERFACES.md``: boxes ``float32 (x0, y0, x1, y1)`` in full-frame
 pixels with x1, y1 exclusive; landmarks ``float32 (68, 2)`` (x, y), pixel centres at integers,
 dlib's 0-based order. Internally the tracker keeps a detector-style box (what the shape predictor
-expects), re-derived on tracked frames from the landmarks with the box-to-landmark relation of the
-last detection; the reported ``FaceResult.box`` is that box grown to contain all 68 landmarks.
+expects) in a canonical relation to the landmarks (``_CANONICAL_REL``), so landmarks do not depend on
+which pass or frame size found the face; the reported ``FaceResult.box`` is that box grown to contain
+all 68 landmarks.
 """
 
 from __future__ import annotations
@@ -264,12 +274,12 @@ def _canonical_box(landmarks: np.ndarray) -> np.ndarray:
 
 
 def _fit(predictor: dlib.shape_predictor, grey: np.ndarray, det_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(canonical box, landmarks) of a detected face: see _CANONICAL_REL."""
-    box, lm = det_box, _landmarks(predictor, grey, det_box)
+    """(canonical box, landmarks) of a detected face: see _CANONICAL_REL. The box is the canonical box of
+    the returned landmarks, as on tracked frames, so a track's state follows from its landmarks alone."""
+    lm = _landmarks(predictor, grey, det_box)
     for _ in range(_FIT_ITERATIONS):
-        box = _canonical_box(lm)
-        lm = _landmarks(predictor, grey, box)
-    return box, lm
+        lm = _landmarks(predictor, grey, _canonical_box(lm))
+    return _canonical_box(lm), lm
 
 
 def _patch(grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -523,6 +533,16 @@ class FaceTracker:
         self._since_wide = 1 << 30  # the first search runs the wide pass
         self.n_detections = 0  # detection frames since reset, to measure what tracking saves
         self.n_wide = 0  # wide passes since reset
+
+    def restore(self, faces: dict[int, np.ndarray]) -> None:
+        """Resume after a frame whose landmarks per person are `faces` (a session's stored tracks): the
+        next frame is a detection, as the frame a resume restarts at was (pipeline.resume_point), and
+        each track's state is what it was, since a track's box follows from its landmarks."""
+        self._tracks = [_Track(_canonical_box(lm), _CANONICAL_REL.copy(), _rigid_frame(lm)[1], None, int(p))
+                        for p, lm in sorted(faces.items())]
+        self._since_detect = self.settings.detect_every
+        if self._tracks:
+            self._since_wide = 0
 
     def process(self, frame: np.ndarray, index: int | None = None) -> FaceResult:
         grey = _to_grey(frame)

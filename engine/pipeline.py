@@ -136,10 +136,18 @@ def resume_point(session: Session, done: int) -> int:
 
 
 def make_tracker(session: Session, start: int, detect_every: int) -> FaceTracker:
-    """A FaceTracker for frames from `start`, with the people the session already found (resuming)."""
+    """A FaceTracker for frames from `start`. Resuming (start > 0), it gets the people the session found
+    (ids, descriptors, frames seen before `start`) and every person's face of frame start-1, so the frames
+    it redoes come out as in an uninterrupted run."""
     known = people_store.tracker_people(session) if start > 0 else []
     tracker = FaceTracker(detect_every=detect_every, people=People.from_json(known) if known else None)
     tracker.next_index = start
+    if known:
+        frames, last = people_store.tracks_before(session, start)
+        for p, n in frames.items():
+            if p < len(tracker.people):
+                tracker.people.frames[p] = n
+        tracker.restore(last)
     return tracker
 
 

@@ -100,6 +100,24 @@ def analysed_person(session: Session) -> int | None:
         return None if v is None else int(v)
 
 
+def tracks_before(session: Session, start: int) -> tuple[dict[int, int], dict[int, np.ndarray]]:
+    """For resuming at frame `start`: frames each person was seen in before it, and the landmarks of
+    every person tracked in frame start-1."""
+    frames: dict[int, int] = {}
+    last: dict[int, np.ndarray] = {}
+    with session._mutex:
+        f = session._r()
+        if f"{GROUP}/tracks" not in f:
+            return frames, last
+        for name, tg in f[f"{GROUP}/tracks"].items():
+            p = int(name)
+            frames[p] = int(sum(int(np.count_nonzero(tg["found"][i:min(start, i + _BLOCK)]))
+                                for i in range(0, start, _BLOCK)))
+            if start > 0 and bool(tg["found"][start - 1]):
+                last[p] = tg["landmarks"][start - 1].astype(np.float32)
+    return frames, last
+
+
 def people(session: Session) -> list[Person]:
     """Every person of the session, by id. Old sessions (no `/people`): one person, id 0, from `/faces`."""
     fps = session.fps or 1.0

@@ -217,3 +217,31 @@ def test_session_without_people_reads_as_one_person(tmp_path: Path) -> None:
     assert info["people"] == [{"id": 0, "frames": 5, "seconds": 0.2, "thumb_frame": 0,
                                "thumb_box": [1.0, 2.0, 30.0, 40.0]}] and info["person"] == 0
     json.dumps(info)
+
+
+def test_interrupted_two_people_ingest_resumes_to_the_same_tracks(tmp_path: Path, two_people: dict[str, Path]) -> None:
+    """Cancelled mid-way and run again: every person's track and /faces equal an uninterrupted ingest."""
+    from engine.jobs import Cancelled, CancelToken
+    from engine.pipeline import ingest
+
+    whole = ingest(two_people["both"], tmp_path / "whole.vxs")
+    cancel = CancelToken()
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        if done >= 16:
+            cancel.cancel()
+
+    part = tmp_path / "part.vxs"
+    with pytest.raises(Cancelled):
+        ingest(two_people["both"], part, progress=progress, cancel=cancel, commit_every_s=0.0)
+    with Session.open(part) as s:
+        assert 16 <= s.faces().frames_done < N_FRAMES
+    ingest(two_people["both"], part)
+    with Session.open(whole) as a, Session.open(part) as b:
+        np.testing.assert_array_equal(a.faces().found, b.faces().found)
+        np.testing.assert_array_equal(a.faces().landmarks, b.faces().landmarks)
+        pa, pb = people_store.people(a), people_store.people(b)
+        assert [(p.id, p.frames) for p in pa] == [(p.id, p.frames) for p in pb]
+        for p in pa:
+            np.testing.assert_array_equal(a.read(f"/people/tracks/{p.id}/landmarks"),
+                                          b.read(f"/people/tracks/{p.id}/landmarks"))
