@@ -100,7 +100,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
             path = ingest(video, _out_path(video, args.out), progress=bar, cancel=cancel,
-                          detect_every=args.detect_every)
+                          detect_every=args.detect_every, person=args.person)
         print(path)
 
     return _batch(args.videos, "ingest", one)
@@ -113,7 +113,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else default_model_dir()
     settings = AnalyzeSettings(alpha=args.alpha, explain=tuple(args.explain.split(",")) if args.explain else (),
                                batch_size=args.batch_size, device=args.device, spray=not args.no_spray,
-                               occlusion=args.occlusion, detect_every=args.detect_every)
+                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
 
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
@@ -137,7 +137,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=2, default=str))
         else:
             for k, v in info.items():
-                print(f"{k:>20}: {v}")
+                if k == "people":
+                    print(f"{k:>20}: {len(v)} (person, frames, seconds, thumbnail frame; * = analysed)")
+                    for p in v:
+                        mark = "*" if p["id"] == info.get("person") else " "
+                        print(f"{'':>20}  {mark}{p['id']:>3} {p['frames']:>7} {p['seconds']:>9.1f} s  "
+                              f"frame {p['thumb_frame']}")
+                else:
+                    print(f"{k:>20}: {v}")
 
     return _batch(args.sessions, "info", one)
 
@@ -263,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("videos", nargs="+")
     s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
     s.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames (default 5)")
+    s.add_argument("--person", type=int, default=None,
+                   help="person to follow (ids from `vidxai info`; default: the one visible longest)")
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("analyze", help="score every frame with a model, explain it, write session files")
@@ -277,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--detect-every", type=int, default=5)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--person", type=int, default=None,
+                   help="person to analyse (ids from `vidxai info`; default: as before, else the one visible longest)")
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("info", help="print what a session file holds")

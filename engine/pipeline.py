@@ -23,12 +23,13 @@ import torch
 
 from engine.aggregate import ewma, video_decision
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
-from engine.faces import FaceResult, FaceTracker
+from engine.faces import FaceResult, FaceTracker, People
 from engine.jobs import CancelToken, ProgressFn, no_progress
 from engine.preprocess import PreprocessConfig
 from engine.stream import Stage, batched
 from engine.video import VideoReader, open_video
 from sessions import FaceTrack, Session, SessionError
+from sessions import people as people_store
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def open_or_create_session(reader: VideoReader, out_path: Path) -> Session:
 
 @dataclass
 class FaceChunk:
-    """Per-frame face arrays for a run of consecutive frames, in the layout Session.write_faces takes."""
+    """Per-frame face arrays for a run of consecutive frames, in the layout Session.write_faces takes, plus
+    every person's own track (from FaceResult.faces) when the results come from a FaceTracker."""
 
     start: int
     found: np.ndarray
@@ -78,25 +80,40 @@ class FaceChunk:
     confidence: np.ndarray
     n_faces: np.ndarray
     detected: np.ndarray
+    tracks: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    followed: np.ndarray | None = None  # int16 person id in /faces per frame, -1 = nobody
 
     @classmethod
     def from_results(cls, start: int, faces: list[FaceResult]) -> FaceChunk:
         n = len(faces)
         box = np.full((n, 4), np.nan, np.float32)
         lm = np.full((n, N_LANDMARKS, 2), np.nan, np.float32)
+        followed = np.full(n, -1, np.int16)
+        tracks: dict[int, dict[str, np.ndarray]] = {}
         for i, f in enumerate(faces):
             if f.found and f.box is not None:
                 box[i] = f.box
             if f.found and f.landmarks is not None:
                 lm[i] = f.landmarks
+            if f.found:
+                followed[i] = f.person
+            for g in f.faces:
+                if g.person < 0 or g.box is None or g.landmarks is None:
+                    continue
+                t = tracks.setdefault(g.person, people_store.empty_track(n))
+                t["found"][i], t["box"][i], t["landmarks"][i] = True, g.box, g.landmarks
+                t["confidence"][i], t["detected"][i] = g.confidence, g.detected
         return cls(start, np.array([f.found for f in faces], bool), box, lm,
                    np.array([f.confidence for f in faces], np.float32),
                    np.array([min(f.n_faces, 255) for f in faces], np.uint8),
-                   np.array([f.detected for f in faces], bool))
+                   np.array([f.detected for f in faces], bool), tracks, followed)
 
-    def write(self, session: Session) -> None:
+    def write(self, session: Session, people: People | None = None) -> None:
+        """Store the chunk; with the tracker's `people`, every person's track too (sessions.people)."""
         session.write_faces(self.start, self.found, self.box, self.landmarks, self.confidence, self.n_faces,
                             self.detected)
+        if people is not None and self.followed is not None:
+            people_store.write_tracks(session, self.start, self.tracks, self.followed, people.to_json())
 
 
 def resume_point(session: Session, done: int) -> int:
@@ -118,13 +135,30 @@ def resume_point(session: Session, done: int) -> int:
     return int(hits[-1])
 
 
+def make_tracker(session: Session, start: int, detect_every: int) -> FaceTracker:
+    """A FaceTracker for frames from `start`. Resuming (start > 0), it gets the people the session found
+    (ids, descriptors, frames seen before `start`) and every person's face of frame start-1, so the frames
+    it redoes come out as in an uninterrupted run."""
+    known = people_store.tracker_people(session) if start > 0 else []
+    tracker = FaceTracker(detect_every=detect_every, people=People.from_json(known) if known else None)
+    tracker.next_index = start
+    if known:
+        frames, last = people_store.tracks_before(session, start)
+        for p, n in frames.items():
+            if p < len(tracker.people):
+                tracker.people.frames[p] = n
+        tracker.restore(last)
+    return tracker
+
+
 def face_stages(reader: VideoReader, start: int, detect_every: int, cancel: CancelToken,
-                stored: Callable[[int], FaceResult] | None = None, maxsize: int = 32) -> tuple[Stage, Stage]:
-    """Decode and face stages from frame `start`; the second yields (k, frame, FaceResult), tracked, or read
-    back from the session when `stored` (a StoredFaces) is given."""
+                stored: Callable[[int], FaceResult] | None = None, maxsize: int = 32,
+                tracker: FaceTracker | None = None) -> tuple[Stage, Stage]:
+    """Decode and face stages from frame `start`; the second yields (k, frame, FaceResult), tracked (by
+    `tracker`, or a new one), or read back from the session when `stored` (a StoredFaces) is given."""
     if stored is None:
-        tracker = FaceTracker(detect_every=detect_every)
-        stored_or_tracked = lambda kf: (kf[0], kf[1], tracker.process(kf[1]))
+        tracker = tracker or FaceTracker(detect_every=detect_every)
+        stored_or_tracked = lambda kf: (kf[0], kf[1], tracker.process(kf[1], kf[0]))
     else:
         stored_or_tracked = lambda kf: (kf[0], kf[1], stored(kf[0]))
     decode = Stage("decode", source=reader.iter_frames(start), maxsize=maxsize, cancel=cancel)
@@ -158,8 +192,10 @@ class Committer:
 
 def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_progress,
            cancel: CancelToken | None = None, detect_every: int = 5, commit_every_s: float = 2.0,
-           on_chunk: Callable[[int, int], None] | None = None) -> Path:
-    """Decode a video and track its face into `out_path` (.vxs); resumes an interrupted ingest."""
+           on_chunk: Callable[[int, int], None] | None = None, person: int | None = None) -> Path:
+    """Decode a video and track every face into `out_path` (.vxs); resumes an interrupted ingest.
+
+    `/faces` gets the face of `person` (None: the person chosen before, else the one visible longest)."""
     cancel = cancel or CancelToken()
     out_path = Path(out_path)
     with open_video(video) as reader:
@@ -169,7 +205,8 @@ def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_pr
             start = resume_point(session, session.faces(slice(0, 0)).frames_done)
             total = reader.frame_count
             progress(start, total, "faces")
-            decode, faces = face_stages(reader, start, detect_every, cancel)
+            tracker = make_tracker(session, start, detect_every)
+            decode, faces = face_stages(reader, start, detect_every, cancel, tracker=tracker)
             decode.start()
             faces.start()
             committer = Committer(session, commit_every_s, on_chunk)
@@ -177,11 +214,12 @@ def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_pr
                 for items in batched(faces, 16):
                     cancel.raise_if_cancelled()
                     k0 = items[0][0]
-                    FaceChunk.from_results(k0, [f for _, _, f in items]).write(session)
+                    FaceChunk.from_results(k0, [f for _, _, f in items]).write(session, tracker.people)
                     committer.wrote(k0, k0 + len(items))
                     progress(k0 + len(items), total, "faces")
             finally:
                 faces.stop()
+            people_store.settle(session, person)
             committer.flush()
             ok = True
         finally:
@@ -214,6 +252,7 @@ class AnalyzeSettings:
     preprocess_mode: str | None = None       # override the model's mode: "original" | "face" | "reassembled"
     au: bool = True                          # cosine of each map with the predicted class's AU map
     ig_steps: int = 16
+    person: int | None = None                # who to analyse (sessions.people id); None: as before, else the one visible longest
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
@@ -280,8 +319,10 @@ class _BatchWriter:
     """Scores one batch of (k, frame, face, preprocessed) items and writes every per-frame array."""
 
     def __init__(self, analyzer: FrameAnalyzer, session: Session, settings: AnalyzeSettings,
-                 write_faces: bool = True, occlusion_only: bool = False, cfg: PreprocessConfig | None = None) -> None:
+                 write_faces: bool = True, occlusion_only: bool = False, cfg: PreprocessConfig | None = None,
+                 people: People | None = None) -> None:
         self.a, self.s, self.cfg = analyzer, session, settings
+        self.people = people
         self.classes = analyzer.classes
         self.write_faces, self.occlusion_only = write_faces, occlusion_only
         base = cfg or analyzer.preprocess_config
@@ -308,7 +349,7 @@ class _BatchWriter:
             self._occlusion(k0, n, valid, good)
             return
         if self.write_faces:
-            FaceChunk.from_results(k0, [it[2] for it in items]).write(self.s)
+            FaceChunk.from_results(k0, [it[2] for it in items]).write(self.s, self.people)
         self.s.write_mappings(k0, [it[3].mapping.to_json() if it[3] is not None else None for it in items])
         if not valid.any():
             self.s.write_scores(k0, valid, np.full((n, C), np.nan, np.float32), np.full((n, C), np.nan, np.float32))
@@ -451,43 +492,71 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
         session = open_or_create_session(reader, out_path)
         try:
             total = reader.frame_count
-            done = session.begin_analysis(identity, analyzer.classes, list(settings.explain), settings.alpha)
+            known_faces = session.faces(slice(0, 0)).frames_done >= total
+            # The person analysed: settled now when every face is known; otherwise the tracker follows its
+            # best guess (-1) and the person is settled after the pass (redoing it if the guess was wrong).
+            target = people_store.settle(session, settings.person)[0] if known_faces else -1
+            before = session.analysis_info()
+            resume = before is not None and int(session.attrs("").get("person", 0)) == target
+
+            def begin(resume: bool) -> int:
+                done = session.begin_analysis(identity, analyzer.classes, list(settings.explain), settings.alpha,
+                                              resume=resume)
+                W, b = head_weights(analyzer.model)
+                session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
+                                  head_bias=None if b is None else b.tolist(), arch=analyzer.spec.arch)
+                return done
+
+            done = begin(resume)
+            if not resume:
+                session.set_attrs("", person=target)
             info = session.analysis_info() or {}
             occlusion_only = done >= total and settings.occlusion and not info.get("occlusion")
             if done >= total and info.get("complete") and not occlusion_only:
                 progress(total, total, "already analysed")
                 return out_path
-            W, b = head_weights(analyzer.model)
-            session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
-                              head_bias=None if b is None else b.tolist(), arch=analyzer.spec.arch)
-            known_faces = session.faces(slice(0, 0)).frames_done >= total
-            start = 0 if occlusion_only else (done if known_faces else resume_point(session, done))
-            progress(start, total, "analysing")
-            decode, faces = face_stages(reader, start, settings.detect_every, cancel,
-                                        stored=StoredFaces(session) if known_faces else None)
-            prep = Stage("preprocess", fn=lambda it: (*it, analyzer.prepare(it[1], it[2], cfg)), upstream=faces,
-                         cancel=cancel)
-            write = _BatchWriter(analyzer, session, settings, write_faces=not known_faces,
-                                 occlusion_only=occlusion_only, cfg=cfg)
-            committer = Committer(session, settings.commit_every_s, on_chunk)
-            for st in (decode, faces, prep):
-                st.start()
-            try:
-                for items in batched(prep, settings.batch_size):
-                    cancel.raise_if_cancelled()
-                    write(items)
-                    k0 = items[0][0]
-                    committer.wrote(k0, k0 + len(items))
-                    progress(k0 + len(items), total, "occlusion" if occlusion_only else "analysing")
-            finally:
-                prep.stop()
-            committer.flush()
-            log.info("stage rates (frames/s): %s",
-                     {st.name: round(st.timer.rate, 1) for st in (decode, faces, prep)})
+
+            def run(start: int, known: bool) -> None:
+                progress(start, total, "analysing")
+                tracker = None if known else make_tracker(session, start, settings.detect_every)
+                decode, faces = face_stages(reader, start, settings.detect_every, cancel,
+                                            stored=StoredFaces(session) if known else None, tracker=tracker)
+                prep = Stage("preprocess", fn=lambda it: (*it, analyzer.prepare(it[1], it[2], cfg)),
+                             upstream=faces, cancel=cancel)
+                write = _BatchWriter(analyzer, session, settings, write_faces=not known,
+                                     occlusion_only=occlusion_only, cfg=cfg,
+                                     people=None if tracker is None else tracker.people)
+                committer = Committer(session, settings.commit_every_s, on_chunk)
+                for st in (decode, faces, prep):
+                    st.start()
+                try:
+                    for items in batched(prep, settings.batch_size):
+                        cancel.raise_if_cancelled()
+                        write(items)
+                        k0 = items[0][0]
+                        committer.wrote(k0, k0 + len(items))
+                        progress(k0 + len(items), total, "occlusion" if occlusion_only else "analysing")
+                finally:
+                    prep.stop()
+                committer.flush()
+                log.info("stage rates (frames/s): %s",
+                         {st.name: round(st.timer.rate, 1) for st in (decode, faces, prep)})
+
+            run(0 if occlusion_only else (done if known_faces else resume_point(session, done)), known_faces)
             if occlusion_only:
                 session.set_attrs("", complete=True)
-            else:
-                _finish(session, analyzer.classes, settings, progress, cancel)
+                return out_path
+            if not known_faces:
+                person, changed = people_store.settle(session, settings.person)
+                if changed:
+                    # The tracker followed someone else in some frames: score this person's face instead.
+                    log.info("%s: analysing person %d again from their stored track", out_path, person)
+                    begin(False)
+                    session.set_attrs("", person=person)
+                    run(0, True)
+                else:
+                    session.set_attrs("", person=person)
+            _finish(session, analyzer.classes, settings, progress, cancel)
         finally:
             try:
                 session.commit()

@@ -824,6 +824,9 @@ class Session:
             faces_done = int(self._r()["faces"].attrs["frames_done"])
             stages = [dataclasses.asdict(s) for s in self.temporal_prototype()]
             complete = bool(a["complete"]) if a else faces_done == self.frame_count
+            from sessions.people import summary as people_summary
+
+            people, person = people_summary(self)
             return {
                 "path": str(self.path), "video": dict(self.video), "format_version": FORMAT_VERSION,
                 "frame_count": self.frame_count, "fps": self.fps,
@@ -835,6 +838,7 @@ class Session:
                 "classes": a["classes"] if a else [], "decision": a["decision"] if a else "",
                 "explanations": a["explanations"] if a else [], "stages": stages,
                 "annotations": len(self.annotations().segments),
+                "people": people, "person": person,
             }
 
 

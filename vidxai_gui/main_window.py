@@ -44,6 +44,7 @@ from vidxai_gui.docks import (
     load_prototypes,
     load_source_image,
 )
+from vidxai_gui.people import PeoplePanel, load_people
 from vidxai_gui.player import FrameOverlays, Player
 from vidxai_gui.review import (
     SIMILARITIES,
@@ -146,6 +147,7 @@ class MainWindow(QMainWindow):
         self.preprocess = PreprocessPanel()
         self.job_panel = JobPanel(self.jobs)
         self.annotation_panel = AnnotationPanel()
+        self.people_panel = PeoplePanel()
         self.notes = AnnotationStore(self)
         self.autosaver = Autosaver(self)
         self.mark_in: int | None = None
@@ -157,9 +159,11 @@ class MainWindow(QMainWindow):
                        Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("annotations", "Annotations", self.annotation_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("jobs", "Jobs", self.job_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("people", "People", self.people_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["prototypes"], self.docks["latents"])
         self.tabifyDockWidget(self.docks["prototypes"], self.docks["preprocess"])
         self.tabifyDockWidget(self.docks["annotations"], self.docks["jobs"])
+        self.tabifyDockWidget(self.docks["annotations"], self.docks["people"])
         self.docks["prototypes"].raise_()
         self.docks["annotations"].raise_()
 
@@ -196,6 +200,7 @@ class MainWindow(QMainWindow):
         self.gallery.prototypeSelected.connect(self.show_prototype_trace)
         self.gallery.openSourceRequested.connect(self.open_prototype_source)
         self.preprocess.applyToVideo.connect(self.apply_input_to_video)
+        self.people_panel.personChosen.connect(self.analyse_person)
         self.jobs.jobStarted.connect(lambda _w: self.docks["jobs"].raise_())
 
         self.resize(1280, 800)
@@ -589,6 +594,7 @@ class MainWindow(QMainWindow):
             self.timeline.set_alpha(float(data.analysis["alpha"]))
         self.setWindowTitle(f"{data.path.name} — {APP_NAME}")
         self._start_prototype_load(data)
+        self._start_people_load(data.path, video)
         self.statusBar().showMessage(f"Opened {data.path.name}", 4000)
         self._update_actions()
 
@@ -664,7 +670,7 @@ class MainWindow(QMainWindow):
 
         self._run_session_job(job, f"Analyse {video.name} with {self.model_dir.name}", out)
 
-    def find_faces(self) -> None:
+    def find_faces(self, person: int | None = None) -> None:
         """Faces and landmarks only (engine.pipeline.ingest), for reviewing without a model."""
         if self.video_path is None:
             return
@@ -676,9 +682,26 @@ class MainWindow(QMainWindow):
         def job(progress: Any, cancel: Any, partial: Callable[[object], None]) -> Path:
             out.parent.mkdir(parents=True, exist_ok=True)
             return pipeline.ingest(video, out, progress=progress, cancel=cancel,
-                                   on_chunk=self._chunk_reader(out, partial))
+                                   on_chunk=self._chunk_reader(out, partial), person=person)
 
         self._run_session_job(job, f"Find faces in {video.name}", out)
+
+    def analyse_person(self, person: int) -> None:
+        """Analyse (or, without an analysis, follow) another person of the video, as a job."""
+        if self.video_path is None:
+            return
+        if self.data is not None and self.data.analysis:
+            if self.model_dir is None:
+                self.show_error("No model to apply", "Analysing another person re-runs the model's analysis.",
+                                "Analyse the video with a model first (Analysis ▸ Analyse with model…).")
+                return
+            self.analyse(self.model_dir, person=person)
+        else:
+            self.find_faces(person)
+
+    def _start_people_load(self, session: Path, video: Path | None) -> None:
+        self._load(lambda: load_people(session, video), "load people", self.people_panel.set_people,
+                   lambda msg, _tb: self.statusBar().showMessage(f"People not shown: {msg}", 8000))
 
     @staticmethod
     def _chunk_reader(out: Path, partial: Callable[[object], None]) -> Callable[[int, int], None]:
@@ -747,6 +770,7 @@ class MainWindow(QMainWindow):
         self._apply_data()
         self._choose_heat_method()
         self._start_prototype_load(data)
+        self._start_people_load(data.path, self.video_path)
         self.show_prototype_trace(self.gallery.selected)  # the selected prototype's trace grows with the data
         self.player.refresh_overlays()
         self._update_frame_docks(frame)
