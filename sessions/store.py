@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from typing import Any, Self
 import h5py
 import numpy as np
 
-from sessions.atomic import WriterLock, copy_file, fsync_dir, fsync_file
+from sessions.atomic import WriterLock, atomic_write, copy_file, fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ FORMAT_VERSION = 1
 APPLICATION = "vidxai"
 SUFFIX = ".vxs"
 WORK_SUFFIX = ".work"
+ANNOTATIONS_SUFFIX = ".annotations.json"  # the autosave sidecar: <name>.vxs.annotations.json
 N_LANDMARKS = 68
 AGREEMENT_VALUES = ("agree", "disagree", "")
 
@@ -273,6 +275,7 @@ class Session:
             f.attrs["application"] = APPLICATION
             f.attrs["created"] = _now()
             f.attrs["modified"] = f.attrs["created"]
+            f.attrs["session_id"] = uuid.uuid4().hex  # ties the annotation sidecar to this very session
             g = f.create_group("video")
             _set_attrs(g, info)
             g.create_dataset("timestamps", data=ts)
@@ -296,6 +299,8 @@ class Session:
             s._timestamps = ts
             s._dirty = True
             s.commit()
+            with contextlib.suppress(FileNotFoundError):
+                _sidecar_path(path).unlink()  # the replaced session's annotations (another session id)
         except BaseException:
             s.discard()
             s.close()
@@ -339,6 +344,53 @@ class Session:
         self.video = _get_attrs(self._h5["video"])
         self.frame_count = int(self.video["frame_count"])
         self._timestamps = None
+        self._sidecar()  # a damaged annotation sidecar is refused at open, like a damaged file
+
+    # ----------------------------------------------------------------------------------- annotation sidecar
+
+    @property
+    def sidecar_path(self) -> Path:
+        """`<name>.vxs.annotations.json`: annotations and review state saved since the last commit."""
+        return _sidecar_path(self.path)
+
+    def _session_id(self, f: h5py.File) -> str:
+        return str(_from_attr(f.attrs.get("session_id", f.attrs.get("created", ""))))
+
+    def _sidecar(self) -> dict | None:
+        """The sidecar's content if it belongs to this session (same session id), else None."""
+        try:
+            raw = self.sidecar_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise SessionError(f"{self.sidecar_path} cannot be read ({e}): check its permissions") from e
+        try:
+            d = json.loads(raw)
+            if not isinstance(d, dict) or not isinstance(d.get("annotations"), dict):
+                raise TypeError("no annotations object")
+            Annotations.from_json(d["annotations"])
+        except (ValueError, TypeError) as e:
+            raise SessionError(f"{self.sidecar_path} is damaged ({e}): move it away to open the session with "
+                               "the annotations of its last commit") from e
+        f = self._h5
+        if f is None or d.get("session_id") != self._session_id(f):
+            return None  # left by an earlier session of the same name: not ours
+        return d
+
+    def _write_sidecar(self, ann: Annotations, state: dict) -> None:
+        """Commit annotations + review state on their own: temp file, fsync, os.replace, fsync dir."""
+        assert self._h5 is not None
+        d = {"format_version": FORMAT_VERSION, "session_id": self._session_id(self._h5), "saved": _now(),
+             "annotations": ann.to_json(), "review": state}
+        with atomic_write(self.sidecar_path, "w", encoding="utf-8") as fh:
+            json.dump(d, fh)
+
+    def embed_annotations(self) -> None:
+        """Fold the sidecar into the session file itself and commit (e.g. before copying the .vxs alone).
+        Every commit does this when it has other changes; this forces one."""
+        with self._mutex:
+            self._w()
+            self.commit()
 
     def refresh(self) -> bool:
         """Read-only: switch to the newest committed version if a writer committed since. True if so."""
@@ -418,6 +470,10 @@ class Session:
             t0 = time.perf_counter()
             f = self._h5
             assert f is not None
+            side = self._sidecar()
+            if side is not None:  # fold the autosaved annotations into the file; the sidecar goes after
+                _write_bytes(f["annotations"], "json", json.dumps(side["annotations"]).encode())
+                _write_bytes(f["review"], "state", json.dumps(side.get("review") or {}).encode())
             f.attrs["modified"] = _now()
             src = self.work_path
             if self._repack:
@@ -430,6 +486,12 @@ class Session:
             if src != self.work_path:
                 with contextlib.suppress(FileNotFoundError):
                     self.work_path.unlink()
+            if side is not None:
+                # The committed file now holds what the sidecar held; a crash before this unlink leaves
+                # a sidecar with the same content, which is harmless.
+                with contextlib.suppress(FileNotFoundError):
+                    self.sidecar_path.unlink()
+                fsync_dir(self.path.parent)
             self._dirty = False
             self._repack = False
             self._open_committed()
@@ -787,26 +849,39 @@ class Session:
 
     def annotations(self) -> Annotations:
         with self._mutex:
+            side = self._sidecar()
+            if side is not None:
+                return Annotations.from_json(side["annotations"])
             raw = _read_bytes(self._r()["annotations"], "json")
             return Annotations.from_json(json.loads(raw or b"{}"))
 
-    def save_annotations(self, ann: Annotations) -> None:
-        """Replace all annotations and commit (autosave)."""
+    def save_annotations(self, ann: Annotations, review_state: dict | None = None) -> None:
+        """Replace all annotations (and the review state, if given) durably at once (autosave).
+
+        Writes only the small sidecar `<name>.vxs.annotations.json` (atomically), never the session
+        file, so it costs the same on a one-hour session as on a clip; the next commit folds it in."""
         with self._mutex:
+            self._need_writable()
             names = {t.name for t in ann.tiers}
             orphans = sorted({s.tier for s in ann.segments} - names)
             if orphans:
                 raise ValueError(f"segments refer to tiers {orphans} that are not in the tier list")
-            _write_bytes(self._w()["annotations"], "json", json.dumps(ann.to_json()).encode())
-            self.commit()
+            state = self.review_state() if review_state is None else dict(review_state)
+            self._write_sidecar(ann, state)
 
     def set_review_state(self, state: dict) -> None:
-        """GUI state (alpha, method, overlays, current frame); committed with the next commit."""
+        """GUI state (alpha, method, overlays, current frame); committed with the next commit (and at once
+        into the sidecar when there is one, which holds the newest annotations and state)."""
         with self._mutex:
             _write_bytes(self._w()["review"], "state", json.dumps(state).encode())
+            if self._sidecar() is not None:
+                self._write_sidecar(self.annotations(), dict(state))
 
     def review_state(self) -> dict:
         with self._mutex:
+            side = self._sidecar()
+            if side is not None:
+                return dict(side.get("review") or {})
             return json.loads(_read_bytes(self._r()["review"], "state") or b"{}")
 
     # ----------------------------------------------------------------------------------- summary
@@ -854,6 +929,10 @@ def runs_of(labels: Sequence[str]) -> list[Stage]:
 
 def _work_path(path: Path) -> Path:
     return path.with_name(path.name + WORK_SUFFIX)
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ANNOTATIONS_SUFFIX)
 
 
 def _create_frames(g: h5py.Group, name: str, T: int, row_shape: Iterable[int], dtype: np.dtype,
