@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -25,7 +27,7 @@ from typing import Any, Self
 import h5py
 import numpy as np
 
-from sessions.atomic import WriterLock, atomic_write, copy_file, fsync_dir, fsync_file
+from sessions.atomic import WriterLock, atomic_write, copy_file, free_bytes, fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ _VIDEO_KEYS = ("path", "sha256", "fps", "frame_count", "width", "height", "durat
 _CHUNK_BYTES = 256 * 1024
 _COMPRESS_ROW_BYTES = 1024  # rows smaller than this (scores, boxes) are not worth gzip's CPU
 _BYTES_DS_CHUNK = 16 * 1024
+# Free space kept in hand on the session's disk: HDF5 is not safe to use after a write that failed for
+# want of space (a later call can crash the process), so writes stop with ENOSPC before the disk is full.
+MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
 class SessionError(Exception):
@@ -200,6 +205,32 @@ def _is_text(arr: np.ndarray) -> bool:
 # --------------------------------------------------------------------------------------------- Session
 
 
+class NoSpaceError(OSError):
+    """Refused before writing: the disk is nearly full (the working copy is still sound)."""
+
+
+class _WriteGuard:
+    """The session's re-entrant mutex; an OSError/RuntimeError while a working copy is open (disk full,
+    I/O error) marks the copy broken. HDF5 is not safe to write to after a failed write (a later write
+    can crash the process), so a broken copy is only ever discarded, never written or committed."""
+
+    def __init__(self, session: Session) -> None:
+        self._lock = threading.RLock()
+        self._session = session
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            s = self._session
+            if (exc is not None and isinstance(exc, (OSError, RuntimeError)) and s._dirty
+                    and s._broken is None and not isinstance(exc, NoSpaceError)):
+                s._broken = exc
+        finally:
+            self._lock.release()
+
+
 class Session:
     """One `.vxs` file. Use `Session.create` / `Session.open`; a context manager.
 
@@ -213,7 +244,8 @@ class Session:
         self.path = path
         self.writable = writable
         self._lock = lock
-        self._mutex = threading.RLock()
+        self._broken: BaseException | None = None  # the write error that made the working copy unusable
+        self._mutex = _WriteGuard(self)
         self._h5: h5py.File | None = None
         self._dirty = False
         self._repack = False
@@ -261,6 +293,7 @@ class Session:
         s = cls(path, True, lock)
         try:
             _remove_stale(path)
+            s._ensure_space(0)
             defaults = {"sha256": "", "duration": float(T / video["fps"]) if video["fps"] else 0.0,
                         "rotation": 0, "codec": ""}
             info = {k: video.get(k, defaults.get(k)) for k in _VIDEO_KEYS}
@@ -428,7 +461,11 @@ class Session:
                 return
             try:
                 if self.writable and self._dirty:
-                    self.commit()
+                    try:
+                        self.commit()
+                    except BaseException:
+                        self.discard()  # leave the last committed version, not a working copy beside it
+                        raise
             finally:
                 if self._h5 is not None:
                     with contextlib.suppress(Exception):
@@ -447,10 +484,11 @@ class Session:
                 with contextlib.suppress(Exception):
                     self._h5.close()
                 self._h5 = None
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 self.work_path.unlink()
             self._dirty = False
             self._repack = False
+            self._broken = None
             if self.path.exists():
                 self._open_committed()
 
@@ -467,6 +505,10 @@ class Session:
             self._need_writable()
             if not self._dirty:
                 return
+            if self._broken is not None:
+                err = os_error(self._broken, self.path)
+                self.discard()
+                raise err
             t0 = time.perf_counter()
             f = self._h5
             assert f is not None
@@ -477,12 +519,34 @@ class Session:
             f.attrs["modified"] = _now()
             src = self.work_path
             if self._repack:
-                src = self._write_repacked()
-            f.close()
-            self._h5 = None
-            fsync_file(src)
-            os.replace(src, self.path)
-            fsync_dir(self.path.parent)
+                try:
+                    self._ensure_space(self.work_path.stat().st_size)
+                    src = self._write_repacked()
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        self.path.with_name(self.path.name + ".repack" + WORK_SUFFIX).unlink()
+                    raise
+            try:
+                f.close()
+                self._h5 = None
+                fsync_file(src)
+                os.replace(src, self.path)
+                fsync_dir(self.path.parent)
+            except BaseException as exc:
+                # Disk full, I/O error...: the working copy cannot become the session. Drop it (it would
+                # only hold the disk space the user needs back) and stay on the last committed version.
+                self._h5 = None
+                for p in {src, self.work_path}:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                self._dirty = False
+                self._repack = False
+                with contextlib.suppress(Exception):
+                    self._open_committed()
+                err = os_error(exc, self.path)
+                if err is exc:
+                    raise
+                raise err from exc
             if src != self.work_path:
                 with contextlib.suppress(FileNotFoundError):
                     self.work_path.unlink()
@@ -530,17 +594,35 @@ class Session:
     def _w(self) -> h5py.File:
         """The working copy, made from the committed file at the first write after a commit."""
         self._need_writable()
+        if self._broken is not None:
+            raise SessionError(f"{self.path}: an earlier write failed ({self._broken}); the changes since the "
+                               "last commit are being dropped: free space / fix the disk and run again")
+        # Every write goes through here: stop while the disk still has room (copying the file needs its size).
+        self._ensure_space(0 if self._dirty else self.path.stat().st_size)
         if not self._dirty:
             assert self._h5 is not None
             self._h5.close()
             self._h5 = None
             t0 = time.perf_counter()
-            copy_file(self.path, self.work_path)
+            try:
+                copy_file(self.path, self.work_path)
+                self._h5 = h5py.File(self.work_path, "r+")
+            except BaseException:
+                with contextlib.suppress(OSError):  # a partial copy (disk full) is of no use to anyone
+                    self.work_path.unlink()
+                with contextlib.suppress(Exception):
+                    self._open_committed()
+                raise
             self.last_copy_s = time.perf_counter() - t0
-            self._h5 = h5py.File(self.work_path, "r+")
             self._dirty = True
         assert self._h5 is not None
         return self._h5
+
+    def _ensure_space(self, need: int) -> None:
+        free = free_bytes(self.path.parent)
+        if free is not None and free < need + MIN_FREE_BYTES:
+            raise NoSpaceError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free // 1024} KiB free, VidXAI keeps "
+                          f"{MIN_FREE_BYTES // 2**20} MiB in hand)", str(self.path))
 
     def _r(self) -> h5py.File:
         if self._closed or self._h5 is None:
@@ -819,6 +901,7 @@ class Session:
         with self._mutex:
             g = self._analysis(self._w())
             ewma = np.asarray(ewma, np.float32)
+            self._ensure_space(2 * ewma.nbytes)
             if ewma.shape != g["ewma"].shape:
                 raise ValueError(f"ewma: shape {ewma.shape}, expected {g['ewma'].shape}")
             g["ewma"][...] = ewma
@@ -925,6 +1008,15 @@ def runs_of(labels: Sequence[str]) -> list[Stage]:
         else:
             stages.append(Stage(i, i + 1, lab))
     return stages
+
+
+def os_error(exc: BaseException, path: Path) -> BaseException:
+    """h5py reports a failed file write (disk full...) as a RuntimeError that only mentions the errno in
+    its text; give it back as the OSError it is, so callers can tell the user what to do."""
+    if isinstance(exc, RuntimeError) and (m := re.search(r"errno\s*=\s*(\d+)", str(exc))):
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return exc
 
 
 def _work_path(path: Path) -> Path:
