@@ -6,17 +6,14 @@ Exit codes: 0 success; 2 bad input (one clear line on stderr, no traceback); 1 a
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
-import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.jobs import Cancelled, CancelToken
+from engine.jobs import Cancelled, CancelToken, file_error_message
 
 log = logging.getLogger("vidxai")
 
@@ -25,34 +22,6 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 class BadInput(Exception):
     """An input the user can fix: the message is shown as one line, without a traceback."""
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_NO_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def _errno_of(exc: OSError) -> int | None:
-    """errno of an OSError, also when h5py only mentions it in the message ("errno = 28")."""
-    if exc.errno is not None:
-        return exc.errno
-    m = re.search(r"errno\s*=\s*(\d+)", str(exc))
-    return int(m.group(1)) if m else None
-
-
-def file_error_message(item: str, exc: OSError) -> str | None:
-    """One line for a file-system error the user can fix (full disk, read-only or forbidden folder)."""
-    code = _errno_of(exc)
-    where = exc.filename or ""
-    if code in _NO_SPACE:
-        return (f"{item}: no space left on the device to write {where or 'the results'}: "
-                "free some space or choose another --out folder")
-    if code in _NO_WRITE:
-        why = os.strerror(code).lower()
-        if where and Path(where).exists() and not Path(where).is_dir() and os.access(where, os.R_OK) is False:
-            return f"{item}: cannot read {where} ({why}): check its permissions"
-        return (f"{item}: cannot write {where or 'the results'} ({why}): "
-                "choose a writable --out folder, or make this one writable")
-    return None
 
 
 def _one_line(item: str, exc: BaseException) -> str:

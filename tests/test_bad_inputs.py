@@ -401,3 +401,30 @@ def test_gui_shows_the_same_line_in_a_dialog(window, qtbot, corpus: dict[str, Pa
     window.open_path(video)
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
     assert shown == [line.removeprefix("vidxai: ")]
+
+
+def test_gui_analysis_into_a_read_only_folder_says_what_to_do(window, qtbot, gui_settings, corpus: dict[str, Path],
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    from engine.resources import default_model_dir
+
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        ctx: contextlib.AbstractContextManager = contextlib.nullcontext(locked)
+    else:
+        ctx = tmpfs(tmp_path / "locked", "ro,size=1m")
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QMessageBox, "open", lambda self: shown.append((self.windowTitle(), self.text())))
+    video = corpus["one_frame"]
+    with ctx as out:
+        gui_settings.setValue("sessions_dir", str(out))
+        window.open_video(video, analyse_with=default_model_dir())
+        qtbot.waitUntil(lambda: bool(shown), timeout=60_000)
+        qtbot.waitUntil(lambda: window.analysis_worker is None, timeout=10_000)
+    title, text = shown[0]
+    assert title == "The analysis stopped with an error"
+    assert text.startswith(f"{video}: cannot write {out}") and "read-only file system" in text, text
+    assert "writable sessions folder" in text and "\n" not in text
