@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.jobs import Cancelled, CancelToken
+from engine.jobs import Cancelled, CancelToken, file_error_message
 
 log = logging.getLogger("vidxai")
 
@@ -22,6 +22,14 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 class BadInput(Exception):
     """An input the user can fix: the message is shown as one line, without a traceback."""
+
+
+def _one_line(item: str, exc: BaseException) -> str:
+    """The message of an error as one line naming `item` once."""
+    if isinstance(exc, OSError) and (msg := file_error_message(item, exc)):
+        return msg
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return msg if item in msg else f"{item}: {msg}"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -42,13 +50,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 @contextmanager
 def progress_bar(desc: str) -> Iterator[Callable[[int, int, str], None]]:
-    """A tqdm bar on stderr driven by an engine progress callback."""
+    """A tqdm bar on stderr driven by an engine progress callback: only on a terminal (in a log or a pipe
+    stderr keeps one line per problem), and only from the first progress report, so an input refused at
+    once leaves no empty bar."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
-               disable=None if sys.stderr.isatty() else False, mininterval=0.5)
+    bars: list[tqdm] = []
 
     def update(done: int, total: int, message: str = "") -> None:
+        if not bars:
+            if not sys.stderr.isatty():
+                return
+            bars.append(tqdm(total=0, desc=desc, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
+                             mininterval=0.5))
+        bar = bars[0]
         if total and bar.total != total:
             bar.total = total
         bar.n = done
@@ -59,7 +74,8 @@ def progress_bar(desc: str) -> Iterator[Callable[[int, int, str], None]]:
     try:
         yield update
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def _batch(items: list[str], what: str, fn: Callable[[str, CancelToken], object]) -> int:
@@ -77,11 +93,19 @@ def _batch(items: list[str], what: str, fn: Callable[[str, CancelToken], object]
             print(f"vidxai: {what} cancelled at {item}", file=sys.stderr)
             return EXIT_CANCELLED
         except _user_errors() as exc:  # evaluated after fn imported what it raises
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"vidxai: {item}: {msg}", file=sys.stderr)
+            msg = _one_line(item, exc)
+            print(f"vidxai: {msg}", file=sys.stderr)
+            failed.append((item, msg))
+        except OSError as exc:
+            msg = file_error_message(item, exc)
+            if msg is None:
+                raise
+            print(f"vidxai: {msg}", file=sys.stderr)
             failed.append((item, msg))
     if failed:
-        print(f"vidxai: {len(failed)} of {len(items)} failed: {', '.join(i for i, _ in failed)}", file=sys.stderr)
+        if len(items) > 1:  # one bad input says it in one line; a batch also says which ones failed
+            print(f"vidxai: {len(failed)} of {len(items)} failed: {', '.join(i for i, _ in failed)}",
+                  file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -339,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # After a failed write (disk full) h5py's object destructors report the same error again as
+    # "Exception ignored in ..." blocks; the one line that matters is ours, the rest goes to the debug log.
+    sys.unraisablehook = lambda u: log.debug("ignored in %r: %s", u.object, u.exc_value)
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
@@ -346,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
     except _user_errors() as exc:
         print(f"vidxai: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        msg = file_error_message(" ".join(getattr(args, "videos", []) or []) or "vidxai", exc)
+        if msg is None:
+            raise
+        print(f"vidxai: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

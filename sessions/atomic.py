@@ -47,6 +47,15 @@ def replace_durably(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
+def free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of `directory` (None if unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):  # pragma: no cover - Windows has no statvfs
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def copy_file(src: Path, dst: Path) -> None:
     """Copy `src` to `dst`, as a reflink when the file system can (then the cost does not grow with size)."""
     if fcntl is not None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
+import re
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +27,7 @@ from typing import Any, Self
 import h5py
 import numpy as np
 
-from sessions.atomic import WriterLock, copy_file, fsync_dir, fsync_file
+from sessions.atomic import WriterLock, atomic_write, copy_file, free_bytes, fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ FORMAT_VERSION = 1
 APPLICATION = "vidxai"
 SUFFIX = ".vxs"
 WORK_SUFFIX = ".work"
+ANNOTATIONS_SUFFIX = ".annotations.json"  # the autosave sidecar: <name>.vxs.annotations.json
 N_LANDMARKS = 68
 AGREEMENT_VALUES = ("agree", "disagree", "")
 
@@ -40,6 +44,9 @@ _VIDEO_KEYS = ("path", "sha256", "fps", "frame_count", "width", "height", "durat
 _CHUNK_BYTES = 256 * 1024
 _COMPRESS_ROW_BYTES = 1024  # rows smaller than this (scores, boxes) are not worth gzip's CPU
 _BYTES_DS_CHUNK = 16 * 1024
+# Free space kept in hand on the session's disk: HDF5 is not safe to use after a write that failed for
+# want of space (a later call can crash the process), so writes stop with ENOSPC before the disk is full.
+MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
 class SessionError(Exception):
@@ -198,6 +205,32 @@ def _is_text(arr: np.ndarray) -> bool:
 # --------------------------------------------------------------------------------------------- Session
 
 
+class NoSpaceError(OSError):
+    """Refused before writing: the disk is nearly full (the working copy is still sound)."""
+
+
+class _WriteGuard:
+    """The session's re-entrant mutex; an OSError/RuntimeError while a working copy is open (disk full,
+    I/O error) marks the copy broken. HDF5 is not safe to write to after a failed write (a later write
+    can crash the process), so a broken copy is only ever discarded, never written or committed."""
+
+    def __init__(self, session: Session) -> None:
+        self._lock = threading.RLock()
+        self._session = session
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            s = self._session
+            if (exc is not None and isinstance(exc, (OSError, RuntimeError)) and s._dirty
+                    and s._broken is None and not isinstance(exc, NoSpaceError)):
+                s._broken = exc
+        finally:
+            self._lock.release()
+
+
 class Session:
     """One `.vxs` file. Use `Session.create` / `Session.open`; a context manager.
 
@@ -211,7 +244,8 @@ class Session:
         self.path = path
         self.writable = writable
         self._lock = lock
-        self._mutex = threading.RLock()
+        self._broken: BaseException | None = None  # the write error that made the working copy unusable
+        self._mutex = _WriteGuard(self)
         self._h5: h5py.File | None = None
         self._dirty = False
         self._repack = False
@@ -259,6 +293,7 @@ class Session:
         s = cls(path, True, lock)
         try:
             _remove_stale(path)
+            s._ensure_space(0)
             defaults = {"sha256": "", "duration": float(T / video["fps"]) if video["fps"] else 0.0,
                         "rotation": 0, "codec": ""}
             info = {k: video.get(k, defaults.get(k)) for k in _VIDEO_KEYS}
@@ -273,6 +308,7 @@ class Session:
             f.attrs["application"] = APPLICATION
             f.attrs["created"] = _now()
             f.attrs["modified"] = f.attrs["created"]
+            f.attrs["session_id"] = uuid.uuid4().hex  # ties the annotation sidecar to this very session
             g = f.create_group("video")
             _set_attrs(g, info)
             g.create_dataset("timestamps", data=ts)
@@ -296,6 +332,8 @@ class Session:
             s._timestamps = ts
             s._dirty = True
             s.commit()
+            with contextlib.suppress(FileNotFoundError):
+                _sidecar_path(path).unlink()  # the replaced session's annotations (another session id)
         except BaseException:
             s.discard()
             s.close()
@@ -339,6 +377,53 @@ class Session:
         self.video = _get_attrs(self._h5["video"])
         self.frame_count = int(self.video["frame_count"])
         self._timestamps = None
+        self._sidecar()  # a damaged annotation sidecar is refused at open, like a damaged file
+
+    # ----------------------------------------------------------------------------------- annotation sidecar
+
+    @property
+    def sidecar_path(self) -> Path:
+        """`<name>.vxs.annotations.json`: annotations and review state saved since the last commit."""
+        return _sidecar_path(self.path)
+
+    def _session_id(self, f: h5py.File) -> str:
+        return str(_from_attr(f.attrs.get("session_id", f.attrs.get("created", ""))))
+
+    def _sidecar(self) -> dict | None:
+        """The sidecar's content if it belongs to this session (same session id), else None."""
+        try:
+            raw = self.sidecar_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise SessionError(f"{self.sidecar_path} cannot be read ({e}): check its permissions") from e
+        try:
+            d = json.loads(raw)
+            if not isinstance(d, dict) or not isinstance(d.get("annotations"), dict):
+                raise TypeError("no annotations object")
+            Annotations.from_json(d["annotations"])
+        except (ValueError, TypeError) as e:
+            raise SessionError(f"{self.sidecar_path} is damaged ({e}): move it away to open the session with "
+                               "the annotations of its last commit") from e
+        f = self._h5
+        if f is None or d.get("session_id") != self._session_id(f):
+            return None  # left by an earlier session of the same name: not ours
+        return d
+
+    def _write_sidecar(self, ann: Annotations, state: dict) -> None:
+        """Commit annotations + review state on their own: temp file, fsync, os.replace, fsync dir."""
+        assert self._h5 is not None
+        d = {"format_version": FORMAT_VERSION, "session_id": self._session_id(self._h5), "saved": _now(),
+             "annotations": ann.to_json(), "review": state}
+        with atomic_write(self.sidecar_path, "w", encoding="utf-8") as fh:
+            json.dump(d, fh)
+
+    def embed_annotations(self) -> None:
+        """Fold the sidecar into the session file itself and commit (e.g. before copying the .vxs alone).
+        Every commit does this when it has other changes; this forces one."""
+        with self._mutex:
+            self._w()
+            self.commit()
 
     def refresh(self) -> bool:
         """Read-only: switch to the newest committed version if a writer committed since. True if so."""
@@ -376,7 +461,11 @@ class Session:
                 return
             try:
                 if self.writable and self._dirty:
-                    self.commit()
+                    try:
+                        self.commit()
+                    except BaseException:
+                        self.discard()  # leave the last committed version, not a working copy beside it
+                        raise
             finally:
                 if self._h5 is not None:
                     with contextlib.suppress(Exception):
@@ -395,10 +484,11 @@ class Session:
                 with contextlib.suppress(Exception):
                     self._h5.close()
                 self._h5 = None
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 self.work_path.unlink()
             self._dirty = False
             self._repack = False
+            self._broken = None
             if self.path.exists():
                 self._open_committed()
 
@@ -415,21 +505,57 @@ class Session:
             self._need_writable()
             if not self._dirty:
                 return
+            if self._broken is not None:
+                err = os_error(self._broken, self.path)
+                self.discard()
+                raise err
             t0 = time.perf_counter()
             f = self._h5
             assert f is not None
+            side = self._sidecar()
+            if side is not None:  # fold the autosaved annotations into the file; the sidecar goes after
+                _write_bytes(f["annotations"], "json", json.dumps(side["annotations"]).encode())
+                _write_bytes(f["review"], "state", json.dumps(side.get("review") or {}).encode())
             f.attrs["modified"] = _now()
             src = self.work_path
             if self._repack:
-                src = self._write_repacked()
-            f.close()
-            self._h5 = None
-            fsync_file(src)
-            os.replace(src, self.path)
-            fsync_dir(self.path.parent)
+                try:
+                    self._ensure_space(self.work_path.stat().st_size)
+                    src = self._write_repacked()
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        self.path.with_name(self.path.name + ".repack" + WORK_SUFFIX).unlink()
+                    raise
+            try:
+                f.close()
+                self._h5 = None
+                fsync_file(src)
+                os.replace(src, self.path)
+                fsync_dir(self.path.parent)
+            except BaseException as exc:
+                # Disk full, I/O error...: the working copy cannot become the session. Drop it (it would
+                # only hold the disk space the user needs back) and stay on the last committed version.
+                self._h5 = None
+                for p in {src, self.work_path}:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                self._dirty = False
+                self._repack = False
+                with contextlib.suppress(Exception):
+                    self._open_committed()
+                err = os_error(exc, self.path)
+                if err is exc:
+                    raise
+                raise err from exc
             if src != self.work_path:
                 with contextlib.suppress(FileNotFoundError):
                     self.work_path.unlink()
+            if side is not None:
+                # The committed file now holds what the sidecar held; a crash before this unlink leaves
+                # a sidecar with the same content, which is harmless.
+                with contextlib.suppress(FileNotFoundError):
+                    self.sidecar_path.unlink()
+                fsync_dir(self.path.parent)
             self._dirty = False
             self._repack = False
             self._open_committed()
@@ -468,17 +594,35 @@ class Session:
     def _w(self) -> h5py.File:
         """The working copy, made from the committed file at the first write after a commit."""
         self._need_writable()
+        if self._broken is not None:
+            raise SessionError(f"{self.path}: an earlier write failed ({self._broken}); the changes since the "
+                               "last commit are being dropped: free space / fix the disk and run again")
+        # Every write goes through here: stop while the disk still has room (copying the file needs its size).
+        self._ensure_space(0 if self._dirty else self.path.stat().st_size)
         if not self._dirty:
             assert self._h5 is not None
             self._h5.close()
             self._h5 = None
             t0 = time.perf_counter()
-            copy_file(self.path, self.work_path)
+            try:
+                copy_file(self.path, self.work_path)
+                self._h5 = h5py.File(self.work_path, "r+")
+            except BaseException:
+                with contextlib.suppress(OSError):  # a partial copy (disk full) is of no use to anyone
+                    self.work_path.unlink()
+                with contextlib.suppress(Exception):
+                    self._open_committed()
+                raise
             self.last_copy_s = time.perf_counter() - t0
-            self._h5 = h5py.File(self.work_path, "r+")
             self._dirty = True
         assert self._h5 is not None
         return self._h5
+
+    def _ensure_space(self, need: int) -> None:
+        free = free_bytes(self.path.parent)
+        if free is not None and free < need + MIN_FREE_BYTES:
+            raise NoSpaceError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free // 1024} KiB free, VidXAI keeps "
+                          f"{MIN_FREE_BYTES // 2**20} MiB in hand)", str(self.path))
 
     def _r(self) -> h5py.File:
         if self._closed or self._h5 is None:
@@ -757,6 +901,7 @@ class Session:
         with self._mutex:
             g = self._analysis(self._w())
             ewma = np.asarray(ewma, np.float32)
+            self._ensure_space(2 * ewma.nbytes)
             if ewma.shape != g["ewma"].shape:
                 raise ValueError(f"ewma: shape {ewma.shape}, expected {g['ewma'].shape}")
             g["ewma"][...] = ewma
@@ -787,26 +932,39 @@ class Session:
 
     def annotations(self) -> Annotations:
         with self._mutex:
+            side = self._sidecar()
+            if side is not None:
+                return Annotations.from_json(side["annotations"])
             raw = _read_bytes(self._r()["annotations"], "json")
             return Annotations.from_json(json.loads(raw or b"{}"))
 
-    def save_annotations(self, ann: Annotations) -> None:
-        """Replace all annotations and commit (autosave)."""
+    def save_annotations(self, ann: Annotations, review_state: dict | None = None) -> None:
+        """Replace all annotations (and the review state, if given) durably at once (autosave).
+
+        Writes only the small sidecar `<name>.vxs.annotations.json` (atomically), never the session
+        file, so it costs the same on a one-hour session as on a clip; the next commit folds it in."""
         with self._mutex:
+            self._need_writable()
             names = {t.name for t in ann.tiers}
             orphans = sorted({s.tier for s in ann.segments} - names)
             if orphans:
                 raise ValueError(f"segments refer to tiers {orphans} that are not in the tier list")
-            _write_bytes(self._w()["annotations"], "json", json.dumps(ann.to_json()).encode())
-            self.commit()
+            state = self.review_state() if review_state is None else dict(review_state)
+            self._write_sidecar(ann, state)
 
     def set_review_state(self, state: dict) -> None:
-        """GUI state (alpha, method, overlays, current frame); committed with the next commit."""
+        """GUI state (alpha, method, overlays, current frame); committed with the next commit (and at once
+        into the sidecar when there is one, which holds the newest annotations and state)."""
         with self._mutex:
             _write_bytes(self._w()["review"], "state", json.dumps(state).encode())
+            if self._sidecar() is not None:
+                self._write_sidecar(self.annotations(), dict(state))
 
     def review_state(self) -> dict:
         with self._mutex:
+            side = self._sidecar()
+            if side is not None:
+                return dict(side.get("review") or {})
             return json.loads(_read_bytes(self._r()["review"], "state") or b"{}")
 
     # ----------------------------------------------------------------------------------- summary
@@ -856,8 +1014,21 @@ def runs_of(labels: Sequence[str]) -> list[Stage]:
     return stages
 
 
+def os_error(exc: BaseException, path: Path) -> BaseException:
+    """h5py reports a failed file write (disk full...) as a RuntimeError that only mentions the errno in
+    its text; give it back as the OSError it is, so callers can tell the user what to do."""
+    if isinstance(exc, RuntimeError) and (m := re.search(r"errno\s*=\s*(\d+)", str(exc))):
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return exc
+
+
 def _work_path(path: Path) -> Path:
     return path.with_name(path.name + WORK_SUFFIX)
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ANNOTATIONS_SUFFIX)
 
 
 def _create_frames(g: h5py.Group, name: str, T: int, row_shape: Iterable[int], dtype: np.dtype,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import random
 import re
@@ -308,6 +309,88 @@ def test_bad_files_are_refused_with_the_file_named(tmp_path: Path) -> None:
     with h5py.File(broken, "r+") as f:
         del f["faces/landmarks"]
     _refuse(broken, r"damaged.*landmarks")
+
+
+# ------------------------------------------------------------------------------------------- annotation autosave
+
+
+def _ann(n: int) -> Annotations:
+    return Annotations([Tier("reviewer")], [Segment("reviewer", i, i + 2, f"label {i}") for i in range(n)])
+
+
+def test_annotation_autosave_writes_only_the_sidecar_and_a_commit_folds_it_in(tmp_path: Path) -> None:
+    from sessions.export import export_json
+
+    s = make(tmp_path, 60)
+    s.begin_analysis(MODEL, CLASSES, [], 0.3)
+    s.commit()
+    st = os.stat(s.path)
+    s.save_annotations(_ann(3), review_state={"frame": 7})
+    side = tmp_path / "clip.vxs.annotations.json"
+    assert side.is_file() and sorted(os.listdir(tmp_path)) == ["clip.vxs", "clip.vxs.annotations.json",
+                                                               "clip.vxs.lock"]
+    st2 = os.stat(s.path)
+    assert (st2.st_ino, st2.st_mtime_ns, st2.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size)  # untouched
+    with Session.open(s.path) as r:  # a reader sees the autosave at once: info, exports, review state
+        assert r.annotations() == _ann(3) and r.review_state() == {"frame": 7}
+        assert r.info()["annotations"] == 3
+        assert json.loads(export_json(r, tmp_path / "x.json").read_text())["annotation_count"] == 3
+        assert _read_embedded(r) == (Annotations(), {})  # the HDF5 itself still holds the last commit
+    s.set_review_state({"frame": 9})  # with a sidecar, the newest state is readable at once
+    assert s.review_state() == {"frame": 9}
+    s.write_scores(0, np.ones(4, bool), probs_for(np.arange(4)), probs_for(np.arange(4)))
+    s.commit()  # any commit folds the sidecar into the file and removes it
+    assert not side.exists()
+    with Session.open(s.path) as r:
+        assert _read_embedded(r) == (_ann(3), {"frame": 9}) and r.annotations() == _ann(3)
+    s.save_annotations(_ann(5))
+    s.close()
+    with Session.open(s.path) as r:
+        assert r.annotations() == _ann(5) and r.review_state() == {"frame": 9}
+        with pytest.raises(SessionError, match="read-only"):
+            r.save_annotations(_ann(1))
+    with Session.open(s.path, writable=True) as w:
+        w.embed_annotations()
+    assert sorted(os.listdir(tmp_path)) == ["clip.vxs", "x.json"]
+    with Session.open(s.path) as r:
+        assert _read_embedded(r)[0] == _ann(5)
+
+
+def _read_embedded(r: Session) -> tuple[Annotations, dict]:
+    from sessions.store import _read_bytes
+
+    return (Annotations.from_json(json.loads(_read_bytes(r._h5["annotations"], "json"))),
+            json.loads(_read_bytes(r._h5["review"], "state")))
+
+
+def test_sidecar_of_another_session_is_ignored_and_a_damaged_one_refused(tmp_path: Path) -> None:
+    with make(tmp_path, 30) as s:
+        s.save_annotations(_ann(2))
+    side = tmp_path / "clip.vxs.annotations.json"
+    keep = side.read_bytes()
+    # a new session under the same name starts without the old one's annotations
+    with Session.create(tmp_path / "clip.vxs", video_info(30), np.arange(30) / 25.0, overwrite=True) as s:
+        assert s.annotations() == Annotations()
+    side.write_bytes(keep)  # e.g. copied back by hand: another session id, so not applied
+    with Session.open(tmp_path / "clip.vxs") as r:
+        assert r.annotations() == Annotations()
+    side.write_text('{"annotations": ')
+    with pytest.raises(SessionError, match=re.escape(str(side)) + ".*damaged.*move it away"):
+        Session.open(tmp_path / "clip.vxs")
+
+
+def test_old_session_without_session_id_keeps_working(tmp_path: Path) -> None:
+    with make(tmp_path, 30) as s:
+        s.save_annotations(_ann(1))
+        s.embed_annotations()
+    with h5py.File(tmp_path / "clip.vxs", "r+") as f:  # as written before the sidecar existed
+        del f.attrs["session_id"]
+    with Session.open(tmp_path / "clip.vxs", writable=True) as s:
+        assert s.annotations() == _ann(1)
+        s.save_annotations(_ann(4))
+        assert (tmp_path / "clip.vxs.annotations.json").exists()
+    with Session.open(tmp_path / "clip.vxs") as r:
+        assert r.annotations() == _ann(4)
 
 
 # ------------------------------------------------------------------------------------------- killed writer

@@ -225,8 +225,7 @@ class Autosaver(QObject):
 
 def _write(path: Path, ann: Annotations, state: dict[str, Any]) -> str:
     with Session.open(path, writable=True) as s:
-        s.set_review_state(state)
-        s.save_annotations(ann)
+        s.save_annotations(ann, review_state=state)  # one small atomic write beside the session file
     return str(path)
 
 

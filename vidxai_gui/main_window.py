@@ -7,12 +7,13 @@ writing session files, models — runs on a worker; this class merges results an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,20 @@ ABOUT_TEXT = (
     "H. Cao, D. G. Cooper, M. K. Keutmann, R. C. Gur, A. Nenkova, R. Verma, "
     "IEEE Transactions on Affective Computing 5(4), 2014.</p>"
 )
+
+
+@contextlib.contextmanager
+def _said_plainly(video: Path) -> Iterator[None]:
+    """A full disk or a read-only folder during a job becomes the one line the CLI prints for it."""
+    from engine.jobs import file_error_message
+
+    try:
+        yield
+    except OSError as exc:
+        msg = file_error_message(str(video), exc, folder="sessions folder")
+        if msg is None:
+            raise
+        raise OSError(msg) from exc  # str() is the message alone, as the dialog shows it
 
 
 def sessions_dir(settings: QSettings) -> Path:
@@ -664,9 +679,10 @@ class MainWindow(QMainWindow):
         out = self._session_path_for(video)
 
         def job(progress: Any, cancel: Any, partial: Callable[[object], None]) -> Path:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            return analyze(video, self.model_dir, out, settings, progress=progress, cancel=cancel,
-                           on_chunk=self._chunk_reader(out, partial))
+            with _said_plainly(video):
+                out.parent.mkdir(parents=True, exist_ok=True)
+                return analyze(video, self.model_dir, out, settings, progress=progress, cancel=cancel,
+                               on_chunk=self._chunk_reader(out, partial))
 
         self._run_session_job(job, f"Analyse {video.name} with {self.model_dir.name}", out)
 
@@ -680,9 +696,10 @@ class MainWindow(QMainWindow):
         out = self._session_path_for(video)
 
         def job(progress: Any, cancel: Any, partial: Callable[[object], None]) -> Path:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            return pipeline.ingest(video, out, progress=progress, cancel=cancel,
-                                   on_chunk=self._chunk_reader(out, partial), person=person)
+            with _said_plainly(video):
+                out.parent.mkdir(parents=True, exist_ok=True)
+                return pipeline.ingest(video, out, progress=progress, cancel=cancel,
+                                       on_chunk=self._chunk_reader(out, partial), person=person)
 
         self._run_session_job(job, f"Find faces in {video.name}", out)
 
