@@ -530,7 +530,7 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._since_detect = 0
         self._since_search = 0
-        self._since_wide = 1 << 30  # the first search runs the wide pass
+        self._fresh = True  # the first search after a reset runs the wide pass
         self.n_detections = 0  # detection frames since reset, to measure what tracking saves
         self.n_wide = 0  # wide passes since reset
 
@@ -541,19 +541,18 @@ class FaceTracker:
         self._tracks = [_Track(_canonical_box(lm), _CANONICAL_REL.copy(), _rigid_frame(lm)[1], None, int(p))
                         for p, lm in sorted(faces.items())]
         self._since_detect = self.settings.detect_every
-        if self._tracks:
-            self._since_wide = 0
+        self._fresh = False
 
     def process(self, frame: np.ndarray, index: int | None = None) -> FaceResult:
         grey = _to_grey(frame)
         k = self.next_index if index is None else int(index)
         self.next_index = k + 1
         s = self.settings
-        self._since_wide += 1
         results: list[tuple[FaceResult, float | None]] | None = None
         if self._tracks:
             self._since_detect += 1
-            rescan = bool(s.rescan_every) and self._since_wide >= s.rescan_every
+            # Scheduled by frame index, not by a counter, so a resumed run rescans on the same frames.
+            rescan = bool(s.rescan_every) and k % s.rescan_every == 0
             if self._since_detect < s.detect_every and not rescan:
                 results = self._track_all(grey)
                 if results is None:
@@ -563,7 +562,7 @@ class FaceTracker:
             if self._since_search < s.search_every:
                 return FaceResult.none()
         if results is None:
-            results = self._detect(frame, grey)
+            results = self._detect(frame, grey, k)
         return self._output(results, k)
 
     def _output(self, results: list[tuple[FaceResult, float | None]], k: int) -> FaceResult:
@@ -582,7 +581,7 @@ class FaceTracker:
         out = dataclasses.replace(out, faces=faces)
         return out
 
-    def _detect(self, frame: np.ndarray, grey: np.ndarray) -> list[tuple[FaceResult, float | None]]:
+    def _detect(self, frame: np.ndarray, grey: np.ndarray, k: int) -> list[tuple[FaceResult, float | None]]:
         s = self.settings
         self.n_detections += 1
         self._since_detect = 0
@@ -591,11 +590,11 @@ class FaceTracker:
         for t in self._tracks:
             if not any(_iou(t.box, b) >= _MATCH_IOU for b, _ in cands):
                 cands += self._det.around(grey, t.box)
-        every = s.rescan_every if (cands and s.rescan_every) else (0 if cands else s.search_wide_every)
-        if every and self._since_wide >= every:
-            self._since_wide = 0
+        every = s.rescan_every if cands else s.search_wide_every
+        if (every and k % every == 0) or (self._fresh and not cands):
             self.n_wide += 1
             cands += self._det.wide(grey)
+        self._fresh = False
         cands = _dedup(cands)
         used: set[int] = set()
         kept: list[tuple[_Track, Detection]] = []

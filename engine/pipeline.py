@@ -203,6 +203,8 @@ def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_pr
         ok = False
         try:
             start = resume_point(session, session.faces(slice(0, 0)).frames_done)
+            if start > 0 and not people_store.has_people(session):
+                start = 0  # made before people were tracked: track everyone from the start
             total = reader.frame_count
             progress(start, total, "faces")
             tracker = make_tracker(session, start, detect_every)
