@@ -273,11 +273,12 @@ def _canonical_box(landmarks: np.ndarray) -> np.ndarray:
     return np.array([centre[0] + r[0], centre[1] + r[1], centre[0] + r[2], centre[1] + r[3]], dtype=np.float32)
 
 
-def _fit(predictor: dlib.shape_predictor, grey: np.ndarray, det_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit(predictor: dlib.shape_predictor, grey: np.ndarray, det_box: np.ndarray,
+         iterations: int = _FIT_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """(canonical box, landmarks) of a detected face: see _CANONICAL_REL. The box is the canonical box of
     the returned landmarks, as on tracked frames, so a track's state follows from its landmarks alone."""
     lm = _landmarks(predictor, grey, det_box)
-    for _ in range(_FIT_ITERATIONS):
+    for _ in range(iterations):
         lm = _landmarks(predictor, grey, _canonical_box(lm))
     return _canonical_box(lm), lm
 
@@ -613,8 +614,12 @@ class FaceTracker:
         for t, (det_box, score) in kept:
             # A face the detector confirms is refitted from its tracked box when that still overlaps well:
             # the fit does not then depend on which pass found the face (their boxes vary with the scale).
-            start = t.box if _iou(t.box, det_box) >= 0.5 else det_box
-            box, lm = _fit(self._det.predictor, grey, start)
+            # The tracked box is canonical already: no refitting iterations then (one predictor run, as
+            # on a tracked frame).
+            if _iou(t.box, det_box) >= 0.5:
+                box, lm = _fit(self._det.predictor, grey, t.box, iterations=0)
+            else:
+                box, lm = _fit(self._det.predictor, grey, det_box)
             tracks.append(_Track.start(grey, box, lm, t.person))
             results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
                                        t.person), score))

@@ -134,7 +134,8 @@ def _au_agreement(session: Session, info: dict) -> dict[str, dict]:
 
 
 def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
-    """Summary: video, model, classes, decision, per-class mean probabilities, stages, annotations."""
+    """Summary: video, model, classes, decision, per-class mean probabilities, stages, annotations, the people
+    of the video and the person analysed."""
     path = Path(path)
     info = session.analysis_info()
     mean_probs: dict[str, float | None] = {}
@@ -166,11 +167,20 @@ def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
         "annotation_count": len(ann.segments),
         "tiers": [t.name for t in ann.tiers],
         "au_agreement": summary_au,
+        **_people_summary(session),
     }
     with atomic_write(path, "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, default=str)
     log.info("exported %s", path)
     return path
+
+
+def _people_summary(session: Session) -> dict:
+    """The people of the video and the one these scores are of (sessions.people)."""
+    from sessions.people import summary
+
+    people, person = summary(session)
+    return {"person": person, "people": people}
 
 
 class _TimeSlots:

@@ -190,6 +190,9 @@ def test_two_people_person_picks_either(tmp_path: Path, two_people: dict[str, Pa
         # same pixels, same crops: the same scores (up to float batching differences)
         assert np.abs(got["probs"] - ref["probs"]).max() < 1e-3, f"person {pid} ({side}): scores differ"
         assert got["decision"] == ref["decision"], f"person {pid} ({side}): {got['decision']} vs {ref['decision']}"
+    assert main(["export", str(session), "--format", "json", "--out", str(tmp_path / "both.json")]) == 0
+    summary = json.loads((tmp_path / "both.json").read_text())
+    assert summary["person"] == pid and [p["id"] for p in summary["people"]] == [0, 1]
     with pytest.raises(SessionError, match="no person 5"), Session.open(session, writable=True) as s:
         people_store.settle(s, 5)
     assert main(["analyze", str(two_people["both"]), "--out", str(out / "both"), "--no-spray",

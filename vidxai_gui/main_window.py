@@ -565,6 +565,7 @@ class MainWindow(QMainWindow):
         self.annotation_panel.editor.hide()
         self.clear_marks()
         self.notes.reset(Annotations())  # no session yet: nothing to annotate or undo
+        self.people_panel.clear()
         self.player.open(p)
         self.setWindowTitle(f"{p.name} — {APP_NAME}")
         self._remember(p)
