@@ -388,6 +388,9 @@ class Timeline(QWidget):
                 faint = QColor(colour)
                 faint.setAlpha(90)
                 raw = _per_pixel(self.scores_plot.plot(pen=pg.mkPen(faint, width=1), connect="finite"))
+                # A faint zigzag of min/max per pixel: drawn as line segments it paints ~1.5× faster than as
+                # one path (the overlapping segment ends are invisible at this width and opacity).
+                raw.curve.setSegmentedLineMode("on")
                 smooth = _per_pixel(self.scores_plot.plot(pen=pg.mkPen(colour, width=2.5), connect="finite",
                                                           name=name))
                 # EWMA is smooth already: mean-downsampling draws it as it is and paints ~30 % faster.
