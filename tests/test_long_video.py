@@ -331,3 +331,83 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
     np.testing.assert_array_equal(p.view.image_item.image, frames[k])
     (vx0, vx1), _ = p.view.vb.viewRange()
     assert vx1 - vx0 >= 1920 * 0.99
+
+
+def test_stage_runs_equal_the_sessions_stages(tmp_path: Path) -> None:
+    from vidxai_gui.review import stage_runs
+
+    rng = np.random.default_rng(6)
+    names = np.array(["NONE", "HAPPY_A", "HAPPY_A, SAD_B", "SAD_B"], dtype=object)
+    desc = names[np.repeat(rng.integers(0, 4, 300), 10)]  # runs of 10, equal neighbours merge
+    T = len(desc)
+    with Session.create(tmp_path / "s.vxs", {"path": "x.mp4", "fps": 30.0, "frame_count": T, "width": 4, "height": 4},
+                        np.arange(T) / 30.0) as s:
+        s.begin_analysis({"name": "m"}, ["happy", "sad"], ["intrinsic"], 0.3)
+        expected = s.write_temporal_prototype(list(desc), "intrinsic")
+        s.commit()
+        got = stage_runs(s.read("stages/descriptor"))
+    assert got == [(st.start, st.end, st.descriptor) for st in expected]
+    assert stage_runs(np.array([], dtype=object)) == []
+
+
+def _spray_whole(maps: np.ndarray, probs: np.ndarray, classes: list[str], max_frames: int):
+    """SpRAy as it was before streaming: every active frame's maps in memory at once."""
+    from engine.explain.spray import (
+        _cluster_maybe_subsampled,
+        active_mask,
+        cluster_letter,
+        prepare_maps,
+        stage_mean_maps,
+        temporal_prototypes,
+    )
+
+    mask = active_mask(probs)
+    out, per_class = {}, {}
+    for ci, c in enumerate(classes):
+        frames = np.flatnonzero(mask[:, ci])
+        if frames.size == 0:
+            continue
+        labels, k, vals = _cluster_maybe_subsampled(prepare_maps(maps[frames]), 10, 10, max_frames, 0)
+        full = np.full(len(probs), -1)
+        full[frames] = labels
+        per_class[c] = (mask[:, ci], full)
+        out[c] = (frames, labels, k, vals, {f"{c.upper()}_{cluster_letter(j)}": m
+                                            for j, m in stage_mean_maps(maps[frames], labels).items()})
+    return out, temporal_prototypes(per_class)
+
+
+def test_streamed_spray_equals_spray_on_all_maps_with_bounded_reads() -> None:
+    from engine.explain.spray import spray_streamed
+
+    rng = np.random.default_rng(7)
+    T, classes = 4000, ["happy", "sad", "angry"]
+    # Three looks that come and go, each under any class: blobs in different places, plus noise.
+    looks = np.zeros((3, 12, 12))
+    looks[0, 2:5, 2:5], looks[1, 7:10, 3:6], looks[2, 4:8, 8:11] = 1, 1, 1
+    which = np.repeat(rng.integers(0, 3, T // 50), 50)
+    maps = looks[which] + 0.05 * rng.random((T, 12, 12))
+    probs = rng.dirichlet(np.ones(3), size=T)
+    probs[np.arange(T), np.repeat(rng.integers(0, 3, T // 200), 200)] += 1.0
+    probs[rng.random(T) < 0.03] = np.nan  # frames without a face
+    reads = []
+
+    def read(a: int, b: int) -> np.ndarray:
+        reads.append(b - a)
+        return maps[a:b]
+
+    res = spray_streamed(read, probs, classes, max_frames=500, chunk=512)
+    assert max(reads) <= 512  # never more than a chunk of maps at once
+    ref, ref_tp = _spray_whole(maps, probs, classes, max_frames=500)
+    assert set(res.classes) == set(ref)
+    for c, cc in res.classes.items():
+        frames, labels, k, vals, means = ref[c]
+        np.testing.assert_array_equal(cc.frames, frames)
+        np.testing.assert_array_equal(cc.labels, labels)
+        assert cc.k == k
+        np.testing.assert_allclose(cc.eigenvalues, vals)
+        assert list(cc.mean_maps) == list(means)
+        for name, m in means.items():
+            np.testing.assert_allclose(cc.mean_maps[name], m, rtol=1e-9, atol=1e-12)
+    assert res.prototypes.descriptors == ref_tp.descriptors
+    assert max(cc.k for cc in res.classes.values()) > 1
+    assert max(len(cc.frames) for cc in res.classes.values()) > 500  # the subsampled path was taken

@@ -130,6 +130,17 @@ def read_rows(path: Path, start: int, end: int) -> Rows:
         return _read_rows(s, start, end)
 
 
+def stage_runs(descriptors: np.ndarray) -> list[tuple[int, int, str]]:
+    """Maximal runs of equal per-frame descriptors as (start, end, descriptor): `Session.temporal_prototype`'s
+    stages, found with one vectorised comparison instead of a Python loop over an hour of frames."""
+    d = np.asarray(descriptors, dtype=object)
+    if d.size == 0:
+        return []
+    starts = np.concatenate(([0], np.flatnonzero(d[1:] != d[:-1]) + 1))
+    ends = np.concatenate((starts[1:], [d.size]))
+    return [(int(a), int(b), str(d[a])) for a, b in zip(starts, ends, strict=True)]
+
+
 def load_review(path: str | Path) -> ReviewData:
     """Read a whole session for the window (worker thread); raises SessionError for bad files."""
     path = Path(path)
@@ -153,7 +164,7 @@ def load_review(path: str | Path) -> ReviewData:
                 data.head_weight = None if w is None else np.asarray(w, dtype=np.float64)
             for cls, result in s.spray().items():
                 data.class_stages[cls] = [(st.start, st.end, st.descriptor) for st in result.stages]
-            data.stages = [(st.start, st.end, st.descriptor) for st in s.temporal_prototype()]
+            data.stages = stage_runs(s.read("stages/descriptor")) if s.exists("stages/descriptor") else []
         data.annotations = s.annotations()
         data.review_state = s.review_state()
     log.info("loaded %s: %d frames, analysis %s", path, T, "yes" if data.analysis else "no")
