@@ -383,24 +383,24 @@ class _BatchWriter:
         self.s.write_scores(k0, valid, _rows(n, valid, logits), _rows(n, valid, probs))
 
 
-def _read_pooled_maps(session: Session, method: str, max_side: int = 32, chunk: int = 512) -> np.ndarray:
-    """All frames' maps of one method, sum-pooled to ≤ max_side² while reading chunk by chunk."""
+def _pooled_map_reader(session: Session, method: str, max_side: int = 32) -> Callable[[int, int], np.ndarray]:
+    """read(start, end) → frames [start, end)'s maps of one method, ≥ 0 and sum-pooled to ≤ max_side², for
+    SpRAy to read chunk by chunk (never the whole video's maps at once)."""
     from engine.explain.spray import prepare_maps
 
-    T = session.frame_count
-    parts = []
-    for s in range(0, T, chunk):
-        m = np.nan_to_num(session.read(f"explanations/{method}/maps", slice(s, min(T, s + chunk))).astype(np.float32))
+    def read(start: int, end: int) -> np.ndarray:
+        m = np.nan_to_num(session.read(f"explanations/{method}/maps", slice(start, end)).astype(np.float32))
         m = np.maximum(m, 0)  # SpRAy clusters where the evidence for the class lies
         pooled = prepare_maps(m, max_side)
         side = math.isqrt(pooled.shape[1])
-        parts.append(pooled.reshape(len(m), side, side))
-    return np.concatenate(parts) if parts else np.zeros((0, 1, 1), np.float32)
+        return pooled.reshape(len(m), side, side)
+
+    return read
 
 
 def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSettings,
                       progress: ProgressFn, cancel: CancelToken) -> None:
-    from engine.explain.spray import cluster_letter, spray_video
+    from engine.explain.spray import cluster_letter, spray_streamed
     from sessions.store import SprayResult as StoredSpray
     from sessions.store import runs_of
 
@@ -410,8 +410,8 @@ def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSet
     valid = session.read("valid")
     probs = session.read("probs")
     probs[~valid] = np.nan
-    maps = _read_pooled_maps(session, method)
-    res = spray_video(maps, probs, classes, active=settings.spray_active, progress=progress, cancel=cancel)
+    res = spray_streamed(_pooled_map_reader(session, method), probs, classes, active=settings.spray_active,
+                         progress=progress, cancel=cancel)
     tp = res.prototypes
     for cname, cc in res.classes.items():
         labels = np.full(session.frame_count, -1, np.int16)

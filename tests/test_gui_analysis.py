@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtTest import QTest
 
@@ -103,7 +103,11 @@ def test_analysis_streams_into_the_window_and_reopens(window: MainWindow, qtbot,
     assert (rect.left(), rect.top(), rect.right(), rect.bottom()) == pytest.approx((x0, y0, x1, y1), abs=1e-3)
     np.testing.assert_allclose(window.player.view.landmark_item.getData()[0], faces.landmarks[k, :, 0])
     qtbot.waitUntil(lambda: window.player.view.heat_item.isVisible(), timeout=10_000)
-    assert window.player.view.heat_item.image.shape == (360, 480)
+    # The map covers the face region only (not a frame-sized array), placed at its frame position.
+    heat_rect = window.player.view.heat_item.mapRectToParent(window.player.view.heat_item.boundingRect())
+    assert heat_rect.left() >= 0 and heat_rect.top() >= 0 and heat_rect.right() <= 480 and heat_rect.bottom() <= 360
+    assert heat_rect.contains(QPointF((x0 + x1) / 2, (y0 + y1) / 2))  # where the face is
+    assert window.player.view.heat_item.image.shape == (round(heat_rect.height()), round(heat_rect.width()))
     assert window.player.view.proto_item.isVisible()
     # The gallery lists the frame's prototypes by W·s, and the prototype crops were loaded.
     assert SIMILARITIES in window.data.extra
@@ -289,11 +293,9 @@ def test_find_faces_marks_frames_where_the_face_is_lost(window: MainWindow, qtbo
     np.testing.assert_array_equal(d.found, faces.found)
     assert window.timeline.face_plot.isVisible()
     # The grey no-face shading covers exactly the frames without a face.
-    x0, x1 = window.timeline.no_face_track.opts["x0"], window.timeline.no_face_track.opts["x1"]
-    shaded = np.zeros(len(faces.found), bool)
-    for a, b in zip(x0, x1, strict=True):
-        shaded[int(a + 0.5):int(b + 0.5)] = True
-    np.testing.assert_array_equal(shaded, ~faces.found)
+    strip = window.timeline.no_face_track.image  # 1×T RGBA: frame k is pixel k
+    np.testing.assert_array_equal(strip[0, :, 3] > 0, ~faces.found)
+    np.testing.assert_array_equal(window.timeline.no_face, ~faces.found)
     lost = int(np.flatnonzero(~faces.found)[-1])
     seen = int(np.flatnonzero(faces.found)[0])
     for k, has_face in ((seen, True), (lost, False)):

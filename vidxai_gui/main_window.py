@@ -805,6 +805,7 @@ class MainWindow(QMainWindow):
         d = self.data
         if d is None:
             return
+        self.player.set_face_track(d.box, d.found)  # the face view follows the analysed person
         if d.faces_done:
             conf = d.confidence.astype(float).copy()
             conf[d.faces_done:] = np.nan
@@ -895,7 +896,7 @@ class MainWindow(QMainWindow):
         """Overlays of frame k; called by the player in the same step that puts frame k on screen."""
         ov = FrameOverlays()
         if isinstance(extras, FrameExtras):
-            ov.heatmap = extras.heat
+            ov.heatmap, ov.heat_origin = extras.heat, extras.heat_origin
             ov.heat_level = extras.heat_level
             ov.proto_box = extras.proto_box
             ov.proto_label = f"prototype #{extras.proto_index}" if extras.proto_index >= 0 else ""

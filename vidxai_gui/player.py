@@ -56,13 +56,55 @@ def format_time(seconds: float) -> str:
     return f"{minutes:02d}:{seconds - 60 * minutes:05.2f}"
 
 
+def face_crops(box: np.ndarray, found: np.ndarray, frame_hw: tuple[int, int], fps: float,
+               aspect: float = 4 / 3, zoom: float = 2.4, window_s: float = 1.0) -> np.ndarray:
+    """The face view's crop of every frame: T×4 int (x0, y0, x1, y1), x1/y1 exclusive; −1 rows when the
+    video has no face at all. Computed once for a session, vectorised.
+
+    The tracked box's centre and size are filled across frames without a face (linear between the faces
+    either side, held before the first and after the last), then smoothed by a centred moving average
+    over `window_s` seconds, so the view glides with the person instead of jittering with the detector.
+    The crop is `zoom` × the face's size tall, `aspect` wide:tall, kept inside the frame."""
+    box = np.asarray(box, np.float64).reshape(-1, 4)
+    T = len(box)
+    out = np.full((T, 4), -1, np.int64)
+    ok = np.asarray(found, bool)[:T] & np.isfinite(box).all(axis=1)
+    if T == 0 or not ok.any():
+        return out
+    fh, fw = int(frame_hw[0]), int(frame_hw[1])
+    idx = np.flatnonzero(ok)
+    frames = np.arange(T, dtype=np.float64)
+    cx = np.interp(frames, idx, (box[idx, 0] + box[idx, 2]) / 2)
+    cy = np.interp(frames, idx, (box[idx, 1] + box[idx, 3]) / 2)
+    size = np.interp(frames, idx, np.maximum(box[idx, 2] - box[idx, 0], box[idx, 3] - box[idx, 1]))
+    n = max(1, round(window_s * fps) | 1)  # odd: centred
+
+    def smooth(v: np.ndarray) -> np.ndarray:
+        if n == 1 or T == 1:
+            return v
+        padded = np.pad(v, (n // 2, n // 2), mode="edge")
+        c = np.cumsum(np.concatenate(([0.0], padded)))
+        return (c[n:] - c[:-n]) / n
+
+    cx, cy, size = smooth(cx), smooth(cy), smooth(size)
+    h = np.minimum(np.maximum(zoom * size, 16.0), fh)
+    w = np.minimum(h * aspect, fw)
+    h = np.minimum(h, w / aspect) if aspect > 0 else h
+    x0 = np.clip(np.round(cx - w / 2), 0, np.maximum(fw - np.round(w), 0))
+    y0 = np.clip(np.round(cy - h / 2), 0, np.maximum(fh - np.round(h), 0))
+    out[:, 0], out[:, 1] = x0, y0
+    out[:, 2], out[:, 3] = np.minimum(x0 + np.round(w), fw), np.minimum(y0 + np.round(h), fh)
+    return out
+
+
 @dataclass
 class FrameOverlays:
     """What to draw over one frame; every field is in full-frame pixel coordinates."""
 
     box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
     landmarks: np.ndarray | None = None  # (68, 2) x, y
-    heatmap: np.ndarray | None = None  # H×W float, the frame's size
+    heatmap: np.ndarray | None = None  # h×w float over the frame region starting at heat_origin
+    heat_origin: tuple[int, int] = (0, 0)  # frame pixel (x, y) of heatmap[0, 0]
     heat_level: float = 1.0  # the heat value drawn at full colour (computed with the map, off the GUI thread)
     proto_box: np.ndarray | None = None  # (4,) the top prototype's 95th-percentile box
     proto_label: str = ""
@@ -318,6 +360,7 @@ class FrameView(pg.GraphicsView):
         self.note.setZValue(30)
         self.vb.addItem(self.note)
         self.frame_shape: tuple[int, int] | None = None
+        self.crop: np.ndarray | None = None  # (x0, y0, x1, y1) shown in the face view, None: the whole frame
         self.set_overlays(FrameOverlays())
 
     def show_message(self, text: str) -> None:
@@ -328,19 +371,44 @@ class FrameView(pg.GraphicsView):
         if self.frame_shape is None:
             self.vb.setRange(QRectF(-200, -60, 400, 120), padding=0)
 
-    def show_frame(self, frame: np.ndarray) -> None:
+    def show_frame(self, frame: np.ndarray, crop: np.ndarray | None = None) -> None:
+        """Show a frame; with `crop` (x0, y0, x1, y1) only that part of it, filling the view (the face view).
+
+        The image item always sits at frame coordinates (a crop is placed at its origin), so every overlay
+        stays in full-frame pixels and lands on the same picture pixel in both views."""
         shape = frame.shape[:2]
-        self.image_item.setImage(frame, autoLevels=False, levels=(0, 255))
         self.message.setVisible(False)
         if shape != self.frame_shape:
             self.frame_shape = shape
             self.vb.setLimits(xMin=-shape[1], xMax=2 * shape[1], yMin=-shape[0], yMax=2 * shape[0])
-            self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
+            if crop is None:
+                self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
+        if crop is not None:
+            x0, y0, x1, y1 = (int(v) for v in crop)
+            self.image_item.setImage(frame[y0:y1, x0:x1], autoLevels=False)
+            rect = QRectF(x0, y0, x1 - x0, y1 - y0)
+            self.image_item.setRect(rect)
+            self.vb.setRange(rect, padding=0)
+        else:
+            # No levels: uint8 RGB then goes to a QImage as it is (levels (0, 255) made pyqtgraph rescale
+            # every pixel through a lookup table, ~8 ms a 1080p frame).
+            self.image_item.setImage(frame, autoLevels=False)
+            self.image_item.setRect(QRectF(0, 0, shape[1], shape[0]))
+            if self.crop is not None:  # back from the face view: the whole frame again
+                self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
+        self.crop = None if crop is None else np.asarray(crop, np.int64).copy()
+
+    def to_crop(self, xy: np.ndarray) -> np.ndarray:
+        """Frame pixel coordinates → coordinates in the picture shown (the crop in the face view)."""
+        xy = np.asarray(xy, np.float64)
+        return xy if self.crop is None else xy - self.crop[:2].astype(np.float64)
 
     def set_overlays(self, ov: FrameOverlays) -> None:
         if ov.heatmap is not None:
             # Prepared on the decode thread (HeatmapReader): finite, ≥ 0, with its level.
             self.heat_item.setImage(ov.heatmap, autoLevels=False, levels=(0.0, ov.heat_level))
+            h, w = ov.heatmap.shape[:2]
+            self.heat_item.setRect(QRectF(float(ov.heat_origin[0]), float(ov.heat_origin[1]), w, h))
             self.heat_item.setVisible(True)
         else:
             self.heat_item.setVisible(False)
@@ -353,7 +421,7 @@ class FrameView(pg.GraphicsView):
         else:
             self.proto_label.setVisible(False)
         self.note.setText(ov.note)
-        self.note.setPos(4, 4)
+        self.note.setPos(*(4.0 + (self.crop[:2] if self.crop is not None else np.zeros(2))))
         self.note.setVisible(bool(ov.note))
         lm = ov.landmarks
         if lm is not None and np.isfinite(lm).all():
@@ -398,6 +466,12 @@ class Player(QWidget):
         self._clock_start_frame = 0
         self._last_played = -1
         self.speed = 1.0
+        # The face view: the analysed person's face, cropped and smoothed (see face_crops).
+        self.face_view = False
+        self._face_track: tuple[np.ndarray, np.ndarray] | None = None  # the session's boxes and found flags
+        self._crops: np.ndarray | None = None  # computed from it on first use
+        self._crops_aspect = 0.0
+        self._current_extras: Any = None
 
         self.view = FrameView()
         self.view.show_message("Open a video (File ▸ Open video…) or drop one here")
@@ -455,6 +529,14 @@ class Player(QWidget):
         self.opacity.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.opacity.setToolTip("Heatmap opacity")
         self.opacity.valueChanged.connect(lambda v: self.view.heat_item.setOpacity(v / 100))
+        self.face_button = QToolButton()
+        self.face_button.setText("Face")
+        self.face_button.setCheckable(True)
+        self.face_button.setAutoRaise(True)
+        self.face_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.face_button.setToolTip("Face view (F): follow the analysed person's face, cropped and steadied, "
+                                    "with the overlays; again for the whole frame")
+        self.face_button.toggled.connect(self.set_face_view)
         self.transport = QHBoxLayout()
         self.transport.setContentsMargins(4, 0, 4, 2)
         for w in (self.home_button, self.back_button, self.play_button, self.forward_button, self.end_button):
@@ -462,6 +544,7 @@ class Player(QWidget):
         self.transport.addWidget(self.position, 1)
         self.transport.addWidget(self.readout)
         self.transport.addWidget(self.speed_combo)
+        self.transport.addWidget(self.face_button)
         self.transport.addWidget(QLabel("heatmap"))
         self.transport.addWidget(self.opacity)
 
@@ -484,11 +567,14 @@ class Player(QWidget):
             act("Back 1 s", QKeySequence(mod | Qt.Key.Key_Left), lambda: self.step_seconds(-1.0)),
             act("First frame", Qt.Key.Key_Home, lambda: self.seek(0)),
             act("Last frame", Qt.Key.Key_End, lambda: self.seek(self.last_frame)),
+            act("Face view", Qt.Key.Key_F, lambda: self.set_face_view(not self.face_view)),
         ]
+        self.face_action = self.actions_transport[-1]
+        self.face_action.setCheckable(True)
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.home_button, self.back_button, self.play_button, self.forward_button, self.end_button,
-                  self.position, self.speed_combo):
+                  self.position, self.speed_combo, self.face_button):
             w.setEnabled(on)
         for a in self.actions_transport:
             a.setEnabled(on)
@@ -510,10 +596,47 @@ class Player(QWidget):
     def playing(self) -> bool:
         return self._playing
 
+    # --- face view ----------------------------------------------------------------------------
+    def set_face_track(self, box: np.ndarray | None, found: np.ndarray | None) -> None:
+        """The analysed person's box per frame (full-frame px) and whether it was found, for the face view.
+
+        The arrays are kept by reference (a streaming analysis fills them in place); call again when they
+        changed, and the crops are recomputed at the next frame shown in the face view."""
+        self._face_track = None if box is None or found is None else (box, found)
+        self._crops = None
+        if self.face_view and self.current_image is not None:
+            self._show(self.current, self.current_image, self._current_extras, count=False)
+
+    def face_crop(self, k: int) -> np.ndarray | None:
+        """The face view's crop (x0, y0, x1, y1) of frame k, or None when there is no face to follow."""
+        if self._face_track is None or self.info is None:
+            return None
+        # The crop takes the view's shape, so the face view fills it (recomputed when that changes).
+        aspect = round(min(max(self.view.width() / max(self.view.height(), 1), 0.5), 3.0), 1)
+        if self._crops is None or aspect != self._crops_aspect:
+            box, found = self._face_track
+            self._crops = face_crops(box, found, (self.info.height, self.info.width), self.fps, aspect=aspect)
+            self._crops_aspect = aspect
+        if not 0 <= k < len(self._crops) or self._crops[k, 0] < 0:
+            return None
+        return self._crops[k]
+
+    @Slot(bool)
+    def set_face_view(self, on: bool) -> None:
+        """Toggle the face view (F); the frame on screen is shown again at once, in the chosen view."""
+        self.face_view = bool(on)
+        for w in (self.face_button, self.face_action):
+            w.blockSignals(True)
+            w.setChecked(self.face_view)
+            w.blockSignals(False)
+        if self.current_image is not None:
+            self._show(self.current, self.current_image, self._current_extras, count=False)
+
     # --- opening ------------------------------------------------------------------------------
     def open(self, path: str | Path) -> None:
         """Start decoding ``path``; ``videoOpened`` then frame 0 follow, or ``videoFailed``."""
         self.close_video()
+        self.set_face_track(None, None)
         self.view.show_message(f"Opening {Path(path).name}…")
         source = FrameSource(path, extras=self.extras_provider)
         source.opened.connect(self._on_opened)
@@ -598,13 +721,18 @@ class Player(QWidget):
             return  # a newer request is on its way; showing this one would make the view jump back
         self._show(k, frame, extras)
 
-    def _show(self, k: int, frame: np.ndarray, extras: Any = None) -> None:
-        self.view.show_frame(frame)
+    def _show(self, k: int, frame: np.ndarray, extras: Any = None, count: bool = True) -> None:
+        crop = self.face_crop(k) if self.face_view else None
+        self.view.show_frame(frame, crop)
         self.current = k
         self.current_image = frame
-        self.shown_count += 1
+        self._current_extras = extras
+        self.shown_count += count
         if self.overlay_provider is not None:
-            self.view.set_overlays(self.overlay_provider(k, extras))
+            ov = self.overlay_provider(k, extras)
+            if self.face_view and crop is None and not ov.note:
+                ov.note = "face view: no face tracked in this video yet — whole frame"
+            self.view.set_overlays(ov)
         self.position.blockSignals(True)
         self.position.setValue(k)
         self.position.blockSignals(False)

@@ -130,6 +130,17 @@ def read_rows(path: Path, start: int, end: int) -> Rows:
         return _read_rows(s, start, end)
 
 
+def stage_runs(descriptors: np.ndarray) -> list[tuple[int, int, str]]:
+    """Maximal runs of equal per-frame descriptors as (start, end, descriptor): `Session.temporal_prototype`'s
+    stages, found with one vectorised comparison instead of a Python loop over an hour of frames."""
+    d = np.asarray(descriptors, dtype=object)
+    if d.size == 0:
+        return []
+    starts = np.concatenate(([0], np.flatnonzero(d[1:] != d[:-1]) + 1))
+    ends = np.concatenate((starts[1:], [d.size]))
+    return [(int(a), int(b), str(d[a])) for a, b in zip(starts, ends, strict=True)]
+
+
 def load_review(path: str | Path) -> ReviewData:
     """Read a whole session for the window (worker thread); raises SessionError for bad files."""
     path = Path(path)
@@ -153,7 +164,7 @@ def load_review(path: str | Path) -> ReviewData:
                 data.head_weight = None if w is None else np.asarray(w, dtype=np.float64)
             for cls, result in s.spray().items():
                 data.class_stages[cls] = [(st.start, st.end, st.descriptor) for st in result.stages]
-            data.stages = [(st.start, st.end, st.descriptor) for st in s.temporal_prototype()]
+            data.stages = stage_runs(s.read("stages/descriptor")) if s.exists("stages/descriptor") else []
         data.annotations = s.annotations()
         data.review_state = s.review_state()
     log.info("loaded %s: %d frames, analysis %s", path, T, "yes" if data.analysis else "no")
@@ -186,10 +197,31 @@ def top_contributions(data: ReviewData, k: int, n: int = 5) -> tuple[int, list[t
 class FrameExtras:
     """Per-frame data read on the decode thread with the frame, in full-frame coordinates."""
 
-    heat: np.ndarray | None = None  # float32, ≥ 0, no NaN
+    heat: np.ndarray | None = None  # float32, ≥ 0, no NaN; covers only the mapped region (see heat_origin)
+    heat_origin: tuple[int, int] = (0, 0)  # frame pixel (x, y) of heat[0, 0]
     heat_level: float = 1.0  # the heat value drawn at full colour (99th percentile of the positive part)
     proto_box: np.ndarray | None = None  # 95th-percentile box of the top prototype's similarity map
     proto_index: int = -1
+
+
+def local_mapping(mapping: Any, frame_hw: tuple[int, int]) -> tuple[Any, tuple[int, int], tuple[int, int]]:
+    """The part of the frame a model input came from: (mapping into that region's pixels, its origin
+    (x, y) in the frame, its (h, w)). A map drawn with the returned mapping at the origin equals the
+    frame-sized map `mapping.heatmap_to_frame(map, frame_hw)` on that region (and that map is 0 elsewhere)."""
+    from engine.preprocess import InputMapping, MappingPiece
+
+    fh, fw = int(frame_hw[0]), int(frame_hw[1])
+    rects = np.array([p.frame_rect for p in mapping.pieces], np.float64).reshape(-1, 4)
+    if rects.size == 0:
+        return mapping, (0, 0), (fh, fw)
+    x0 = int(np.clip(np.floor(rects[:, 0].min()), 0, fw))
+    y0 = int(np.clip(np.floor(rects[:, 1].min()), 0, fh))
+    x1 = int(np.clip(np.ceil(rects[:, 2].max()), x0 + 1, max(fw, x0 + 1)))
+    y1 = int(np.clip(np.ceil(rects[:, 3].max()), y0 + 1, max(fh, y0 + 1)))
+    shifted = [MappingPiece(p.name, p.input_rect, (p.frame_rect[0] - x0, p.frame_rect[1] - y0,
+                                                   p.frame_rect[2] - x0, p.frame_rect[3] - y0))
+               for p in mapping.pieces]
+    return InputMapping(mapping.input_size, shifted), (x0, y0), (y1 - y0, x1 - x0)
 
 
 class HeatmapReader:
@@ -228,8 +260,10 @@ class HeatmapReader:
             mapping = s.mappings(slice(k, k + 1))
             if not mapping or mapping[0] is None:
                 return None
-            m = InputMapping.from_json(mapping[0])
-            out = FrameExtras()
+            # Maps live only where the model input came from (the face): work on that region of the frame,
+            # not on a frame-sized array (a 1080p or 4K frame is 10–100× the face).
+            m, origin, region_hw = local_mapping(InputMapping.from_json(mapping[0]), self.frame_hw)
+            out = FrameExtras(heat_origin=origin)
             name = f"explanations/{self.method}/maps"
             if self.method and s.exists(name):
                 heat = s.read(name, slice(k, k + 1))[0].astype(np.float32)
@@ -239,18 +273,21 @@ class HeatmapReader:
                         from engine.explain.topx import top_x
 
                         heat = top_x(heat, self.top_x)
-                    full = np.nan_to_num(m.heatmap_to_frame(heat, self.frame_hw), nan=0.0)
+                    full = np.nan_to_num(m.heatmap_to_frame(heat, region_hw), nan=0.0)
                     positive = full[full > 0]
                     # Levels here, on the decode thread: a percentile over a frame is too slow for the GUI's.
                     out.heat_level = max(float(np.percentile(positive, 99)), 1e-12) if positive.size else 1.0
                     out.heat = full
-            out.proto_index, out.proto_box = self._proto_box(s, m, k)
+            out.proto_index, out.proto_box = self._proto_box(s, m, k, region_hw)
+            if out.proto_box is not None:
+                out.proto_box = out.proto_box + np.array([*origin, *origin], np.float32)
             return out
         except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
             log.debug("no overlay data for frame %d: %s", k, exc)
             return None
 
-    def _proto_box(self, s: Session, m: Any, k: int) -> tuple[int, np.ndarray | None]:
+    def _proto_box(self, s: Session, m: Any, k: int, region_hw: tuple[int, int]) -> tuple[int, np.ndarray | None]:
+        """The top prototype and its box in the coordinates of `m` (the mapped region)."""
         if not (s.exists(SIMILARITIES) and s.exists("explanations/intrinsic/sim_maps")):
             return -1, None
         w = self._w
@@ -262,7 +299,7 @@ class HeatmapReader:
             return -1, None
         j = int(np.argmax(w[int(np.argmax(probs))] * sims))
         sim_map = s.read("explanations/intrinsic/sim_maps", slice(k, k + 1))[0, j].astype(np.float32)
-        full = m.heatmap_to_frame(sim_map - np.nanmin(sim_map) + 1e-6, self.frame_hw)
+        full = m.heatmap_to_frame(sim_map - np.nanmin(sim_map) + 1e-6, region_hw)
         inside = full > 0
         if not inside.any():
             return j, None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal, Slot
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
 
@@ -43,6 +43,80 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate(([False], m, [False])).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def frame_strip(T: int, starts: np.ndarray, ends: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """A 1×T×4 RGBA image: frames [starts[i], ends[i]) in colours[i] (uint8 RGBA), transparent elsewhere.
+
+    Vectorised (no Python loop over segments): a track of thousands of stages over an hour is one image,
+    drawn at the cost of one image whatever the zoom."""
+    img = np.zeros((1, max(T, 0), 4), np.uint8)
+    starts = np.clip(np.asarray(starts, np.int64), 0, T)
+    ends = np.clip(np.asarray(ends, np.int64), 0, T)
+    lengths = np.maximum(ends - starts, 0)
+    if T == 0 or lengths.sum() == 0:
+        return img
+    seg = np.repeat(np.arange(len(starts)), lengths)  # segment of each covered frame, in order
+    first = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    frames = first + np.arange(len(seg))
+    img[0, frames] = np.asarray(colours, np.uint8)[seg]
+    return img
+
+
+class StripItem(pg.ImageItem):
+    """A frame strip (see `frame_strip`) spanning y ∈ [y0, y0 + height) of a track, x in frames."""
+
+    def __init__(self, y0: float = 0.0, height: float = 1.0) -> None:
+        super().__init__(axisOrder="row-major")
+        self._y0, self._h = y0, height
+        self.setAutoDownsample(True)  # zoomed out: a mean over the frames a screen pixel covers
+
+    def set_strip(self, img: np.ndarray) -> None:
+        T = img.shape[1]
+        if T == 0 or not img[..., 3].any():
+            self.clear()
+            self.setVisible(False)
+            return
+        self.setImage(img, autoLevels=False, levels=(0, 255))
+        self.setRect(QRectF(-0.5, self._y0, T, self._h))
+        self.setVisible(True)
+
+
+class LabelPool:
+    """Text labels for the segments of a track that are on screen and wide enough for their text.
+
+    Only those get a TextItem (reused from a pool), so a zoom or pan costs O(visible) instead of one
+    item per segment of the whole video (thousands of SpRAy stages over an hour)."""
+
+    MAX = 80
+
+    def __init__(self, plot: pg.PlotItem, colour: str) -> None:
+        self.plot, self.colour = plot, colour
+        self.items: list[pg.TextItem] = []
+        self.shown: list[int] = []  # segment index per visible label
+
+    def update(self, starts: np.ndarray, ends: np.ndarray, labels: list[str], ys: np.ndarray, offset: int = 0) -> None:
+        """Label the given segments that fit; `offset` is the index of the first one in the whole track."""
+        (x0, x1) = self.plot.vb.viewRange()[0]
+        px_per_frame = self.plot.vb.width() / max(x1 - x0, 1e-9)
+        starts, ends = np.asarray(starts), np.asarray(ends)
+        if len(starts):
+            lens = np.fromiter((len(t) for t in labels), np.int64, len(labels))
+            fits = ((ends - starts) * px_per_frame >= 7 * lens + 8) & (ends - 0.5 > x0) & (starts - 0.5 < x1)
+            idx = np.flatnonzero(fits)[: self.MAX]
+        else:
+            idx = np.zeros(0, np.int64)
+        while len(self.items) < len(idx):
+            text = pg.TextItem("", color=self.colour, anchor=(0, 0.5))
+            self.plot.addItem(text, ignoreBounds=True)
+            self.items.append(text)
+        for text, i in zip(self.items, idx, strict=False):
+            text.setText(labels[i])
+            text.setPos(float(starts[i]) - 0.5, float(ys[i]))
+            text.setVisible(True)
+        for text in self.items[len(idx):]:
+            text.setVisible(False)
+        self.shown = [int(i) + offset for i in idx]  # indices into the whole track
 
 
 @dataclass(frozen=True)
@@ -98,6 +172,14 @@ def _plot(layout: pg.GraphicsLayout, row: int, height: int | None) -> pg.PlotIte
     if height is not None:
         plot.setFixedHeight(height)
     return plot
+
+
+def _per_pixel(curve: pg.PlotDataItem) -> pg.PlotDataItem:
+    """Draw about one downsampled sample per screen pixel (pyqtgraph's default is five): with "peak" each
+    pixel still shows the min and max of the frames it covers, so spikes stay visible, and a long video's
+    curves cost what the screen's width costs, not the video's length. Display only: data stay as given."""
+    curve.opts["autoDownsampleFactor"] = 1.0
+    return curve
 
 
 def _short(name: str, width: int = 13) -> str:
@@ -205,17 +287,28 @@ class Timeline(QWidget):
             self.cursors.append(line)
         self.cursors[0].sigDragged.connect(lambda line: self._on_scrub(line.value()))
 
-        self.no_face_scores = pg.BarGraphItem(x0=[], x1=[], y0=[], height=[], brush=(128, 128, 128, 50), pen=None)
-        self.no_face_track = pg.BarGraphItem(x0=[], x1=[], y0=[], height=[], brush=(128, 128, 128, 110), pen=None)
+        # Frames without a face, shaded grey on the scores and the face track: one image each (1×T).
+        self.no_face = np.zeros(0, dtype=bool)
+        self.no_face_scores = StripItem(0.0, 1.0)
+        self.no_face_track = StripItem(0.0, 1.0)
         self.scores_plot.addItem(self.no_face_scores)
         self.face_plot.addItem(self.no_face_track)
-        self.face_curve = self.face_plot.plot(pen=pg.mkPen("#333333", width=1.5), connect="finite")
+        self.face_curve = _per_pixel(self.face_plot.plot(pen=pg.mkPen("#333333", width=1.5), connect="finite"))
+        for plot in (self.face_plot, self.occlusion_plot):
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+        # SpRAy stages: a colour strip (one image), white-edged bars and labels only for what is on screen.
+        self.stage_strip = StripItem(0.0, 1.0)
+        self.stage_plot.addItem(self.stage_strip)
         self.stage_bars = pg.BarGraphItem(x0=[], x1=[], y0=[], height=[], brushes=[], pen=pg.mkPen("w"))
         self.stage_plot.addItem(self.stage_bars)
-        self.stage_texts: list[pg.TextItem] = []
+        self.stage_labels = LabelPool(self.stage_plot, "#101010")
+        self._stage_arrays = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.uint8))
         self.occlusion_curves: dict[str, pg.PlotDataItem] = {}
         self.tier_items: list[pg.GraphicsObject] = []
-        self.tier_texts: list[tuple[Segment, pg.TextItem]] = []
+        self.tier_labels = LabelPool(self.tier_plot, "#102030")
+        self._tier_arrays: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] = (
+            np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0))
         # The pending in/out range (I, O or a Shift+drag), drawn over the annotation track until it is used.
         self.pending = pg.LinearRegionItem(values=(0, 0), movable=False, brush=pg.mkBrush(255, 160, 0, 90),
                                            pen=pg.mkPen("#e08000", width=2))
@@ -294,8 +387,12 @@ class Timeline(QWidget):
                 colour = class_colour(name, i)
                 faint = QColor(colour)
                 faint.setAlpha(90)
-                raw = self.scores_plot.plot(pen=pg.mkPen(faint, width=1), connect="finite")
-                smooth = self.scores_plot.plot(pen=pg.mkPen(colour, width=2.5), connect="finite", name=name)
+                raw = _per_pixel(self.scores_plot.plot(pen=pg.mkPen(faint, width=1), connect="finite"))
+                # A faint zigzag of min/max per pixel: drawn as line segments it paints ~1.5× faster than as
+                # one path (the overlapping segment ends are invisible at this width and opacity).
+                raw.curve.setSegmentedLineMode("on")
+                smooth = _per_pixel(self.scores_plot.plot(pen=pg.mkPen(colour, width=2.5), connect="finite",
+                                                          name=name))
                 # EWMA is smooth already: mean-downsampling draws it as it is and paints ~30 % faster.
                 smooth.setDownsampling(auto=True, method="mean")
                 self.raw_curves.append(raw)
@@ -326,6 +423,7 @@ class Timeline(QWidget):
         self.trace_curve = self.scores_plot.plot(
             np.arange(len(y), dtype=np.float64), y, connect="finite", name=f"{name} (÷ max)",
             pen=pg.mkPen("#202020", width=2, style=Qt.PenStyle.DashLine))
+        _per_pixel(self.trace_curve)
         self.trace_curve.setZValue(5)
 
     def _update_ewma(self) -> None:
@@ -354,47 +452,61 @@ class Timeline(QWidget):
         self.face_plot.setVisible(confidence is not None)
         if confidence is None or found is None:
             self.face_curve.setData([], [])
-            self.no_face_scores.setOpts(x0=[], x1=[], y0=[], height=[])
-            self.no_face_track.setOpts(x0=[], x1=[], y0=[], height=[])
+            self.no_face = np.zeros(0, dtype=bool)
+            self.no_face_scores.set_strip(np.zeros((1, 0, 4), np.uint8))
+            self.no_face_track.set_strip(np.zeros((1, 0, 4), np.uint8))
             return
         conf = np.asarray(confidence, dtype=np.float64)
         found = np.asarray(found, dtype=bool)
         self.face_curve.setData(np.arange(len(conf), dtype=np.float64), np.where(found, conf, np.nan))
-        gaps = runs(~found)
-        x0 = [a - 0.5 for a, _ in gaps]
-        x1 = [b - 0.5 for _, b in gaps]
-        self.no_face_scores.setOpts(x0=x0, x1=x1, y0=[0.0] * len(gaps), height=[1.0] * len(gaps))
-        self.no_face_track.setOpts(x0=x0, x1=x1, y0=[0.0] * len(gaps), height=[1.0] * len(gaps))
+        self.no_face = ~found
+        for item, alpha in ((self.no_face_scores, 50), (self.no_face_track, 110)):
+            img = np.zeros((1, len(found), 4), np.uint8)
+            img[0, self.no_face] = (128, 128, 128, alpha)
+            item.set_strip(img)
 
     def set_stages(self, stages: Sequence[Segment]) -> None:
         """SpRAy stages as coloured labelled segments; the colour follows the stage's class."""
-        for t in self.stage_texts:
-            self.stage_plot.removeItem(t)
-        self.stage_texts = []
         self.stages = sorted(stages, key=lambda s: s.start)
         self.stage_plot.setVisible(bool(self.stages))
-        brushes = []
-        for s in self.stages:
-            # "HAPPY_A, SAD_B" → coloured by its first cluster's class; "NONE" stays grey.
-            base = s.label.split(",")[0].strip().rsplit("_", 1)[0].lower()
-            idx = self.classes.index(base) if base in self.classes else abs(hash(base)) % len(_FALLBACK)
-            colour = QColor("#dddddd") if base in ("none", "") else class_colour(base, idx)
-            colour.setAlpha(170)
-            brushes.append(pg.mkBrush(colour))
-            text = pg.TextItem(s.label, color="#101010", anchor=(0, 0.5))
-            text.setPos(s.start - 0.5, 0.5)
-            self.stage_plot.addItem(text, ignoreBounds=True)
-            self.stage_texts.append(text)
-        self.stage_bars.setOpts(x0=[s.start - 0.5 for s in self.stages], x1=[s.end - 0.5 for s in self.stages],
-                                y0=[0.0] * len(self.stages), height=[1.0] * len(self.stages), brushes=brushes)
+        colours: dict[str, tuple[int, int, int, int]] = {}
+        rgba = np.zeros((len(self.stages), 4), np.uint8)
+        for i, st in enumerate(self.stages):  # per stage only a dict lookup: few distinct labels
+            if st.label not in colours:
+                # "HAPPY_A, SAD_B" → coloured by its first cluster's class; "NONE" stays grey.
+                base = st.label.split(",")[0].strip().rsplit("_", 1)[0].lower()
+                idx = self.classes.index(base) if base in self.classes else abs(hash(base)) % len(_FALLBACK)
+                colour = QColor("#dddddd") if base in ("none", "") else class_colour(base, idx)
+                colours[st.label] = (colour.red(), colour.green(), colour.blue(), 170)
+            rgba[i] = colours[st.label]
+        starts = np.array([st.start for st in self.stages], np.int64)
+        ends = np.array([st.end for st in self.stages], np.int64)
+        self._stage_arrays = (starts, ends, rgba)
+        self.stage_strip.set_strip(frame_strip(self.frame_count or int(ends.max(initial=0)), starts, ends, rgba))
         self._fit_stage_labels()
 
+    BAR_LIMIT = 300  # stages on screen up to which each gets its own white-edged bar
+
     def _fit_stage_labels(self) -> None:
-        """Show a stage's label only where it fits inside its segment at the current zoom (else: tooltip)."""
+        """Bars and labels for the stages on screen; a label only where it fits its segment (else: tooltip)."""
+        starts, ends, rgba = self._stage_arrays
         (x0, x1) = self.stage_plot.vb.viewRange()[0]
-        px_per_frame = self.stage_plot.vb.width() / max(x1 - x0, 1e-9)
-        for stage, text in zip(self.stages, self.stage_texts, strict=True):
-            text.setVisible((stage.end - stage.start) * px_per_frame >= 7 * len(stage.label) + 8)
+        i0 = int(np.searchsorted(ends, x0 + 0.5, side="right"))
+        i1 = int(np.searchsorted(starts, x1 + 0.5, side="left"))
+        if 0 < i1 - i0 <= self.BAR_LIMIT:
+            sl = slice(i0, i1)
+            self.stage_bars.setOpts(x0=starts[sl] - 0.5, x1=ends[sl] - 0.5, y0=np.zeros(i1 - i0),
+                                    height=np.ones(i1 - i0), brushes=[pg.mkBrush(*c) for c in rgba[sl]])
+            self.stage_bars.setVisible(True)
+        else:
+            self.stage_bars.setVisible(False)  # the strip alone: more stages than there are pixels for
+        labels = [st.label for st in self.stages[i0:i1]]
+        self.stage_labels.update(starts[i0:i1], ends[i0:i1], labels, np.full(len(labels), 0.5), offset=i0)
+
+    @property
+    def stage_texts(self) -> list[pg.TextItem]:
+        """The stage labels on screen now."""
+        return [t for t in self.stage_labels.items if t.isVisible()]
 
     def set_occlusion(self, deltas: dict[str, np.ndarray]) -> None:
         """Score change of the predicted class per occlusion condition (negative: the part mattered)."""
@@ -406,14 +518,14 @@ class Timeline(QWidget):
         for i, (name, values) in enumerate(deltas.items()):
             v = np.asarray(values, dtype=np.float64)
             pen = pg.mkPen(_FALLBACK[i % len(_FALLBACK)], width=1.5)
-            self.occlusion_curves[name] = self.occlusion_plot.plot(np.arange(len(v), dtype=np.float64), v,
-                                                                   pen=pen, connect="finite", name=name)
+            self.occlusion_curves[name] = _per_pixel(self.occlusion_plot.plot(
+                np.arange(len(v), dtype=np.float64), v, pen=pen, connect="finite", name=name))
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """Reviewer annotation tiers, one row per tier (top row = first tier), coloured by verdict."""
         for item in self.tier_items:
             self.tier_plot.removeItem(item)
-        self.tier_items, self.tier_texts = [], []
+        self.tier_items = []
         self.tiers = {k: sorted(v, key=lambda s: s.start) for k, v in tiers.items()}
         n = max(len(self.tiers), 1)
         # Each tier keeps a readable row: the track grows with the tiers instead of squeezing them.
@@ -434,20 +546,21 @@ class Timeline(QWidget):
                                        brush=pg.mkBrush(fill), pen=pg.mkPen(colour))
                 self.tier_plot.addItem(bars)
                 self.tier_items.append(bars)
-            for s in segments:
-                text = pg.TextItem(s.label, color="#102030", anchor=(0, 0.5))
-                text.setPos(s.start - 0.5, y + 0.5)
-                self.tier_plot.addItem(text, ignoreBounds=True)
-                self.tier_items.append(text)
-                self.tier_texts.append((s, text))
+        order = [(s.start, s.end, s.label, n - i - 0.5) for i, segs in enumerate(self.tiers.values()) for s in segs]
+        order.sort(key=lambda r: r[0])
+        self._tier_arrays = (np.array([r[0] for r in order], np.int64), np.array([r[1] for r in order], np.int64),
+                             [r[2] for r in order], np.array([r[3] for r in order], np.float64))
         self._fit_tier_labels()
 
     def _fit_tier_labels(self) -> None:
         """A label shows only where it fits in its segment at this zoom; the tooltip always has it."""
-        (x0, x1) = self.tier_plot.vb.viewRange()[0]
-        px_per_frame = self.tier_plot.vb.width() / max(x1 - x0, 1e-9)
-        for seg, text in self.tier_texts:
-            text.setVisible((seg.end - seg.start) * px_per_frame >= 7 * len(seg.label) + 8)
+        starts, ends, labels, ys = self._tier_arrays
+        self.tier_labels.update(starts, ends, labels, ys)
+
+    @property
+    def tier_texts(self) -> list[pg.TextItem]:
+        """The annotation labels on screen now."""
+        return [t for t in self.tier_labels.items if t.isVisible()]
 
     def set_pending(self, start: int | None, end: int | None) -> None:
         """Show the marked in point (and out point, inclusive) on the annotation track; None hides it."""
@@ -495,7 +608,9 @@ class Timeline(QWidget):
             self.scores_plot.setXRange(self.current - 0.1 * width, self.current + 0.9 * width, padding=0)
 
     def stage_at(self, frame: float) -> Segment | None:
-        return next((s for s in self.stages if s.start - 0.5 <= frame < s.end - 0.5), None)
+        starts, ends, _ = self._stage_arrays
+        i = int(np.searchsorted(starts - 0.5, frame, side="right")) - 1
+        return self.stages[i] if 0 <= i < len(self.stages) and frame < ends[i] - 0.5 else None
 
     def _clamp(self, x: float) -> int:
         return int(min(max(round(x), 0), max(self.frame_count - 1, 0)))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -282,33 +283,122 @@ def spray_video(
     p = np.asarray(probs)
     if p.ndim != 2 or p.shape[1] != len(classes) or m.shape[0] != p.shape[0]:
         raise ValueError(f"need maps T×… and probs T×{len(classes)}; got {m.shape} and {p.shape}")
-    per_class_maps = m.ndim == 4
+    return spray_streamed(lambda a, b: m[a:b], p, classes, active, k_neighbors, max_clusters, max_side, min_frames,
+                          max_frames, seed, progress=progress, cancel=cancel)
+
+
+def spray_streamed(
+    read: Callable[[int, int], np.ndarray],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    active: str | float = "predicted",
+    k_neighbors: int = 10,
+    max_clusters: int = 10,
+    max_side: int = 32,
+    min_frames: int = 3,
+    max_frames: int = 2000,
+    seed: int = 0,
+    chunk: int = 4096,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+) -> SprayResult:
+    """`spray_video` with the maps read in chunks: ``read(start, end)`` returns frames [start, end)'s maps
+    (n×h×w or n×C×h×w). Memory is flat in video length: only the frames a class is clustered on (at most
+    ``max_frames`` per class) and one chunk are held; two passes over the maps (the clustered frames, then
+    every active frame's label and the clusters' mean maps). Same result as `spray_video` on the whole
+    array (labels, k, eigenvalues exactly; mean maps to float rounding)."""
+    p = np.asarray(probs)
+    T = p.shape[0]
+    if p.ndim != 2 or p.shape[1] != len(classes):
+        raise ValueError(f"need probs T×{len(classes)}; got {p.shape}")
     mask = active_mask(p, active)
-    result: dict[str, ClassClusters] = {}
-    per_class: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def class_rows(rows: np.ndarray, ci: int) -> np.ndarray:
+        return rows[:, ci] if rows.ndim == 4 else rows
+
+    # Which frames each class is clustered on: all its active frames, or an evenly strided subset.
+    plan: dict[str, tuple[int, np.ndarray, np.ndarray | None]] = {}
     for ci, cname in enumerate(classes):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        progress(ci, len(classes), f"SpRAy: {cname}")
         frames = np.flatnonzero(mask[:, ci])
-        class_maps = m[frames, ci] if per_class_maps else m[frames]
         if frames.size == 0:
             continue
-        if frames.size < min_frames:
-            labels, k, vals = np.zeros(frames.size, dtype=np.int64), 1, np.zeros(0)
+        pick = None if frames.size < min_frames else (
+            np.arange(frames.size) if frames.size <= max_frames
+            else np.linspace(0, frames.size - 1, max_frames).round().astype(np.int64))
+        plan[cname] = (ci, frames, pick)
+
+    # Pass 1: the clustered frames' maps, chunk by chunk.
+    picked = {c: [] for c, (_, _, pick) in plan.items() if pick is not None}
+    wanted = {c: plan[c][1][plan[c][2]] for c in picked}
+    for a in range(0, T, chunk):
+        b = min(T, a + chunk)
+        spans = {c: np.searchsorted(f, (a, b)) for c, f in wanted.items()}
+        if not any(j1 > j0 for j0, j1 in spans.values()):
+            continue
+        rows = np.asarray(read(a, b))
+        for c, (j0, j1) in spans.items():
+            if j1 > j0:
+                picked[c].append(class_rows(rows, plan[c][0])[wanted[c][j0:j1] - a])
+    clusters: dict[str, tuple[np.ndarray | None, int, np.ndarray, Any]] = {}
+    for i, (cname, (ci, frames, pick)) in enumerate(plan.items()):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        progress(i, len(classes), f"SpRAy: {cname}")
+        if pick is None:
+            clusters[cname] = (np.zeros(frames.size, dtype=np.int64), 1, np.zeros(0), None)
+            continue
+        feats = prepare_maps(np.concatenate(picked.pop(cname)), max_side)
+        if frames.size <= max_frames:
+            labels, k, vals = spectral_cluster(feats, k_neighbors, None, max_clusters, seed)
+            clusters[cname] = (labels, k, vals, None)
         else:
-            feats = prepare_maps(class_maps, max_side)
-            labels, k, vals = _cluster_maybe_subsampled(feats, k_neighbors, max_clusters, max_frames, seed)
-        full = np.full(p.shape[0], -1, dtype=np.int64)
+            sub_labels, k, vals = spectral_cluster(feats, k_neighbors, None, max_clusters, seed)
+            clusters[cname] = (None, k, vals, (NearestNeighbors(n_neighbors=1).fit(feats), sub_labels))
+
+    # Pass 2: every active frame's label (nearest clustered frame) and the sum of each cluster's maps.
+    labels_all = {c: (cl[0] if cl[0] is not None else np.empty(plan[c][1].size, np.int64)) for c, cl in clusters.items()}
+    sums: dict[str, dict[int, np.ndarray]] = {c: {} for c in plan}
+    counts: dict[str, dict[int, int]] = {c: {} for c in plan}
+    for a in range(0, T, chunk):
+        b = min(T, a + chunk)
+        spans = {c: np.searchsorted(plan[c][1], (a, b)) for c in plan}
+        if not any(j1 > j0 for j0, j1 in spans.values()):
+            continue
+        rows = np.asarray(read(a, b))
+        for c, (j0, j1) in spans.items():
+            if j1 <= j0:
+                continue
+            ci, frames, _ = plan[c]
+            cm = class_rows(rows, ci)[frames[j0:j1] - a]
+            lab = labels_all[c]
+            if clusters[c][3] is not None:
+                nn, sub_labels = clusters[c][3]
+                _, nearest = nn.kneighbors(prepare_maps(cm, max_side))
+                lab[j0:j1] = sub_labels[nearest[:, 0]]
+            for v in np.unique(lab[j0:j1]):
+                sel = cm[lab[j0:j1] == v].astype(np.float64)
+                sums[c][int(v)] = sums[c].get(int(v), 0.0) + sel.sum(axis=0)
+                counts[c][int(v)] = counts[c].get(int(v), 0) + len(sel)
+
+    result: dict[str, ClassClusters] = {}
+    per_class: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for cname, (ci, frames, _) in plan.items():
+        raw = labels_all[cname]
+        labels = relabel_by_first_appearance(raw) if clusters[cname][3] is not None else raw
+        _, k, vals, _ = clusters[cname]
+        # The relabelling is a permutation of the raw labels: carry the sums over with it.
+        order = {int(r): int(l) for r, l in zip(raw, labels, strict=True)} if raw.size else {}
+        means = {f"{cname.upper()}_{cluster_letter(order[r])}": sums[cname][r] / counts[cname][r]
+                 for r in sorted(sums[cname], key=lambda r: order[r])}
+        full = np.full(T, -1, dtype=np.int64)
         full[frames] = labels
         per_class[cname] = (mask[:, ci], full)
-        means = {f"{cname.upper()}_{cluster_letter(c)}": mm for c, mm in stage_mean_maps(class_maps, labels).items()}
         result[cname] = ClassClusters(frames, labels, k, vals, means)
         log.debug("SpRAy %s: %d active frames, k=%d", cname, frames.size, k)
     progress(len(classes), len(classes), "SpRAy done")
     if not per_class:  # no face anywhere: one NONE stage over the whole clip
-        descs = [(NONE,)] * p.shape[0]
-        stages = [Stage(0, p.shape[0], (NONE,))] if p.shape[0] else []
+        descs = [(NONE,)] * T
+        stages = [Stage(0, T, (NONE,))] if T else []
         return SprayResult(result, TemporalPrototypes(descs, stages))
     return SprayResult(result, temporal_prototypes(per_class))
 
