@@ -550,20 +550,23 @@ class FaceTracker:
         self.next_index = k + 1
         s = self.settings
         results: list[tuple[FaceResult, float | None]] | None = None
+        verify = False
         if self._tracks:
             self._since_detect += 1
             # Scheduled by frame index, not by a counter, so a resumed run rescans on the same frames.
             rescan = bool(s.rescan_every) and k % s.rescan_every == 0
+            verify = rescan
             if self._since_detect < s.detect_every and not rescan:
                 results = self._track_all(grey)
                 if results is None:
                     log.debug("tracking check failed; detecting on this frame")
+                    verify = True  # a jump: the track may now be on someone else's face
         else:
             self._since_search += 1
             if self._since_search < s.search_every:
                 return FaceResult.none()
         if results is None:
-            results = self._detect(frame, grey, k)
+            results = self._detect(frame, grey, k, verify)
         return self._output(results, k)
 
     def _output(self, results: list[tuple[FaceResult, float | None]], k: int) -> FaceResult:
@@ -582,7 +585,8 @@ class FaceTracker:
         out = dataclasses.replace(out, faces=faces)
         return out
 
-    def _detect(self, frame: np.ndarray, grey: np.ndarray, k: int) -> list[tuple[FaceResult, float | None]]:
+    def _detect(self, frame: np.ndarray, grey: np.ndarray, k: int,
+                verify: bool = False) -> list[tuple[FaceResult, float | None]]:
         s = self.settings
         self.n_detections += 1
         self._since_detect = 0
@@ -611,18 +615,23 @@ class FaceTracker:
         new = sorted((c for j, c in enumerate(cands) if j not in used), key=lambda c: -_area(c[0]))
         tracks: list[_Track] = []
         results: list[tuple[FaceResult, float | None]] = []
-        for t, (det_box, score) in kept:
+        fits = []
+        for t, (det_box, _score) in kept:
             # A face the detector confirms is refitted from its tracked box when that still overlaps well:
             # the fit does not then depend on which pass found the face (their boxes vary with the scale).
             # The tracked box is canonical already: no refitting iterations then (one predictor run, as
             # on a tracked frame).
             if _iou(t.box, det_box) >= 0.5:
-                box, lm = _fit(self._det.predictor, grey, t.box, iterations=0)
+                fits.append(_fit(self._det.predictor, grey, t.box, iterations=0))
             else:
-                box, lm = _fit(self._det.predictor, grey, det_box)
-            tracks.append(_Track.start(grey, box, lm, t.person))
+                fits.append(_fit(self._det.predictor, grey, det_box))
+        persons = [t.person for t, _ in kept]
+        if verify and s.describe and kept and len(kept) + len(new) >= 2:
+            persons = self._verify(frame, fits, persons)
+        for (t, (_det_box, score)), (box, lm), person in zip(kept, fits, persons, strict=True):
+            tracks.append(_Track.start(grey, box, lm, person))
             results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
-                                       t.person), score))
+                                       person), score))
         for det_box, score in new:
             box, lm = _fit(self._det.predictor, grey, det_box)
             d = face_descriptor(frame, box, lm) if s.describe else None
@@ -632,6 +641,32 @@ class FaceTracker:
                                        person), score))
         self._tracks = tracks
         return results
+
+    def _verify(self, frame: np.ndarray, fits: list[tuple[np.ndarray, np.ndarray]], persons: list[int]) -> list[int]:
+        """Who the tracked faces are, by descriptor, when several people are in the frame and a track may
+        have jumped (after a failed tracking check, and at rescans): the closest face-person pairs first,
+        so two tracks that swapped faces swap back; a face near nobody becomes a new person."""
+        people = self.people
+        descs = [face_descriptor(frame, box, lm) for box, lm in fits]
+        pairs = sorted((float(np.linalg.norm(people.sums[p] / people.counts[p] - d)), i, p)
+                       for i, d in enumerate(descs) for p in range(len(people)) if people.counts[p])
+        out: dict[int, int] = {}
+        taken: set[int] = set()
+        for dist, i, p in pairs:
+            if dist < people.threshold and i not in out and p not in taken:
+                out[i] = p
+                taken.add(p)
+        for i, d in enumerate(descs):
+            if i in out:
+                people.sums[out[i]] = people.sums[out[i]] + d
+                people.counts[out[i]] += 1
+            else:
+                out[i] = people.assign(d, taken)
+                taken.add(out[i])
+        changed = [(persons[i], out[i]) for i in range(len(descs)) if persons[i] != out[i]]
+        if changed:
+            log.debug("faces re-identified (old person, new person): %s", changed)
+        return [out[i] for i in range(len(descs))]
 
     def _track_all(self, grey: np.ndarray) -> list[tuple[FaceResult, float | None]] | None:
         out = []
