@@ -187,7 +187,7 @@ class FaceTrackerSettings:
     max_scale_change: float = 0.25  # relative box size change per frame before re-detecting
     min_face: int = 60  # smallest face the wide pass finds, eye-to-chin in frame pixels
     search_wide_every: int = 5  # while the cheap pass finds nothing, the wide pass runs every N frames
-    rescan_every: int = 50  # while faces are tracked, a wide pass every N frames finds other people (0: never)
+    rescan_every: int = 250  # while tracking, a wide pass every N frames (10 s at 25 fps) finds other people (0: never)
     describe: bool = True  # 128-d descriptors of new tracks, to tell people apart (off: every track a new person)
     same_person: float = 0.6  # descriptor distance below which two faces are one person (dlib's threshold)
 
@@ -434,21 +434,31 @@ class People:
         return (self.sums[p] / self.counts[p]).astype(np.float32) if self.counts[p] else None
 
     def assign(self, d: np.ndarray | None, taken: set[int]) -> int:
-        """The person of a new face with descriptor `d` (None: unknown, a new person)."""
+        """The person of a new face with descriptor `d` (None: not computed). A face near nobody's mean
+        descriptor goes to the first person not in `taken` who has no descriptor yet (one seen alone,
+        whose descriptor was never needed), else to a new person."""
         if d is not None:
             cands = [(float(np.linalg.norm(self.sums[p] / self.counts[p] - d)), p)
                      for p in range(len(self)) if self.counts[p] and p not in taken]
             cands = [c for c in cands if c[0] < self.threshold]
             if cands:
                 p = min(cands)[1]
-                self.sums[p] = self.sums[p] + d
-                self.counts[p] += 1
+                self.add(p, d)
                 return p
+        blank = [p for p in range(len(self)) if not self.counts[p] and p not in taken]
+        if blank:
+            if d is not None:
+                self.add(blank[0], d)
+            return blank[0]
         self.sums.append(np.zeros(128) if d is None else d.astype(np.float64))
         self.counts.append(0 if d is None else 1)
         self.frames.append(0)
         self.thumbs.append((-math.inf, -1, []))
         return len(self) - 1
+
+    def add(self, p: int, d: np.ndarray) -> None:
+        self.sums[p] = self.sums[p] + d
+        self.counts[p] += 1
 
     def seen(self, p: int, frame: int, score: float | None, box: np.ndarray) -> None:
         self.frames[p] += 1
@@ -512,7 +522,7 @@ class FaceTracker:
     def __init__(self, detect_every: int = 5, upsample: int = 0, min_confidence: float = 0.5, *,
                  max_side: int = 320, detect_threshold: float = 0.0, search_every: int = 1,
                  max_motion: float = 0.35, max_scale_change: float = 0.25, min_face: int = 60,
-                 search_wide_every: int = 5, rescan_every: int = 50, describe: bool = True,
+                 search_wide_every: int = 5, rescan_every: int = 250, describe: bool = True,
                  same_person: float = 0.6, follow: int | None = None, people: People | None = None) -> None:
         self.settings = FaceTrackerSettings(
             detect_every=detect_every, upsample=upsample, min_confidence=min_confidence,
@@ -625,8 +635,16 @@ class FaceTracker:
                 fits.append(_fit(self._det.predictor, grey, t.box, iterations=0))
             else:
                 fits.append(_fit(self._det.predictor, grey, det_box))
+        # Descriptors (~75 ms each) only where identity is in question: several faces in the frame, or
+        # people already told apart by descriptor. A face alone in a video is person 0 without one.
+        people = self.people
+        ambiguous = s.describe and (len(kept) + len(new) > 1 or any(people.counts))
+        if ambiguous:
+            for (t, _), (box, lm) in zip(kept, fits, strict=True):
+                if not people.counts[t.person]:
+                    people.add(t.person, face_descriptor(frame, box, lm))
         persons = [t.person for t, _ in kept]
-        if verify and s.describe and kept and len(kept) + len(new) >= 2:
+        if verify and ambiguous and kept and len(kept) + len(new) >= 2:
             persons = self._verify(frame, fits, persons)
         for (t, (_det_box, score)), (box, lm), person in zip(kept, fits, persons, strict=True):
             tracks.append(_Track.start(grey, box, lm, person))
@@ -634,8 +652,8 @@ class FaceTracker:
                                        person), score))
         for det_box, score in new:
             box, lm = _fit(self._det.predictor, grey, det_box)
-            d = face_descriptor(frame, box, lm) if s.describe else None
-            person = self.people.assign(d, {t.person for t in tracks})
+            d = face_descriptor(frame, box, lm) if ambiguous else None
+            person = people.assign(d, {t.person for t in tracks})
             tracks.append(_Track.start(grey, box, lm, person))
             results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
                                        person), score))
@@ -658,8 +676,7 @@ class FaceTracker:
                 taken.add(p)
         for i, d in enumerate(descs):
             if i in out:
-                people.sums[out[i]] = people.sums[out[i]] + d
-                people.counts[out[i]] += 1
+                people.add(out[i], d)
             else:
                 out[i] = people.assign(d, taken)
                 taken.add(out[i])
