@@ -13,7 +13,10 @@ landmarks inside the frame, size and motion); when the check fails the detector 
 so a face that leaves or a hard cut becomes ``found=False`` at once instead of sticking to the border.
 
 Every face is tracked, and each new track gets a person id from dlib's face-recognition ResNet (128-d
-descriptor, :class:`People`: within 0.6 of a person's mean descriptor is that person). ``process``
+descriptor, :class:`People`: within 0.6 of a person's mean descriptor is that person), computed only
+where identity is in question (several faces in the frame, or people already told apart), and again
+after a jump or at a rescan when several faces are in the frame, so a track that lands on someone
+else's face is given back to its person. A face alone in its video costs no descriptor. ``process``
 returns the face of the followed person (``follow``, or the person seen in most frames so far) with all
 faces of the frame in ``FaceResult.faces``; sessions keep every person's track (sessions.people).
 
