@@ -13,7 +13,10 @@ landmarks inside the frame, size and motion); when the check fails the detector 
 so a face that leaves or a hard cut becomes ``found=False`` at once instead of sticking to the border.
 
 Every face is tracked, and each new track gets a person id from dlib's face-recognition ResNet (128-d
-descriptor, :class:`People`: within 0.6 of a person's mean descriptor is that person). ``process``
+descriptor, :class:`People`: within 0.6 of a person's mean descriptor is that person), computed only
+where identity is in question (several faces in the frame, or people already told apart), and again
+after a jump or at a rescan when several faces are in the frame, so a track that lands on someone
+else's face is given back to its person. A face alone in its video costs no descriptor. ``process``
 returns the face of the followed person (``follow``, or the person seen in most frames so far) with all
 faces of the frame in ``FaceResult.faces``; sessions keep every person's track (sessions.people).
 
@@ -187,7 +190,7 @@ class FaceTrackerSettings:
     max_scale_change: float = 0.25  # relative box size change per frame before re-detecting
     min_face: int = 60  # smallest face the wide pass finds, eye-to-chin in frame pixels
     search_wide_every: int = 5  # while the cheap pass finds nothing, the wide pass runs every N frames
-    rescan_every: int = 50  # while faces are tracked, a wide pass every N frames finds other people (0: never)
+    rescan_every: int = 250  # while tracking, a wide pass every N frames (10 s at 25 fps) finds other people (0: never)
     describe: bool = True  # 128-d descriptors of new tracks, to tell people apart (off: every track a new person)
     same_person: float = 0.6  # descriptor distance below which two faces are one person (dlib's threshold)
 
@@ -434,21 +437,31 @@ class People:
         return (self.sums[p] / self.counts[p]).astype(np.float32) if self.counts[p] else None
 
     def assign(self, d: np.ndarray | None, taken: set[int]) -> int:
-        """The person of a new face with descriptor `d` (None: unknown, a new person)."""
+        """The person of a new face with descriptor `d` (None: not computed). A face near nobody's mean
+        descriptor goes to the first person not in `taken` who has no descriptor yet (one seen alone,
+        whose descriptor was never needed), else to a new person."""
         if d is not None:
             cands = [(float(np.linalg.norm(self.sums[p] / self.counts[p] - d)), p)
                      for p in range(len(self)) if self.counts[p] and p not in taken]
             cands = [c for c in cands if c[0] < self.threshold]
             if cands:
                 p = min(cands)[1]
-                self.sums[p] = self.sums[p] + d
-                self.counts[p] += 1
+                self.add(p, d)
                 return p
+        blank = [p for p in range(len(self)) if not self.counts[p] and p not in taken]
+        if blank:
+            if d is not None:
+                self.add(blank[0], d)
+            return blank[0]
         self.sums.append(np.zeros(128) if d is None else d.astype(np.float64))
         self.counts.append(0 if d is None else 1)
         self.frames.append(0)
         self.thumbs.append((-math.inf, -1, []))
         return len(self) - 1
+
+    def add(self, p: int, d: np.ndarray) -> None:
+        self.sums[p] = self.sums[p] + d
+        self.counts[p] += 1
 
     def seen(self, p: int, frame: int, score: float | None, box: np.ndarray) -> None:
         self.frames[p] += 1
@@ -512,7 +525,7 @@ class FaceTracker:
     def __init__(self, detect_every: int = 5, upsample: int = 0, min_confidence: float = 0.5, *,
                  max_side: int = 320, detect_threshold: float = 0.0, search_every: int = 1,
                  max_motion: float = 0.35, max_scale_change: float = 0.25, min_face: int = 60,
-                 search_wide_every: int = 5, rescan_every: int = 50, describe: bool = True,
+                 search_wide_every: int = 5, rescan_every: int = 250, describe: bool = True,
                  same_person: float = 0.6, follow: int | None = None, people: People | None = None) -> None:
         self.settings = FaceTrackerSettings(
             detect_every=detect_every, upsample=upsample, min_confidence=min_confidence,
@@ -550,20 +563,23 @@ class FaceTracker:
         self.next_index = k + 1
         s = self.settings
         results: list[tuple[FaceResult, float | None]] | None = None
+        verify = False
         if self._tracks:
             self._since_detect += 1
             # Scheduled by frame index, not by a counter, so a resumed run rescans on the same frames.
             rescan = bool(s.rescan_every) and k % s.rescan_every == 0
+            verify = rescan
             if self._since_detect < s.detect_every and not rescan:
                 results = self._track_all(grey)
                 if results is None:
                     log.debug("tracking check failed; detecting on this frame")
+                    verify = True  # a jump: the track may now be on someone else's face
         else:
             self._since_search += 1
             if self._since_search < s.search_every:
                 return FaceResult.none()
         if results is None:
-            results = self._detect(frame, grey, k)
+            results = self._detect(frame, grey, k, verify)
         return self._output(results, k)
 
     def _output(self, results: list[tuple[FaceResult, float | None]], k: int) -> FaceResult:
@@ -582,7 +598,8 @@ class FaceTracker:
         out = dataclasses.replace(out, faces=faces)
         return out
 
-    def _detect(self, frame: np.ndarray, grey: np.ndarray, k: int) -> list[tuple[FaceResult, float | None]]:
+    def _detect(self, frame: np.ndarray, grey: np.ndarray, k: int,
+                verify: bool = False) -> list[tuple[FaceResult, float | None]]:
         s = self.settings
         self.n_detections += 1
         self._since_detect = 0
@@ -611,27 +628,65 @@ class FaceTracker:
         new = sorted((c for j, c in enumerate(cands) if j not in used), key=lambda c: -_area(c[0]))
         tracks: list[_Track] = []
         results: list[tuple[FaceResult, float | None]] = []
-        for t, (det_box, score) in kept:
+        fits = []
+        for t, (det_box, _score) in kept:
             # A face the detector confirms is refitted from its tracked box when that still overlaps well:
             # the fit does not then depend on which pass found the face (their boxes vary with the scale).
             # The tracked box is canonical already: no refitting iterations then (one predictor run, as
             # on a tracked frame).
             if _iou(t.box, det_box) >= 0.5:
-                box, lm = _fit(self._det.predictor, grey, t.box, iterations=0)
+                fits.append(_fit(self._det.predictor, grey, t.box, iterations=0))
             else:
-                box, lm = _fit(self._det.predictor, grey, det_box)
-            tracks.append(_Track.start(grey, box, lm, t.person))
+                fits.append(_fit(self._det.predictor, grey, det_box))
+        # Descriptors (~75 ms each) only where identity is in question: several faces in the frame, or
+        # people already told apart by descriptor. A face alone in a video is person 0 without one.
+        people = self.people
+        ambiguous = s.describe and (len(kept) + len(new) > 1 or any(people.counts))
+        if ambiguous:
+            for (t, _), (box, lm) in zip(kept, fits, strict=True):
+                if not people.counts[t.person]:
+                    people.add(t.person, face_descriptor(frame, box, lm))
+        persons = [t.person for t, _ in kept]
+        if verify and ambiguous and kept and len(kept) + len(new) >= 2:
+            persons = self._verify(frame, fits, persons)
+        for (t, (_det_box, score)), (box, lm), person in zip(kept, fits, persons, strict=True):
+            tracks.append(_Track.start(grey, box, lm, person))
             results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
-                                       t.person), score))
+                                       person), score))
         for det_box, score in new:
             box, lm = _fit(self._det.predictor, grey, det_box)
-            d = face_descriptor(frame, box, lm) if s.describe else None
-            person = self.people.assign(d, {t.person for t in tracks})
+            d = face_descriptor(frame, box, lm) if ambiguous else None
+            person = people.assign(d, {t.person for t in tracks})
             tracks.append(_Track.start(grey, box, lm, person))
             results.append((FaceResult(True, _face_box(box, lm), lm, _score_to_confidence(score), 0, True,
                                        person), score))
         self._tracks = tracks
         return results
+
+    def _verify(self, frame: np.ndarray, fits: list[tuple[np.ndarray, np.ndarray]], persons: list[int]) -> list[int]:
+        """Who the tracked faces are, by descriptor, when several people are in the frame and a track may
+        have jumped (after a failed tracking check, and at rescans): the closest face-person pairs first,
+        so two tracks that swapped faces swap back; a face near nobody becomes a new person."""
+        people = self.people
+        descs = [face_descriptor(frame, box, lm) for box, lm in fits]
+        pairs = sorted((float(np.linalg.norm(people.sums[p] / people.counts[p] - d)), i, p)
+                       for i, d in enumerate(descs) for p in range(len(people)) if people.counts[p])
+        out: dict[int, int] = {}
+        taken: set[int] = set()
+        for dist, i, p in pairs:
+            if dist < people.threshold and i not in out and p not in taken:
+                out[i] = p
+                taken.add(p)
+        for i, d in enumerate(descs):
+            if i in out:
+                people.add(out[i], d)
+            else:
+                out[i] = people.assign(d, taken)
+                taken.add(out[i])
+        changed = [(persons[i], out[i]) for i in range(len(descs)) if persons[i] != out[i]]
+        if changed:
+            log.debug("faces re-identified (old person, new person): %s", changed)
+        return [out[i] for i in range(len(descs))]
 
     def _track_all(self, grey: np.ndarray) -> list[tuple[FaceResult, float | None]] | None:
         out = []

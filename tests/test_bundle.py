@@ -257,8 +257,8 @@ def test_bundle_self_test_from_a_clean_environment(bundle: Path, resources: Path
     assert not (bundle / "_internal" / "torch" / "lib" / "libtorch_python.so").is_symlink()
     shipped = bundle / "_internal" / "resources"
     assert (shipped / DEMO).is_file(), "the demo clip is not in the bundle"
-    assert (bundle / "_internal" / "face_recognition_models" / "models" /
-            "shape_predictor_68_face_landmarks.dat").is_file()
+    for dat in ("shape_predictor_68_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat"):
+        assert (bundle / "_internal" / "face_recognition_models" / "models" / dat).is_file(), dat
 
     # The bundle's own resources/ (found through sys._MEIPASS): passes once the default model is shipped,
     # and otherwise names the very file inside the bundle that is missing.

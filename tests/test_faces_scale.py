@@ -248,3 +248,30 @@ def test_interrupted_two_people_ingest_resumes_to_the_same_tracks(tmp_path: Path
         for p in pa:
             np.testing.assert_array_equal(a.read(f"/people/tracks/{p.id}/landmarks"),
                                           b.read(f"/people/tracks/{p.id}/landmarks"))
+
+
+def test_people_keep_their_ids_when_they_swap_places(hap_clip: Path, edge_dir: Path) -> None:
+    """The two halves swap at frame 12 (a hard cut), the second person scaled and shifted so their face
+    lands where the first one's was: each track continues on the other person's face (the boxes
+    overlap). The followed person is re-identified by appearance, so it stays the same person, now on
+    the other side."""
+    left = frames_of(hap_clip, 24)
+    ref = FaceTracker().process(left[0])
+    assert ref.found and ref.box is not None
+    other = frames_of(edge_dir / "single_face.mp4", 24)
+    theirs = FaceTracker().process(other[0])
+    assert theirs.found and theirs.box is not None
+    scale = float((ref.box[2] - ref.box[0]) / (theirs.box[2] - theirs.box[0]))
+    c_ref, c_theirs = (ref.box[:2] + ref.box[2:]) / 2, (theirs.box[:2] + theirs.box[2:]) / 2
+    m = np.array([[scale, 0, c_ref[0] - scale * c_theirs[0]], [0, scale, c_ref[1] - scale * c_theirs[1]]])
+    right = [cv2.warpAffine(f, m, (480, 360), borderMode=cv2.BORDER_REPLICATE) for f in other]
+    frames = [np.concatenate([a, b] if k < 12 else [b, a], axis=1)
+              for k, (a, b) in enumerate(zip(left, right, strict=True))]
+    tracker = FaceTracker(follow=0)
+    side = []
+    for f in frames:
+        r = tracker.process(f)
+        assert r.found and r.box is not None and r.n_faces == 2
+        side.append("left" if (r.box[0] + r.box[2]) / 2 < 480 else "right")
+    assert len(tracker.people) == 2, "still two people after the swap"
+    assert len(set(side[:12])) == 1 and len(set(side[12:])) == 1 and side[0] != side[12], side

@@ -83,7 +83,8 @@ def check_libraries(names: tuple[str, ...] = LIBRARIES) -> list[str]:
 
 
 def check_resources() -> list[str]:
-    """The demo clip, the default model and the dlib landmark model, each named when missing."""
+    """The demo clip, the default model and the dlib landmark and face-recognition models, each named when
+    missing."""
     from engine.resources import default_model_dir, demo_clip
 
     problems = []
@@ -93,9 +94,10 @@ def check_resources() -> list[str]:
         except Exception as exc:  # noqa: BLE001 - ResourceError names the file
             problems.append(str(exc))
     try:
-        from engine.faces import landmark_model_path
+        from engine.faces import landmark_model_path, recognition_model_path
 
         landmark_model_path()
+        recognition_model_path()
     except Exception as exc:  # noqa: BLE001 - FaceModelError names the file; ImportError names the library
         problems.append(str(exc))
     return problems
