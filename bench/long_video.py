@@ -153,10 +153,14 @@ def child_analyse(video: str, out: str) -> None:
         while not stop.wait(0.5):
             samples.append((time.perf_counter() - t0, rss_mb(), phase[0]))
 
+    deciles: list[float] = []
+
     def progress(done: int, total: int, message: str) -> None:
         phase[0] = "finish" if message.lower().startswith(("spray", "ewma")) else "stream"
         if phase[0] == "stream":
             progress.frames = done  # type: ignore[attr-defined]
+            while total and done >= (len(deciles) + 1) * total / 10:
+                deciles.append(rss_mb())  # RSS after each tenth of the video: flat, or growing with it?
 
     threading.Thread(target=sample, daemon=True).start()
     t_start = time.perf_counter()
@@ -168,7 +172,7 @@ def child_analyse(video: str, out: str) -> None:
     print(json.dumps({"frames": getattr(progress, "frames", 0), "seconds": seconds,
                       "hwm_mb": rss_mb("VmHWM"),
                       "stream_rss_mb": [float(np.percentile(stream, q)) for q in (10, 50, 100)] if stream else [],
-                      "finish_rss_max_mb": max(finish) if finish else float("nan")}))
+                      "finish_rss_max_mb": max(finish) if finish else float("nan"), "deciles_mb": deciles}))
 
 
 def session_breakdown(path: Path) -> list[tuple[str, int]]:
@@ -207,6 +211,7 @@ def run_analyses(work: Path, segment: Path, lengths: list[float]) -> dict[float,
               f"RSS while streaming p10/p50/max {s[0]:.0f}/{s[1]:.0f}/{s[2]:.0f} MB, in the finish step "
               f"max {r['finish_rss_max_mb']:.0f} MB; session {r['size_mb']:.1f} MB "
               f"= {r['size_mb'] / r['hours']:.0f} MB per hour", flush=True)
+        print("  RSS after each tenth of the video: " + " ".join(f"{x:.0f}" for x in r["deciles_mb"]) + " MB")
         print("  largest datasets: " + ", ".join(f"{n} {b / 2**20 / r['hours']:.0f} MB/h" for n, b in r["breakdown"]))
     return results
 
@@ -362,46 +367,47 @@ def gui_bench(session: Path, seeks: int) -> dict:
             app.processEvents()
             time.sleep(0.005)
 
+    def series(frames, go) -> tuple[list[float], list[float]]:
+        """Wall time from the request to frame k and its overlays painted, and the GUI thread's CPU time in
+        it (what the window itself spends; the rest is waiting for the decode thread)."""
+        wall, cpu = [], []
+        for k in frames:
+            k = int(k)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            go(k)
+            drawn(k)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
+        return wall, cpu
+
+    def report(name: str, wall: list[float], cpu: list[float], targets: bool = True) -> None:
+        t = (TARGETS["seek_median"], TARGETS["seek_p95"]) if targets else (None, None)
+        print(f"{name:50s}{fmt(wall, *t)}")
+        print(f"{'  (GUI-thread CPU:':50s}{fmt(cpu, *t)})")
+
+    seek = w.timeline.seekRequested.emit
     rng = np.random.default_rng(0)
     settle(1.0)
-    far = []
-    for k in rng.integers(0, p.frame_count, max(5, seeks // 4)):
-        t0 = time.perf_counter()
-        w.timeline.seekRequested.emit(int(k))
-        drawn(int(k))
-        far.append(time.perf_counter() - t0)
-    print(f"seek anywhere (decode from the keyframe before it): {fmt(far)}")
+    far = series(rng.integers(0, p.frame_count, max(5, seeks // 4)), seek)
+    report("seek anywhere (decode from the keyframe before):", *far, targets=False)
     base = p.frame_count // 2
-    w.timeline.seekRequested.emit(base)
+    seek(base)
     drawn(base)
     settle(3.0)  # a reviewer's pause: the decoder caches the neighbourhood
-    near = []
-    for k in base + rng.integers(-30, 90, seeks):
-        k = int(k) if int(k) != p.current else int(k) + 1
-        t0 = time.perf_counter()
-        w.timeline.seekRequested.emit(k)
-        drawn(k)
-        near.append(time.perf_counter() - t0)
-    print(f"seek near the cursor (scrubbing, −1…+3 s):       {fmt(near, TARGETS['seek_median'], TARGETS['seek_p95'])}")
+    ks = [k if k != base else k + 1 for k in (base + rng.integers(-30, 90, seeks)).tolist()]
+    ks = [k for i, k in enumerate(ks) if i == 0 or k != ks[i - 1]]
+    near = series(ks, seek)
+    report("seek near the cursor (scrubbing, −1…+3 s):", *near)
     # Back and forth over the frames just shown (in the decoder's cache): the window's own share of a seek.
-    recent = list(range(p.current - 10, p.current + 1))
-    cached = []
-    for k in rng.permutation(recent * 3):
-        k = int(k) if int(k) != p.current else int(k) - 1
-        t0 = time.perf_counter()
-        w.timeline.seekRequested.emit(k)
-        drawn(k)
-        cached.append(time.perf_counter() - t0)
-    print(f"seek to a cached frame (just shown):              {fmt(cached, TARGETS['seek_median'], TARGETS['seek_p95'])}")
-    steps = []
-    for _ in range(40):
-        k = p.requested + 1
-        t0 = time.perf_counter()
-        p.step(1)
-        drawn(k)
-        steps.append(time.perf_counter() - t0)
-    print(f"step +1:                                          {fmt(steps, TARGETS['seek_median'], TARGETS['seek_p95'])}")
-    out.update(seek_far=stats(far), seek_near=stats(near), seek_cached=stats(cached), step=stats(steps))
+    recent = rng.permutation(list(range(p.current - 10, p.current)) * 3).tolist()
+    recent = [k for i, k in enumerate(recent) if k != ([p.current] + recent)[i]]
+    cached = series(recent, seek)
+    report("seek to a cached frame (just shown):", *cached)
+    start = p.requested
+    steps = series(range(start + 1, start + 41), lambda k: p.step(1))
+    report("step +1:", *steps)
+    out.update(seek_far=stats(far[0]), seek_near=stats(near[0]), seek_cached=stats(cached[0]), step=stats(steps[0]),
+               seek_near_cpu=stats(near[1]), step_cpu=stats(steps[1]))
 
     # α and zoom run wholly on the GUI thread: besides wall time, that thread's CPU time is what they cost
     # on an idle machine (a shared, loaded machine stretches wall time by the load).
@@ -410,12 +416,11 @@ def gui_bench(session: Path, seeks: int) -> dict:
     for v in (10, 25, 40, 55, 70, 85, 20, 35, 50, 65, 80, 30):
         t0, c0 = time.perf_counter(), time.thread_time()
         tl.alpha_slider.setValue(v)
-        tl.view.viewport().repaint()
-        app.processEvents()
+        app.processEvents()  # the event loop's paint of the changed curves
         alphas.append(time.perf_counter() - t0)
         alphas_cpu.append(time.thread_time() - c0)
-    print(f"α slider → curves redrawn:                        {fmt(alphas, None, TARGETS['alpha_p95'])}")
-    print(f"  (GUI-thread CPU:                                {fmt(alphas_cpu, None, TARGETS['alpha_p95'])})")
+    print(f"{'α slider → curves redrawn:':50s}{fmt(alphas, None, TARGETS['alpha_p95'])}")
+    print(f"{'  (GUI-thread CPU:':50s}{fmt(alphas_cpu, None, TARGETS['alpha_p95'])})")
     T = p.frame_count
     zooms, zooms_cpu = [], []
     spans = [T, T // 2, T // 10, 30 * 60 * 5, 30 * 60, 30 * 10, 300, 60]
@@ -423,12 +428,11 @@ def gui_bench(session: Path, seeks: int) -> dict:
         x0 = float(rng.integers(0, max(1, T - span)))
         t0, c0 = time.perf_counter(), time.thread_time()
         tl.scores_plot.setXRange(x0 - 0.5, x0 + span - 0.5, padding=0)
-        tl.view.viewport().repaint()
         app.processEvents()
         zooms.append(time.perf_counter() - t0)
         zooms_cpu.append(time.thread_time() - c0)
-    print(f"timeline zoom to a range → redrawn:               {fmt(zooms, None, TARGETS['zoom_p95'])}")
-    print(f"  (GUI-thread CPU:                                {fmt(zooms_cpu, None, TARGETS['zoom_p95'])})")
+    print(f"{'timeline zoom to a range → redrawn:':50s}{fmt(zooms, None, TARGETS['zoom_p95'])}")
+    print(f"{'  (GUI-thread CPU:':50s}{fmt(zooms_cpu, None, TARGETS['zoom_p95'])})")
     out.update(alpha=stats(alphas), zoom=stats(zooms), alpha_cpu=stats(alphas_cpu), zoom_cpu=stats(zooms_cpu))
 
     saves = []
@@ -437,7 +441,7 @@ def gui_bench(session: Path, seeks: int) -> dict:
         w.add_annotation_segment(f"bench {i}", 100 * i, 100 * i + 50)
         app.processEvents()
         saves.append(time.perf_counter() - t0)
-    print(f"annotation add + autosave:                        {fmt(saves)}")
+    print(f"{'annotation add + autosave:':50s}{fmt(saves)}")
     out["autosave"] = stats(saves)
     print(f"window RSS at the end: {rss_mb():.0f} MB (peak {rss_mb('VmHWM'):.0f} MB); "
           f"load average {os.getloadavg()[0]:.1f}")

@@ -18,6 +18,43 @@ log = logging.getLogger(__name__)
 NO_FACE = "no face"
 
 
+class EwmaSmoother:
+    """`ewma` for one score array at any number of α values: the frames that enter the recurrence are
+    found and gathered once, so moving the α slider over an hour of frames only reruns the filter."""
+
+    def __init__(self, scores: np.ndarray, valid: np.ndarray | None = None) -> None:
+        y = np.asarray(scores, dtype=np.float64)
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.ndim != 2:
+            raise ValueError(f"scores must be T×C, got shape {np.shape(scores)}")
+        t_len = y.shape[0]
+        ok = np.isfinite(y).all(axis=1)
+        if valid is not None:
+            valid = np.asarray(valid, dtype=bool)
+            if valid.shape != (t_len,):
+                raise ValueError(f"valid must have length {t_len}, got shape {valid.shape}")
+            ok &= valid
+        self.shape = y.shape
+        # Skipped frames carry the state, so the recurrence runs over the valid rows only: one lfilter
+        # call over the compacted rows, then a forward fill back onto the full timeline.
+        self._yv = y[ok]
+        pos = np.cumsum(ok) - 1
+        self._started = pos >= 0
+        self._pos = pos[self._started]
+
+    def __call__(self, alpha: float) -> np.ndarray:
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"EWMA alpha must be in (0, 1], got {alpha}")
+        out = np.full(self.shape, np.nan)
+        if self._yv.shape[0] == 0:
+            return out
+        zi = ((1.0 - alpha) * self._yv[0])[None, :]  # makes the first output equal y_1 exactly
+        smoothed, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], self._yv, axis=0, zi=zi)
+        out[self._started] = smoothed[self._pos]
+        return out
+
+
 def ewma(scores: np.ndarray, alpha: float, valid: np.ndarray | None = None) -> np.ndarray:
     """Exponentially weighted moving average over time of a T×C score array.
 
@@ -27,31 +64,7 @@ def ewma(scores: np.ndarray, alpha: float, valid: np.ndarray | None = None) -> n
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"EWMA alpha must be in (0, 1], got {alpha}")
-    y = np.asarray(scores, dtype=np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2:
-        raise ValueError(f"scores must be T×C, got shape {np.shape(scores)}")
-    t_len = y.shape[0]
-    ok = np.isfinite(y).all(axis=1)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != (t_len,):
-            raise ValueError(f"valid must have length {t_len}, got shape {valid.shape}")
-        ok &= valid
-    out = np.full_like(y, np.nan)
-    idx = np.flatnonzero(ok)
-    if idx.size == 0:
-        return out
-    # Skipped frames carry the state, so the recurrence runs over the valid rows only: one lfilter
-    # call over the compacted rows, then a forward fill back onto the full timeline.
-    yv = y[idx]
-    zi = ((1.0 - alpha) * yv[0])[None, :]  # makes the first output equal y_1 exactly
-    smoothed, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], yv, axis=0, zi=zi)
-    pos = np.cumsum(ok) - 1
-    started = pos >= 0
-    out[started] = smoothed[pos[started]]
-    return out
+    return EwmaSmoother(scores, valid)(alpha)
 
 
 def frame_predictions(smoothed: np.ndarray) -> np.ndarray:

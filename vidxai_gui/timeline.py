@@ -17,7 +17,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
 
-from engine.aggregate import ewma, video_decision
+from engine.aggregate import EwmaSmoother, video_decision
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,7 @@ class Timeline(QWidget):
         self.frames_done = 0
         self.valid = np.zeros(0, dtype=bool)
         self.smoothed = np.zeros((0, 0))
+        self._smoother: EwmaSmoother | None = None
         self.stages: list[Segment] = []
         self.tiers: dict[str, list[Segment]] = {}
         self.raw_curves: list[pg.PlotDataItem] = []
@@ -367,6 +368,7 @@ class Timeline(QWidget):
         self.classes = []
         self.probs = np.zeros((0, 0))
         self.smoothed = np.zeros((0, 0))
+        self._smoother = None
         self.valid = np.zeros(0, dtype=bool)
         self.decision_label.setText("No analysis yet — open a session or analyse the video with a model")
 
@@ -398,6 +400,7 @@ class Timeline(QWidget):
                 self.raw_curves.append(raw)
                 self.ewma_curves.append(smooth)
         self.probs = probs
+        self._smoother = None  # new (or grown) scores: gather the frames that enter the recurrence again
         self.frames_done = len(probs) if frames_done is None else int(frames_done)
         self.valid = (np.ones(len(probs), dtype=bool) if valid is None
                       else np.asarray(valid, dtype=bool)[: len(probs)])
@@ -429,7 +432,9 @@ class Timeline(QWidget):
     def _update_ewma(self) -> None:
         if not self.classes or len(self.probs) == 0:
             return
-        self.smoothed = ewma(self.probs, self.alpha, self.valid)
+        if self._smoother is None:
+            self._smoother = EwmaSmoother(self.probs, self.valid)  # once per set_scores, not per α
+        self.smoothed = self._smoother(self.alpha)
         x = np.arange(len(self.probs), dtype=np.float64)
         for i, curve in enumerate(self.ewma_curves):
             curve.setData(x, self.smoothed[:, i])
