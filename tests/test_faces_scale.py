@@ -275,3 +275,28 @@ def test_people_keep_their_ids_when_they_swap_places(hap_clip: Path, edge_dir: P
         side.append("left" if (r.box[0] + r.box[2]) / 2 < 480 else "right")
     assert len(tracker.people) == 2, "still two people after the swap"
     assert len(set(side[:12])) == 1 and len(set(side[12:])) == 1 and side[0] != side[12], side
+
+
+def test_frames_without_the_chosen_person_are_no_face(tmp_path: Path, hap_clip: Path, edge_dir: Path) -> None:
+    """The right-hand person leaves after frame 11 (their half goes to a blank wall): following them,
+    /faces has a face in frames 0-11 only, although someone is on screen throughout."""
+    from engine.pipeline import ingest
+
+    left = frames_of(hap_clip, 24)
+    right = [f[:, 52:532] if k < 12 else np.full_like(f[:, 52:532], 200)
+             for k, f in enumerate(frames_of(edge_dir / "single_face.mp4", 24))]
+    video = write_video(tmp_path / "leaves.mkv", [np.concatenate([a, b], 1) for a, b in zip(left, right, strict=True)],
+                        lossless=True)
+    out = ingest(video, tmp_path / "leaves.vxs")
+    with Session.open(out) as s:
+        found = people_store.people(s)
+        default = s.info()["person"]
+        frames = {p.id: p.frames for p in found}
+    leaver = min(frames, key=frames.get)
+    assert frames[leaver] == 12 and default != leaver, "the default is the person visible longest"
+    ingest(video, out, person=leaver)
+    with Session.open(out) as s:
+        track = s.faces()
+        assert s.info()["person"] == leaver
+    assert track.found[:12].all() and not track.found[12:].any()
+    assert (track.n_faces[12:] == 1).all(), "someone else is still there"
