@@ -3,8 +3,8 @@
 OpenFace's FeatureExtraction writes one row per frame with a header whose names follow ", " (a comma and a
 space), e.g. `frame, face_id, timestamp, confidence, success, ..., x_0, ..., x_67, y_0, ..., y_67, ...`.
 We write the columns we share with it, in its order and spelling, then our own (see SCHEMA.md, "OpenFace
-CSV"). Readers that load OpenFace files (py-feat, pandas with `skipinitialspace=True` or stripped column
-names, R's read.csv with strip.white) load ours the same way.
+CSV"). Readers that load OpenFace files (pandas with `skipinitialspace=True`, or with the column names
+stripped afterwards; R's read.csv with strip.white) load ours the same way.
 """
 
 from __future__ import annotations
