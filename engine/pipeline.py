@@ -264,6 +264,10 @@ def ingest_openface(video: str | Path, csv_path: str | Path, out_path: str | Pat
         if bad.size:
             raise OpenFaceError(f"{csv_path} has frame {int(bad[0]) + 1}, but {video} has frames 1..{T}: "
                                 "is it the OpenFace output of this video?")
+        off = np.abs(track.timestamp - np.asarray(reader.timestamps)[track.frame])
+        if off.size and np.nanmedian(off) > 0.5 / (reader.info.fps or 30.0):
+            log.warning("%s: OpenFace timestamps differ from %s's frame times by %.3f s (median); frames are "
+                        "matched by number", csv_path, video, float(np.nanmedian(off)))
         session = Session.create(out_path, video_record(reader), reader.timestamps, overwrite=True)
         try:
             ids = track.face_ids

@@ -1,8 +1,9 @@
 """The corpus table: one row per session, for a statistician's spreadsheet (`vidxai summary`).
 
-Columns: session, video, frames, duration_s, person, model, model_arch, model_sha256, alpha, decision,
-complete, then per class `mean_prob_<class>` (mean probability over scored frames) and `share_<class>`
-(fraction of scored frames whose top class it is), stages (SpRAy temporal-prototype stages), annotations,
+Columns: session, video, frames, duration_s, person, model, model_arch, model_backbone, model_sha256,
+model_path (the model's identity as the session recorded it), alpha, decision, complete, then per class
+`mean_prob_<class>` (mean probability over scored frames) and `share_<class>` (fraction of scored frames
+whose top class it is), stages (SpRAy temporal-prototype stages), annotations,
 agree, disagree, agreement_rate (agree / (agree + disagree); empty without verdicts), face_found_fraction.
 Classes are the union over the sessions, in order of first appearance; a class a session's model lacks
 is an empty cell. Written as CSV, or as a self-contained HTML table (every cell escaped).
@@ -22,8 +23,8 @@ import numpy as np
 from sessions.atomic import atomic_write
 from sessions.store import SUFFIX, WORK_SUFFIX, Session
 
-BASE_COLUMNS = ["session", "video", "frames", "duration_s", "person", "model", "model_arch", "model_sha256",
-                "alpha", "decision", "complete"]
+BASE_COLUMNS = ["session", "video", "frames", "duration_s", "person", "model", "model_arch", "model_backbone",
+                "model_sha256", "model_path", "alpha", "decision", "complete"]
 TAIL_COLUMNS = ["stages", "annotations", "agree", "disagree", "agreement_rate", "face_found_fraction"]
 
 
@@ -65,7 +66,8 @@ def session_row(session: Session) -> dict[str, object]:
         "session": str(session.path), "video": str(session.video.get("path", "")), "frames": T,
         "duration_s": round(float(session.video.get("duration", 0.0)), 3), "person": analysed_person(session),
         "model": info["model_name"] if info else None, "model_arch": model.get("arch"),
-        "model_sha256": info["model_sha256"] if info else None, "alpha": info["alpha"] if info else None,
+        "model_backbone": model.get("backbone"), "model_sha256": info["model_sha256"] if info else None,
+        "model_path": model.get("path"), "alpha": info["alpha"] if info else None,
         "decision": info["decision"] if info else "", "complete": bool(info and info["complete"]),
     }
     for i, c in enumerate(classes):
