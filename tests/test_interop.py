@@ -231,3 +231,36 @@ def test_summary_of_six_crema_sessions(crema_sessions: Path, tmp_path: Path) -> 
     page = (tmp_path / "table.html").read_text()
     assert page.count("<tr>") == 7 and "<script" not in page
 
+
+
+def test_multi_face_openface_csv_gives_people(tmp_path: Path, hap_clip: Path) -> None:
+    """A FaceLandmarkVidMulti-style CSV (several face_id per frame; OpenFace's own column spacing and
+    columns we do not use): each face_id is a person, the one seen longest is analysed."""
+    from engine.pipeline import ingest, landmark_box
+    from engine.video import open_video
+
+    with open_video(hap_clip) as r:
+        T, ts = r.frame_count, r.timestamps
+    rng = np.random.default_rng(1)
+    base = rng.uniform(100, 200, (68, 2))
+    lines = [", ".join(["frame", "face_id", "timestamp", "confidence", "success", "gaze_0_x"]
+                       + OPENFACE_COLUMNS[5:] + ["AU01_r"])]
+    for k in range(T):
+        for fid, shift, present in ((3, 0.0, k < 10), (7, 150.0, True)):
+            lm = base + [shift, 0] + k * 0.25
+            lines.append(", ".join([str(k + 1), str(fid), f"{ts[k]:.3f}", "0.9", "1" if present else "0", "0.1"]
+                                   + [f"{v:.3f}" for v in lm[:, 0]] + [f"{v:.3f}" for v in lm[:, 1]] + ["0.5"]))
+    multi = tmp_path / "multi.csv"
+    multi.write_text("\n".join(lines) + "\n")
+    out = ingest(hap_clip, tmp_path / "m.vxs", landmarks=multi)
+    with Session.open(out) as s:
+        info = s.info()
+        assert [(p["id"], p["frames"]) for p in info["people"]] == [(0, 10), (1, T)]
+        assert info["person"] == 1  # face_id 7, on screen longest
+        f = s.faces()
+        assert f.found.all() and (f.n_faces[:10] == 2).all() and (f.n_faces[10:] == 1).all()
+        np.testing.assert_allclose(f.landmarks[5], base + [150.0, 0] + 5 * 0.25, atol=0.001)
+        np.testing.assert_allclose(f.box[5], landmark_box(f.landmarks[5]), atol=1e-4)
+    out = ingest(hap_clip, tmp_path / "p0.vxs", landmarks=multi, person=0)
+    with Session.open(out) as s:
+        assert s.info()["person"] == 0 and s.faces().found.sum() == 10
