@@ -41,7 +41,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [BadInput, FileNotFoundError, IsADirectoryError, PermissionError]
     for mod, name in (("engine.video", "VideoError"), ("sessions.store", "SessionError"),
                       ("engine.checkpoint", "CheckpointError"), ("engine.data", "DataError"),
-                      ("engine.resources", "ResourceError")):
+                      ("engine.resources", "ResourceError"), ("sessions.openface", "OpenFaceError"),
+                      ("sessions.elan", "EafError")):
         err = getattr(sys.modules.get(mod), name, None)
         if err is not None:
             errors.append(err)
@@ -124,9 +125,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
             path = ingest(video, _out_path(video, args.out), progress=bar, cancel=cancel,
-                          detect_every=args.detect_every, person=args.person)
+                          detect_every=args.detect_every, person=args.person, landmarks=args.landmarks)
         print(path)
 
+    if args.landmarks and len(args.videos) > 1:
+        raise BadInput("--landmarks is the OpenFace CSV of one video: ingest one video at a time with it")
     return _batch(args.videos, "ingest", one)
 
 
@@ -176,19 +179,53 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sessions import Session
     from sessions import export as exp
+    from sessions.openface import export_openface
 
-    writers = {"csv": exp.export_csv, "json": exp.export_json, "eaf": exp.export_eaf}
+    writers = {"csv": exp.export_csv, "json": exp.export_json, "eaf": exp.export_eaf, "openface": export_openface}
+    suffix = {"openface": ".openface.csv"}.get(args.format, "." + args.format)
 
     def one(path: str, cancel: CancelToken) -> None:
-        out = Path(args.out) if args.out and len(args.sessions) == 1 else Path(path).with_suffix("." + args.format)
+        out = Path(args.out) if args.out and len(args.sessions) == 1 else Path(path).with_suffix(suffix)
         if args.out and len(args.sessions) > 1:
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            out = Path(args.out) / (Path(path).stem + "." + args.format)
+            out = Path(args.out) / (Path(path).stem + suffix)
         with Session.open(path) as s:
             writers[args.format](s, out)
         print(out)
 
     return _batch(args.sessions, "export", one)
+
+
+def cmd_import_annotations(args: argparse.Namespace) -> int:
+    from sessions import Session
+    from sessions.elan import import_eaf
+
+    def one(path: str, cancel: CancelToken) -> None:
+        with Session.open(args.session, writable=True) as s:
+            tiers, segments = import_eaf(s, path, author=args.author)
+        print(f"{path}: {segments} segment(s) added, {tiers} new tier(s), into {args.session}")
+
+    return _batch(args.files, "import-annotations", one)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from sessions import Session
+    from sessions.summary import session_paths, session_row, write_summary
+
+    paths = [str(p) for p in session_paths(args.sessions)]
+    if not paths:
+        raise BadInput(f"no .vxs sessions in {' '.join(args.sessions)}")
+    rows: list[dict] = []
+
+    def one(path: str, cancel: CancelToken) -> None:
+        with Session.open(path) as s:
+            rows.append(session_row(s))
+
+    code = _batch(paths, "summary", one)
+    if rows:
+        print(write_summary(rows, args.out))
+        print(f"{len(rows)} session(s)", file=sys.stderr)
+    return code
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -291,9 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("ingest", help="decode videos and track faces into session files")
-    s.add_argument("videos", nargs="+")
+    s.add_argument("videos", nargs="+", help="video files")
     s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
     s.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames (default 5)")
+    s.add_argument("--landmarks", default=None, metavar="FILE.csv",
+                   help="take the faces from this OpenFace 2.x CSV of the video (each face_id a person) "
+                        "instead of tracking them")
     s.add_argument("--person", type=int, default=None,
                    help="person to follow (ids from `vidxai info`; default: the one visible longest)")
     s.set_defaults(fn=cmd_ingest)
@@ -319,11 +359,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_info)
 
-    s = sub.add_parser("export", help="export a session as CSV (per frame), JSON (summary) or ELAN .eaf")
-    s.add_argument("sessions", nargs="+")
-    s.add_argument("--format", choices=("csv", "json", "eaf"), default="csv")
+    s = sub.add_parser("export", help="export a session as CSV (per frame), OpenFace-compatible CSV, JSON "
+                       "(summary) or ELAN .eaf")
+    s.add_argument("sessions", nargs="+", help="session files (.vxs)")
+    s.add_argument("--format", choices=("csv", "openface", "json", "eaf"), default="csv",
+                   help="csv: our per-frame columns; openface: OpenFace 2.x columns (frame, face_id, timestamp, "
+                        "confidence, success, x_0..y_67) then ours; json: summary; eaf: ELAN tiers")
     s.add_argument("--out", default=None, help="output file (one session) or folder (several)")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("import-annotations", help="add the tiers of ELAN .eaf files to a session's annotations "
+                       "(times snapped to the nearest frames)")
+    s.add_argument("session", help="session file (.vxs) to add the annotations to")
+    s.add_argument("files", nargs="+", help="ELAN .eaf files")
+    s.add_argument("--author", default="", help="author recorded on the imported segments "
+                   "(default: each tier's ELAN annotator)")
+    s.set_defaults(fn=cmd_import_annotations)
+
+    s = sub.add_parser("summary", help="one table row per session (decision, class means and time shares, "
+                       "stages, annotations, reviewer agreement, faces, model)")
+    s.add_argument("sessions", nargs="+", metavar="DIR_OR_SESSION",
+                   help="session files (.vxs) or folders searched for them")
+    s.add_argument("--out", required=True, help="table to write: .csv, or .html for a web page")
+    s.set_defaults(fn=cmd_summary)
 
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")

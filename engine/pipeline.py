@@ -192,12 +192,16 @@ class Committer:
 
 def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_progress,
            cancel: CancelToken | None = None, detect_every: int = 5, commit_every_s: float = 2.0,
-           on_chunk: Callable[[int, int], None] | None = None, person: int | None = None) -> Path:
+           on_chunk: Callable[[int, int], None] | None = None, person: int | None = None,
+           landmarks: str | Path | None = None) -> Path:
     """Decode a video and track every face into `out_path` (.vxs); resumes an interrupted ingest.
 
-    `/faces` gets the face of `person` (None: the person chosen before, else the one visible longest)."""
+    `/faces` gets the face of `person` (None: the person chosen before, else the one visible longest).
+    With `landmarks` (an OpenFace 2.x CSV of this video), faces are taken from it instead of tracked."""
     cancel = cancel or CancelToken()
     out_path = Path(out_path)
+    if landmarks is not None:
+        return ingest_openface(video, landmarks, out_path, progress, cancel, person)
     with open_video(video) as reader:
         session = open_or_create_session(reader, out_path)
         ok = False
@@ -232,6 +236,80 @@ def ingest(video: str | Path, out_path: str | Path, progress: ProgressFn = no_pr
                 session.close()
             if not ok:
                 log.info("ingest of %s stopped; %s keeps the frames done so far", video, out_path)
+    return out_path
+
+
+def landmark_box(landmarks: np.ndarray) -> np.ndarray:
+    """The face box our tracker reports for these 68 landmarks: the canonical box drawn from them, grown to
+    hold every landmark (engine.faces)."""
+    from engine.faces import _canonical_box, _face_box
+
+    return _face_box(_canonical_box(landmarks), landmarks)
+
+
+def ingest_openface(video: str | Path, csv_path: str | Path, out_path: str | Path,
+                    progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
+                    person: int | None = None) -> Path:
+    """Ingest with the faces of an OpenFace 2.x CSV (sessions.openface) instead of our tracker: each OpenFace
+    `face_id` becomes a person; OpenFace's 1-based `frame` k is our frame k-1; rows with `success` 0 are
+    frames without that face. The session is made anew (the CSV is the whole tracking)."""
+    from sessions.openface import OpenFaceError, read_openface
+
+    cancel = cancel or CancelToken()
+    out_path = Path(out_path)
+    track = read_openface(csv_path)
+    with open_video(video) as reader:
+        T = reader.frame_count
+        bad = track.frame[(track.frame < 0) | (track.frame >= T)]
+        if bad.size:
+            raise OpenFaceError(f"{csv_path} has frame {int(bad[0]) + 1}, but {video} has frames 1..{T}: "
+                                "is it the OpenFace output of this video?")
+        off = np.abs(track.timestamp - np.asarray(reader.timestamps)[track.frame])
+        if off.size and np.nanmedian(off) > 0.5 / (reader.info.fps or 30.0):
+            log.warning("%s: OpenFace timestamps differ from %s's frame times by %.3f s (median); frames are "
+                        "matched by number", csv_path, video, float(np.nanmedian(off)))
+        session = Session.create(out_path, video_record(reader), reader.timestamps, overwrite=True)
+        try:
+            ids = track.face_ids
+            pid = {f: i for i, f in enumerate(ids)}  # OpenFace face ids -> person ids 0, 1, ...
+            ok = track.success
+            faces: list[list[FaceResult]] = [[] for _ in range(T)]
+            best: dict[int, tuple[float, int, list[float]]] = {}
+            for r in np.flatnonzero(ok):
+                cancel.raise_if_cancelled()
+                k, p, lm = int(track.frame[r]), pid[int(track.face_id[r])], track.landmarks[r]
+                box = landmark_box(lm)
+                conf = float(track.confidence[r])
+                faces[k].append(FaceResult(True, box, lm, conf, 0, False, person=p))
+                if conf > best.get(p, (-1.0, -1, []))[0]:
+                    best[p] = (conf, k, [float(v) for v in box])
+            counts = np.bincount([pid[int(f)] for f in track.face_id[ok]], minlength=len(ids))
+            people = [{"id": p, "frames": int(counts[p]), "count": 0, "descriptor": None,
+                       "thumb_score": best[p][0] if p in best else None,
+                       "thumb_frame": best[p][1] if p in best else -1,
+                       "thumb_box": best[p][2] if p in best else [], "openface_face_id": f}
+                      for f, p in pid.items()]
+            for start in range(0, T, 256):
+                cancel.raise_if_cancelled()
+                results = []
+                for k in range(start, min(T, start + 256)):
+                    fs = faces[k]
+                    for f in fs:
+                        f.n_faces = len(fs)
+                    # /faces first holds the most confident face; `settle` then picks the person
+                    main = max(fs, key=lambda f: f.confidence) if fs else None
+                    results.append(FaceResult(True, main.box, main.landmarks, main.confidence, len(fs), False,
+                                              person=main.person, faces=fs) if main else FaceResult.none())
+                chunk = FaceChunk.from_results(start, results)
+                session.write_faces(chunk.start, chunk.found, chunk.box, chunk.landmarks, chunk.confidence,
+                                    chunk.n_faces, chunk.detected)
+                people_store.write_tracks(session, start, chunk.tracks, chunk.followed, people)
+                progress(min(T, start + 256), T, "faces from OpenFace")
+            people_store.settle(session, person)
+            session.set_attrs("/faces", landmarks_source=f"openface:{Path(csv_path).resolve()}")
+            session.commit()
+        finally:
+            session.close()
     return out_path
 
 

@@ -11,8 +11,9 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 BLOCK = 4096  # frames per read while streaming
 DECISION_TIER = "model decision"
 STAGE_TIER = "SpRAy stages"
+GENERATED_BY = "VidXAI"  # ANNOTATOR of the tiers we compute (decision, stages), not the reviewer's
+VIDXAI_PROPERTY = "vidxai_annotation_value"  # HEADER property: how reviewer values are written
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """Text XML 1.0 can hold (control characters dropped), so the file stays well-formed."""
+    return _XML_ILLEGAL.sub("", text)
 
 
 def _blocks(n: int) -> Iterator[slice]:
@@ -70,42 +79,57 @@ def _predicted(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return pred
 
 
-def export_csv(session: Session, path: str | os.PathLike[str]) -> Path:
-    """One row per frame: index, time_s, face, face_confidence, prob_<class>…, ewma_<class>…, stage
-    (SpRAy descriptor of the decided class), occlusion_delta_<condition>… (score of the predicted class
-    under the condition minus unoccluded; only when occlusion was run). Empty cell = no value."""
-    path = Path(path)
+def frame_columns(session: Session) -> tuple[list[str], Callable[[], Iterator[list[str]]]]:
+    """Our per-frame columns: prob_<class>…, ewma_<class>…, stage (SpRAy descriptor), and
+    occlusion_delta_<condition>… (score of the predicted class under the condition minus unoccluded; only
+    when occlusion was run). Returns (header, rows): `rows()` yields one list of cells per frame, streamed
+    in blocks; an empty cell = no value."""
     info = session.analysis_info()
     classes: list[str] = info["classes"] if info else []
     occ = session.occlusion(slice(0, 0)) if info else None
     conditions = occ[0] if occ else []
     _, stages = _stage_class(session)
-    header = (["index", "time_s", "face", "face_confidence"] + [f"prob_{c}" for c in classes]
-              + [f"ewma_{c}" for c in classes] + ["stage"] + [f"occlusion_delta_{c}" for c in conditions])
-    ts = session.timestamps
-    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
+    header = ([f"prob_{c}" for c in classes] + [f"ewma_{c}" for c in classes] + ["stage"]
+              + [f"occlusion_delta_{c}" for c in conditions])
+
+    def rows() -> Iterator[list[str]]:
         for sl in _blocks(session.frame_count):
-            faces = session.faces(sl)
             n = sl.stop - sl.start
             if info:
                 probs, ewma = session.read("probs", sl), session.read("ewma", sl)
-                valid = session.read("valid", sl)
-                pred = _predicted(probs, valid)
+                pred = _predicted(probs, session.read("valid", sl))
             occ_scores = session.read("occlusion/scores", sl) if conditions else None
             stage_text = _stage_labels(stages, sl)
             for j in range(n):
-                k = sl.start + j
-                row = [str(k), f"{ts[k]:.6f}", "1" if faces.found[j] else "0", _fmt(faces.confidence[j])]
-                if info:
-                    row += [_fmt(v) for v in probs[j]] + [_fmt(v) for v in ewma[j]]
+                row = [_fmt(v) for v in probs[j]] + [_fmt(v) for v in ewma[j]] if info else []
                 row.append(stage_text[j])
                 if occ_scores is not None:
                     p = pred[j]
                     row += ([_fmt(occ_scores[j, c, p] - probs[j, p]) for c in range(len(conditions))]
                             if p >= 0 else [""] * len(conditions))
-                w.writerow(row)
+                yield row
+
+    return header, rows
+
+
+def export_csv(session: Session, path: str | os.PathLike[str]) -> Path:
+    """One row per frame: index, time_s, face, face_confidence, then `frame_columns`: prob_<class>…,
+    ewma_<class>…, stage (SpRAy descriptor of the decided class), occlusion_delta_<condition>…
+    Empty cell = no value."""
+    path = Path(path)
+    ours, rows = frame_columns(session)
+    header = ["index", "time_s", "face", "face_confidence"] + ours
+    ts = session.timestamps
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        cells = rows()
+        for sl in _blocks(session.frame_count):
+            faces = session.faces(sl)
+            for j in range(sl.stop - sl.start):
+                k = sl.start + j
+                w.writerow([str(k), f"{ts[k]:.6f}", "1" if faces.found[j] else "0", _fmt(faces.confidence[j])]
+                           + next(cells))
     log.info("exported %s", path)
     return path
 
@@ -225,8 +249,8 @@ def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "")
     T = session.frame_count
     end_of_video = float(ts[-1] + 1.0 / session.fps) if T else 0.0
 
-    def ms(frame: int) -> int:
-        return round(1000.0 * float(ts[frame] if frame < T else end_of_video))
+    def ms(frame: int) -> int:  # EAF time values are non-negative integers
+        return max(0, round(1000.0 * float(ts[frame] if frame < T else end_of_video)))
 
     root = ET.Element("ANNOTATION_DOCUMENT", {
         "AUTHOR": author, "DATE": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -235,10 +259,11 @@ def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "")
         "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd",
     })
     header = ET.SubElement(root, "HEADER", MEDIA_FILE="", TIME_UNITS="milliseconds")
-    video = Path(str(session.video.get("path", "")))
-    media = {"MEDIA_URL": video.resolve().as_uri() if str(video) else "",
+    raw = str(session.video.get("path", "") or "")
+    video = Path(raw)
+    media = {"MEDIA_URL": video.resolve().as_uri() if raw else "",
              "MIME_TYPE": mimetypes.guess_type(video.name)[0] or "video/*"}
-    if str(video):
+    if raw:
         try:
             rel = Path(os.path.relpath(video.resolve(), path.resolve().parent)).as_posix()
             media["RELATIVE_MEDIA_URL"] = rel if rel.startswith("..") else "./" + rel
@@ -246,7 +271,7 @@ def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "")
             pass  # another drive on Windows: only the absolute URL
     ET.SubElement(header, "MEDIA_DESCRIPTOR", media)
     slots = _TimeSlots()
-    tiers: list[tuple[str, list[tuple[int, int, str]]]] = []
+    tiers: list[tuple[str, list[tuple[int, int, str]], str]] = []
     ann = session.annotations()
     for tier in ann.tiers:
         items = []
@@ -257,17 +282,29 @@ def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "")
             if s.note:
                 value = f"{value}: {s.note}"
             items.append((s.start_frame, max(s.end_frame, s.start_frame + 1), value))
-        tiers.append((tier.name, items))
+        tiers.append((tier.name, items, ""))
+    taken = {t.name for t in ann.tiers}
+
+    def generated(name: str) -> str:  # tier ids must be unique (EAFv3.0 tierNameKey)
+        out, n = name, 1
+        while out in taken:
+            n += 1
+            out = f"{name} ({n})"
+        taken.add(out)
+        return out
+
     info = session.analysis_info()
     if info and info["frames_done"]:
-        tiers.append((DECISION_TIER, _decision_runs(session, info["classes"])))
+        tiers.append((generated(DECISION_TIER), _decision_runs(session, info["classes"]), GENERATED_BY))
     cls, stages = _stage_class(session)
     if stages:
-        tiers.append((STAGE_TIER, [(st.start, st.end, st.descriptor) for st in stages]))
+        tiers.append((generated(STAGE_TIER), [(st.start, st.end, st.descriptor) for st in stages], GENERATED_BY))
     n_ann = 0
     tier_elems = []
-    for name, items in tiers:
-        te = ET.Element("TIER", LINGUISTIC_TYPE_REF="default-lt", TIER_ID=name)
+    for name, items, annotator in tiers:
+        te = ET.Element("TIER", LINGUISTIC_TYPE_REF="default-lt", TIER_ID=_xml_text(name))
+        if annotator:
+            te.set("ANNOTATOR", annotator)  # our own tiers: `import_eaf` leaves them out
         for start, end, value in items:
             t0, t1 = ms(min(start, T)), ms(min(end, T))
             if t1 <= t0:
@@ -275,9 +312,10 @@ def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "")
             n_ann += 1
             a = ET.SubElement(ET.SubElement(te, "ANNOTATION"), "ALIGNABLE_ANNOTATION",
                               ANNOTATION_ID=f"a{n_ann}", TIME_SLOT_REF1=slots.ref(t0), TIME_SLOT_REF2=slots.ref(t1))
-            ET.SubElement(a, "ANNOTATION_VALUE").text = value
+            ET.SubElement(a, "ANNOTATION_VALUE").text = _xml_text(value)
         tier_elems.append(te)
     ET.SubElement(header, "PROPERTY", NAME="lastUsedAnnotationId").text = str(n_ann)
+    ET.SubElement(header, "PROPERTY", NAME=VIDXAI_PROPERTY).text = "[verdict] label: note"
     root.append(slots.element())
     root.extend(tier_elems)
     ET.SubElement(root, "LINGUISTIC_TYPE", GRAPHIC_REFERENCES="false", LINGUISTIC_TYPE_ID="default-lt",

@@ -54,7 +54,7 @@ def test_info_refuses_a_garbage_session_in_one_line(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1  # one bad input, one line (a batch adds its summary)
 
 
-def test_info_and_export_do_not_load_torch_or_qt(tmp_path: Path, crema_clips: list[Path]) -> None:
+def test_info_export_summary_do_not_load_torch_or_qt(tmp_path: Path, crema_clips: list[Path]) -> None:
     """Reading and exporting a session on a server must start in a blink: no torch, no Qt, no cv2/dlib —
     also when the command reports a bad file (the error types are gathered without importing torch)."""
     out = tmp_path / "out"
@@ -66,7 +66,11 @@ def test_info_and_export_do_not_load_torch_or_qt(tmp_path: Path, crema_clips: li
             f"a = cli.main(['info', {str(session)!r}]);"
             f"b = cli.main(['export', {str(session)!r}, '--format', 'csv', '--out', {str(tmp_path / 'x.csv')!r}]);"
             f"c = cli.main(['info', {str(garbage)!r}]);"
-            "print('RESULT', a, b, c, [m for m in ('torch', 'PySide6', 'cv2', 'dlib') if m in sys.modules])")
+            f"d = cli.main(['summary', {str(out)!r}, '--out', {str(tmp_path / 't.csv')!r}]);"
+            f"e = cli.main(['export', {str(session)!r}, '--format', 'openface', '--out', {str(tmp_path / 'o.csv')!r}]);"
+            "print('RESULT', a, b, c, d, e, [m for m in ('torch', 'PySide6', 'cv2', 'dlib') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert "RESULT 0 0 2 []" in r.stdout, r.stdout + r.stderr
+    assert "RESULT 0 0 2 0 0 []" in r.stdout, r.stdout + r.stderr
     assert (tmp_path / "x.csv").stat().st_size > 0
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 2  # header and the one session
+    assert (tmp_path / "o.csv").read_text().startswith("frame, face_id, timestamp, confidence, success, x_0")

@@ -314,3 +314,33 @@ def shoot(w: MainWindow, qtbot, artifacts_dir: Path, name: str) -> None:
     w.docks["annotations"].raise_()
     qtbot.wait(250)
     save_screenshot(w, artifacts_dir / f"gui_{name}_1280x800.png")
+
+
+def test_import_annotations_from_elan(window: MainWindow, qtbot, session: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """File ▸ Import annotations…: the file dialog, then the same import as `vidxai import-annotations`."""
+    pympi = pytest.importorskip("pympi")
+    from PySide6.QtWidgets import QFileDialog
+
+    open_session(qtbot, window, session)
+    assert window.import_annotations_action.isEnabled()
+    with Session.open(session) as s:
+        ms = np.round(s.timestamps * 1000).astype(int)
+    eaf = pympi.Elan.Eaf()
+    eaf.add_tier("elan coding")
+    eaf.add_annotation("elan coding", int(ms[5]) + 3, int(ms[9]) - 4, "brow raise")
+    coded = tmp_path / "coded.eaf"
+    eaf.to_file(str(coded))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(coded), "*.eaf"))
+    window.import_annotations_action.trigger()
+    assert shown(window) == [("elan coding", 5, 9, "brow raise")]
+    assert [(s.tier, s.start_frame, s.end_frame, s.label) for s in saved_segments(qtbot, window, session)] == \
+        [("elan coding", 5, 9, "brow raise")]
+    bad = tmp_path / "notes.eaf"
+    bad.write_text("just some notes")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), "*.eaf"))
+    window.import_annotations_action.trigger()
+    box = window.last_error
+    assert box.windowTitle() == "Import failed" and "notes.eaf is not an ELAN file" in box.text()
+    assert "\n" not in box.text()
+    assert shown(window) == [("elan coding", 5, 9, "brow raise")]  # nothing changed

@@ -261,6 +261,9 @@ class MainWindow(QMainWindow):
             self._action(exp, "ELAN (.eaf)…", lambda: self.export("eaf")),
             self._action(exp, "JSON summary…", lambda: self.export("json")),
         ]
+        self.import_annotations_action = self._action(
+            m, "Import annotations…", self.import_annotations,
+            tip="Add the tiers of an ELAN .eaf file to this session's annotations (snapped to frames)")
         m.addSeparator()
         self._action(m, "Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -316,6 +319,7 @@ class MainWindow(QMainWindow):
         self.save_action.setEnabled(has_session and not busy)
         for action in self.export_actions:
             action.setEnabled(has_session and not busy)
+        self.import_annotations_action.setEnabled(has_session and self.data is not None and not busy)
         self.annotation_panel.setEnabled(has_session and not busy)
         annotatable = self.data is not None and not busy
         for action in (self.mark_in_action, self.mark_out_action, self.annotate_action):
@@ -1200,6 +1204,37 @@ class MainWindow(QMainWindow):
         worker.error.connect(lambda msg, tb: self.show_error("Export failed", msg,
                                                              "Choose another folder or file name.", tb))
         return worker
+
+    def import_annotations(self) -> None:
+        if self.session_path is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import annotations", str(self.session_path.parent),
+                                              "ELAN files (*.eaf);;All files (*)")
+        if path:
+            self.import_annotations_from(Path(path))
+
+    def import_annotations_from(self, source: Path) -> bool:
+        """Add an ELAN file's tiers to the session (sessions.elan.import_eaf, as `vidxai import-annotations`)
+        and show them; a bad file gets an error dialog with its one-line reason."""
+        if self.data is None or self.session_path is None or self.analysis_worker is not None:
+            return False
+        import sessions
+        from sessions.elan import import_eaf
+
+        self.autosaver.wait()  # the reviewer's last edit is in the file before the import adds to it
+        try:
+            with sessions.Session.open(self.session_path, writable=True) as s:
+                tiers, segments = import_eaf(s, source, author=os.environ.get("USER", ""))
+                ann = s.annotations()
+        except (OSError, ValueError, sessions.SessionError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.show_error("Import failed", msg if str(source) in msg else f"{source}: {msg}",
+                            "Choose an ELAN .eaf file.")
+            return False
+        self.data.annotations = ann
+        self._show_annotations()  # a new annotation list: shown, with a fresh undo history
+        self.statusBar().showMessage(f"Imported {segments} segment(s), {tiers} new tier(s) from {source.name}", 5000)
+        return True
 
     # ------------------------------------------------------------------------------------ events
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
