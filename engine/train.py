@@ -43,6 +43,7 @@ from engine.data import (
     prepare,
 )
 from engine.data.dataset import AugmentConfig
+from engine.data.provenance import relative_source
 from engine.jobs import Cancelled, CancelToken, ProgressFn, no_progress
 from engine.models import (
     FrameModel,
@@ -53,6 +54,8 @@ from engine.models import (
     ProtoPNetLossWeights,
     build_model,
     from_input,
+    null_input_loss,
+    null_inputs,
     protopnet_loss,
     provenance_to_json,
     push_prototypes,
@@ -107,6 +110,14 @@ class TrainConfig:
     clst: float = 0.8
     sep: float = 0.08
     l1: float = 1e-4
+    # Push only onto feature cells whose receptive-field centre is inside the source face's landmark
+    # hull (docs/EXPLANATIONS.md §4), so no prototype encodes a border or background patch.
+    push_on_face: bool = True
+    # Featureless inputs (flat at the normalisation mean, heavily blurred, noise) carry no class signal:
+    # weight of CE(uniform) + a hinge keeping their prototype similarities below the real faces' top
+    # similarity (batch median) minus null_margin. 0 switches it off. docs/EXPLANATIONS.md §5.
+    null_weight: float = 0.5
+    null_margin: float = 1.0
 
     # plain CNN (also PatchSAE's backbone pre-training)
     lr_cnn: float = 1e-3
@@ -568,6 +579,11 @@ class _Trainer:
                             "sep": terms["sep"],
                             "l1": terms["l1"],
                         }
+                        if cfg.null_weight > 0:
+                            null = null_input_loss(self.model, out, null_inputs(x), cfg.null_margin)
+                            loss = loss + cfg.null_weight * null
+                            logged["loss"] = loss
+                            logged["null"] = null
                     else:
                         logits = net(x)
                         loss = F.cross_entropy(logits, y)
@@ -611,19 +627,33 @@ class _Trainer:
             self.batches_done = base + d
             self.progress(self.batches_done, total, m)
 
+        allowed = None
+        if self.cfg.push_on_face:
+            from engine.explain.onface import face_cells, input_landmarks
+
+            rf, pre = self.model.receptive_field, self.spec.preprocess
+
+            def allowed(src: Any, image: np.ndarray, h: int, w: int) -> np.ndarray:
+                return face_cells(input_landmarks(src, image, pre), rf, h, w)
+
         prov = push_prototypes(
             self.model,
             self._ordered_batches(self.data.train, bs),
             prog,
             self.cancel,
             total=math.ceil(len(self.data.train) / bs),
+            allowed=allowed,
         )
         after = self.accuracy(self.data.val)
+        root = (self.data.summary.get("corpus") or {}).get("root")
+        for p in prov:
+            p["source"] = relative_source(p.get("source"), root)
         self.provenance = provenance_to_json(prov)
         self.crops = {p["prototype"]: p["crop"] for p in prov if p.get("crop") is not None}
         rec = {
             "val_acc_before_push": before,
             "val_acc_after_push": after,
+            "on_face": None if allowed is None else int(sum(bool(p.get("on_allowed")) for p in prov)),
             "mean_push_distance": float(np.mean([p["distance"] for p in prov if "distance" in p] or [0.0])),
         }
         self.push_history.append({"epoch": step.epoch, **rec})

@@ -9,6 +9,8 @@ from engine.models.patchsae import LatentReferences, PatchSAEModel, SparseAutoen
 from engine.models.protopnet import (
     ProtoPNet,
     ProtoPNetLossWeights,
+    null_input_loss,
+    null_inputs,
     percentile_box,
     protopnet_loss,
     provenance_to_json,
@@ -19,7 +21,7 @@ from engine.models.spec import ARCHS, BACKBONES, ModelSpec, from_input, to_input
 __all__ = [
     "ARCHS", "BACKBONES", "Backbone", "CNNClassifier", "FrameModel", "LatentReferences", "ModelSpec",
     "PatchSAEModel", "ProtoPNet", "ProtoPNetLossWeights", "ReceptiveField", "SparseAutoencoder",
-    "build_backbone", "build_model", "from_input", "percentile_box", "protopnet_loss", "provenance_to_json",
+    "build_backbone", "build_model", "from_input", "null_input_loss", "null_inputs", "percentile_box", "protopnet_loss", "provenance_to_json",
     "push_prototypes", "sae_loss", "to_input",
 ]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,32 @@ def protopnet_loss(model: ProtoPNet, out: Mapping[str, torch.Tensor], y: torch.T
     return {"ce": ce, "clst": clst, "sep": sep, "l1": l1, "total": total}
 
 
+def null_inputs(x: torch.Tensor) -> torch.Tensor:
+    """Featureless versions of a normalised batch (docs/EXPLANATIONS.md §5): one flat image at the
+    normalisation mean (0, the occlusion fill), and up to three each of heavy blurs (box filter a third
+    of the side, twice) and of noise, ≈ N/8 + 1 images in all."""
+    n, c, s, _ = x.shape
+    m = max(1, min(3, n // 16))
+    k = max(3, (s // 3) | 1)
+    b = x[:m]
+    for _ in range(2):
+        b = F.avg_pool2d(b, k, stride=1, padding=k // 2, count_include_pad=False)
+    return torch.cat([x.new_zeros(1, c, s, s), b, torch.randn(m, c, s, s, device=x.device, dtype=x.dtype)])
+
+
+def null_input_loss(model: ProtoPNet, out: Mapping[str, torch.Tensor], x_null: torch.Tensor,
+                    margin: float = 1.0) -> torch.Tensor:
+    """Featureless inputs carry no class signal: CE against the uniform distribution (minus its
+    minimum, log C) plus a hinge on each null input's top prototype similarity above
+    (median over the real batch of its top similarity) − margin. ``out`` is the real batch's output."""
+    o = model.forward_train(x_null)
+    logp = F.log_softmax(o["logits"].float(), 1)
+    ce_uniform = -logp.mean(1).mean() - math.log(logp.shape[1])
+    real_top = similarity(out["min_distances"].detach()).max(1).values.median()
+    null_top = similarity(o["min_distances"]).max(1).values
+    return ce_uniform + F.relu(null_top - (real_top - margin)).mean()
+
+
 def percentile_box(sim_map: torch.Tensor | np.ndarray, input_size: int,
                    percentile: float = 95.0) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """Bicubically upsample an h×w similarity map to the input and box the pixels at or above the
@@ -128,10 +155,18 @@ def percentile_box(sim_map: torch.Tensor | np.ndarray, input_size: int,
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), up
 
 
+PositionMask = Callable[[Any, np.ndarray, int, int], np.ndarray]
+
+
 def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[Any]]],
                     progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
-                    total: int | None = None) -> list[dict[str, Any]]:
+                    total: int | None = None, allowed: PositionMask | None = None) -> list[dict[str, Any]]:
     """Project every prototype onto the nearest training feature vector of its own class.
+
+    ``allowed(id, image, h, w)`` → h×w bool restricts the positions a prototype may be pushed onto
+    (e.g. :func:`engine.explain.onface.face_cells`: on the face). It is asked only about images that
+    could improve some prototype, so its cost stays small. A prototype that finds no allowed position
+    anywhere falls back to its nearest position of any kind (``"on_allowed": False`` in its record).
 
     ``batches`` yields (x normalised N×C×S×S, y N, ids: one JSON-able id per image, e.g.
     ``{"source": path, "frame": k}``). Prototypes are replaced only after the whole pass, so a cancelled
@@ -145,6 +180,9 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
     best_d = torch.full((k,), float("inf"))
     best_z = model.prototype_vectors.detach().clone()
     best: list[dict[str, Any] | None] = [None] * k
+    # Nearest position of any kind, the fallback for prototypes with no allowed position.
+    any_d = torch.full((k,), float("inf"))
+    any_best: list[tuple[torch.Tensor, dict[str, Any]] | None] = [None] * k
     if total is None and hasattr(batches, "__len__"):
         total = len(batches)  # type: ignore[arg-type]
     was_training = model.training
@@ -162,10 +200,30 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
                 # Mask images of other classes so each prototype only sees its own class.
                 own = classes.unsqueeze(0) == y.unsqueeze(1)  # N×K
                 dm = d.masked_fill(~own[:, :, None, None], float("inf"))
+                images = None
+                if allowed is not None:
+                    # Fallback bookkeeping: the nearest position regardless of the mask.
+                    vals, idx = dm.permute(1, 0, 2, 3).reshape(k, -1).min(1)
+                    for j in torch.nonzero(vals.cpu() < any_d).flatten().tolist():
+                        i, pos = divmod(int(idx[j]), h * w)
+                        any_d[j] = vals[j].cpu()
+                        images = from_input(x, model.spec) if images is None else images
+                        any_best[j] = (z[i, :, pos // w, pos % w].view(-1, 1, 1).clone(),
+                                       {"id": ids[i], "position": (pos // w, pos % w), "distances": d[i, j].cpu(),
+                                        "image": images[i].copy()})
+                    # Only images that could beat some prototype's best allowed distance are asked.
+                    per_img = dm.flatten(2).min(-1).values.cpu()  # N×K
+                    ask = torch.nonzero((per_img < best_d.unsqueeze(0)).any(1)).flatten().tolist()
+                    mask = torch.zeros(d.shape[0], h, w, dtype=torch.bool)
+                    if ask:
+                        images = from_input(x, model.spec) if images is None else images
+                    for i in ask:
+                        mask[i] = torch.as_tensor(np.asarray(allowed(ids[i], images[i], h, w), dtype=bool))
+                    dm = dm.masked_fill(~mask[:, None].to(dm.device), float("inf"))
                 flat = dm.permute(1, 0, 2, 3).reshape(k, -1)  # K×(N·h·w)
                 vals, idx = flat.min(1)
                 improved = torch.nonzero(vals.cpu() < best_d).flatten().tolist()
-                if improved:
+                if improved and images is None:
                     images = from_input(x, model.spec)
                 for j in improved:
                     i, pos = divmod(int(idx[j]), h * w)
@@ -177,6 +235,13 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
                 progress(bi + 1, total or 0, "pushing prototypes")
     finally:
         model.train(was_training)
+    on_allowed = [b is not None for b in best]
+    if allowed is not None:
+        for j in range(k):
+            if best[j] is None and any_best[j] is not None:
+                log.warning("push: prototype %d found no allowed position; nearest position used", j)
+                best_z[j], best[j] = any_best[j]
+                best_d[j] = any_d[j]
     with torch.no_grad():
         model.prototype_vectors.copy_(best_z)
     rf = model.receptive_field
@@ -200,6 +265,7 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
             "source": b["id"],
             "distance": float(best_d[j]),
             "position": [ph, pw],
+            **({} if allowed is None else {"on_allowed": on_allowed[j]}),
             "rf_box": list(rf.box(ph, pw, size)),
             "act_box": [x0, y0, x1, y1],
             "similarity_map": sim,
