@@ -280,6 +280,10 @@ def test_plan_follows_methods_schedule() -> None:
     sae = plan(TrainConfig(arch="patchsae", epochs=2, sae_epochs=3, head_epochs=1))
     assert [s.kind for s in sae] == ["cnn", "cnn", "sae", "sae", "sae", "head", "refs"]
     assert TrainConfig().last_layer_lr == 1e-3
+    repush = plan(TrainConfig(arch="protopnet", epochs=0, init_checkpoint="m", last_layer_epochs=2))
+    assert [s.kind for s in repush] == ["push", "last", "last"]
+    with pytest.raises(ValueError, match="init_checkpoint"):
+        TrainConfig(arch="protopnet", epochs=0)
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:
