@@ -23,7 +23,10 @@ from engine.preprocess import InputMapping, PreprocessConfig, Preprocessed, prep
 
 log = logging.getLogger(__name__)
 
-POST_HOC = ("lrp", "gradcam", "ig")
+POST_HOC = ("lrp", "gradcam", "ig", "gxi", "prp")   # prp: ProtoPNet only
+# Which evidence map (engine.explain.evidence, docs/EXPLANATIONS.md) is a model's "intrinsic" map: the most
+# faithful of the candidates measured by bench/explain_quality.py.
+INTRINSIC_MAP = {"protopnet": "proto-argmax-g1", "patchsae": "latent-sum"}
 TOP_LATENTS = 16
 
 
@@ -54,24 +57,23 @@ def condense(model: FrameModel, out: dict[str, torch.Tensor]) -> dict[str, np.nd
     """Per-frame intrinsic arrays for a batch of `model.explain` output.
 
     Always `maps` (N×h×w): the evidence for the predicted class over the feature grid, non-negative —
-    ProtoPNet: Σ_j max(W_ĉj, 0)·sim_map_j; PatchSAE: Σ_j max(W_ĉj, 0)·f_j; CNN: the class activation
-    map (exact for global-average-pool + linear). Plus the model's own terms: ProtoPNet's similarities
-    and similarity maps, PatchSAE's top latents (index, value g_j, map f_j).
+    ProtoPNet: INTRINSIC_MAP's evidence map (each prototype's W_ĉj·s_j at its best cell, spread by a
+    Gaussian of one cell; docs/EXPLANATIONS.md §1); PatchSAE: Σ_j max(W_ĉj, 0)·f_j; CNN: the class
+    activation map (exact for global-average-pool + linear). Plus the model's own terms: ProtoPNet's
+    similarities and similarity maps, PatchSAE's top latents (index, value g_j, map f_j).
     """
     logits = out["logits"]
     pred = logits.argmax(1)
     arch = model.spec.arch
     res: dict[str, np.ndarray] = {}
     if arch == "protopnet":
-        w = model.last_layer.weight.clamp_min(0)[pred]                      # N×K
         sim_maps = out["sim_maps"]
-        res["maps"] = torch.einsum("nk,nkhw->nhw", w, sim_maps).cpu().numpy()
+        res["maps"] = _intrinsic_maps()[INTRINSIC_MAP["protopnet"]](model, out, pred)
         res["similarities"] = out["similarities"].cpu().numpy()
         res["sim_maps"] = sim_maps.cpu().numpy()
     elif arch == "patchsae":
-        w = model.head.weight.clamp_min(0)[pred]                              # N×L
         lm = out["latent_maps"]
-        res["maps"] = torch.einsum("nl,nlhw->nhw", w, lm).cpu().numpy()
+        res["maps"] = _intrinsic_maps()[INTRINSIC_MAP["patchsae"]](model, out, pred)
         k = min(TOP_LATENTS, out["latents"].shape[1])
         vals, idx = out["latents"].topk(k, dim=1)
         res["top_latents"] = idx.to(torch.int32).cpu().numpy()
@@ -81,6 +83,19 @@ def condense(model: FrameModel, out: dict[str, torch.Tensor]) -> dict[str, np.nd
         w = model.head.weight[pred]                                           # N×F
         res["maps"] = torch.einsum("nf,nfhw->nhw", w, out["features"]).clamp_min(0).cpu().numpy()
     return res
+
+
+def _argmax_g1(model: FrameModel, out: dict[str, torch.Tensor], target: torch.Tensor) -> np.ndarray:
+    from engine.explain import evidence
+
+    return evidence.proto_argmax(model, out, target, spread=1.0)
+
+
+def _intrinsic_maps() -> dict:
+    from engine.explain import evidence
+
+    return {"proto-sum": evidence.proto_sum, "proto-argmax": evidence.proto_argmax, "proto-argmax-g1": _argmax_g1,
+            "latent-sum": evidence.latent_sum, "latent-signed": evidence.latent_signed}
 
 
 def head_weights(model: FrameModel) -> tuple[np.ndarray, np.ndarray | None]:

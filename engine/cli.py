@@ -302,13 +302,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             summary["command"] = "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""
             print(f"recorded as evaluations[{name!r}] in {record_in_model_json(args.model, 'evaluations', name, summary)}")
         if args.occlusion:
-            from engine.faithfulness import occlusion_evaluate, write_occlusion_report
+            from engine.checkpoint import read_checkpoint_json
+            from engine.faithfulness import (
+                methods_for,
+                occlusion_evaluate,
+                record_faithfulness,
+                write_occlusion_report,
+            )
 
             with progress_bar("occlusion") as bar:
                 rep = occlusion_evaluate(args.model, data, split=args.split, limit=args.limit or 700,
-                                         seed=args.seed, device=args.device, progress=bar, cancel=cancel)
+                                         seed=args.seed, methods=methods_for(read_checkpoint_json(args.model)["spec"]["arch"]),
+                                         device=args.device, progress=bar, cancel=cancel)
             write_occlusion_report(rep, out)
             print(rep.summary())
+            if args.record:
+                name = f"{Path(data).name}:{args.split}:{args.limit or 700}:seed{args.seed}"
+                where = record_faithfulness(args.model, name, rep, "vidxai " + " ".join(sys.argv[1:]))
+                print(f"recorded every method's Δ as faithfulness[{name!r}] in {where}")
         print(f"report: {out}")
 
     return _batch([args.data], "evaluate", one)

@@ -39,6 +39,7 @@ class OcclusionReport:
     n: int
     accuracy: float                                   # unoccluded
     patch: int
+    fill: float | str = "mean"
     curves: dict[str, dict[str, list]] = field(default_factory=dict)      # method → fractions/morf/lerf/delta
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)   # condition → accuracy, confusion
     skipped_no_landmarks: int = 0
@@ -76,14 +77,50 @@ def _face_of(picture: np.ndarray, is_frame: bool):
     return detect_single(picture) if is_frame else face_from_crop_image(picture)
 
 
+# Explanation methods per architecture (docs/EXPLANATIONS.md): "intrinsic" is what the analysis stores
+# as the model's own map (engine.analyzer.condense); the others are the candidates it was chosen from.
+INTRINSIC_VARIANTS = {
+    "protopnet": ("proto-sum", "proto-argmax", "proto-argmax-g1"),
+    "patchsae": ("latent-sum", "latent-signed"),
+    "cnn": (),
+}
+
+
+def methods_for(arch: str) -> tuple[str, ...]:
+    """Every explanation method `vidxai evaluate --occlusion` measures for a model of this architecture."""
+    post = ("gxi", "prp", "lrp", "gradcam", "ig") if arch == "protopnet" else ("gxi", "lrp", "gradcam", "ig")
+    return ("intrinsic", *INTRINSIC_VARIANTS.get(arch, ()), *post)
+
+
+def method_maps(analyzer: FrameAnalyzer, method: str, images: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """One explanation method's maps for a batch of model-input images, for classes ``target``:
+    N×h×w (feature grid) or N×S×S (input pixels)."""
+    import torch
+
+    from engine.explain import evidence
+    from engine.pipeline import _post_hoc
+
+    if method == "intrinsic":
+        return analyzer.run(images)[2]["maps"]
+    arch = analyzer.spec.arch
+    if method in INTRINSIC_VARIANTS.get(arch, ()):
+        fn = {"proto-sum": evidence.proto_sum, "latent-sum": evidence.latent_sum,
+              "latent-signed": evidence.latent_signed, "proto-argmax": evidence.proto_argmax}
+        with torch.no_grad():
+            out = analyzer.model.explain(analyzer.tensor(images))
+            if method == "proto-argmax-g1":
+                return evidence.proto_argmax(analyzer.model, out, target, spread=1.0)
+            return fn[method](analyzer.model, out, target)
+    return _post_hoc(method, analyzer, images, target, 16)
+
+
 def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | str | Path, split: str = "test",
                        limit: int | None = 700, seed: int = 0,
                        methods: tuple[str, ...] = ("intrinsic", "lrp", "gradcam"),
                        fractions: tuple[float, ...] = tuple(DEFAULT_FRACTIONS), patch: int = 8,
                        device: str = "cpu", progress: ProgressFn = no_progress,
-                       cancel: CancelToken | None = None) -> OcclusionReport:
-    from engine.pipeline import _post_hoc
-
+                       cancel: CancelToken | None = None, fill: float | str = "mean",
+                       parts: bool = True) -> OcclusionReport:
     analyzer = FrameAnalyzer(model_dir, device=device)
     prepared = data if isinstance(data, PreparedData) else prepare(
         data if isinstance(data, DataConfig) else DataConfig(path=str(data)), analyzer.spec.preprocess)
@@ -108,12 +145,14 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
         for s in range(0, len(images), bs):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            if method == "intrinsic":
-                maps.append(analyzer.run(images[s:s + bs])[2]["maps"])
-            else:
-                maps.append(_post_hoc(method, analyzer, images[s:s + bs], pred[s:s + bs], 16))
+            maps.append(method_maps(analyzer, method, images[s:s + bs], pred[s:s + bs]))
         heat = np.concatenate(maps).astype(np.float32)
-        rep.curves[method] = faithfulness_curves(analyzer.model, x, labels, heat, fractions, patch, cancel=cancel)
+        rep.curves[method] = faithfulness_curves(analyzer.model, x, labels, heat, fractions, patch, fill=fill,
+                                                 cancel=cancel)
+    rep.fill = fill
+    if not parts:
+        progress(len(idx), len(idx), "occlusion done")
+        return rep
 
     # Facial parts need each sample's landmarks, found again on the picture it was cropped from.
     per_cond = {c: analyzer.config(occlude=parts) for c, parts in OCCLUSION_CONDITIONS.items()}
@@ -146,6 +185,37 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
                              "confusion": confusion(y, cp, len(analyzer.classes)).tolist()}
     progress(len(idx), len(idx), "occlusion done")
     return rep
+
+
+FAITHFULNESS_KEY = "faithfulness"        # model.json metadata section written by `evaluate --occlusion --record`
+PREFERRED_RECORD = "fer2013:test:700:seed0"
+
+
+def record_faithfulness(model_dir: str | Path, name: str, rep: OcclusionReport, command: str = "") -> Path:
+    """Store every method's curves and mean Δ under metadata.faithfulness[name] in model.json."""
+    from engine.checkpoint import record_in_model_json
+
+    methods = {m: {"mean_delta": float(np.mean(c["delta"][1:])) if len(c["delta"]) > 1 else 0.0, **c}
+               for m, c in rep.curves.items()}
+    value = {"n": rep.n, "split": rep.split, "accuracy": rep.accuracy, "patch": rep.patch, "fill": rep.fill,
+             "methods": methods, "command": command}
+    return record_in_model_json(model_dir, FAITHFULNESS_KEY, name, value)
+
+
+def recorded_deltas(doc: dict[str, Any], name: str | None = None) -> dict[str, float]:
+    """Method → recorded mean Δ from a model.json document (``read_checkpoint_json``): the record
+    ``name``, else the FER2013 700-subset one, else the first; {} when nothing was recorded."""
+    recs = (doc.get("metadata") or {}).get(FAITHFULNESS_KEY) or {}
+    if not recs:
+        return {}
+    rec = recs.get(name or PREFERRED_RECORD) or recs.get(PREFERRED_RECORD) or next(iter(recs.values()))
+    return {m: float(v["mean_delta"]) for m, v in (rec.get("methods") or {}).items()}
+
+
+def most_faithful(deltas: dict[str, float], available: list[str] | tuple[str, ...]) -> str | None:
+    """The available method with the largest recorded Δ (None when none of them was measured)."""
+    have = [m for m in available if m in deltas]
+    return max(have, key=lambda m: deltas[m]) if have else None
 
 
 def write_occlusion_report(rep: OcclusionReport, out_dir: str | Path) -> dict[str, Path]:

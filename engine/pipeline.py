@@ -365,6 +365,16 @@ def _post_hoc(method: str, analyzer: FrameAnalyzer, images: np.ndarray, target: 
         return explain.gradcam(analyzer.model, x, tgt, analyzer.model.target_layer())
     if method == "ig":
         return explain.integrated_gradients(analyzer.model, x, tgt, steps=ig_steps)[0]
+    if method == "gxi":
+        from engine.explain.evidence import gradient_x_input
+
+        return gradient_x_input(analyzer.model, x, tgt)
+    if method == "prp":
+        if analyzer.spec.arch != "protopnet":
+            raise ValueError(f"prp explains ProtoPNets only; this model is a {analyzer.spec.arch}")
+        from engine.explain.prp import prp
+
+        return prp(analyzer.model, x, tgt)
     raise ValueError(method)
 
 

@@ -43,6 +43,7 @@ from engine.data import (
     prepare,
 )
 from engine.data.dataset import AugmentConfig
+from engine.data.provenance import relative_source
 from engine.jobs import Cancelled, CancelToken, ProgressFn, no_progress
 from engine.models import (
     FrameModel,
@@ -53,10 +54,13 @@ from engine.models import (
     ProtoPNetLossWeights,
     build_model,
     from_input,
+    null_input_loss,
+    null_inputs,
     protopnet_loss,
     provenance_to_json,
     push_prototypes,
     sae_loss,
+    similarity,
     to_input,
 )
 
@@ -107,6 +111,20 @@ class TrainConfig:
     clst: float = 0.8
     sep: float = 0.08
     l1: float = 1e-4
+    # Push only onto feature cells whose receptive-field centre is inside the source face's landmark
+    # hull (docs/EXPLANATIONS.md §4), so no prototype encodes a border or background patch.
+    push_on_face: bool = True
+    # Featureless inputs (flat at the normalisation mean, heavily blurred, noise) carry no class signal:
+    # weight of CE(uniform) + a hinge keeping their prototype similarities below the real faces' top
+    # similarity (batch median) minus null_margin. 0 switches it off. docs/EXPLANATIONS.md §5.
+    null_weight: float = 0.5
+    null_margin: float = 1.0
+    # Start from this ProtoPNet checkpoint (every weight); with epochs=0 the run is its push and
+    # last-layer epochs only: re-pushing a trained model under the restrictions above.
+    init_checkpoint: str | None = None
+    # Last-layer epochs on the similarities of the un-augmented training images, computed once per push
+    # (the rest of the network is frozen then, so only augmentation is lost; ~10x quicker on a CPU).
+    last_layer_cached: bool = False
 
     # plain CNN (also PatchSAE's backbone pre-training)
     lr_cnn: float = 1e-3
@@ -141,8 +159,10 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if min(self.epochs, self.batch_size, self.sae_batch_size) < 1:
-            raise ValueError("epochs and batch sizes must be at least 1")
+        if min(self.epochs, self.batch_size, self.sae_batch_size) < 1 and not (
+                self.epochs == 0 and self.arch == "protopnet" and self.init_checkpoint):
+            raise ValueError("epochs and batch sizes must be at least 1 (epochs may be 0 only for a "
+                             "ProtoPNet started from init_checkpoint: push and last layer only)")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +199,8 @@ def plan(cfg: TrainConfig) -> list[Step]:
     steps: list[Step] = []
     if cfg.arch == "cnn":
         return [Step("cnn", e) for e in range(cfg.epochs)]
+    if cfg.arch == "protopnet" and cfg.epochs == 0:
+        return [Step("push", 0)] + [Step("last", 0, i) for i in range(cfg.last_layer_epochs)]
     if cfg.arch == "protopnet":
         n_last = 0
         joint = 0
@@ -318,6 +340,14 @@ class _Trainer:
         if cfg.backbone_checkpoint is not None:
             # A trained backbone (e.g. a CNN trained on the same faces) instead of ImageNet weights.
             self._load_backbone(cfg.backbone_checkpoint)
+        if cfg.init_checkpoint is not None:
+            src, _ = load_checkpoint(cfg.init_checkpoint, "cpu")
+            if src.spec.arch != self.spec.arch or src.spec.backbone != self.spec.backbone or \
+                    src.spec.preprocess != self.spec.preprocess or list(src.spec.classes) != list(self.spec.classes):
+                raise ValueError(f"{cfg.init_checkpoint}: a {src.spec.arch}/{src.spec.backbone} model for "
+                                 f"{src.spec.classes}; it must match the configured model to start from it")
+            self.model.load_state_dict(src.state_dict())
+        self._sim_cache: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
         if cfg.arch == "patchsae" and cfg.backbone_checkpoint is None:
             cnn_spec = dataclasses.replace(self.spec, arch="cnn")
             self.cnn = build_model(cnn_spec).to(self.device)
@@ -509,8 +539,67 @@ class _Trainer:
         return float(correct.item()) / len(cache)
 
     # -- one epoch of gradient steps --
+    def _last_cached(self, step: Step, total: int) -> dict[str, Any]:
+        """A last-layer epoch on cached similarities (``last_layer_cached``): CE + l1 on the weights to
+        other classes, + null_weight · CE(uniform) on featureless inputs' similarities."""
+        cfg, m = self.cfg, self.model
+        assert isinstance(m, ProtoPNet)
+        t0 = time.perf_counter()
+        if self._sim_cache is None:
+            sims, nulls, labels = [], [], []
+            m.eval()
+            with torch.no_grad():
+                for x, y, _ids in self._ordered_batches(self.data.train, max(cfg.batch_size, 64)):
+                    if self.cancel is not None:
+                        self.cancel.raise_if_cancelled()
+                    sims.append(similarity(m.forward_train(x)["min_distances"]).float())
+                    labels.append(y)
+                    if cfg.null_weight > 0:
+                        nulls.append(similarity(m.forward_train(null_inputs(x))["min_distances"]).float())
+                    self.progress(self.batches_done, total, "last layer: similarities of the training images")
+            self._sim_cache = (torch.cat(sims), torch.cat(nulls) if nulls else None, torch.cat(labels))
+        sims_all, null_all, y_all = self._sim_cache
+        self._trainable("last")
+        opt = self._optimizer(step)
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + self.done)
+        perm = torch.randperm(len(y_all), generator=gen)
+        other = 1 - m.prototype_class_identity.t()
+        bs = cfg.batch_size
+        sums = {"loss": 0.0, "ce": 0.0, "l1": 0.0, "null": 0.0}
+        correct = 0
+        for b in range(0, len(perm), bs):
+            if self.cancel is not None:
+                self.cancel.raise_if_cancelled()
+            idx = perm[b : b + bs].to(sims_all.device)
+            logits = m.last_layer(sims_all[idx])
+            ce = F.cross_entropy(logits, y_all[idx])
+            l1 = (m.last_layer.weight * other).abs().sum()
+            loss = ce + cfg.l1 * l1
+            null = torch.zeros(())
+            if null_all is not None:
+                ni = torch.randint(len(null_all), (max(1, bs // 8),), generator=gen).to(null_all.device)
+                lp = F.log_softmax(m.last_layer(null_all[ni]), 1)
+                null = -lp.mean(1).mean() - math.log(lp.shape[1])
+                loss = loss + cfg.null_weight * null
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = len(idx)
+            for key, v in (("loss", loss), ("ce", ce), ("l1", l1), ("null", null)):
+                sums[key] += float(v) * n
+            correct += int((logits.detach().argmax(1) == y_all[idx]).sum())
+            self.batches_done += 1
+            self.progress(self.batches_done, total, f"last epoch {step.epoch + 1} (cached) batch {b // bs + 1}")
+        rec: dict[str, Any] = {k: v / len(perm) for k, v in sums.items()}
+        rec["train_acc"] = correct / len(perm)
+        rec["lr"] = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
+        rec["train_time_s"] = time.perf_counter() - t0
+        return rec
+
     def _epoch(self, step: Step, total: int) -> dict[str, Any]:
         cfg = self.cfg
+        if step.kind == "last" and cfg.last_layer_cached:
+            return self._last_cached(step, total)
         net = self._trainable(step.kind)
         opt = self._optimizer(step)
         net.train()
@@ -568,6 +657,11 @@ class _Trainer:
                             "sep": terms["sep"],
                             "l1": terms["l1"],
                         }
+                        if cfg.null_weight > 0:
+                            null = null_input_loss(self.model, out, null_inputs(x), cfg.null_margin)
+                            loss = loss + cfg.null_weight * null
+                            logged["loss"] = loss
+                            logged["null"] = null
                     else:
                         logits = net(x)
                         loss = F.cross_entropy(logits, y)
@@ -611,19 +705,41 @@ class _Trainer:
             self.batches_done = base + d
             self.progress(self.batches_done, total, m)
 
+        allowed = None
+        if self.cfg.push_on_face:
+            from engine.explain.onface import face_cells, input_landmarks
+
+            rf, pre = self.model.receptive_field, self.spec.preprocess
+
+            def allowed(src: Any, image: np.ndarray, h: int, w: int) -> np.ndarray:
+                return face_cells(input_landmarks(src, image, pre), rf, h, w)
+
+        null_x = None
+        if self.cfg.null_weight > 0:
+            n0 = min(len(self.data.train), bs)
+            null_x = null_inputs(self._x(torch.from_numpy(np.array(self.data.train.images[:n0]))))
+        self._sim_cache = None  # the prototypes change: cached similarities are stale
         prov = push_prototypes(
             self.model,
             self._ordered_batches(self.data.train, bs),
             prog,
             self.cancel,
             total=math.ceil(len(self.data.train) / bs),
+            allowed=allowed,
+            null_x=null_x,
+            null_margin=self.cfg.null_margin,
         )
         after = self.accuracy(self.data.val)
+        root = (self.data.summary.get("corpus") or {}).get("root")
+        for p in prov:
+            p["source"] = relative_source(p.get("source"), root)
         self.provenance = provenance_to_json(prov)
         self.crops = {p["prototype"]: p["crop"] for p in prov if p.get("crop") is not None}
         rec = {
             "val_acc_before_push": before,
             "val_acc_after_push": after,
+            "on_face": None if allowed is None else int(sum(bool(p.get("on_allowed")) for p in prov)),
+            "featureless": None if null_x is None else int(sum(bool(p.get("featureless")) for p in prov)),
             "mean_push_distance": float(np.mean([p["distance"] for p in prov if "distance" in p] or [0.0])),
         }
         self.push_history.append({"epoch": step.epoch, **rec})

@@ -230,6 +230,44 @@ def test_push_copies_own_class_features_exactly(fer_dir):
     assert "crop" not in js[0] and isinstance(js[0]["similarity_map"], list)
 
 
+def test_push_only_onto_allowed_positions_and_away_from_featureless_inputs(fer_dir):
+    from engine.models import null_inputs, similarity
+
+    torch.manual_seed(1)
+    imgs, y, ids = _fer_batch(fer_dir)
+    spec = _spec("protopnet", prototypes_per_class=2, proto_dim=16)
+    m = build_model(spec)
+    x = to_input(imgs, spec)
+    batches = [(x[:5], y[:5], ids[:5]), (x[5:], y[5:], ids[5:])]
+    asked = []
+
+    def centre_only(src, image, h, w):
+        asked.append(src)
+        mask = np.zeros((h, w), bool)
+        mask[2:4, 2:4] = True
+        return mask
+
+    prov = push_prototypes(m, batches, allowed=centre_only)
+    assert asked and all(2 <= p["position"][0] < 4 and 2 <= p["position"][1] < 4 for p in prov)
+    assert all(p["on_allowed"] for p in prov)
+    # With featureless inputs: every prototype's similarity to them is recorded and, where a candidate
+    # allowed it, below the threshold; prototypes stay exact copies of own-class features.
+    m2 = build_model(spec)
+    nulls = null_inputs(x)
+    prov2 = push_prototypes(m2, batches, null_x=nulls, candidates=4)
+    m2.eval()
+    with torch.no_grad():
+        zn = m2.features(nulls)
+        z = torch.cat([m2.features(b[0]) for b in batches])
+    for j, p in enumerate(prov2):
+        s_null = similarity(((zn - m2.prototype_vectors[j][None]) ** 2).sum(1)).max()
+        assert float(s_null) == pytest.approx(p["null_similarity"], abs=1e-3)
+        if not p["featureless"]:
+            assert p["null_similarity"] < p["featureless_threshold"]
+        h, w = p["position"]
+        assert torch.equal(z[ids.index(p["source"]), :, h, w], m2.prototype_vectors[j, :, 0, 0])
+
+
 def test_push_cancel_leaves_prototypes_unchanged():
     spec = _spec("protopnet", prototypes_per_class=1, proto_dim=8)
     m = build_model(spec)

@@ -14,6 +14,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.data import AugmentConfig, DataConfig, FaceCache, PreparedData, SamplingConfig, prepare
+from engine.data.provenance import resolve_ref
 from engine.evaluate import evaluate
 from engine.jobs import Cancelled, CancelToken
 from engine.train import (
@@ -114,10 +115,14 @@ def test_protopnet_beats_chance_with_push(cnn_model: Path, fer_subset: PreparedD
     )
     _model, meta = load_checkpoint(out)
     prov = meta["prototypes"]
-    train_paths = {it.path for it in fer_subset.items("train")}
+    train_paths = {str(Path(it.path).resolve()) for it in fer_subset.items("train")}
     assert len(prov) == 14
+    root = Path(fer_subset.corpus.root)
     for p in prov:
-        assert p["source"]["path"] in train_paths and p["source"]["label"] == p["class"]
+        # Named relative to the data set (fer2013:train/<class>/<file>), found again under its parent folder.
+        assert "path" not in p["source"] and p["source"]["ref"].startswith(f"{root.name}:train/")
+        assert str(resolve_ref(p["source"]["ref"], root.parent).resolve()) in train_paths
+        assert p["source"]["label"] == p["class"]
         assert len(p["rf_box"]) == 4 and len(p["act_box"]) == 4
     assert len(meta["checkpoint"]["prototypes"]) == 14
     assert all(Path(p).is_file() for p in meta["checkpoint"]["prototypes"])
@@ -275,6 +280,10 @@ def test_plan_follows_methods_schedule() -> None:
     sae = plan(TrainConfig(arch="patchsae", epochs=2, sae_epochs=3, head_epochs=1))
     assert [s.kind for s in sae] == ["cnn", "cnn", "sae", "sae", "sae", "head", "refs"]
     assert TrainConfig().last_layer_lr == 1e-3
+    repush = plan(TrainConfig(arch="protopnet", epochs=0, init_checkpoint="m", last_layer_epochs=2))
+    assert [s.kind for s in repush] == ["push", "last", "last"]
+    with pytest.raises(ValueError, match="init_checkpoint"):
+        TrainConfig(arch="protopnet", epochs=0)
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:

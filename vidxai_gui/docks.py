@@ -75,6 +75,7 @@ class PrototypeInfo:
     source_path: str = ""  # the training file as recorded at push time ("" when not recorded)
     source_frame: int = -1  # its frame for a video, −1 for a still image
     label: str = ""  # the training file's label
+    source_ref: str = ""  # the file relative to its data set, "fer2013:train/happy/x.jpg" (engine.data.provenance)
 
 
 def describe_source(path: str, frame: int) -> str:
@@ -107,18 +108,33 @@ def load_prototypes(model_dir: Path) -> list[PrototypeInfo]:
         src = p.get("source")
         src = src if isinstance(src, dict) else {"path": src} if isinstance(src, str) else {}
         path = str(src.get("path") or "")
+        ref = str(src.get("ref") or "")
         frame = int(src.get("frame", -1) if src.get("frame") is not None else -1)
         img = QImage(str(model_dir / name))
-        out.append(PrototypeInfo(j, cls, describe_source(path, frame) if path else "source not recorded",
-                                 None if img.isNull() else img, path, frame, str(src.get("label") or "")))
+        shown = path or ref.partition(":")[2]
+        out.append(PrototypeInfo(j, cls, describe_source(shown, frame) if shown else "source not recorded",
+                                 None if img.isNull() else img, path, frame, str(src.get("label") or ""), ref))
     return out
 
 
-def load_source_image(info: PrototypeInfo) -> np.ndarray:
-    """The training image or video frame a prototype was pushed from, RGB (worker thread). Raises
-    ``FileNotFoundError`` naming the file when it is not on this machine."""
-    path = Path(info.source_path)
-    if not info.source_path or not path.is_file():
+def load_source_image(info: PrototypeInfo, data_folder: str = "") -> np.ndarray:
+    """The training image or video frame a prototype was pushed from, RGB (worker thread).
+
+    A source named relative to its data set (``info.source_ref``) is looked for under ``data_folder``
+    (the folder the user set with "Data folder…"). Raises ``FileNotFoundError`` naming the file and the
+    folder looked in when it is not on this machine."""
+    from engine.data.provenance import ref_candidates, resolve_ref
+
+    found = resolve_ref(info.source_ref, data_folder) if info.source_ref and data_folder else None
+    path = found or Path(info.source_path)
+    if found is None and (not info.source_path or not path.is_file()):
+        if info.source_ref:
+            where = (f"not found in the data folder {data_folder} (looked for "
+                     f"{', '.join(str(c) for c in ref_candidates(info.source_ref, data_folder))})"
+                     if data_folder else "not looked for: no data folder is set")
+            raise FileNotFoundError(
+                f"{info.source_ref}: {where}. Use \"Data folder…\" to choose the folder that holds the "
+                "data set (or its parent). The prototype's crop, shown in the gallery, is what the model keeps of it.")
         raise FileNotFoundError(
             f"{info.source_path or 'The source'} is not on this machine: the model was trained on data stored "
             "elsewhere. The prototype's crop, shown in the gallery, is what the model keeps of it.")
@@ -271,7 +287,7 @@ class PrototypeSourceDialog(QDialog):
         self.source_view.setWordWrap(True)
         label = f", labelled <b>{info.label}</b>" if info.label else ""
         text = QLabel(f"Prototype <b>#{info.index}</b> of class <b>{info.class_name}</b> was pushed onto a "
-                      f"patch of<br><code>{info.source_path or 'an unrecorded file'}</code>"
+                      f"patch of<br><code>{info.source_ref or info.source_path or 'an unrecorded file'}</code>"
                       f"{f' (frame {info.source_frame})' if info.source_frame >= 0 else ''}{label}.")
         text.setTextFormat(Qt.TextFormat.RichText)
         text.setWordWrap(True)
@@ -288,10 +304,22 @@ class PrototypeSourceDialog(QDialog):
         images.addLayout(right, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
+        # "Data folder…": where data sets named in a model's provenance are looked for (the window remembers it).
+        self.folder_button = buttons.addButton("Data folder…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.folder_button.setVisible(bool(info.source_ref))
+        self.folder_label = QLabel("")
+        self.folder_label.setStyleSheet("color: gray")
+        self.folder_label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(text)
         layout.addLayout(images, 1)
+        layout.addWidget(self.folder_label)
         layout.addWidget(buttons)
+
+    def set_folder(self, folder: str) -> None:
+        """Say which data folder the source is looked for in."""
+        if self.info.source_ref:
+            self.folder_label.setText(f"Data folder: {folder}" if folder else "Data folder: not set")
 
     def set_source(self, rgb: np.ndarray) -> None:
         pix = array_to_pixmap(np.ascontiguousarray(rgb))

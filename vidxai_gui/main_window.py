@@ -71,6 +71,7 @@ APP_NAME = "VidXAI"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 SESSION_SUFFIX = ".vxs"
 MAX_RECENT = 10
+DATA_FOLDER_KEY = "data/folder"  # where data sets named in model provenance ("fer2013:train/…") are looked for
 LOSS_IN_MESSAGE = re.compile(r"\bloss (\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
 ABOUT_TEXT = (
     "<h3>VidXAI</h3>"
@@ -117,6 +118,14 @@ def _inside_resources(path: Path) -> bool:
         return False
 
 
+def _recorded_deltas(folder: Path) -> dict[str, float]:
+    """The model's recorded faithfulness Δ per explanation method (worker thread)."""
+    from engine.checkpoint import read_checkpoint_json
+    from engine.faithfulness import recorded_deltas
+
+    return recorded_deltas(read_checkpoint_json(folder))
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings, model_dir: str | os.PathLike[str] | None = None,
                  parent: QWidget | None = None) -> None:
@@ -127,6 +136,8 @@ class MainWindow(QMainWindow):
         self.session_path: Path | None = None
         self.data: ReviewData | None = None
         self.heat_method = ""
+        self.method_deltas: dict[str, float] = {}  # the model's recorded faithfulness Δ per method (model.json)
+        self._heat_chosen = False  # the reviewer (or the session's review state) chose the heatmap method
         self.top_x_on = False
         self.analysis_worker: JobWorker | None = None
         self._pending_analysis: Path | None = None
@@ -561,6 +572,8 @@ class MainWindow(QMainWindow):
         self.session_path = None
         self.data = None
         self.heat_method = ""
+        self.method_deltas = {}
+        self._heat_chosen = False
         self.prototypes = []
         self.gallery.selected = -1
         self._pending_analysis = Path(analyse_with) if analyse_with else None
@@ -605,6 +618,7 @@ class MainWindow(QMainWindow):
         self._pending_frame = min(max(review_frame, 0), data.frame_count - 1)
         # The reviewer's view comes back as it was saved: method, Top-X and heatmap opacity.
         self.heat_method = str(data.review_state.get("method", self.heat_method) or "")
+        self._heat_chosen = bool(data.review_state.get("method"))
         self.top_x_on = bool(data.review_state.get("top_x", False))
         if "opacity" in data.review_state:
             self.player.opacity.setValue(int(data.review_state["opacity"]))
@@ -852,9 +866,21 @@ class MainWindow(QMainWindow):
         if not methods or self.player.info is None or self.session_path is None:
             self.player.set_extras_provider(None)
             return
-        if self.heat_method not in methods:
-            self.heat_method = "lrp" if "lrp" in methods else methods[0]
+        if self.heat_method not in methods or not self._heat_chosen:
+            # The most faithful method the model's record measured (docs/EXPLANATIONS.md), else as before.
+            from engine.faithfulness import most_faithful
+
+            best = most_faithful(self.method_deltas, methods)
+            if best is not None:
+                self.heat_method = best
+            elif self.heat_method not in methods:
+                self.heat_method = "lrp" if "lrp" in methods else methods[0]
         self._set_heat_method(self.heat_method)
+
+    def _on_method_deltas(self, deltas: dict[str, float]) -> None:
+        self.method_deltas = dict(deltas)
+        if not self._heat_chosen and self.data is not None and self.data.explain_methods:
+            self._choose_heat_method()
 
     def _set_heat_method(self, method: str) -> None:
         info = self.player.info
@@ -872,10 +898,16 @@ class MainWindow(QMainWindow):
         if not methods:
             self.heat_menu.addAction("(no maps in this session)").setEnabled(False)
         for m in methods:
-            action = self.heat_menu.addAction(m)
+            d = self.method_deltas.get(m)
+            label = m if d is None else f"{m}    Δ {d:+.2f}" + ("  ⚠ not faithful" if d <= 0 else "")
+            action = self.heat_menu.addAction(label)
             action.setCheckable(True)
             action.setChecked(m == self.heat_method)
-            action.triggered.connect(lambda _c=False, m=m: self._set_heat_method(m))
+            action.setToolTip("Δ = accuracy when the least relevant patches are hidden − when the most relevant "
+                              "are (FER2013 700-image test subset; recorded in model.json by vidxai evaluate "
+                              "--occlusion --record). Δ ≤ 0: the map does not track the model's evidence."
+                              if d is not None else "Faithfulness not measured for this model and method")
+            action.triggered.connect(lambda _c=False, m=m: self._pick_heat_method(m))
         off = self.heat_menu.addAction("none")
         off.setCheckable(True)
         off.setChecked(not self.heat_method)
@@ -893,7 +925,12 @@ class MainWindow(QMainWindow):
         if self.heat_method:
             self._set_heat_method(self.heat_method)
 
+    def _pick_heat_method(self, method: str) -> None:
+        self._heat_chosen = True
+        self._set_heat_method(method)
+
     def _heat_off(self) -> None:
+        self._heat_chosen = True
         self._set_heat_method("")  # still reads the prototype box; just no map
 
     def _overlays(self, k: int, extras: Any) -> FrameOverlays:
@@ -941,6 +978,8 @@ class MainWindow(QMainWindow):
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
         if folder is None:
             return
+        self._load(lambda: _recorded_deltas(folder), "load faithfulness record", self._on_method_deltas,
+                   lambda msg, _tb: self.statusBar().showMessage(f"Faithfulness record not read: {msg}", 8000))
         if TOP_LATENTS in data.extra:
             self._load(lambda: load_latent_patches(folder), "load latent patches", self._on_latent_patches,
                        lambda msg, _tb: self.statusBar().showMessage(f"SAE reference patches not shown: {msg}", 8000))
@@ -974,13 +1013,28 @@ class MainWindow(QMainWindow):
         self.timeline.set_trace(f"prototype #{j}", sims[:, j])
 
     def open_prototype_source(self, info: PrototypeInfo) -> None:
-        """The training image a prototype was pushed from, beside its crop (read on a worker thread)."""
+        """The training image a prototype was pushed from, beside its crop (read on a worker thread); a
+        source named relative to its data set is looked for in the data folder the user set once."""
         dialog = PrototypeSourceDialog(info, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.source_dialog = dialog
+        folder = self.settings.value(DATA_FOLDER_KEY, "", str)
+        dialog.set_folder(folder)
+
+        def choose() -> None:
+            chosen = QFileDialog.getExistingDirectory(dialog, "Folder holding the training data sets", folder)
+            if chosen:
+                self.settings.setValue(DATA_FOLDER_KEY, chosen)
+                dialog.set_folder(chosen)
+                dialog.source_view.setText("Loading the training image…")
+                self._load(lambda: load_source_image(info, chosen), "load prototype source", dialog.set_source,
+                           dialog.set_error)
+
+        dialog.folder_button.clicked.connect(choose)
         dialog.show()
         # Bound to the dialog's own slots, so closing it before the image arrives disconnects them.
-        self._load(lambda: load_source_image(info), "load prototype source", dialog.set_source, dialog.set_error)
+        self._load(lambda: load_source_image(info, folder), "load prototype source", dialog.set_source,
+                   dialog.set_error)
 
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos

@@ -74,15 +74,39 @@ def _patch_mask(heat: np.ndarray, hw: tuple[int, int], fraction: float, patch: i
     return full[: hw[0], : hw[1]]
 
 
+FILLS = ("mean", "blur", "noise")
+
+
+def fill_values(x: torch.Tensor, fill: str | float, seed: int = 0) -> torch.Tensor | float:
+    """What occluded pixels become (docs/EXPLANATIONS.md §6): ``"mean"`` (0: the normalisation mean),
+    ``"blur"`` (the input box-blurred with a kernel of a third of its side, twice: local brightness
+    without features) or ``"noise"`` (N(0, 1) in normalised units, seeded); a number is used as is."""
+    if not isinstance(fill, str):
+        return float(fill)
+    if fill == "mean":
+        return 0.0
+    if fill == "blur":
+        k = max(3, (x.shape[-1] // 3) | 1)
+        b = x.reshape(-1, *x.shape[-3:])
+        for _ in range(2):
+            b = F.avg_pool2d(b, k, stride=1, padding=k // 2, count_include_pad=False)
+        return b.reshape(x.shape)
+    if fill == "noise":
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(x.shape, generator=g).to(x.device, x.dtype)
+    raise ValueError(f"occlusion fill must be a number or one of {FILLS}, got {fill!r}")
+
+
 def occlude_patches(
     x: torch.Tensor,
     heatmap: np.ndarray,
     fraction: float,
     patch: int,
     mode: str = "morf",
-    fill: float = 0.0,
+    fill: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
-    """Copy of N×C×H×W ``x`` with ``fraction`` of each sample's patches set to ``fill``.
+    """Copy of N×C×H×W ``x`` with ``fraction`` of each sample's patches set to ``fill`` (a number, or a
+    tensor of x's shape whose pixels replace the occluded ones, see :func:`fill_values`).
 
     ``heatmap`` is N×h×w; a map at another resolution is resized (nearest) to H×W first.
     """
@@ -140,7 +164,7 @@ def faithfulness_curves(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     patch: int = 8,
     frames: Sequence[int] | None = None,
-    fill: float = 0.0,
+    fill: float | str = 0.0,
     batch_size: int = 64,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
@@ -149,10 +173,13 @@ def faithfulness_curves(
 
     Images: ``x`` N×C×H×W with heatmaps N×h×w; lists are indexed by fraction. Clips: ``x``
     N×C×T×H×W with heatmaps N×T×h×w and ``frames`` (e.g. 0..4 frames occluded whole); lists are
-    indexed [frames][fraction].
+    indexed [frames][fraction]. ``fill``: a number or one of :data:`FILLS` (images only).
     """
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     x = x.to(model_device(model))
+    if isinstance(fill, str) and x.ndim == 5:
+        raise ValueError("blur and noise fills apply to images (N×C×H×W), not clips")
+    fill = fill_values(x, fill)
     clip = x.ndim == 5
     if clip and frames is None:
         frames = (0,)

@@ -9,18 +9,21 @@ from engine.models.patchsae import LatentReferences, PatchSAEModel, SparseAutoen
 from engine.models.protopnet import (
     ProtoPNet,
     ProtoPNetLossWeights,
+    null_input_loss,
+    null_inputs,
     percentile_box,
     protopnet_loss,
     provenance_to_json,
     push_prototypes,
+    similarity,
 )
 from engine.models.spec import ARCHS, BACKBONES, ModelSpec, from_input, to_input
 
 __all__ = [
     "ARCHS", "BACKBONES", "Backbone", "CNNClassifier", "FrameModel", "LatentReferences", "ModelSpec",
     "PatchSAEModel", "ProtoPNet", "ProtoPNetLossWeights", "ReceptiveField", "SparseAutoencoder",
-    "build_backbone", "build_model", "from_input", "percentile_box", "protopnet_loss", "provenance_to_json",
-    "push_prototypes", "sae_loss", "to_input",
+    "build_backbone", "build_model", "from_input", "null_input_loss", "null_inputs", "percentile_box", "protopnet_loss", "provenance_to_json",
+    "push_prototypes", "sae_loss", "similarity", "to_input",
 ]
 
 _ARCH_CLASSES: dict[str, type[FrameModel]] = {"protopnet": ProtoPNet, "patchsae": PatchSAEModel,

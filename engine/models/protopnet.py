@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,32 @@ def protopnet_loss(model: ProtoPNet, out: Mapping[str, torch.Tensor], y: torch.T
     return {"ce": ce, "clst": clst, "sep": sep, "l1": l1, "total": total}
 
 
+def null_inputs(x: torch.Tensor) -> torch.Tensor:
+    """Featureless versions of a normalised batch (docs/EXPLANATIONS.md §5): one flat image at the
+    normalisation mean (0, the occlusion fill), and up to three each of heavy blurs (box filter a third
+    of the side, twice) and of noise, ≈ N/8 + 1 images in all."""
+    n, c, s, _ = x.shape
+    m = max(1, min(3, n // 16))
+    k = max(3, (s // 3) | 1)
+    b = x[:m]
+    for _ in range(2):
+        b = F.avg_pool2d(b, k, stride=1, padding=k // 2, count_include_pad=False)
+    return torch.cat([x.new_zeros(1, c, s, s), b, torch.randn(m, c, s, s, device=x.device, dtype=x.dtype)])
+
+
+def null_input_loss(model: ProtoPNet, out: Mapping[str, torch.Tensor], x_null: torch.Tensor,
+                    margin: float = 1.0) -> torch.Tensor:
+    """Featureless inputs carry no class signal: CE against the uniform distribution (minus its
+    minimum, log C) plus a hinge on each null input's top prototype similarity above
+    (median over the real batch of its top similarity) − margin. ``out`` is the real batch's output."""
+    o = model.forward_train(x_null)
+    logp = F.log_softmax(o["logits"].float(), 1)
+    ce_uniform = -logp.mean(1).mean() - math.log(logp.shape[1])
+    real_top = similarity(out["min_distances"].detach()).max(1).values.median()
+    null_top = similarity(o["min_distances"]).max(1).values
+    return ce_uniform + F.relu(null_top - (real_top - margin)).mean()
+
+
 def percentile_box(sim_map: torch.Tensor | np.ndarray, input_size: int,
                    percentile: float = 95.0) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """Bicubically upsample an h×w similarity map to the input and box the pixels at or above the
@@ -128,9 +155,14 @@ def percentile_box(sim_map: torch.Tensor | np.ndarray, input_size: int,
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), up
 
 
+PositionMask = Callable[[Any, np.ndarray, int, int], np.ndarray]
+
+
 def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[Any]]],
                     progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
-                    total: int | None = None) -> list[dict[str, Any]]:
+                    total: int | None = None, allowed: PositionMask | None = None,
+                    null_x: torch.Tensor | None = None, null_margin: float = 1.0, candidates: int = 16,
+                    reference: int = 1024) -> list[dict[str, Any]]:
     """Project every prototype onto the nearest training feature vector of its own class.
 
     ``batches`` yields (x normalised N×C×S×S, y N, ids: one JSON-able id per image, e.g.
@@ -139,16 +171,40 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
     ``class``, ``source`` (the id, or None when its class had no images), ``distance``, ``position``
     (h, w), ``rf_box`` and ``act_box`` (x0, y0, x1, y1 input pixels, exclusive), ``similarity_map``
     (h×w float32), ``crop`` (uint8 of the act_box region) and ``image`` (the whole uint8 input).
+
+    Two restrictions, both docs/EXPLANATIONS.md §4 (each prototype is then the nearest patch that
+    passes them):
+    - ``allowed(id, image, h, w)`` → h×w bool: the positions a prototype may be pushed onto (e.g.
+      :func:`engine.explain.onface.face_cells`: on the face). It is asked only about images that could
+      improve some prototype. A prototype with no allowed position anywhere falls back to its nearest
+      position of any kind (``"on_allowed": False``).
+    - ``null_x``, featureless inputs (:func:`null_inputs`): of each prototype's ``candidates`` nearest
+      allowed patches (one per image) the nearest whose similarity to every featureless input stays
+      below M − ``null_margin`` is taken, M being the median over the first ``reference`` training images
+      of their top similarity to the nearest candidates. ``"null_similarity"`` records it; a prototype
+      with no such candidate keeps the least featureless one (``"featureless": True``).
     """
     k = model.prototype_vectors.shape[0]
+    dim = model.prototype_vectors.shape[1]
     classes = model.prototype_classes
-    best_d = torch.full((k,), float("inf"))
-    best_z = model.prototype_vectors.detach().clone()
-    best: list[dict[str, Any] | None] = [None] * k
+    nc = max(1, candidates) if null_x is not None else 1
+    inf = float("inf")
+    cand_d = torch.full((k, nc), inf)
+    cand_z = model.prototype_vectors.detach().cpu().view(k, 1, dim).repeat(1, nc, 1).clone()
+    cand: list[list[dict[str, Any] | None]] = [[None] * nc for _ in range(k)]
+    # Nearest position of any kind, the fallback for prototypes with no allowed position.
+    any_d = torch.full((k,), inf)
+    any_best: list[tuple[torch.Tensor, dict[str, Any]] | None] = [None] * k
+    ref_z: list[torch.Tensor] = []
+    n_ref = 0
     if total is None and hasattr(batches, "__len__"):
         total = len(batches)  # type: ignore[arg-type]
     was_training = model.training
     model.eval()
+
+    def record(i: int, j: int, pos: int, w: int, d: torch.Tensor, ids: Sequence[Any], images: np.ndarray) -> dict:
+        return {"id": ids[i], "position": (pos // w, pos % w), "distances": d[i, j].cpu(), "image": images[i].copy()}
+
     try:
         with torch.no_grad():
             for bi, (x, y, ids) in enumerate(batches):
@@ -159,24 +215,95 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
                 z = model.features(x)
                 d = model.distances(z)  # N×K×h×w
                 h, w = d.shape[2:]
+                if null_x is not None and n_ref < reference:
+                    ref_z.append(z[: reference - n_ref].cpu())
+                    n_ref += ref_z[-1].shape[0]
                 # Mask images of other classes so each prototype only sees its own class.
                 own = classes.unsqueeze(0) == y.unsqueeze(1)  # N×K
-                dm = d.masked_fill(~own[:, :, None, None], float("inf"))
-                flat = dm.permute(1, 0, 2, 3).reshape(k, -1)  # K×(N·h·w)
-                vals, idx = flat.min(1)
-                improved = torch.nonzero(vals.cpu() < best_d).flatten().tolist()
-                if improved:
-                    images = from_input(x, model.spec)
-                for j in improved:
-                    i, pos = divmod(int(idx[j]), h * w)
-                    ph, pw = divmod(pos, w)
-                    best_d[j] = vals[j].cpu()
-                    best_z[j] = z[i, :, ph, pw].view(-1, 1, 1)
-                    best[j] = {"id": ids[i], "position": (ph, pw), "distances": d[i, j].cpu(),
-                               "image": images[i].copy()}
+                dm = d.masked_fill(~own[:, :, None, None], inf)
+                images = None
+                if allowed is not None:
+                    vals, idx = dm.permute(1, 0, 2, 3).reshape(k, -1).min(1)
+                    for j in torch.nonzero(vals.cpu() < any_d).flatten().tolist():
+                        i, pos = divmod(int(idx[j]), h * w)
+                        any_d[j] = vals[j].cpu()
+                        images = from_input(x, model.spec) if images is None else images
+                        any_best[j] = (z[i, :, pos // w, pos % w].cpu().clone(), record(i, j, pos, w, d, ids, images))
+                    # Only images that could beat some prototype's kept candidates are asked.
+                    per_img = dm.flatten(2).min(-1).values.cpu()  # N×K
+                    ask = torch.nonzero((per_img < cand_d[:, -1].unsqueeze(0)).any(1)).flatten().tolist()
+                    mask = torch.zeros(d.shape[0], h, w, dtype=torch.bool)
+                    if ask:
+                        images = from_input(x, model.spec) if images is None else images
+                    for i in ask:
+                        mask[i] = torch.as_tensor(np.asarray(allowed(ids[i], images[i], h, w), dtype=bool))
+                    dm = dm.masked_fill(~mask[:, None].to(dm.device), inf)
+                v, p = dm.flatten(2).min(-1)  # N×K: each image's nearest (allowed) position per prototype
+                v, p = v.cpu(), p.cpu()
+                better = v < cand_d[:, -1].unsqueeze(0)
+                for j in torch.nonzero(better.any(0)).flatten().tolist():
+                    ii = torch.nonzero(better[:, j]).flatten()
+                    allv = torch.cat([cand_d[j], v[ii, j]])
+                    order = torch.argsort(allv, stable=True)[:nc].tolist()
+                    new_d, new_z, new_rec = [], [], []
+                    for o in order:
+                        if o < nc:
+                            new_d.append(cand_d[j, o])
+                            new_z.append(cand_z[j, o])
+                            new_rec.append(cand[j][o])
+                        else:
+                            i = int(ii[o - nc])
+                            pos = int(p[i, j])
+                            images = from_input(x, model.spec) if images is None else images
+                            new_d.append(v[i, j])
+                            new_z.append(z[i, :, pos // w, pos % w].cpu())
+                            new_rec.append(record(i, j, pos, w, d, ids, images))
+                    cand_d[j] = torch.stack(new_d)
+                    cand_z[j] = torch.stack(new_z)
+                    cand[j] = new_rec
                 progress(bi + 1, total or 0, "pushing prototypes")
+            chosen = [0] * k
+            null_sim: torch.Tensor | None = None
+            threshold = None
+            featureless = [False] * k
+            if null_x is not None:
+                zn = model.features(null_x.to(model.prototype_vectors.device)).cpu()
+                zn = zn.permute(0, 2, 3, 1).reshape(-1, dim)                            # M×D
+                null_sim = similarity(torch.cdist(cand_z.view(-1, dim), zn).pow(2).min(1).values).view(k, nc)
+                if ref_z:
+                    ref = torch.cat(ref_z)                                              # R×D×h×w
+                    rf_ = ref.permute(0, 2, 3, 1).reshape(ref.shape[0], -1, dim)         # R×hw×D
+                    dist = torch.cdist(rf_, cand_z[:, 0].unsqueeze(0).expand(ref.shape[0], k, dim)).pow(2)
+                    threshold = float(similarity(dist.min(1).values).max(1).values.median()) - null_margin
+                for j in range(k):
+                    ok = [c for c in range(nc) if cand[j][c] is not None
+                          and (threshold is None or float(null_sim[j, c]) < threshold)]
+                    if ok:
+                        chosen[j] = ok[0]
+                    elif cand[j][0] is not None:
+                        have = [c for c in range(nc) if cand[j][c] is not None]
+                        chosen[j] = min(have, key=lambda c: float(null_sim[j, c]))
+                        featureless[j] = True
+                        log.warning("push: every candidate of prototype %d resembles a featureless input "
+                                    "(similarity ≥ %.2f); the least featureless one is used", j, threshold)
     finally:
         model.train(was_training)
+    best_z = model.prototype_vectors.detach().clone()
+    best_d = torch.full((k,), inf)
+    best: list[dict[str, Any] | None] = [None] * k
+    for j in range(k):
+        c = chosen[j]
+        if cand[j][c] is not None:
+            best[j], best_d[j] = cand[j][c], cand_d[j, c]
+            best_z[j] = cand_z[j, c].view(-1, 1, 1).to(best_z.device)
+    on_allowed = [b is not None for b in best]
+    if allowed is not None:
+        for j in range(k):
+            if best[j] is None and any_best[j] is not None:
+                log.warning("push: prototype %d found no allowed position; nearest position used", j)
+                zj, best[j] = any_best[j]
+                best_z[j] = zj.view(-1, 1, 1).to(best_z.device)
+                best_d[j] = any_d[j]
     with torch.no_grad():
         model.prototype_vectors.copy_(best_z)
     rf = model.receptive_field
@@ -194,12 +321,19 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
         act_box, _ = percentile_box(sim, size)
         x0, y0, x1, y1 = act_box
         ph, pw = b["position"]
+        extra: dict[str, Any] = {}
+        if allowed is not None:
+            extra["on_allowed"] = on_allowed[j]
+        if null_sim is not None and on_allowed[j]:
+            extra.update(null_similarity=float(null_sim[j, chosen[j]]), featureless=featureless[j],
+                         featureless_threshold=threshold, candidate_rank=chosen[j])
         out.append({
             "prototype": j,
             "class": names[c],
             "source": b["id"],
             "distance": float(best_d[j]),
             "position": [ph, pw],
+            **extra,
             "rf_box": list(rf.box(ph, pw, size)),
             "act_box": [x0, y0, x1, y1],
             "similarity_map": sim,

@@ -21,3 +21,11 @@ $V train "$DATA" --arch patchsae --backbone small --labels fer2013 --batch-size 
    --set backbone_checkpoint="$CNN" --set sae_epochs=3 --set head_epochs=3 \
    --out "$RUNS/patchsae" &
 wait
+
+# Issue 12: re-push the ProtoPNet onto on-face, non-featureless patches (landmark-hull test; featureless
+# inputs — flat, blurred, noise — carry no class signal) and retrain its last layer on cached similarities
+# (docs/EXPLANATIONS.md §4–§5). Starts from the ProtoPNet above; ~20 min on 2 CPU cores.
+PROTO=${PROTO:-$RUNS/protopnet/model}
+$V train "$DATA" --arch protopnet --backbone small --labels fer2013 --epochs 0 --batch-size 64 \
+   --set init_checkpoint="$PROTO" --set last_layer_epochs=3 --set last_layer_cached=true \
+   --out "$RUNS/protopnet_onface"

@@ -1,0 +1,234 @@
+"""How far each explanation can be trusted: one row per model × explanation method.
+
+Columns (docs/EXPLANATIONS.md defines every map and every measure):
+- FER2013 700-subset (test split, seed 0): unoccluded accuracy, occlusion faithfulness Δ = Acc_LeRF − Acc_MoRF
+  at 10/30/50 % of the 8×8 patches and its mean over 10–50 % (fill: the normalisation mean);
+- the shared CREMA-D clips (frames with a face, labelled with the clip's intended emotion): accuracy, mean Δ,
+  CAM-COS (cosine with the predicted class's action-unit map, METHODS §7), flicker (mean frame-to-frame
+  1 − cosine of the maps), ms per frame for the map;
+- per ProtoPNet, the fraction of prototypes whose source patch lies on the face (landmark-hull test,
+  engine/explain/onface.py) and the flat-input check (top class probability; top prototype similarity vs
+  the median top similarity on the 700 test faces).
+
+    .venv/bin/python bench/explain_quality.py [--before REV] [--limit 700] [--out bench/results/explain_quality]
+
+``--before REV`` adds the shipped ProtoPNet of git revision REV as ``protopnet@REV`` (the before/after rows).
+Writes OUT.md (the table) and OUT.json. About 10 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.analyzer import FrameAnalyzer
+from engine.explain.occlusion import faithfulness_curves
+from engine.faithfulness import method_maps, methods_for, occlusion_evaluate
+
+DATA = ROOT.parent / "shared" / "data"
+CREMA = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def export_model(rev: str, name: str, dest: Path) -> Path:
+    """resources/models/<name> as it was at git revision ``rev`` (git archive, no checkout)."""
+    out = dest / f"{name}@{rev}"
+    out.mkdir(parents=True)
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, f"resources/models/{name}"],
+                         check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out), "--strip-components=3"], input=tar, check=True)
+    return out
+
+
+def clip_frames(analyzer: FrameAnalyzer) -> list[dict]:
+    """Per shared CREMA-D clip: the model inputs of its frames with a face, their faces, and the label."""
+    from engine.faces import FaceTracker
+    from engine.video import open_video
+
+    clips = []
+    for path in sorted((DATA / "videos" / "crema-d").glob("*.flv")):
+        label = CREMA[path.stem.split("_")[2]]
+        tracker = FaceTracker(detect_every=5)
+        items = []
+        with open_video(path) as reader:
+            for k, frame in enumerate(reader):
+                face = tracker.process(frame)
+                if not face.found:
+                    continue
+                pre = analyzer.prepare(frame, face)
+                if pre is not None:
+                    items.append((frame, k, face, pre))
+        clips.append({"name": path.stem, "label": analyzer.classes.index(label), "items": items})
+    return clips
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-12), np.nan)
+
+
+def flat_input_check(analyzer: FrameAnalyzer, test_images: np.ndarray) -> dict:
+    s = analyzer.spec.input_size
+    c = 1 if analyzer.spec.preprocess.get("grayscale") else 3
+    with torch.no_grad():
+        flat = analyzer.model.explain(torch.zeros(1, c, s, s))
+        real = [analyzer.model.explain(analyzer.tensor(test_images[i:i + 128]))["similarities"].max(1).values
+                for i in range(0, len(test_images), 128)]
+    probs = torch.softmax(flat["logits"], 1)[0].numpy()
+    return {"flat_top_class": analyzer.classes[int(probs.argmax())], "flat_top_p": float(probs.max()),
+            "flat_top_similarity": float(flat["similarities"].max()),
+            "median_top_similarity_real": float(torch.cat(real).median())}
+
+
+def on_face_fraction(analyzer: FrameAnalyzer) -> dict:
+    from engine.data.provenance import source_path
+    from engine.explain.onface import face_cells, input_landmarks
+
+    prov = analyzer.meta.get("prototypes") or []
+    rf = analyzer.model.receptive_field
+    grid = analyzer.spec.input_size // int(rf.jump)
+    on, known = 0, 0
+    for p in prov:
+        src = dict(p.get("source") or {})
+        path = source_path(src, DATA / "images")
+        if path is None:
+            continue
+        src["path"] = str(path)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            pic = np.asarray(im.convert("RGB"))
+        from engine.faces import face_from_crop_image
+
+        pre = analyzer.prepare(pic, face_from_crop_image(pic))
+        lm = input_landmarks(src, pre.image, analyzer.spec.preprocess)
+        ph, pw = p["position"]
+        known += 1
+        on += bool(face_cells(lm, rf, grid, grid)[ph, pw])
+    return {"prototypes": len(prov), "checked": known, "on_face": on,
+            "on_face_fraction": on / known if known else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="protopnet,patchsae,cnn", help="shipped model names")
+    ap.add_argument("--before", default=None, help="git revision whose shipped ProtoPNet is added as a 'before' row")
+    ap.add_argument("--limit", type=int, default=700)
+    ap.add_argument("--no-ig", action="store_true", help="skip Integrated Gradients (the slowest method)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "explain_quality"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    t_start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="vidxai-explain-quality-"))
+    models = [(n, ROOT / "resources" / "models" / n) for n in args.models.split(",") if n]
+    if args.before:
+        models.insert(1, (f"protopnet@{args.before}", export_model(args.before, "protopnet", tmp)))
+    fer = DATA / "images" / "fer2013"
+    rows, extras = [], {}
+    for name, mdir in models:
+        analyzer = FrameAnalyzer(mdir)
+        methods = [m for m in methods_for(analyzer.spec.arch) if not (args.no_ig and m == "ig")]
+        t0 = time.perf_counter()
+        rep = occlusion_evaluate(mdir, fer, limit=args.limit, seed=0, methods=tuple(methods), parts=False)
+        print(f"{name}: FER2013 {rep.n} images, {time.perf_counter() - t0:.0f} s", flush=True)
+        clips = clip_frames(analyzer)
+        ex = {}
+        if analyzer.spec.arch == "protopnet":
+            from engine.data import DataConfig, prepare
+            from engine.evaluate import split_cache
+
+            prepared = prepare(DataConfig(path=str(fer)), analyzer.spec.preprocess)
+            cache = split_cache(prepared, "test", args.limit, 0)
+            idx = np.sort(np.random.default_rng(0).choice(len(cache), size=min(args.limit, len(cache)), replace=False))
+            ex.update(flat_input_check(analyzer, np.asarray(cache.images[idx])))
+            ex.update(on_face_fraction(analyzer))
+        extras[name] = ex
+        from engine.pipeline import _au_cosines
+
+        for method in methods:
+            c = rep.curves[method]
+            d = dict(zip(c["fractions"], c["delta"], strict=True))
+            row = {"model": name, "method": method, "fer_accuracy": rep.accuracy,
+                   "delta10": d[0.1], "delta30": d[0.3], "delta50": d[0.5],
+                   "mean_delta": float(np.mean(c["delta"][1:])), "morf": c["morf"], "lerf": c["lerf"]}
+            # The clips: frames with a face.
+            maps_all, imgs_all, labels_all, flick, cos, t_map, n_frames, correct = [], [], [], [], [], 0.0, 0, 0
+            for clip in clips:
+                if not clip["items"]:
+                    continue
+                imgs = np.stack([it[3].image for it in clip["items"]])
+                pred = np.concatenate([analyzer.probs(imgs[s:s + 64]).argmax(1) for s in range(0, len(imgs), 64)])
+                t1 = time.perf_counter()
+                maps = np.concatenate([method_maps(analyzer, method, imgs[s:s + 32], pred[s:s + 32])
+                                       for s in range(0, len(imgs), 32)]).astype(np.float32)
+                t_map += time.perf_counter() - t1
+                n_frames += len(imgs)
+                correct += int((pred == clip["label"]).sum())
+                if len(maps) > 1:
+                    flick.append(1 - cosine_rows(maps[1:], maps[:-1]))
+                cos.append(_au_cosines(maps, clip["items"], pred, analyzer.classes))
+                maps_all.append(maps)
+                imgs_all.append(imgs)
+                labels_all.append(np.full(len(imgs), clip["label"]))
+            x = analyzer.tensor(np.concatenate(imgs_all))
+            cc = faithfulness_curves(analyzer.model, x, np.concatenate(labels_all), np.concatenate(maps_all),
+                                     FRACTIONS, 8)
+            fl = np.concatenate(flick) if flick else np.array([np.nan])
+            co = np.concatenate(cos)
+            row.update(clip_frames=n_frames, clip_accuracy=correct / max(n_frames, 1),
+                       clip_mean_delta=float(np.mean(cc["delta"][1:])),
+                       cam_cos=float(np.nanmean(co)) if np.isfinite(co).any() else None,
+                       flicker=float(np.nanmean(fl)), ms_per_frame=1000 * t_map / max(n_frames, 1))
+            rows.append(row)
+            print(f"  {method:16} Δ {row['mean_delta']:+.3f}  clips Δ {row['clip_mean_delta']:+.3f}  "
+                  f"CAM-COS {row['cam_cos'] if row['cam_cos'] is None else round(row['cam_cos'], 3)}  "
+                  f"flicker {row['flicker']:.3f}  {row['ms_per_frame']:.1f} ms/frame", flush=True)
+    total = time.perf_counter() - t_start
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": total,
+           "limit": args.limit, "fill": "mean", "patch": 8, "rows": rows, "models": extras}
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    lines = [
+        "| model | method | FER acc | Δ10 | Δ30 | Δ50 | mean Δ | clips acc | clips mean Δ | CAM-COS | flicker | ms/frame |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        flag = " ⚠" if r["mean_delta"] <= 0 else ""
+        cam = "–" if r["cam_cos"] is None else f"{r['cam_cos']:.3f}"
+        lines.append(f"| {r['model']} | {r['method']} | {r['fer_accuracy']:.1%} | {r['delta10']:+.2f} | "
+                     f"{r['delta30']:+.2f} | {r['delta50']:+.2f} | **{r['mean_delta']:+.3f}**{flag} | "
+                     f"{r['clip_accuracy']:.1%} | {r['clip_mean_delta']:+.3f} | {cam} | {r['flicker']:.3f} | "
+                     f"{r['ms_per_frame']:.1f} |")
+    lines.append("")
+    lines.append("| ProtoPNet | prototypes on the face (hull test) | flat input: top class, p | flat input top "
+                 "similarity | median top similarity, real test faces |")
+    lines.append("|---|---|---|---|---|")
+    for name, ex in extras.items():
+        if ex:
+            frac = "–" if ex.get("on_face_fraction") is None else f"{ex['on_face']}/{ex['checked']} ({ex['on_face_fraction']:.0%})"
+            lines.append(f"| {name} | {frac} | {ex['flat_top_class']}, {ex['flat_top_p']:.2f} | "
+                         f"{ex['flat_top_similarity']:.2f} | {ex['median_top_similarity_real']:.2f} |")
+    lines.append("")
+    lines.append(f"FER2013: {args.limit}-image test subset, seed 0; clips: {DATA / 'videos' / 'crema-d'} "
+                 f"(frames with a face). Fill: normalisation mean; 8×8 patches; ⚠: Δ ≤ 0. "
+                 f"Run time {total / 60:.1f} min.")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
