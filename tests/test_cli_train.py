@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.faithfulness import methods_for
 from tests.test_cli import vidxai
 
 
@@ -27,7 +28,8 @@ def test_train_then_evaluate_with_occlusion(tmp_path: Path, fer_dir: Path) -> No
     assert ev["n"] == 35 and f"accuracy {ev['accuracy']:.4f}" in r.stdout
     assert (report / "confusion.png").stat().st_size > 1000
     occ = json.loads((report / "occlusion.json").read_text())
-    assert occ["n"] == 35 and set(occ["curves"]) == {"intrinsic", "lrp", "gradcam"}
+    assert occ["n"] == 35 and set(occ["curves"]) == set(methods_for("cnn"))
+    assert {"intrinsic", "lrp", "gradcam", "gxi", "ig"} <= set(occ["curves"])
     for c in occ["curves"].values():
         assert len(c["morf"]) == len(c["lerf"]) == 6
         assert c["morf"][0] == c["lerf"][0] == occ["accuracy"]  # 0 % occluded is the plain accuracy
