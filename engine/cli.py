@@ -42,7 +42,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("engine.video", "VideoError"), ("sessions.store", "SessionError"),
                       ("engine.checkpoint", "CheckpointError"), ("engine.data", "DataError"),
                       ("engine.resources", "ResourceError"), ("sessions.openface", "OpenFaceError"),
-                      ("sessions.elan", "EafError")):
+                      ("sessions.elan", "EafError"), ("engine.report", "ReportError")):
         err = getattr(sys.modules.get(mod), name, None)
         if err is not None:
             errors.append(err)
@@ -228,6 +228,48 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from engine.report import write_report
+
+    def one(path: str, cancel: CancelToken) -> None:
+        out = Path(args.out) if args.out and len(args.sessions) == 1 else Path(path).with_suffix(".report.html")
+        if args.out and len(args.sessions) > 1:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            out = Path(args.out) / (Path(path).stem + ".report.html")
+        with progress_bar(Path(path).name) as bar:
+            print(write_report(path, out, model_dir=args.model, video=args.video, progress=bar, cancel=cancel))
+
+    return _batch(args.sessions, "report", one)
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from engine import figures
+    from engine.report import case_data, key_frame
+
+    out = Path(args.out)
+    if out.suffix.lower() not in figures.FORMATS:
+        raise BadInput(f"{out}: figures are written as {', '.join(figures.FORMATS)}; choose one of those suffixes")
+    width = args.width
+
+    def one(path: str, cancel: CancelToken) -> None:
+        if args.what in ("timeline", "stages"):
+            case = case_data(path, model_dir=args.model, video=args.video, cancel=cancel, key_frames=False)
+            if args.what == "timeline":
+                fig = figures.timeline_figure(case.timeline, width or figures.DOUBLE_COLUMN_IN)
+            else:
+                if not case.stages:
+                    raise BadInput(f"{path}: no stages (SpRAy did not run for this session)")
+                fig = figures.stages_figure(case.stages, case.classes, width or figures.DOUBLE_COLUMN_IN,
+                                            method=case.method)
+        else:
+            key, method = key_frame(path, args.frame, model_dir=args.model, video=args.video)
+            fig = figures.frame_figure(key, method, width or figures.COLUMN_IN) if args.what == "frame" else \
+                figures.gallery_figure(key, width or figures.COLUMN_IN)
+        print(figures.save_figure(fig, out))
+
+    return _batch([args.session], "figure", one)
+
+
 def _setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -393,6 +435,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="session files (.vxs) or folders searched for them")
     s.add_argument("--out", required=True, help="table to write: .csv, or .html for a web page")
     s.set_defaults(fn=cmd_summary)
+
+    s = sub.add_parser("report", help="a case report of a session: one self-contained HTML file (images "
+                       "embedded, no script, prints to PDF from a browser)")
+    s.add_argument("sessions", nargs="+", metavar="SESSION", help="session files (.vxs), analysed")
+    s.add_argument("--out", default=None, help="report file (.html) for one session, or folder for several "
+                   "(default: <session>.report.html beside each session)")
+    s.add_argument("--model", default=None, help="model folder, when the one the session recorded has moved "
+                   "(for the model card and prototypes)")
+    s.add_argument("--video", default=None, help="the video, when it is no longer where the session recorded it "
+                   "(for the key frames)")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("figure", help="a publication figure of a session (PNG at 300 dpi, SVG or PDF, fonts "
+                       "embedded, sized for a journal column)")
+    s.add_argument("session", help="session file (.vxs), analysed")
+    s.add_argument("--what", choices=("timeline", "frame", "stages", "gallery"), default="timeline",
+                   help="timeline: class scores and EWMA with stages and annotations; frame: a frame with its "
+                        "explanation map; stages: each stage's mean map; gallery: a frame's top prototypes")
+    s.add_argument("--frame", type=int, default=None,
+                   help="frame index for --what frame/gallery (default: where the decided class is most probable)")
+    s.add_argument("--out", required=True, help="figure file: .png, .svg or .pdf")
+    s.add_argument("--width", type=float, default=None,
+                   help="figure width in inches (default 3.5, one column; 7.2 for timeline and stages)")
+    s.add_argument("--model", default=None, help="model folder, when the one the session recorded has moved")
+    s.add_argument("--video", default=None, help="the video, when it is no longer where the session recorded it")
+    s.set_defaults(fn=cmd_figure)
 
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")

@@ -18,21 +18,13 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
 
 from engine.aggregate import EwmaSmoother, video_decision
+from engine.colours import FALLBACK as _FALLBACK
+from engine.colours import class_hex  # shared with figures and the case report
 
 log = logging.getLogger(__name__)
 
-# Conventional emotion colours (anger red, happiness yellow, sadness blue, …) so a reviewer can read the
-# plot without the legend; anything else falls back to a qualitative palette.
-CLASS_COLOURS = {
-    "angry": "#d62728", "anger": "#d62728", "disgust": "#2ca02c", "fear": "#9467bd",
-    "happy": "#ff9f1c", "happiness": "#ff9f1c", "neutral": "#7f7f7f", "sad": "#1f77b4",
-    "sadness": "#1f77b4", "surprise": "#17becf", "contempt": "#8c564b",
-}
-_FALLBACK = ["#e377c2", "#bcbd22", "#8c564b", "#17becf", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
-
-
 def class_colour(name: str, index: int) -> QColor:
-    return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
+    return QColor(class_hex(name, index))
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
