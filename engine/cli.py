@@ -326,11 +326,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluate import evaluate, write_report
 
     def one(data: str, cancel: CancelToken) -> None:
-        out = Path(args.out) if args.out else _model_folder(args.model) / "evaluation"
+        out = Path(args.out) if args.out else evaluation_folder(data, args.model)
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
                               device=args.device, progress=bar, cancel=cancel)
-        write_report(result, out)
+        try:
+            write_report(result, out)
+        except OSError as exc:
+            raise BadInput(f"{out}: cannot write the evaluation report ({exc.strerror or exc}); "
+                           "choose a folder with --out") from exc
+        print(f"used {result.n} samples from {result.items} of {result.items_total} items "
+              f"(split {result.split}): {result.reason}")
         print(f"accuracy {result.accuracy:.4f} on {result.n} samples of {result.split}")
         for c, r in result.per_class_recall.items():
             print(f"  recall {c:<10} {'n/a' if r is None else f'{r:.3f}'}")
@@ -339,7 +345,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.record:
             from engine.checkpoint import record_in_model_json
 
-            name = f"{Path(data).name}:{args.split}:{args.limit or 'all'}:seed{args.seed}"
+            name = f"{Path(data).name}:{result.split}:{args.limit or 'all'}:seed{args.seed}"
             summary = {k: v for k, v in result.to_json().items() if k not in ("predictions", "labels")}
             summary["command"] = "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""
             print(f"recorded as evaluations[{name!r}] in {record_in_model_json(args.model, 'evaluations', name, summary)}")
@@ -353,13 +359,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
 
             with progress_bar("occlusion") as bar:
-                rep = occlusion_evaluate(args.model, data, split=args.split, limit=args.limit or 700,
+                rep = occlusion_evaluate(args.model, data, split=result.split, limit=args.limit or 700,
                                          seed=args.seed, methods=methods_for(read_checkpoint_json(args.model)["spec"]["arch"]),
                                          device=args.device, progress=bar, cancel=cancel)
             write_occlusion_report(rep, out)
             print(rep.summary())
             if args.record:
-                name = f"{Path(data).name}:{args.split}:{args.limit or 700}:seed{args.seed}"
+                name = f"{Path(data).name}:{result.split}:{args.limit or 700}:seed{args.seed}"
                 where = record_faithfulness(args.model, name, rep, "vidxai " + " ".join(sys.argv[1:]))
                 print(f"recorded every method's Δ as faithfulness[{name!r}] in {where}")
         print(f"report: {out}")
@@ -367,10 +373,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _batch([args.data], "evaluate", one)
 
 
-def _model_folder(path: str) -> Path:
-    from engine.checkpoint import resolve_model_dir
-
-    return resolve_model_dir(path)
+def evaluation_folder(data: str, model: str) -> Path:
+    """Where an evaluation report goes by default: a folder beside the data, named for the data and the
+    model (`<data>.evaluation/<model>`), never inside the model folder, which may be installed read-only."""
+    d = Path(data).resolve()
+    base = d.parent / f"{d.stem if d.is_file() else d.name}.evaluation"
+    return base / (Path(model).resolve().name or "model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("analyze", help="score every frame with a model, explain it, write session files")
-    s.add_argument("videos", nargs="+")
+    s.add_argument("videos", nargs="+", help="video files (.mp4, .mov, .flv, …); a session already ingested "
+                   "or half analysed in --out is continued")
     s.add_argument("--model", default=None, help="model folder (default: the bundled ProtoPNet)")
     s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
     s.add_argument("--alpha", type=float, default=0.3, help="EWMA smoothing factor in (0, 1] (default 0.3)")
@@ -400,16 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic)")
     s.add_argument("--occlusion", action="store_true", help="also score the seven facial-part occlusions per frame")
     s.add_argument("--no-spray", action="store_true", help="skip SpRAy temporal prototypes")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--detect-every", type=int, default=5)
+    s.add_argument("--batch-size", type=int, default=32, help="frames scored per model call (default 32)")
+    s.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames, track in "
+                   "between (default 5)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--person", type=int, default=None,
                    help="person to analyse (ids from `vidxai info`; default: as before, else the one visible longest)")
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("info", help="print what a session file holds")
-    s.add_argument("sessions", nargs="+")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("sessions", nargs="+", help="session files (.vxs)")
+    s.add_argument("--json", action="store_true", help="print each session as a JSON object instead of aligned text")
     s.set_defaults(fn=cmd_info)
 
     s = sub.add_parser("export", help="export a session as CSV (per frame), OpenFace-compatible CSV, JSON "
@@ -464,15 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")
-    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn"), default="protopnet")
-    s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small")
+    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn"), default="protopnet",
+                   help="model kind: protopnet (prototype parts), patchsae (sparse autoencoder latents) or cnn "
+                        "(black-box baseline); default protopnet")
+    s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small",
+                   help="feature extractor (default small; vgg16_bn/resnet18 use ImageNet weights if cached)")
     s.add_argument("--labels", default=None,
                    help="label setting: fer2013, crema-d, ravdess-original, ravdess-v1, ravdess-v2, folders, json")
-    s.add_argument("--preprocess", choices=("face", "original", "reassembled"), default="face")
-    s.add_argument("--epochs", type=int, default=None)
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--preprocess", choices=("face", "original", "reassembled"), default="face",
+                   help="model input: face (tight crop, default), original (whole frame) or reassembled "
+                        "(eyes, nose, mouth in a 2×2 grid)")
+    s.add_argument("--epochs", type=int, default=None, help="training epochs (default: the architecture's)")
+    s.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the architecture's)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and sampling (default 0)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
     s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training (and validation) items per class")
     s.add_argument("--out", required=True, help="model folder to write")
@@ -481,17 +496,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix of a model on labelled data")
-    s.add_argument("data")
-    s.add_argument("--model", required=True)
-    s.add_argument("--split", default="test")
+    s.add_argument("data", help="labelled data: <class>/<image> folders (any image type Pillow reads: .jpg, .png, "
+                   ".tif, …), FER2013-style train/test folders, RAVDESS or CREMA-D videos, or a JSON list")
+    s.add_argument("--model", required=True, help="model folder (or a training run's folder) to evaluate")
+    s.add_argument("--split", default=None, choices=("all", "train", "val", "test"),
+                   help="part of the data to use (default: the data's own test/ folder if it has one, else every "
+                        "item; the output says which and why)")
     s.add_argument("--limit", type=int, default=None, help="evaluate on a fixed seeded subset of N items")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the --limit subset and of a random split (default 0)")
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     s.add_argument("--record", action="store_true",
                    help="also store the result in the model's model.json (metadata.evaluations)")
-    s.add_argument("--out", default=None, help="report folder (default MODEL/evaluation)")
+    s.add_argument("--out", default=None, help="report folder (default: <data>.evaluation/<model name> beside "
+                   "the data, never the model folder)")
     s.set_defaults(fn=cmd_evaluate)
     return p
 

@@ -332,13 +332,15 @@ def gallery_figure(key: KeyFrame, width_in: float = COLUMN_IN) -> Figure:
     return fig
 
 
-def figure_bytes(fig: Figure, fmt: str = "svg") -> bytes:
-    """A figure as PNG/SVG/PDF bytes; the figure is closed."""
+def figure_bytes(fig: Figure, fmt: str = "svg", text_as_paths: bool = True) -> bytes:
+    """A figure as PNG/SVG/PDF bytes; the figure is closed. SVG text is drawn as glyph paths (no font needed
+    to view it) unless `text_as_paths` is False (smaller, for a page whose browser has fonts)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format=fmt, dpi=300 if fmt == "png" else None, metadata=_metadata(fmt))
+        with plt.rc_context({"svg.fonttype": "path" if text_as_paths else "none"}):
+            fig.savefig(buf, format=fmt, dpi=300 if fmt == "png" else None, metadata=_metadata(fmt))
     finally:
         plt.close(fig)
     return buf.getvalue()
