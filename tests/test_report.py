@@ -257,3 +257,53 @@ def test_demo_report_in_headless_chromium(demo_session: Path, tmp_path: Path, ar
     assert data.startswith(b"%PDF") and pages >= 3, pages
     shutil.copy(pdf, artifacts_dir / "case_report_demo.pdf")
     (artifacts_dir / "case_report_demo.json").write_text(json.dumps({"pages": pages, "bytes": len(page)}))
+
+
+# --------------------------------------------------------------------------------- the window
+
+@pytest.mark.gui
+@pytest.mark.timeout(300)
+def test_export_case_report_from_the_window(demo_session: Path, window, qtbot, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """File ▸ Export ▸ Case report… in the real window: the menu action asks for a file, runs a job that
+    shows in the job panel with progress, and writes the report with the session's annotations."""
+    from PySide6.QtWidgets import QFileDialog
+
+    session = Path(shutil.copy(demo_session, tmp_path / demo_session.name))
+    window.open_path(session)
+    qtbot.waitUntil(lambda: window.data is not None and window.player.info is not None
+                    and window.annotation_panel.isEnabled(), timeout=60_000)
+    file_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&File")
+    export_menu = next(a.menu() for a in file_menu.actions() if a.menu() and a.text() == "Export")
+    action = next(a for a in export_menu.actions() if a.text().startswith("Case report"))
+    assert action.isEnabled()
+
+    target = tmp_path / "out" / "case"  # no suffix typed: .html is added
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "Web page (*.html)"))
+    steps: list[tuple[int, int, str]] = []
+    submitted: list = []
+    real_submit = window.jobs.submit
+
+    def submit(fn, name, **kw):
+        worker = real_submit(fn, name, **kw)
+        worker.progress.connect(lambda d, t, m: steps.append((d, t, m)))
+        submitted.append(worker)
+        return worker
+
+    monkeypatch.setattr(window.jobs, "submit", submit)
+    action.trigger()
+    assert submitted, "the action started no job"
+    worker = submitted[0]
+    assert window.job_panel.row_for(worker) is not None  # shown in the job panel
+    with qtbot.waitSignal(worker.done, timeout=120_000):
+        pass
+    out = target.with_name("case.html")
+    assert out.is_file(), window.statusBar().currentMessage()
+    assert steps and steps[-1][0] == steps[-1][1]  # progress reached its end
+    text = _visible_text(out.read_text(encoding="utf-8"))
+    with Session.open(session) as s:
+        info = s.info()
+        segs = s.annotations().segments
+    assert f"Video decision {info['decision']}" in text
+    assert all(seg.label in text for seg in segs)
+    assert "Case report written" in window.statusBar().currentMessage()

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from sessions import Annotations
 from sessions import Segment as NoteSegment
+from vidxai_gui import report_export
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver, model_verdict, now_iso
 from vidxai_gui.docks import (
     LatentProfile,
@@ -271,6 +272,7 @@ class MainWindow(QMainWindow):
             self._action(exp, "CSV (one row per frame)…", lambda: self.export("csv")),
             self._action(exp, "ELAN (.eaf)…", lambda: self.export("eaf")),
             self._action(exp, "JSON summary…", lambda: self.export("json")),
+            report_export.add_action(self, exp),  # case report job (vidxai_gui/report_export.py)
         ]
         self.import_annotations_action = self._action(
             m, "Import annotations…", self.import_annotations,
