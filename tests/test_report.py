@@ -307,3 +307,18 @@ def test_export_case_report_from_the_window(demo_session: Path, window, qtbot, t
     assert f"Video decision {info['decision']}" in text
     assert all(seg.label in text for seg in segs)
     assert "Case report written" in window.statusBar().currentMessage()
+
+
+def test_the_template_ships_with_the_package_and_the_bundle() -> None:
+    """The report's template is package data (pyproject) and a data file of the PyInstaller bundle (spec), at
+    the place engine.report looks for it; jinja2 is a declared dependency."""
+    import tomllib
+
+    from engine.report import TEMPLATE, TEMPLATES_DIR
+
+    assert (TEMPLATES_DIR / TEMPLATE).is_file() and TEMPLATES_DIR == REPO / "engine" / "templates"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert any(d.lower().startswith("jinja2") for d in project["project"]["dependencies"])
+    assert "templates/*.j2" in project["tool"]["setuptools"]["package-data"]["engine"]
+    spec = (REPO / "packaging" / "vidxai.spec").read_text()
+    assert 'glob("*.j2")' in spec and '"engine/templates"' in spec and '"jinja2"' in spec
