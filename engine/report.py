@@ -237,11 +237,13 @@ def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | Non
     return view
 
 
-def _prototypes(session: Any, k: int, pred: int, card: dict[str, Any], folder: Path | None) -> list[Prototype]:
-    """The ProtoPNet prototypes that add most to the frame's predicted class: W_cj · s_j, largest first."""
+def _prototypes(session: Any, k: int, pred: int, card: dict[str, Any], folder: Path | None,
+                head: dict[str, Any] | None = None) -> list[Prototype]:
+    """The ProtoPNet prototypes that add most to the frame's predicted class: W_cj · s_j, largest first.
+    `head`: the attributes of /analysis/explanations/intrinsic, when the caller has read them already."""
     if not session.exists("explanations/intrinsic/similarities"):
         return []
-    attrs = session.attrs("explanations/intrinsic")
+    attrs = head if head is not None else session.attrs("explanations/intrinsic")
     if attrs.get("arch") != "protopnet" or attrs.get("head_weight") is None:
         return []
     sims = session.read("explanations/intrinsic/similarities", slice(k, k + 1))[0].astype(np.float64)
@@ -353,13 +355,14 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
 
         step(2, "key frames")
         mappings = {}
+        head = s.attrs("explanations/intrinsic") if s.exists("explanations/intrinsic") else {}
         for v in detail:
             if v.key is None:
                 continue
             k = v.key.index
             pred = int(np.nanargmax(probs[k]))
             v.key.time_s, v.key.predicted, v.key.probability = float(times[k]), classes[pred], float(probs[k, pred])
-            v.key.prototypes = _prototypes(s, k, pred, card, folder)
+            v.key.prototypes = _prototypes(s, k, pred, card, folder, head)
             m = s.mappings(slice(k, k + 1))
             mappings[k] = m[0] if m else None
         occlusion = _occlusion(s, probs, valid, classes, info["decision"])
@@ -407,7 +410,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
         "map shown": method, "preprocessing": json.dumps(info["preprocess"]), "label setting": info["label_setting"],
         "person analysed": person, "analysis started": analysis_attrs.get("started", ""),
         "analysis finished": analysis_attrs.get("finished", ""), "SpRAy classes": ", ".join(info["spray"]) or "none",
-        "occlusion": "yes" if info["occlusion"] else "no", "model sha256": info["model_sha256"],
+        "occlusion": "yes" if info["occlusion"] else "no", "model sha256": info["model_sha256"] or card["sha256"],
     }
     if review.get("alpha") is not None and review.get("alpha") != info["alpha"]:
         settings["EWMA α the reviewer last viewed"] = review["alpha"]

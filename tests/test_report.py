@@ -254,7 +254,7 @@ def test_demo_report_in_headless_chromium(demo_session: Path, tmp_path: Path, ar
                    capture_output=True, text=True, timeout=120, check=False)
     data = pdf.read_bytes()
     pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
-    assert data.startswith(b"%PDF") and pages >= 3, pages
+    assert data.startswith(b"%PDF") and pages >= 3, pages  # the demo: 7 A4 pages
     shutil.copy(pdf, artifacts_dir / "case_report_demo.pdf")
     (artifacts_dir / "case_report_demo.json").write_text(json.dumps({"pages": pages, "bytes": len(page)}))
 
