@@ -80,6 +80,7 @@ class Case:
     software: dict[str, str]
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what could not be shown, and why
+    decision_frame: KeyFrame | None = None  # without stages: the frame where the decided class is most probable
     class_share: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -154,7 +155,8 @@ def model_card(session_model: dict[str, Any], folder: Path | None, classes: list
         "backbone": session_model.get("backbone") or spec.get("backbone", ""),
         "label_setting": session_model.get("label_setting") or spec.get("label_setting", ""),
         "preprocess": session_model.get("preprocess") or spec.get("preprocess", {}),
-        "prototypes": spec.get("prototypes_per_class"),
+        "prototypes": spec.get("prototypes_per_class") if spec.get("arch") == "protopnet" else None,
+        "latents": spec.get("n_latents") if spec.get("arch") == "patchsae" else None,
         "corpus": Path(str(corpus.get("root", ""))).name if corpus.get("root") else "",
         "corpus_kind": corpus.get("kind", ""),
         "corpus_items": corpus.get("items"),
@@ -414,9 +416,15 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
     }
     if review.get("alpha") is not None and review.get("alpha") != info["alpha"]:
         settings["EWMA α the reviewer last viewed"] = review["alpha"]
+    decision_frame = None
+    if key_frames and not keys and scored.any():
+        try:
+            decision_frame = key_frame(session_path, None, model_dir, video)[0]
+        except (OSError, ValueError) as exc:
+            notes.append(f"the decision's key frame could not be shown ({str(exc).splitlines()[0]})")
     step(4, "figures")
     name = Path(str(video_info.get("path", ""))).name or Path(session_path).stem
-    return Case(
+    return Case(decision_frame=decision_frame,
         title=f"Case report: {name}", generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         session_path=str(Path(session_path).resolve()),
         video={"name": name, **video_info, "found": video_path.is_file(), "read_from": str(video_path)},
@@ -510,15 +518,23 @@ def render_html(case: Case) -> str:
                                 "mean": data_uri(png_bytes(heat_image(st.mean_map, 96)), "image/png")
                                 if st.mean_map is not None else ""}
         if st.key is not None:
-            key = st.key
-            item["key"] = key
-            item["face"] = data_uri(jpeg_bytes(key.face, 300), "image/jpeg") if key.face is not None else ""
-            item["overlay"] = data_uri(jpeg_bytes(key.overlay, 300), "image/jpeg") if key.overlay is not None else \
-                (data_uri(png_bytes(heat_image(key.heat, 96)), "image/png") if key.heat is not None else "")
-            item["prototypes"] = [{"p": p, "img": data_uri(png_bytes(p.crop, 120), "image/png")
-                                   if p.crop is not None else ""} for p in key.prototypes]
+            item.update(_key_item(st.key))
         stage_items.append(item)
-    return _env().get_template(TEMPLATE).render(case=case, images=images, stage_items=stage_items)
+    decision_item = _key_item(case.decision_frame) if case.decision_frame is not None else None
+    return _env().get_template(TEMPLATE).render(case=case, images=images, stage_items=stage_items,
+                                                decision_item=decision_item)
+
+
+def _key_item(key: KeyFrame) -> dict[str, Any]:
+    """A key frame's pictures as data URIs: the face, the map over it (or the map alone), its prototypes."""
+    return {
+        "key": key,
+        "face": data_uri(jpeg_bytes(key.face, 300), "image/jpeg") if key.face is not None else "",
+        "overlay": data_uri(jpeg_bytes(key.overlay, 300), "image/jpeg") if key.overlay is not None else
+        (data_uri(png_bytes(heat_image(key.heat, 96)), "image/png") if key.heat is not None else ""),
+        "prototypes": [{"p": p, "img": data_uri(png_bytes(p.crop, 120), "image/png") if p.crop is not None else ""}
+                       for p in key.prototypes],
+    }
 
 
 def write_report(session_path: str | Path, out: str | Path, model_dir: str | Path | None = None,

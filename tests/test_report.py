@@ -30,7 +30,7 @@ ANNOTATIONS = [Segment("clinician", 5, 12, "lip press", note="brow lowered, lips
                Segment("second look", 70, 80, "gaze away", author="rn k")]
 
 
-def _make_session(path: Path) -> Path:
+def _make_session(path: Path, stages: bool = True) -> Path:
     """A small analysed session written through the session API: scores, EWMA, intrinsic 6×6 maps with
     their input→frame mappings, SpRAy stages, occlusion and annotations; its video is not on disk."""
     times = np.arange(T) / 30.0
@@ -60,9 +60,10 @@ def _make_session(path: Path) -> Path:
     s.write_scores(0, found, np.log(probs), probs)
     labels = np.full(T, -1, np.int16)
     labels[30:90] = 0
-    s.write_spray("happy", SprayResult(labels, [Stage(30, 50, "HAPPY_A"), Stage(50, 90, "HAPPY_B")],
-                                       np.zeros((1, 6, 6), np.float16), 1, 0.5, 0.1, "HAPPY_A, HAPPY_B"))
-    s.write_temporal_prototype(["ANGRY_A"] * 30 + ["HAPPY_A"] * 20 + ["HAPPY_B"] * 40, "spray")
+    if stages:
+        s.write_spray("happy", SprayResult(labels, [Stage(30, 50, "HAPPY_A"), Stage(50, 90, "HAPPY_B")],
+                                           np.zeros((1, 6, 6), np.float16), 1, 0.5, 0.1, "HAPPY_A, HAPPY_B"))
+        s.write_temporal_prototype(["ANGRY_A"] * 30 + ["HAPPY_A"] * 20 + ["HAPPY_B"] * 40, "spray")
     s.save_annotations(Annotations([Tier("clinician"), Tier("second look")], ANNOTATIONS))
     from engine.aggregate import ewma
 
@@ -123,6 +124,23 @@ def test_report_of_a_session_is_one_self_contained_file(session_path: Path, tmp_
     for i, c in enumerate(CONDITIONS):
         assert f" {c} {0.0 - i / 50:+.3f} " in text, c
     assert "@media print" in page and "page-break" in page
+
+
+def test_report_without_stages_shows_the_decision_frame(tmp_path: Path) -> None:
+    """No SpRAy: the report says so and shows the frame where the decided class is most probable instead."""
+    from engine.report import write_report
+
+    path = _make_session(tmp_path / "clip.vxs", stages=False)
+    with Session.open(path) as s:
+        probs = s.read("probs")
+    k = int(np.nanargmax(np.where(np.isfinite(probs[:, 1]), probs[:, 1], -1)))
+    page = write_report(path, tmp_path / "case.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    text = _visible_text(page)
+    assert "No stages: SpRAy did not run" in text
+    assert "Key frame of the decision" in text
+    assert f"intrinsic map: happy {100 * probs[k, 1]:.0f} %" in text  # the most probable frame, its map
+    assert "No stages to pick key frames from" in text
 
 
 def test_report_refuses_an_unanalysed_session(tmp_path: Path) -> None:
