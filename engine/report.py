@@ -205,6 +205,21 @@ def software() -> dict[str, str]:
     return out
 
 
+def shown_method(session: Any, explanations: list[str], review: dict[str, Any], folder: Path | None) -> str:
+    """The map the report shows, as the review window picks it: the reviewer's last choice, else the
+    session's method with the largest faithfulness Δ recorded in model.json, else "intrinsic"."""
+    have = [m for m in explanations if session.exists(f"explanations/{m}/maps")]
+    if review.get("method") in have:
+        return str(review["method"])
+    faith = (_read_model_json(folder).get("metadata") or {}).get("faithfulness") or {}
+    record = faith.get(FAITHFULNESS_RECORD) or next(iter(faith.values()), {})
+    deltas = {m: v.get("mean_delta") for m, v in (record.get("methods") or {}).items()
+              if m in have and v.get("mean_delta") is not None}
+    if deltas:
+        return max(deltas, key=lambda m: deltas[m])
+    return "intrinsic" if "intrinsic" in have else (have[0] if have else "")
+
+
 def _stages(session: Any) -> list[Any]:
     from sessions.export import _stage_class
 
@@ -327,14 +342,12 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
         ewma = s.read("ewma").astype(np.float32)
         valid = s.read("valid").astype(bool)
         review = s.review_state()
-        explanations = info["explanations"]
-        method = review.get("method") if review.get("method") in explanations else (
-            "intrinsic" if "intrinsic" in explanations else (explanations[0] if explanations else ""))
-        map_path = f"explanations/{method}/maps" if method and s.exists(f"explanations/{method}/maps") else None
         notes: list[str] = []
         if not info["complete"]:
             notes.append(f"the analysis is incomplete: {info['frames_done']} of {T} frames scored")
         folder = _model_dir(info["model"] or {}, model_dir)
+        method = shown_method(s, info["explanations"], review, folder)
+        map_path = f"explanations/{method}/maps" if method and s.exists(f"explanations/{method}/maps") else None
         video_info = dict(s.video)
         video_path = Path(str(video)) if video else Path(str(video_info.get("path", "")))
         card = model_card(info["model"] or {}, folder, classes, method, str(video_path))
@@ -459,14 +472,11 @@ def key_frame(session_path: str | Path, k: int | None = None, model_dir: str | P
             raise ReportError(f"{session_path}: frame {k} is outside 0..{s.frame_count - 1}")
         if not valid[k]:
             raise ReportError(f"{session_path}: frame {k} has no face, so no score or explanation; choose another")
-        explanations = info["explanations"]
-        review = s.review_state()
-        method = review.get("method") if review.get("method") in explanations else (
-            "intrinsic" if "intrinsic" in explanations else (explanations[0] if explanations else ""))
+        folder = _model_dir(info["model"] or {}, model_dir)
+        method = shown_method(s, info["explanations"], s.review_state(), folder)
         heat = s.read(f"explanations/{method}/maps", slice(k, k + 1))[0].astype(np.float32) \
             if method and s.exists(f"explanations/{method}/maps") else None
         pred = int(np.argmax(probs[k]))
-        folder = _model_dir(info["model"] or {}, model_dir)
         card = model_card(info["model"] or {}, folder, classes, method, "")
         key = KeyFrame(k, float(s.timestamps[k]), classes[pred], float(probs[k, pred]), None, None, heat,
                        _prototypes(s, k, pred, card, folder))
