@@ -326,6 +326,24 @@ def test_export_case_report_from_the_window(demo_session: Path, window, qtbot, t
     assert all(seg.label in text for seg in segs)
     assert "Case report written" in window.statusBar().currentMessage()
 
+    # Export ▸ Figure ▸ current frame, as a vector PDF with its fonts embedded
+    from vidxai_gui import report_export
+
+    window.timeline.seekRequested.emit(30)
+    qtbot.waitUntil(lambda: window.player.current == 30, timeout=10_000)
+    figure_menu = next(a.menu() for a in export_menu.actions() if a.menu() and a.text() == "Figure")
+    assert figure_menu.menuAction().isEnabled()
+    fig_action = next(a for a in figure_menu.actions() if a.text() == report_export.FIGURES["frame"])
+    pdf = tmp_path / "out" / "frame30.pdf"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(pdf), "PDF, vector (*.pdf)"))
+    submitted.clear()
+    fig_action.trigger()
+    with qtbot.waitSignal(submitted[0].done, timeout=120_000):
+        pass
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and b"/FontFile2" in data
+    assert "Figure written" in window.statusBar().currentMessage()
+
 
 def test_the_template_ships_with_the_package_and_the_bundle() -> None:
     """The report's template is package data (pyproject) and a data file of the PyInstaller bundle (spec), at
