@@ -31,7 +31,8 @@ COLUMN_IN = 3.5  # single journal column (inches)
 DOUBLE_COLUMN_IN = 7.2
 FORMATS = (".png", ".svg", ".pdf")
 HEAT_CMAP = "inferno"  # perceptually uniform, prints in greyscale in the right order
-OVERLAY_CMAP = "jet"  # the GUI's overlay colours, so a figure looks like what the reviewer saw
+OVERLAY_CMAP = "jet"
+MAX_CURVE_POINTS = 2000  # per curve in a timeline figure (longer videos are averaged into this many runs)  # the GUI's overlay colours, so a figure looks like what the reviewer saw
 
 
 @dataclass
@@ -232,6 +233,26 @@ def _colour(classes: Sequence[str], name: str) -> str:
     return class_hex(name, classes.index(name)) if name in classes else "#999999"
 
 
+def decimate(t: np.ndarray, *series: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, ...]:
+    """At most `max_points` points per curve: the mean of each run of frames (NaN-aware; a run without a
+    face stays a gap). An hour at 30 fps would otherwise put 108,000 points per curve into a figure a
+    column wide."""
+    n = len(t)
+    if n <= max_points:
+        return (t, *series)
+    edges = np.linspace(0, n, max_points + 1).round().astype(int)
+    out_t = np.add.reduceat(np.asarray(t, np.float64), edges[:-1]) / np.diff(edges)
+    outs = []
+    for y in series:
+        y = np.asarray(y, np.float64)
+        ok = np.isfinite(y)
+        sums = np.add.reduceat(np.where(ok, y, 0.0), edges[:-1], axis=0)
+        counts = np.add.reduceat(ok.astype(np.int64), edges[:-1], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            outs.append(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
+    return (out_t, *outs)
+
+
 @_styled
 def timeline_figure(data: TimelineData, width_in: float = DOUBLE_COLUMN_IN) -> Figure:
     """Per-class frame probabilities (thin) and their EWMA (thick) over time, the decision, and below them
@@ -244,10 +265,11 @@ def timeline_figure(data: TimelineData, width_in: float = DOUBLE_COLUMN_IN) -> F
     ax = axes[0, 0]
     t = data.times
     end = float(t[-1] + (t[-1] - t[-2] if len(t) > 1 else 0.04)) if len(t) else 1.0
+    tt, probs, ewma = decimate(t, data.probs, data.ewma)
     for i, c in enumerate(data.classes):
         col = class_hex(c, i)
-        ax.plot(t, data.probs[:, i], color=col, lw=0.5, alpha=0.35)
-        ax.plot(t, data.ewma[:, i], color=col, lw=1.4 if c == data.decision else 0.9, label=c)
+        ax.plot(tt, probs[:, i], color=col, lw=0.5, alpha=0.35)
+        ax.plot(tt, ewma[:, i], color=col, lw=1.4 if c == data.decision else 0.9, label=c)
     ax.set_ylim(0, 1)
     ax.set_xlim(float(t[0]) if len(t) else 0.0, end)
     ax.set_ylabel("probability")

@@ -238,8 +238,11 @@ def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | Non
         return view
     if frames.size > MAPS_PER_STAGE:
         frames = frames[np.linspace(0, frames.size - 1, MAPS_PER_STAGE).round().astype(int)]
-    block = session.read(method_path, slice(int(frames[0]), int(frames[-1]) + 1)).astype(np.float32)
-    maps = block[frames - frames[0]]
+    if frames[-1] - frames[0] < 4 * MAPS_PER_STAGE:
+        block = session.read(method_path, slice(int(frames[0]), int(frames[-1]) + 1))
+        maps = block[frames - frames[0]].astype(np.float32)
+    else:  # a long stage: only the sampled frames' rows, never the whole span's maps in memory
+        maps = np.stack([session.read(method_path, slice(int(k), int(k) + 1))[0] for k in frames]).astype(np.float32)
     ok = np.all(np.isfinite(maps.reshape(len(maps), -1)), axis=1)
     if not ok.any():
         return view

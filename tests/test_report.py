@@ -143,6 +143,42 @@ def test_report_without_stages_shows_the_decision_frame(tmp_path: Path) -> None:
     assert "No stages to pick key frames from" in text
 
 
+def test_report_of_a_long_session_stays_small(tmp_path: Path) -> None:
+    """A 30,000-frame session (17 min at 30 fps) with a 20,000-frame stage: curves are averaged to at most
+    MAX_CURVE_POINTS per class and a stage's mean map is read from a sample of its frames, so the file and
+    the time stay those of a short session."""
+    from engine.figures import MAX_CURVE_POINTS
+    from engine.report import write_report
+
+    n = 30_000
+    s = Session.create(tmp_path / "long.vxs", {"path": str(tmp_path / "long.mp4"), "fps": 30.0, "frame_count": n,
+                                               "width": 320, "height": 240, "duration": n / 30}, np.arange(n) / 30)
+    found = np.ones(n, bool)
+    s.write_faces(0, found, np.tile(np.float32([100, 60, 200, 180]), (n, 1)), np.zeros((n, 68, 2), np.float32),
+                  np.full(n, 0.9, np.float32), found)
+    s.begin_analysis({"name": "cnn-test", "arch": "cnn"}, CLASSES, ["intrinsic"], 0.3)
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), n).astype(np.float32)
+    for a in range(0, n, 10_000):
+        sl = slice(a, a + 10_000)
+        s.write_explanation("intrinsic", a, rng.uniform(0, 1, (10_000, 6, 6)).astype(np.float16))
+        s.write_scores(a, found[sl], np.log(probs[sl]), probs[sl])
+    s.write_temporal_prototype(["SAD_A"] * 5_000 + ["HAPPY_A"] * 20_000 + ["SAD_B"] * 5_000, "spray")
+    s.finish_analysis(probs, 0.3, "happy")
+    s.close()
+    t = time.perf_counter()
+    page = write_report(tmp_path / "long.vxs", tmp_path / "long.html").read_text(encoding="utf-8")
+    took = time.perf_counter() - t
+    assert_self_contained(page)
+    svg = base64.b64decode(_images(page)[0].split(",", 1)[1]).decode()
+    polylines = re.findall(r"<path [^>]*d=\"M ([^\"]*)\"", svg)
+    longest = max(p.count(" L ") + 1 for p in polylines)
+    assert longest <= MAX_CURVE_POINTS, longest
+    assert len(page) < 1_500_000 and "HAPPY_A" in _visible_text(page)
+    print(f"report of a {n}-frame session: {took:.2f} s, {len(page) / 1e6:.2f} MB")
+    assert took < 60
+
+
 def test_report_refuses_an_unanalysed_session(tmp_path: Path) -> None:
     from engine.report import write_report
     from sessions.store import SessionError
