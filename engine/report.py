@@ -367,8 +367,9 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
         views = [_stage_view(s, st, times, map_path, valid) for st in shown]
         detail = views if len(views) <= MAX_STAGE_DETAILS else sorted(
             sorted(views, key=lambda v: v.end - v.start, reverse=True)[:MAX_STAGE_DETAILS], key=lambda v: v.start)
+        with_key = {id(v) for v in detail} if key_frames else set()
         for v in views:
-            if v not in detail or not key_frames:
+            if id(v) not in with_key:
                 v.key = None
 
         step(2, "key frames")
@@ -440,14 +441,14 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
             notes.append(f"the decision's key frame could not be shown ({str(exc).splitlines()[0]})")
     step(4, "figures")
     name = Path(str(video_info.get("path", ""))).name or Path(session_path).stem
-    return Case(decision_frame=decision_frame,
+    return Case(
         title=f"Case report: {name}", generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         session_path=str(Path(session_path).resolve()),
         video={"name": name, **video_info, "found": video_path.is_file(), "read_from": str(video_path)},
         person=person, people=n_people, classes=classes, decision=info["decision"], alpha=float(info["alpha"] or 0),
         complete=bool(info["complete"]), method=method, timeline=timeline, stages=views,
         stages_hidden=len(all_stages) - len(shown), model=card, occlusion=occlusion, annotations=segs,
-        software=software(), settings=settings, notes=notes, class_share=share,
+        software=software(), settings=settings, notes=notes, class_share=share, decision_frame=decision_frame,
     )
 
 
