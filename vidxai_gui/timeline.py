@@ -18,13 +18,13 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
 
 from engine.aggregate import EwmaSmoother, video_decision
+from engine.colours import CLASS_COLOURS  # shared with figures and the case report
 from engine.colours import FALLBACK as _FALLBACK
-from engine.colours import class_hex  # shared with figures and the case report
 
 log = logging.getLogger(__name__)
 
 def class_colour(name: str, index: int) -> QColor:
-    return QColor(class_hex(name, index))
+    return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
