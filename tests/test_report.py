@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import os
 import re
@@ -12,10 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sessions import Annotations, Segment, Session, SprayResult, Stage, Tier
 
@@ -93,7 +96,13 @@ def assert_self_contained(page: str) -> None:
     for src in imgs:
         assert src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/svg+xml;base64,")), \
             src[:80]
-        base64.b64decode(src.split(",", 1)[1], validate=True)
+        payload = base64.b64decode(src.split(",", 1)[1], validate=True)
+        if src.startswith("data:image/svg"):  # a well-formed SVG document
+            assert ET.fromstring(payload).tag.endswith("svg")
+        else:  # a PNG/JPEG that decodes
+            with Image.open(io.BytesIO(payload)) as im:
+                im.load()
+                assert im.size[0] > 0
     # no reference to anything outside the file: no URL in any attribute or stylesheet
     without_data = re.sub(r"data:[^\"]+", "", page)
     assert not re.search(r"(src|href)=\"(?!#|\")", without_data), \
