@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -327,6 +328,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     def one(data: str, cancel: CancelToken) -> None:
         out = Path(args.out) if args.out else evaluation_folder(data, args.model)
+        try:  # before minutes of scoring: the report must have somewhere to go
+            out.mkdir(parents=True, exist_ok=True)
+            if not os.access(out, os.W_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            raise BadInput(f"{out}: cannot write the evaluation report there ({exc.strerror or exc}); "
+                           "choose a folder with --out") from exc
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
                               device=args.device, progress=bar, cancel=cancel)
