@@ -69,6 +69,8 @@ class ReaderOptions:
     full_decode_max_packets: int = 120
     # Frames decoded at the start of a long stream to check the packet index against the decoder.
     head_check_frames: int = 24
+    # Index MP4/MOV streams without B-frames from the container's sample table instead of a packet scan.
+    sample_table: bool = True
 
 
 @dataclass
@@ -218,6 +220,7 @@ class VideoReader:
         self._dec: _Decoder | None = None
         self._closed = False
         self._seek_by_dts = False
+        self.indexed_from = "packets"  # or "sample table" (see _sample_table)
         self._build_index()
 
     # -- opening and indexing -------------------------------------------------------------
@@ -262,18 +265,23 @@ class VideoReader:
         self.time_base: Fraction | None = stream.time_base
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
 
-        packets, demux_ok = self._demux_packets(container, stream)
+        packets = self._sample_table(container, stream)
+        if packets is not None:
+            index = [p.pts for p in packets if not p.discard]  # increasing: checked in _sample_table
+            self._set_keys(packets)
+            if self._sample_table_agrees(index):  # type: ignore[arg-type]
+                log.debug("%s: indexed from the container's sample table", path)
+            else:
+                log.debug("%s: the sample table disagrees with the decoder; scanning the packets", path)
+                packets = None
+        if packets is None:
+            packets, demux_ok = self._demux_packets(container, stream)
+        else:
+            demux_ok = True
         shown = [p for p in packets if not p.discard]
         pts = [p.pts for p in shown]
         pts_ok = bool(pts) and all(t is not None for t in pts) and len(set(pts)) == len(pts)
-        # Keyframes by pts, each with the timestamp to seek to. Some demuxers (mp4/mov) seek by
-        # dts, which is <= pts for a keyframe; with backward=True the lower value can only land
-        # on this keyframe or an earlier one, never past it.
-        self._seek_at: dict[int, int] = {}
-        for p in packets:
-            if p.key and p.pts is not None:
-                self._seek_at[p.pts] = min(p.pts, p.dts) if p.dts is not None else p.pts
-        self._keys = sorted(self._seek_at)
+        self._set_keys(packets)
 
         index: list[int] | None = sorted(pts) if pts_ok else None  # type: ignore[type-var]
         reason = ""
@@ -283,6 +291,8 @@ class VideoReader:
             reason = "packet timestamps are missing or repeated"
         elif len(packets) <= self.options.full_decode_max_packets:
             reason = "short clip"
+        elif self.indexed_from == "sample table":
+            pass  # checked above, head and whole tail against the decoder
         elif not self._packet_index_agrees(index):
             reason = "the decoder presents other frames than the packets announce"
         n = len(index) if index is not None else 0
@@ -334,6 +344,73 @@ class VideoReader:
             duration=duration, rotation=self.rotation, codec=self.codec,
         )
         log.debug("%s: %d frames, %.3f fps, %dx%d, %s", path, n, fps, self.width, self.height, self.codec)
+
+    def _set_keys(self, packets: list[_Packet]) -> None:
+        """Keyframes by pts, each with the timestamp to seek to. Some demuxers (mp4/mov) seek by dts, which
+        is <= pts for a keyframe; with backward=True the lower value can only land on this keyframe or an
+        earlier one, never past it."""
+        self._seek_at: dict[int, int] = {}
+        for p in packets:
+            if p.key and p.pts is not None:
+                self._seek_at[p.pts] = min(p.pts, p.dts) if p.dts is not None else p.pts
+        self._keys = sorted(self._seek_at)
+
+    def _sample_table(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    ) -> list[_Packet] | None:
+        """The packets of an MP4/MOV video stream from the index FFmpeg builds out of the container's sample
+        table at open (no scan of the file: an hour of 1080p is ~350 MB to read otherwise), or None where
+        that index cannot stand in for the packets.
+
+        FFmpeg's MOV index holds every sample with its dts (edit lists applied, discarded samples flagged)
+        but not the composition offsets, so it is used only for streams the decoder presents in decoding
+        order (no B-frames: pts = dts) and whose every sample is indexed (not fragmented MP4). The
+        caller still checks it against real decoding (`_sample_table_agrees`)."""
+        self.indexed_from = "packets"
+        if not self.options.sample_table:
+            return None
+        try:
+            if "mp4" not in container.format.name.split(",") and "mov" not in container.format.name.split(","):
+                return None
+            ctx = stream.codec_context
+            if ctx.has_b_frames or not stream.frames:
+                return None
+            entries = stream.index_entries
+            n = len(entries)
+            if n != stream.frames or n <= self.options.full_decode_max_packets:
+                return None
+            packets = [_Packet(e.timestamp, e.timestamp, bool(e.is_keyframe), bool(e.is_discard)) for e in entries]
+        except (*_AV_ERRORS, AttributeError) as exc:  # an older PyAV without index_entries
+            log.debug("%s: no usable sample table (%s)", self.path, exc)
+            return None
+        ts = [p.pts for p in packets]
+        if any(b <= a for a, b in itertools.pairwise(ts)) or not packets[0].key:  # type: ignore[operator]
+            return None
+        self.indexed_from = "sample table"
+        return packets
+
+    def _sample_table_agrees(self, index: list[int]) -> bool:
+        """The sample-table index against the decoder: the first frames, and every frame from the last
+        keyframe to the end of the stream, must be presented with exactly the indexed pts (no extra frame
+        after the last indexed one, none missing)."""
+        self._keys = sorted(self._seek_at)
+        if not index or not self._keys:
+            return False
+        head = self._decoded_pts(self.options.head_check_frames)
+        if head != index[: len(head)]:
+            return False
+        last_key = self._keys[-1]
+        tail_start = bisect.bisect_left(index, last_key)
+        dec = _Decoder(self.path, self._stream_index, None)
+        try:
+            if not dec.seek(last_key, last_key, tail_start):
+                return False
+            seen: list[int | None] = []
+            while (got := dec.read()) is not None:
+                seen.append(got[1].pts)
+        finally:
+            dec.close()
+        return seen == index[tail_start:]
 
     def _demux_packets(
         self, container: av.container.InputContainer, stream: av.video.stream.VideoStream

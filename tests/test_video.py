@@ -358,3 +358,33 @@ def test_closed_reader_and_range(edge_dir: Path) -> None:
     r.close()
     with pytest.raises(VideoError, match="single_face.mp4"):
         r.frame(0)
+
+
+# -- the sample-table index (no scan of the file at open) --------------------------------------
+@pytest.mark.parametrize("ext", ["mp4", "mov"])
+def test_sample_table_index_equals_packet_scan(ext: str, tmp_path: Path) -> None:
+    """An MP4/MOV without B-frames is indexed from the container's sample table; the index, the keyframes
+    and every frame must be what the packet scan (and a plain decode) give."""
+    path = tmp_path / f"no_bframes.{ext}"
+    write_numbered(path, list(range(0, 3 * 400, 3)), Fraction(1, 90), "libx264",
+                   {"bf": "0", "crf": "12", "preset": "ultrafast", "scenecut": "0"}, gop=45)
+    ref = plain_decode(path)
+    assert len(ref) == 400
+    with open_video(path, ReaderOptions(cache_frames=4)) as fast:
+        assert fast.indexed_from == "sample table"
+        ks = ks_to_check(400, seed=21) + [44, 45, 46, 359, 360, 399]
+        assert_matches(fast, ref, ks)
+        assert all(read_number(fast.frame(k)) == k for k in ks)
+        with open_video(path, ReaderOptions(sample_table=False, cache_frames=4)) as scan:
+            assert scan.indexed_from == "packets"
+            assert scan.frame_count == fast.frame_count
+            assert np.array_equal(scan.timestamps, fast.timestamps)
+            assert scan._keys == fast._keys and scan._seek_at == fast._seek_at
+        assert fast.timestamps == pytest.approx(np.arange(400) / 30.0)
+        assert len(fast._keys) == 9  # a keyframe every 45 frames
+
+
+def test_sample_table_not_used_with_bframes(long_gop: Path) -> None:
+    """B-frames: the sample table's dts are not the pts, so the packets are scanned as before."""
+    with open_video(long_gop) as r:
+        assert r.indexed_from == "packets"

@@ -114,7 +114,7 @@ class FrameOverlays:
 class FrameSource(QObject):
     """One video decoded on a background thread; create one per opened video."""
 
-    opened = Signal(object, object)  # VideoInfo, timestamps (float64 seconds)
+    opened = Signal(object, object, object)  # VideoInfo, timestamps (float64 seconds), frame 0 (RGB)
     frameReady = Signal(int, object, object, int)  # k, RGB frame, extras, request generation
     failed = Signal(str)  # the video cannot be opened: a message for the user
     decodeFailed = Signal(int, str)  # one frame could not be decoded
@@ -268,7 +268,9 @@ class FrameSource(QObject):
                 self._extras_cap = max(16, min(self.frame_count, int(_EXTRAS_BYTES // (frame_bytes // 3 * 4))))
             with self._cond:
                 self.readahead = max(4, min(self.readahead, int(_READAHEAD_BYTES // frame_bytes)))
-            self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy())
+            # Frame 0 was decoded while indexing (and is cached): it goes along, so the window shows a picture
+            # before it builds the timeline.
+            self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy(), reader.frame(0))
             while True:
                 with self._cond:
                     while not self._work_ready():
@@ -664,8 +666,8 @@ class Player(QWidget):
         self.current_image = None
         self._set_enabled(False)
 
-    @Slot(object, object)
-    def _on_opened(self, info: VideoInfo, timestamps: np.ndarray) -> None:
+    @Slot(object, object, object)
+    def _on_opened(self, info: VideoInfo, timestamps: np.ndarray, first: np.ndarray | None = None) -> None:
         if self.sender() is not self.source:
             return
         self.info = info
@@ -678,6 +680,11 @@ class Player(QWidget):
         self._set_enabled(True)
         log.info("opened %s: %d frames at %.3f fps", info.path, info.frame_count, info.fps)
         self.seek(0)  # first, so a listener's own seek (a reopened session's frame) is the latest request
+        if first is not None:
+            # The picture now, painted before the listeners build their views (a long session's timeline takes
+            # a while); its overlays come with the regular frame 0 the seek above brings.
+            self._show(0, first, None, count=False, overlays=False)
+            self.view.viewport().repaint()
         self.videoOpened.emit(info)
 
     @Slot(str)
@@ -721,14 +728,16 @@ class Player(QWidget):
             return  # a newer request is on its way; showing this one would make the view jump back
         self._show(k, frame, extras)
 
-    def _show(self, k: int, frame: np.ndarray, extras: Any = None, count: bool = True) -> None:
+    def _show(self, k: int, frame: np.ndarray, extras: Any = None, count: bool = True, overlays: bool = True) -> None:
         crop = self.face_crop(k) if self.face_view else None
         self.view.show_frame(frame, crop)
         self.current = k
         self.current_image = frame
         self._current_extras = extras
         self.shown_count += count
-        if self.overlay_provider is not None:
+        if not overlays:
+            self.view.set_overlays(FrameOverlays())
+        elif self.overlay_provider is not None:
             ov = self.overlay_provider(k, extras)
             if self.face_view and crop is None and not ov.note:
                 ov.note = "face view: no face tracked in this video yet — whole frame"
@@ -738,7 +747,8 @@ class Player(QWidget):
         self.position.blockSignals(False)
         t = self.timestamps[k] - self.timestamps[0] if len(self.timestamps) > k else k / self.fps
         self.readout.setText(f"frame {k} / {self.last_frame} · {format_time(t)}")
-        self.frameShown.emit(k)
+        if overlays:
+            self.frameShown.emit(k)
 
     def refresh_overlays(self) -> None:
         """Redraw the current frame's overlays (new analysis data or a changed overlay choice)."""
