@@ -350,7 +350,7 @@ def gui_bench(session: Path, seeks: int) -> dict:
 
         at: float | None = None
 
-        def eventFilter(self, obj, ev):  # noqa: N802 - Qt's name
+        def eventFilter(self, obj, ev):  # Qt calls it by this name
             if ev.type() == QEvent.Type.Paint and self.at is None and p.current >= 0:
                 self.at = time.perf_counter()
             return False

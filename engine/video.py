@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +45,10 @@ _AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueErr
 
 class VideoError(Exception):
     """A video that cannot be opened or read; the message names the file and what to do."""
+
+
+class DecodeCancelled(Exception):
+    """``frame(k, stop=...)`` gave up because ``stop()`` said so (a newer request is waiting)."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,8 @@ class VideoReader:
         self._dec: _Decoder | None = None
         self._closed = False
         self._seek_by_dts = False
+        self._out_size: tuple[int, int] | None = None
+        self._stop_fn: Callable[[], bool] | None = None
         self.indexed_from = "packets"  # or "sample table" (see _sample_table)
         self._build_index()
 
@@ -467,8 +473,33 @@ class VideoReader:
         return False
 
     # -- frames ---------------------------------------------------------------------------
-    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")
+    def set_output_size(self, size: tuple[int, int] | None) -> None:
+        """Frames from ``frame(k)`` scaled to ``size`` (width, height as displayed) instead of full size; None:
+        full size. For a player showing a 1080p or 4K video in a smaller view: a scaled frame is converted
+        in the same pass as its colours, cached at a fraction of the memory, and drawn faster. The cache is
+        dropped when the size changes (it holds frames of one size only). ``frame(k, full=True)`` still
+        gives the full-size picture."""
+        if size is not None:
+            w, h = max(int(size[0]), 2), max(int(size[1]), 2)
+            size = None if (w, h) == (self.width, self.height) else (w, h)
+        if size != self._out_size:
+            self._out_size = size
+            self._cache.clear()
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the frames ``frame(k)`` returns."""
+        return self._out_size or (self.width, self.height)
+
+    def _to_rgb(self, frame: av.VideoFrame, full: bool = False) -> np.ndarray:
+        if self._out_size is not None and not full:
+            w, h = self._out_size
+            if self.rotation in (90, 270):
+                w, h = h, w  # scaled before it is turned
+            # AREA: a proper downscale (each output pixel averages the ones it covers), in swscale's one pass.
+            rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
         if self.rotation:
             # np.rot90 turns counter-clockwise; rotation is clockwise.
             rgb = np.ascontiguousarray(np.rot90(rgb, k=-(self.rotation // 90)))
@@ -519,10 +550,22 @@ class VideoReader:
         plan.append(None)
         return plan
 
-    def frame(self, k: int) -> np.ndarray:
-        """The k-th presented frame, RGB uint8 H×W×3 as displayed (a copy the caller may modify)."""
+    def cached(self, k: int) -> np.ndarray | None:
+        """Frame k from the cache, or None; no decoding. The array is the cache's own: do not modify it.
+
+        The one call that may come from another thread than the reader's: it is a single dict lookup
+        (atomic in CPython) and cached arrays are never written, only dropped."""
+        return self._cache.get(int(k))
+
+    def frame(self, k: int, full: bool = False, stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """The k-th presented frame, RGB uint8 H×W×3 as displayed (a copy the caller may modify), at the
+        output size (`set_output_size`), or at full size with ``full`` (not cached then). With ``stop``,
+        decoding gives up between two frames once ``stop()`` is true (raises DecodeCancelled); what it
+        decoded so far stays cached and the decoder where it stopped."""
+        self._stop_fn = stop
         k = self._check_k(k)
-        hit = self._cache.get(k)
+        full = full and self._out_size is not None
+        hit = None if full else self._cache.get(k)
         if hit is not None:
             self._cache.move_to_end(k)
             return hit.copy()
@@ -533,7 +576,7 @@ class VideoReader:
         key_k = 0 if first is None else first[2]
         # Continue from where the decoder stands when that is no more work than seeking.
         if key_k <= dec.next_k <= k:
-            rgb = self._decode_to(k)
+            rgb = self._decode_to(k, full)
             if rgb is not None:
                 return rgb.copy()
         for n, step in enumerate(plan):
@@ -541,7 +584,7 @@ class VideoReader:
                 dec.restart()
             elif not dec.seek(*step):
                 continue
-            rgb = self._decode_to(k)
+            rgb = self._decode_to(k, full)
             if rgb is not None:
                 if n == 1 and step is not None and not self._seek_by_dts:
                     # This demuxer (e.g. MPEG-TS) lands past a keyframe sought by its pts.
@@ -551,7 +594,7 @@ class VideoReader:
             log.debug("%s: reaching frame %d via %s missed; trying the next way", self.path, k, step)
         raise _err(self.path, f"frame {k} could not be decoded", _DAMAGED)
 
-    def _decode_to(self, k: int) -> np.ndarray | None:
+    def _decode_to(self, k: int, full: bool = False) -> np.ndarray | None:
         """Decode forward to frame k; None if the decoder is already past it or the stream ends."""
         dec = self._dec
         assert dec is not None
@@ -560,11 +603,15 @@ class VideoReader:
             j, frame = got
             if j > k:
                 return None
+            if j != k and self._stop_fn is not None and self._stop_fn():
+                raise DecodeCancelled(f"{self.path}: decoding frame {k} cancelled at frame {j}")
             if j == k:
+                if full:
+                    return self._to_rgb(frame, full=True)
                 rgb = self._to_rgb(frame)
                 self._remember(k, rgb)
                 return rgb
-            if j >= keep_from:
+            if j >= keep_from and not full:
                 # Cheap now, and it makes stepping backwards a cache hit.
                 self._remember(j, self._to_rgb(frame))
         return None
@@ -601,7 +648,7 @@ class VideoReader:
                 if j < expected:
                     continue
                 expected = j + 1
-                yield j, self._to_rgb(frame)
+                yield j, self._to_rgb(frame, full=True)
         finally:
             dec.close()
 
@@ -638,4 +685,4 @@ def open_video(path: str | Path, options: ReaderOptions | None = None) -> VideoR
     return VideoReader(path, options)
 
 
-__all__ = ["ReaderOptions", "VideoError", "VideoInfo", "VideoReader", "open_video"]
+__all__ = ["DecodeCancelled", "ReaderOptions", "VideoError", "VideoInfo", "VideoReader", "open_video"]
