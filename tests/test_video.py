@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.video import ReaderOptions, VideoError, VideoReader, open_video
+from engine.video import DecodeCancelled, ReaderOptions, VideoError, VideoReader, open_video
 
 N_RANDOM = 20
 BITS = 10  # frame numbers drawn as 10 black/white blocks: up to 1023 frames
@@ -388,3 +388,41 @@ def test_sample_table_not_used_with_bframes(long_gop: Path) -> None:
     """B-frames: the sample table's dts are not the pts, so the packets are scanned as before."""
     with open_video(long_gop) as r:
         assert r.indexed_from == "packets"
+
+
+# -- frames scaled to the player's view, full-size on demand, cancelled warm-up ----------------------------
+def test_scaled_frames_are_frame_k_for_every_seek(long_gop: Path) -> None:
+    """Scaled output (the player's view of a big video) is still exactly frame k for every seek order, on a
+    long-GOP B-frame clip: equal to the k-th plainly decoded frame scaled by the same swscale call."""
+    with av.open(str(long_gop)) as c:
+        ref = [f.reformat(width=W // 2, height=H // 2, format="rgb24", interpolation="AREA").to_ndarray()
+               for f in c.decode(video=0)]
+    full_ref = plain_decode(long_gop)
+    rng = random.Random(4)
+    order = list(range(300))
+    rng.shuffle(order)
+    with open_video(long_gop, ReaderOptions(cache_frames=24)) as r:
+        r.set_output_size((W // 2, H // 2))
+        assert r.output_size == (W // 2, H // 2)
+        for k in [*order, *range(100, 140), *range(250, 200, -1)]:
+            got = r.frame(k)
+            assert got.shape == (H // 2, W // 2, 3)
+            assert np.array_equal(got, ref[k]), k
+            # The drawn number survives halving: 8-px blocks, read at their centres.
+            row = got[16].mean(axis=1)
+            assert sum(1 << b for b in range(BITS) if row[b * BLOCK // 2 + BLOCK // 4] > 128) == k
+        for k in (0, 121, 299, 7):
+            assert np.array_equal(r.frame(k, full=True), full_ref[k])
+            assert np.array_equal(r.cached(k) if r.cached(k) is not None else r.frame(k), ref[k])
+        r.set_output_size(None)
+        assert np.array_equal(r.frame(150), full_ref[150])
+
+
+def test_cancelled_decoding_leaves_the_reader_exact(long_gop: Path) -> None:
+    ref = plain_decode(long_gop)
+    with open_video(long_gop, ReaderOptions(cache_frames=8)) as r:
+        r.frame(10)
+        with pytest.raises(DecodeCancelled):
+            r.frame(230, stop=lambda: True)  # from keyframe 120: gives up after the first frame
+        for k in (231, 229, 12, 230, 119):
+            assert np.array_equal(r.frame(k), ref[k]), k
