@@ -75,6 +75,9 @@ class ReaderOptions:
     head_check_frames: int = 24
     # Index MP4/MOV streams without B-frames from the container's sample table instead of a packet scan.
     sample_table: bool = True
+    # `iter_frames` (the analysis's sequential decode) uses FFmpeg's decoder threads from this many pixels
+    # per frame on (HD and up): there decoding is a large share of the work; below it a thread is plenty.
+    threaded_min_pixels: int = 1280 * 720
 
 
 @dataclass
@@ -99,8 +102,9 @@ class _Decoder:
     ordinal mode (timestamps not usable) and frames are counted from the start of the file.
     """
 
-    def __init__(self, path: Path, stream_index: int, pts_to_k: dict[int, int] | None) -> None:
+    def __init__(self, path: Path, stream_index: int, pts_to_k: dict[int, int] | None, threads: bool = False) -> None:
         self.path = path
+        self.threads = threads  # let FFmpeg decode on several threads (frame and slice threading)
         self.stream_index = stream_index
         self.pts_to_k = pts_to_k
         self.container: av.container.InputContainer | None = None
@@ -117,6 +121,9 @@ class _Decoder:
         except _AV_ERRORS as exc:
             raise _err(self.path, f"cannot be reopened ({exc})", _DAMAGED) from exc
         self.stream = self.container.streams[self.stream_index]
+        if self.threads:
+            # Same frames in the same order, with pts; only decoded ahead on FFmpeg's own threads.
+            self.stream.thread_type = "AUTO"
 
     def close(self) -> None:
         if self.container is not None:
@@ -621,15 +628,19 @@ class VideoReader:
         for _, rgb in self.iter_frames():
             yield rgb
 
-    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Frames ``start <= k < stop`` in order as (k, rgb), decoded with a private decoder."""
+    def iter_frames(self, start: int = 0, stop: int | None = None,
+                    threads: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``start <= k < stop`` in order as (k, rgb), decoded with a private decoder (on FFmpeg's
+        threads with ``threads``; None: for frames of at least ``options.threaded_min_pixels``)."""
         if self._closed:
             raise VideoError(f"{self.path}: the video reader was closed. Open the video again.")
         stop = self.frame_count if stop is None else min(int(stop), self.frame_count)
         start = max(int(start), 0)
         if start >= stop:
             return
-        dec = _Decoder(self.path, self._stream_index, self._pts_to_k)
+        if threads is None:
+            threads = self.width * self.height >= self.options.threaded_min_pixels
+        dec = _Decoder(self.path, self._stream_index, self._pts_to_k, threads=threads)
         try:
             step = self._seek_plan(start)[0]
             restarted = step is None or not dec.seek(*step)

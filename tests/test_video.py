@@ -426,3 +426,13 @@ def test_cancelled_decoding_leaves_the_reader_exact(long_gop: Path) -> None:
             r.frame(230, stop=lambda: True)  # from keyframe 120: gives up after the first frame
         for k in (231, 229, 12, 230, 119):
             assert np.array_equal(r.frame(k), ref[k]), k
+
+
+def test_threaded_sequential_decode_is_frame_exact(long_gop: Path) -> None:
+    """The analysis decodes HD+ on FFmpeg's threads: the same frames, k for k, from any start."""
+    ref = plain_decode(long_gop)
+    with open_video(long_gop, ReaderOptions(threaded_min_pixels=0)) as r:
+        for start, stop in ((0, 300), (121, 190), (250, 300)):
+            got = list(r.iter_frames(start, stop))
+            assert [k for k, _ in got] == list(range(start, stop))
+            assert all(np.array_equal(img, ref[k]) for k, img in got)
