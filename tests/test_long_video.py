@@ -275,7 +275,16 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
     qtbot.waitUntil(lambda: p.current == k and p.view.heat_item.isVisible(), timeout=30_000)
     with open_video(video) as r:
         frames = {j: r.frame(j) for j in (k, k + 1, k + 2)}
-    np.testing.assert_array_equal(p.view.image_item.image, frames[k])  # the full view: the whole frame
+    # The full view: the whole frame k, decoded at the size the view shows it (a 1080p picture in a smaller
+    # view), stretched over the full frame's rectangle; the window still gets the full-size frame to work on.
+    size = p.wanted_display_size()
+    assert size is not None and size[0] < 1920 and abs(size[0] / size[1] - 16 / 9) < 0.02
+    with open_video(video) as r:
+        r.set_output_size(size)
+        np.testing.assert_array_equal(p.view.image_item.image, r.frame(k))
+    rect = p.view.image_item.mapRectToParent(p.view.image_item.boundingRect())
+    assert (rect.left(), rect.top(), rect.width(), rect.height()) == (0, 0, 1920, 1080)
+    np.testing.assert_array_equal(p.current_image, frames[k])
     save_screenshot(window, artifacts_dir / "face_view_window_full.png")
     save_screenshot(p.view, artifacts_dir / "face_view_full.png")
 
