@@ -11,7 +11,8 @@ lrp maps), made in --work unless already there (nothing is committed). Tables pr
    frame-to-stage cosine (each frame's pooled map against the mean map of the stage it is in), mean over
    clips. Weight 0 and 0 s is SpRAy as METHODS §4 defines it.
 2. ewma: for time constants τ (s): per-frame decision flips per second (argmax of the smoothed scores,
-   frames with a face), settle time (s from the first face until the smoothed argmax equals the video
+   frames with a face); lag: of the changes of the raw per-frame decision that last ≥ 0.3 s, the share the
+   smoothed decision follows and the mean delay until it does (a missed change counts its length); settle time (s from the first face until the smoothed argmax equals the video
    decision for the rest of the clip), video accuracy against the intended labels; mean over clips.
 3. flicker: per model × method: flicker (mean frame-to-frame 1 − cosine over frames with a face) of the
    stored maps and of the maps smoothed in face-aligned coordinates for σ values, and how close the
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, video_decision
+from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, decision_runs, ewma, video_decision
 from engine.explain.spray import (
     frame_stage_cosine,
     merge_short_stages,
@@ -61,6 +62,7 @@ WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 MIN_STAGE_S = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 SIGMAS = (0.05, 0.1, 0.2)
+CHANGE_S = 0.3  # a change of the raw per-frame decision lasting this long must show in the smoothed one
 
 
 def sessions_for(work: Path, model: str) -> list[Path]:
@@ -137,24 +139,40 @@ def ewma_metrics(s: Session, tau: float, classes: list[str]) -> dict:
     ts = s.timestamps
     settle = 0.0 if wrong.size == 0 else (ts[rows[wrong[-1] + 1]] - ts[rows[0]] if wrong[-1] + 1 < rows.size
                                           else ts[rows[-1]] - ts[rows[0]] + 1 / s.fps)
-    return {"flips_per_s": flips / dur, "settle_s": float(settle), "decision": decision}
+    # Lag: every change of the raw per-frame decision that lasts at least CHANGE_S (a real change, not a
+    # one-frame flip) should be followed by the smoothed decision; delay = time from the change until the
+    # smoothed argmax shows the new class (the run's length when it never does: a missed change).
+    raw = np.argmax(probs[rows], axis=1)
+    delays, followed = [], 0
+    for a, b, c in decision_runs(raw)[1:]:
+        if (b - a) / s.fps < CHANGE_S:
+            continue
+        hit = np.flatnonzero(pred[a:b] == c)
+        followed += hit.size > 0
+        delays.append((hit[0] if hit.size else b - a) / s.fps)
+    return {"flips_per_s": flips / dur, "settle_s": float(settle), "decision": decision,
+            "delays": delays, "followed": followed}
 
 
 def ewma_table(sessions_by_model: dict[str, list[Path]]) -> list[dict]:
     rows = []
     for tau in TAUS:
-        vals, correct, n = [], 0, 0
+        vals, correct, n, delays, followed = [], 0, 0, [], 0
         for ps in sessions_by_model.values():
             for p in ps:
                 with Session.open(p) as s:
                     classes = s.analysis_info()["classes"]
                     v = ewma_metrics(s, tau, classes)
                 vals.append(v)
+                delays += v["delays"]
+                followed += v["followed"]
                 correct += v["decision"] == LABELS[p.stem.split("_")[2]]
                 n += 1
         rows.append({"tau_s": tau, "alpha_at_29.97": alpha_from_tau(tau, 29.97),
                      "flips_per_s": float(np.mean([v["flips_per_s"] for v in vals])),
                      "settle_s": float(np.mean([v["settle_s"] for v in vals])),
+                     "changes": len(delays), "followed": followed / max(len(delays), 1),
+                     "delay_s": float(np.mean(delays)) if delays else float("nan"),
                      "video_accuracy": correct / n, "n": n})
     return rows
 
@@ -273,7 +291,8 @@ def main() -> None:
     if "ewma" not in skip:
         result["ewma"] = ewma_table(by_model)
         print(f"\n## EWMA by time constant ({', '.join(models)}; {sum(map(len, by_model.values()))} sessions)")
-        print(fmt_rows(result["ewma"], ["tau_s", "alpha_at_29.97", "flips_per_s", "settle_s", "video_accuracy"]))
+        print(fmt_rows(result["ewma"], ["tau_s", "alpha_at_29.97", "flips_per_s", "changes", "followed", "delay_s",
+                                         "settle_s", "video_accuracy"]))
     if "flicker" not in skip:
         result["flicker"] = flicker_table(by_model)
         cols = ["model", "method", "raw"] + [f"{k}_{s}" for s in SIGMAS for k in ("smoothed", "unaligned", "fidelity")]
