@@ -20,13 +20,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
+from engine.temporal import DEFAULT_TAU_S as _DEFAULT_TAU_S
+
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face"
 
-# Default EWMA time constant (s), chosen on the shared CREMA-D clips with bench/temporal_quality.py
-# (decision stability vs lag; table in the README and bench/results/temporal_quality.json).
-DEFAULT_TAU_S = 0.5
+# The default time constant (s) is chosen on the shared CREMA-D clips with bench/temporal_quality.py
+# (decision stability vs lag); it lives with the other temporal defaults in engine.temporal.
+DEFAULT_TAU_S = _DEFAULT_TAU_S
 
 
 def alpha_from_tau(tau_s: float, fps: float) -> float:

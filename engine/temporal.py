@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 # Defaults chosen on the shared CREMA-D clips with bench/temporal_quality.py (tables in the README and
 # bench/results/temporal_quality.json).
+DEFAULT_TAU_S = 0.5             # EWMA time constant, seconds (engine.aggregate.alpha_from_tau)
 DEFAULT_TEMPORAL_WEIGHT = 1.0   # SpRAy: weight of the temporal-neighbour links beside the kNN graph
 DEFAULT_MIN_STAGE_S = 0.5       # SpRAy: stages shorter than this are merged into a neighbour (display)
 DEFAULT_MAP_SIGMA_S = 0.1       # map smoothing: σ of the Gaussian over time, seconds
@@ -114,6 +114,8 @@ def smooth_maps(maps: np.ndarray, landmarks: np.ndarray | None, sigma_frames: fl
     returns a copy); ``align=False`` averages without warping (for comparison); ``frames`` the rows to
     compute (default all; the others are returned as stored). The input is never modified.
     """
+    import cv2
+
     m = np.asarray(maps, dtype=np.float32)
     if m.ndim != 3:
         raise ValueError(f"maps must be T×h×w, got shape {m.shape}")

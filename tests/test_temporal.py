@@ -125,6 +125,8 @@ def test_analysis_records_temporal_settings_and_merged_stages(analysed: Path) ->
         merged = runs_of(list(s.read("stages/merged")))
         T = s.frame_count
         assert st["n_stages"] == len(raw) and st["n_merged_stages"] == len(merged) <= len(raw)
+        assert s.display_stages() == merged and s.temporal_prototype() == raw
+        assert s.analysis_info()["ewma_tau_s"] == DEFAULT_TAU_S
         assert 1 - len(merged) / T >= 0.8  # the acceptance figure on a shared clip, with the defaults
         assert 0.0 < st["merged_frame_stage_cosine"] <= st["frame_stage_cosine"] + 1e-9 <= 1.0 + 1e-9
         ts = np.append(s.timestamps, s.timestamps[-1] + 1 / s.fps)
