@@ -1,7 +1,8 @@
 """Temporal quality of the explanations on the shared CREMA-D clips (issue 14): stages, EWMA, map flicker.
 
     nice -n 19 .venv/bin/python bench/temporal_quality.py [--work DIR] [--models patchsae,protopnet,cnn]
-                                                          [--long] [--out bench/results/temporal_quality.json]
+                                                          [--long [--long-work DIR]]
+                                                          [--out bench/results/temporal_quality.json]
 
 Sessions: every clip of ../shared/data/videos/crema-d analysed with each model (intrinsic, gxi, gradcam and
 lrp maps), made in --work unless already there (nothing is committed). Tables printed and written as JSON:
@@ -15,8 +16,9 @@ lrp maps), made in --work unless already there (nothing is committed). Tables pr
    smoothed decision follows and the mean delay until it does (a missed change counts its length); settle time (s from the first face until the smoothed argmax equals the video
    decision for the rest of the clip), video accuracy against the intended labels; mean over clips.
 3. flicker: per model × method: flicker (mean frame-to-frame 1 − cosine over frames with a face) of the
-   stored maps and of the maps smoothed in face-aligned coordinates for σ values, and how close the
-   smoothed maps stay to the stored ones (mean cosine).
+   stored maps (their positive part, as displayed) and of the maps smoothed in face-aligned coordinates
+   for σ values, and how close the smoothed maps stay to the stored ones (fidelity, mean cosine); the
+   same smoothing without alignment beside it.
 4. summary per model × method with the defaults: flicker raw / smoothed, stage reduction raw / merged with
    the mean frame-to-stage cosine raw / merged (the columns issue 14 asks of the explanation bench).
 5. --long: a 10-minute video made by looping one clip (PyAV remux of an H.264 re-encode, in --work),
@@ -59,7 +61,7 @@ CREMA = REPO.parent / "shared" / "data" / "videos" / "crema-d"
 LABELS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 METHODS = ("intrinsic", "gxi", "gradcam", "lrp")
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
-MIN_STAGE_S = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+MIN_STAGE_S = (0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.75, 1.0)
 TAUS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 SIGMAS = (0.05, 0.1, 0.2)
 CHANGE_S = 0.3  # a change of the raw per-frame decision lasting this long must show in the smoothed one
@@ -184,17 +186,23 @@ def map_flicker(s: Session, method: str, sigmas: tuple[float, ...]) -> dict:
     raw = np.maximum(np.nan_to_num(maps), 0)  # the displayed (positive) evidence
     raw[~valid] = np.nan
     out = {"raw": flicker(raw, valid)}
+    ok = valid & np.isfinite(raw).all(axis=(1, 2))
+    a = raw[ok].reshape(ok.sum(), -1).astype(np.float64)
+
+    def fidelity(sm: np.ndarray) -> float:
+        """Mean cosine of the smoothed maps with the stored ones."""
+        b = sm[ok].reshape(ok.sum(), -1).astype(np.float64)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        keep = (na > 0) & (nb > 0)
+        return float(np.mean(np.einsum("ij,ij->i", a[keep], b[keep]) / (na[keep] * nb[keep]))) if keep.any() else np.nan
+
     for sg in sigmas:
         sm = smooth_maps(raw, lm, sg * s.fps, valid)
         un = smooth_maps(raw, lm, sg * s.fps, valid, align=False)
-        ok = valid & np.isfinite(raw).all(axis=(1, 2))
-        a, b = raw[ok].reshape(ok.sum(), -1).astype(np.float64), sm[ok].reshape(ok.sum(), -1).astype(np.float64)
-        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-        keep = (na > 0) & (nb > 0)
-        fid = float(np.mean(np.einsum("ij,ij->i", a[keep], b[keep]) / (na[keep] * nb[keep]))) if keep.any() else np.nan
         out[f"smoothed_{sg}"] = flicker(sm, valid)
+        out[f"fidelity_{sg}"] = fidelity(sm)
         out[f"unaligned_{sg}"] = flicker(un, valid)
-        out[f"fidelity_{sg}"] = fid
+        out[f"unaligned_fidelity_{sg}"] = fidelity(un)
     return out
 
 
@@ -238,14 +246,17 @@ def long_video(work: Path, model: str) -> dict:
     from bench.long_video import loop_video, make_segment
 
     clip = CREMA / "1001_DFA_HAP_XX.flv"
-    seg = make_segment(work / "seg_hap.mp4", (480, 360), scale=1.0, clips=[clip])
+    seg = work / "seg_hap.mp4"
+    if not seg.exists():  # one clip re-encoded as H.264 (keyframe every second), then remuxed to 10 minutes
+        make_segment(seg, (480, 360), scale=1.0, clips=[clip])
     video, _ = loop_video(seg, work / "hap_10min.mp4", 10)
     path = work / "hap_10min.vxs"
     if not path.exists():
         analyze(video, REPO / "resources" / "models" / model, path, AnalyzeSettings(spray=False))
     out = {"video": f"{clip.name} looped to 10 min ({model}, intrinsic maps)"}
     with Session.open(path) as s:
-        for name, w, m in (("raw", 0.0, 0.0), ("temporal_only", DEFAULT_TEMPORAL_WEIGHT, 0.0),
+        for name, w, m in (("raw", 0.0, 0.0), ("weight_1", 1.0, 0.0), ("temporal_only", DEFAULT_TEMPORAL_WEIGHT, 0.0),
+                           ("min_0.5", DEFAULT_TEMPORAL_WEIGHT, 0.5),
                            ("defaults", DEFAULT_TEMPORAL_WEIGHT, DEFAULT_MIN_STAGE_S)):
             t0 = time.perf_counter()
             r = spray_stages(s, "intrinsic", w, m)
@@ -272,13 +283,16 @@ def main() -> None:
     ap.add_argument("--stage-method", default="gxi", help="map SpRAy clusters for the stage table (default gxi, "
                     "the pipeline's default SpRAy source when gxi is among the methods)")
     ap.add_argument("--long", action="store_true", help="also the 10-minute looped clip (slow: a real analysis)")
+    ap.add_argument("--long-work", type=Path, default=None, help="folder of the 10-minute video and session "
+                    "(default --work)")
     ap.add_argument("--skip", default="", help="comma-separated tables to skip: stages,ewma,flicker")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "temporal_quality.json")
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
     skip = set(args.skip.split(","))
-    by_model = {m: sessions_for(args.work, m) for m in models}
-    result: dict = {"clips": [p.name for p in by_model[models[0]]], "models": models,
+    tables = {"stages", "ewma", "flicker"} - skip
+    by_model = {m: sessions_for(args.work, m) for m in models} if tables else {}
+    result: dict = {"clips": [p.name for p in by_model.get(models[0], [])], "models": models,
                     "defaults": {"temporal_weight": DEFAULT_TEMPORAL_WEIGHT, "min_stage_s": DEFAULT_MIN_STAGE_S,
                                  "ewma_tau_s": DEFAULT_TAU_S, "map_sigma_s": DEFAULT_MAP_SIGMA_S}}
     if "stages" not in skip:
@@ -295,7 +309,7 @@ def main() -> None:
                                          "settle_s", "video_accuracy"]))
     if "flicker" not in skip:
         result["flicker"] = flicker_table(by_model)
-        cols = ["model", "method", "raw"] + [f"{k}_{s}" for s in SIGMAS for k in ("smoothed", "unaligned", "fidelity")]
+        cols = ["model", "method", "raw"] + [f"{k}_{s}" for s in SIGMAS for k in ("smoothed", "fidelity", "unaligned", "unaligned_fidelity")]
         print("\n## Map flicker (mean frame-to-frame 1 − cos), σ in s")
         print(fmt_rows(result["flicker"], cols))
         result["summary"] = summary_table(by_model, result["flicker"])
@@ -303,7 +317,7 @@ def main() -> None:
         print(fmt_rows(result["summary"], ["model", "method", "flicker_raw", "flicker_smoothed", "reduction_raw",
                                            "reduction_merged", "cosine_raw", "cosine_merged"]))
     if args.long:
-        result["long"] = long_video(args.work, models[0])
+        result["long"] = long_video(args.long_work or args.work, models[0])
         print("\n## 10-minute video")
         print(json.dumps(result["long"], indent=1, default=str))
     args.out.parent.mkdir(parents=True, exist_ok=True)
