@@ -3,19 +3,65 @@
 EWMA smoothing ỹ_1 = y_1, ỹ_t = α y_t + (1 − α) ỹ_{t−1}; the video decision is argmax of the last
 smoothed state. Frames without a face do not enter the recurrence: they carry the previous state,
 so a short detector dropout neither resets nor drags the running estimate.
+
+Time in seconds: the smoothing is set by a time constant τ (s) and α follows from the video's frame
+rate, α = 1 − exp(−Δt/τ) with Δt = 1/fps (`alpha_from_tau`). A frame's smoothed value is the state at
+the end of the interval that frame is shown, so a clip resampled to k× its fps (every frame shown k
+times) gives exactly the same curve at the end of each original frame: (1 − α_k)^k = 1 − α. Sessions
+made before τ existed recorded α only; `tau_from_alpha` gives the τ it corresponds to at their fps.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy.signal import lfilter
 
+from engine.temporal import DEFAULT_TAU_S as _DEFAULT_TAU_S
+
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face"
+
+# The default time constant (s) is chosen on the shared CREMA-D clips with bench/temporal_quality.py
+# (decision stability vs lag); it lives with the other temporal defaults in engine.temporal.
+DEFAULT_TAU_S = _DEFAULT_TAU_S
+
+
+def alpha_from_tau(tau_s: float, fps: float) -> float:
+    """EWMA α for time constant ``tau_s`` seconds at ``fps`` frames/s: 1 − exp(−1/(fps·τ)); τ = 0 gives 1."""
+    if not tau_s >= 0.0 or not math.isfinite(tau_s):
+        raise ValueError(f"EWMA time constant must be ≥ 0 s, got {tau_s}")
+    if not fps > 0.0 or not math.isfinite(fps):
+        raise ValueError(f"frame rate must be > 0, got {fps}")
+    if tau_s == 0.0:
+        return 1.0
+    return float(-math.expm1(-1.0 / (fps * tau_s)))
+
+
+def tau_from_alpha(alpha: float, fps: float) -> float:
+    """The time constant (s) that α corresponds to at ``fps``; 0 for α = 1 (no smoothing)."""
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"EWMA alpha must be in (0, 1], got {alpha}")
+    if not fps > 0.0 or not math.isfinite(fps):
+        raise ValueError(f"frame rate must be > 0, got {fps}")
+    if alpha == 1.0:
+        return 0.0
+    return float(-1.0 / (fps * math.log1p(-alpha)))
+
+
+def ewma_settings(recorded: dict, fps: float) -> tuple[float, float]:
+    """(α, τ s) an analysis recorded: τ when the session has ``ewma_tau_s`` (α then follows from the fps it
+    recorded, else ``fps``), else the α that older sessions stored alone, with its τ at ``fps``."""
+    tau = recorded.get("ewma_tau_s")
+    if tau is not None:
+        rec_fps = float(recorded.get("ewma_fps") or fps)
+        return alpha_from_tau(float(tau), rec_fps), float(tau)
+    alpha = float(recorded.get("alpha") or 0.3)
+    return alpha, tau_from_alpha(alpha, fps)
 
 
 class EwmaSmoother:

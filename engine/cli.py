@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.jobs import Cancelled, CancelToken, file_error_message
+from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TAU_S, DEFAULT_TEMPORAL_WEIGHT
 
 log = logging.getLogger("vidxai")
 
@@ -139,8 +140,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from engine.resources import default_model_dir
 
     model = Path(args.model) if args.model else default_model_dir()
-    settings = AnalyzeSettings(alpha=args.alpha, explain=tuple(args.explain.split(",")) if args.explain else (),
+    settings = AnalyzeSettings(alpha=args.alpha, ewma_tau_s=args.ewma_tau,
+                               explain=tuple(args.explain.split(",")) if args.explain else (),
                                batch_size=args.batch_size, device=args.device, spray=not args.no_spray,
+                               spray_temporal_weight=args.spray_temporal_weight, min_stage_s=args.min_stage_s,
                                occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
 
     def one(video: str, cancel: CancelToken) -> None:
@@ -412,11 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "or half analysed in --out is continued")
     s.add_argument("--model", default=None, help="model folder (default: the bundled ProtoPNet)")
     s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
-    s.add_argument("--alpha", type=float, default=0.3, help="EWMA smoothing factor in (0, 1] (default 0.3)")
+    s.add_argument("--ewma-tau", type=float, default=DEFAULT_TAU_S, metavar="SECONDS",
+                   help="EWMA time constant in seconds; α = 1 − exp(−1/(fps·τ)), so videos of any frame rate "
+                        f"smooth alike (default {DEFAULT_TAU_S}, chosen on the shared clips)")
+    s.add_argument("--alpha", type=float, default=None,
+                   help="EWMA smoothing factor in (0, 1] per frame, instead of --ewma-tau")
     s.add_argument("--explain", default="intrinsic",
                    help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic)")
     s.add_argument("--occlusion", action="store_true", help="also score the seven facial-part occlusions per frame")
     s.add_argument("--no-spray", action="store_true", help="skip SpRAy temporal prototypes")
+    s.add_argument("--spray-temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="W",
+                   help="weight of the temporal-neighbour links in SpRAy's affinity, 0 = SpRAy as published "
+                        f"(default {DEFAULT_TEMPORAL_WEIGHT})")
+    s.add_argument("--min-stage-s", type=float, default=DEFAULT_MIN_STAGE_S, metavar="SECONDS",
+                   help="stages shorter than this are merged into the neighbour with the closest mean map for "
+                        f"display; SpRAy's own stages stay in the session (default {DEFAULT_MIN_STAGE_S}, 0 = off)")
     s.add_argument("--batch-size", type=int, default=32, help="frames scored per model call (default 32)")
     s.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames, track in "
                    "between (default 5)")

@@ -21,12 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from engine.aggregate import ewma, video_decision
+from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, tau_from_alpha, video_decision
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
 from engine.faces import FaceResult, FaceTracker, People
 from engine.jobs import CancelToken, ProgressFn, no_progress
 from engine.preprocess import PreprocessConfig
 from engine.stream import Stage, batched
+from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT
 from engine.video import VideoReader, open_video
 from sessions import FaceTrack, Session, SessionError
 from sessions import people as people_store
@@ -320,7 +321,8 @@ def ingest_openface(video: str | Path, csv_path: str | Path, out_path: str | Pat
 class AnalyzeSettings:
     """What `analyze` computes; every field is recorded in the session."""
 
-    alpha: float = 0.3                       # EWMA smoothing factor (METHODS §9)
+    alpha: float | None = None               # EWMA smoothing factor (METHODS §9); None: from ewma_tau_s
+    ewma_tau_s: float = DEFAULT_TAU_S        # EWMA time constant (s): α = 1 − exp(−1/(fps·τ))
     explain: tuple[str, ...] = ("intrinsic",)  # plus any of "lrp", "gradcam", "ig"
     batch_size: int = 32
     detect_every: int = 5
@@ -329,6 +331,8 @@ class AnalyzeSettings:
     spray: bool = True
     spray_active: str | float = "predicted"  # which frames a class is clustered on
     spray_method: str | None = None          # relevance used by SpRAy (default: first post-hoc, else intrinsic)
+    spray_temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT  # temporal-neighbour term in SpRAy's affinity
+    min_stage_s: float = DEFAULT_MIN_STAGE_S  # shorter stages are merged into a neighbour for display
     occlusion: bool = False                  # score the seven facial-part conditions per frame
     preprocess_mode: str | None = None       # override the model's mode: "original" | "face" | "reassembled"
     au: bool = True                          # cosine of each map with the predicted class's AU map
@@ -336,14 +340,26 @@ class AnalyzeSettings:
     person: int | None = None                # who to analyse (sessions.people id); None: as before, else the one visible longest
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha <= 1:
+        if self.alpha is not None and not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if not self.ewma_tau_s >= 0:
+            raise ValueError(f"ewma_tau_s must be ≥ 0 s, got {self.ewma_tau_s}")
+        if not self.spray_temporal_weight >= 0:
+            raise ValueError(f"spray_temporal_weight must be ≥ 0, got {self.spray_temporal_weight}")
+        if not self.min_stage_s >= 0:
+            raise ValueError(f"min_stage_s must be ≥ 0 s, got {self.min_stage_s}")
         methods = tuple(m for m in ("intrinsic", *self.explain) if m)
         self.explain = tuple(dict.fromkeys(methods))   # intrinsic first, no repeats
         unknown = set(self.explain) - {"intrinsic", *POST_HOC}
         if unknown:
             raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from "
                              f"intrinsic, {', '.join(POST_HOC)}")
+
+    def ewma(self, fps: float) -> tuple[float, float]:
+        """(α, τ s) for a video at ``fps``: α from ewma_tau_s, unless α was given (then τ follows from it)."""
+        if self.alpha is not None:
+            return float(self.alpha), tau_from_alpha(self.alpha, fps)
+        return alpha_from_tau(self.ewma_tau_s, fps), float(self.ewma_tau_s)
 
     def spray_source(self) -> str:
         if self.spray_method:
@@ -499,8 +515,9 @@ def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSet
     valid = session.read("valid")
     probs = session.read("probs")
     probs[~valid] = np.nan
-    res = spray_streamed(_pooled_map_reader(session, method), probs, classes, active=settings.spray_active,
-                         progress=progress, cancel=cancel)
+    read = _pooled_map_reader(session, method)
+    res = spray_streamed(read, probs, classes, active=settings.spray_active, progress=progress, cancel=cancel,
+                         temporal_weight=settings.spray_temporal_weight)
     tp = res.prototypes
     for cname, cc in res.classes.items():
         labels = np.full(session.frame_count, -1, np.int16)
@@ -513,6 +530,30 @@ def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSet
         gap = float(np.max(np.diff(vals[: cc.k + 1]))) if vals.size > 1 else 0.0
         session.write_spray(cname, StoredSpray(labels, stages, cmaps, cc.k, gap, tp.reduction, tp.prototype[:30000]))
     session.write_temporal_prototype([", ".join(d) for d in tp.descriptors], method)
+    _merged_stages_to_session(session, read, tp.stages, settings)
+
+
+def _merged_stages_to_session(session: Session, read: Callable[[int, int], np.ndarray], stages: list,
+                              settings: AnalyzeSettings) -> None:
+    """The stages shown in the strip: SpRAy's stages with those shorter than `min_stage_s` merged into a
+    neighbour (engine.explain.spray.merge_short_stages), stored per frame in /analysis/stages/merged beside
+    SpRAy's own descriptors, with both reductions and mean frame-to-stage cosines and the settings."""
+    from engine.explain.spray import frame_stage_cosine, merge_short_stages, stage_durations, stage_map_sums
+
+    fps = session.fps
+    sums, counts = stage_map_sums(read, stages)
+    merged = merge_short_stages(stages, sums, counts, stage_durations(stages, session.timestamps, fps),
+                                settings.min_stage_s)
+    desc = np.empty(session.frame_count, dtype=object)
+    for st in merged:
+        desc[st.start:st.end] = ", ".join(st.descriptor)
+    session.write_frames("stages/merged", 0, desc)
+    T = max(session.frame_count, 1)
+    session.set_attrs("stages", temporal_weight=float(settings.spray_temporal_weight),
+                      min_stage_s=float(settings.min_stage_s), n_merged_stages=len(merged),
+                      merged_reduction=1.0 - len(merged) / T,
+                      frame_stage_cosine=frame_stage_cosine(read, stages),
+                      merged_frame_stage_cosine=frame_stage_cosine(read, merged))
 
 
 class StoredFaces:
@@ -609,7 +650,8 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
             resume = before is not None and int(session.attrs("").get("person", 0)) == target
 
             def begin(resume: bool) -> int:
-                done = session.begin_analysis(identity, analyzer.classes, list(settings.explain), settings.alpha,
+                done = session.begin_analysis(identity, analyzer.classes, list(settings.explain),
+                                              settings.ewma(session.fps)[0],
                                               resume=resume)
                 W, b = head_weights(analyzer.model)
                 session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
@@ -682,5 +724,8 @@ def _finish(session: Session, classes: list[str], settings: AnalyzeSettings, pro
         _spray_to_session(session, classes, settings, progress, cancel)
     valid = session.read("valid")
     probs = session.read("probs")
-    smoothed = ewma(probs, settings.alpha, valid)
-    session.finish_analysis(smoothed, settings.alpha, video_decision(smoothed, classes))
+    alpha, tau = settings.ewma(session.fps)
+    smoothed = ewma(probs, alpha, valid)
+    # τ and the frame rate α was derived at, beside α (which older readers use alone).
+    session.set_attrs("", ewma_tau_s=tau, ewma_fps=float(session.fps))
+    session.finish_analysis(smoothed, alpha, video_decision(smoothed, classes))

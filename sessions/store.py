@@ -896,6 +896,14 @@ class Session:
                 return []
             return runs_of(list(self.read("stages/descriptor")))
 
+    def display_stages(self) -> list[Stage]:
+        """The stages to show in a strip: SpRAy's stages merged to the minimum duration
+        (/analysis/stages/merged) when the session has them, else SpRAy's own ([] before SpRAy ran)."""
+        with self._mutex:
+            if self.exists("stages/merged"):
+                return runs_of(list(self.read("stages/merged")))
+            return self.temporal_prototype()
+
     def finish_analysis(self, ewma: np.ndarray, alpha: float, decision: str) -> None:
         """Store the smoothed scores and the decision, mark the analysis complete, and commit."""
         with self._mutex:
@@ -920,7 +928,7 @@ class Session:
                 "model": a.get("model", {}), "model_name": a.get("model_name", ""),
                 "model_sha256": a.get("model_sha256", ""), "classes": a.get("classes", []),
                 "label_setting": a.get("label_setting", ""), "preprocess": a.get("preprocess", {}),
-                "alpha": a.get("alpha"), "explain": a.get("explain", []),
+                "alpha": a.get("alpha"), "ewma_tau_s": a.get("ewma_tau_s"), "explain": a.get("explain", []),
                 "decision": a.get("decision", ""), "complete": bool(a.get("complete", False)),
                 "frames_done": int(a.get("frames_done", 0)),
                 "explanations": sorted(g["explanations"]) if "explanations" in g else [],

@@ -85,3 +85,50 @@ def test_100k_frames_is_fast() -> None:
     elapsed = time.perf_counter() - t0
     assert out.shape == y.shape and np.isfinite(out[np.argmax(valid):]).all()
     assert elapsed < 0.5, f"EWMA over 100k frames took {elapsed:.3f}s"
+
+
+# --- issue 14: EWMA by a time constant in seconds ----------------------------------------------------
+
+
+def test_alpha_from_tau_and_back() -> None:
+    from engine.aggregate import alpha_from_tau, tau_from_alpha
+
+    assert alpha_from_tau(0.0, 25.0) == 1.0 and tau_from_alpha(1.0, 25.0) == 0.0
+    a = alpha_from_tau(0.5, 25.0)
+    assert a == pytest.approx(1 - np.exp(-1 / 12.5))
+    assert tau_from_alpha(a, 25.0) == pytest.approx(0.5)
+    # The old default α = 0.3 at 29.97 fps is a time constant of about 94 ms.
+    assert tau_from_alpha(0.3, 29.97) == pytest.approx(0.09355, abs=1e-4)
+    with pytest.raises(ValueError):
+        alpha_from_tau(-1.0, 25.0)
+    with pytest.raises(ValueError):
+        alpha_from_tau(0.5, 0.0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_same_curve_at_k_times_the_frame_rate(k: int) -> None:
+    # Every frame shown k times at k× the fps, with the α the same τ gives there: the smoothed value at the
+    # end of each original frame (the last of its k copies) equals the original curve; frames without a face
+    # are repeated too and still carry the state.
+    from engine.aggregate import alpha_from_tau
+
+    rng = np.random.default_rng(k)
+    y = rng.random((120, 5))
+    valid = rng.random(120) > 0.2
+    valid[:3] = False
+    tau, fps = 0.4, 29.97
+    base = ewma(y, alpha_from_tau(tau, fps), valid)
+    fast = ewma(np.repeat(y, k, axis=0), alpha_from_tau(tau, k * fps), np.repeat(valid, k))
+    np.testing.assert_allclose(fast[k - 1::k], base, atol=1e-12, equal_nan=True)
+    assert video_decision(fast, list("abcde")) == video_decision(base, list("abcde"))
+    # The α that is right at 1× is wrong at k×: the curves then differ.
+    wrong = ewma(np.repeat(y, k, axis=0), alpha_from_tau(tau, fps), np.repeat(valid, k))
+    assert np.nanmax(np.abs(wrong[k - 1::k] - base)) > 1e-3
+
+
+def test_ewma_settings_reads_old_and_new_sessions() -> None:
+    from engine.aggregate import alpha_from_tau, ewma_settings
+
+    assert ewma_settings({"alpha": 0.3}, 29.97) == pytest.approx((0.3, 0.09355), abs=1e-4)  # α only (old)
+    a, tau = ewma_settings({"alpha": alpha_from_tau(0.25, 50.0), "ewma_tau_s": 0.25, "ewma_fps": 50.0}, 25.0)
+    assert tau == 0.25 and a == pytest.approx(alpha_from_tau(0.25, 50.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from corelay.processor.affinity import SparseKNN
@@ -152,3 +154,105 @@ def test_spray_video_end_to_end() -> None:
     # Subsampled path: clustering a strided subset and assigning the rest gives the same partition.
     res_sub = spray_video(maps, probs, ["happy", "sad", "angry"], k_neighbors=4, max_frames=15)
     assert adjusted_rand_score(happy.labels, res_sub.classes["happy"].labels) == 1.0
+
+
+# --- issue 14: temporal-neighbour term and minimum stage duration -------------------------------------
+
+
+def test_temporal_affinity_joins_neighbours_within_runs_only() -> None:
+    from engine.explain.spray import temporal_affinity
+
+    times = np.array([0, 1, 2, 3, 10, 11, 12])  # the class is inactive on frames 4..9
+    a = temporal_affinity(times, weight=0.7, radius=2).toarray()
+    assert np.array_equal(a, a.T) and not np.diag(a).any()
+    assert a[0, 1] == a[0, 2] == pytest.approx(0.7) and a[0, 3] == 0  # radius 2
+    assert a[3, 4] == 0 and a[2, 4] == 0  # never across the gap
+    assert a[4, 5] == a[4, 6] == pytest.approx(0.7)
+    assert not temporal_affinity(times, weight=0.0).nnz
+    # A strided subset (every 5th frame) is still joined: gaps are judged against the typical step.
+    assert temporal_affinity(np.arange(0, 50, 5), 1.0, radius=1).nnz == 2 * 9
+
+
+def test_temporal_term_makes_stages_contiguous() -> None:
+    # Two templates in time (A for 20 frames, B for 20, A again) under heavy noise: the kNN graph alone
+    # scatters labels over time; with the temporal term the clusters follow the three phases.
+    from engine.explain.spray import stages_of
+
+    truth = np.repeat([0, 1, 0], 20)
+    plain, timed = [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        templates = [_blob(5, 6), _blob(5, 10)]
+        feats = prepare_maps(np.stack([templates[t] + 0.6 * rng.normal(size=(16, 16)) for t in truth]))
+        lab0, _, _ = spectral_cluster(feats, n_clusters=2, temporal_weight=0.0)
+        lab2, _, _ = spectral_cluster(feats, n_clusters=2, temporal_weight=2.0)
+        plain.append(len(stages_of([(str(x),) for x in lab0])))
+        timed.append(len(stages_of([(str(x),) for x in lab2])))
+        assert adjusted_rand_score(truth, lab2) >= 0.8  # the phases, give or take a frame or two at a boundary
+    assert timed == [3, 3, 3]
+    assert sum(plain) > sum(timed)
+
+
+def test_toy_sequence_unchanged_with_temporal_settings_off() -> None:
+    # METHODS §4's toy sequence: merging with min_stage_s = 0 keeps exactly its 8 stages, and a zero
+    # temporal weight clusters exactly as plain SpRAy.
+    from engine.explain.spray import merge_short_stages, stage_durations
+
+    t = 18
+    au01, au04, au02 = np.zeros(t, bool), np.zeros(t, bool), np.zeros(t, bool)
+    au01[2:14], au04[2:9], au02[1:16] = True, True, True
+    au02_labels = np.full(t, -1)
+    au02_labels[1:5], au02_labels[5:12], au02_labels[12:16] = 7, 3, 7
+    tp = temporal_prototypes({"AU01": (au01, np.where(au01, 0, -1)), "AU02": (au02, au02_labels),
+                              "AU04": (au04, np.where(au04, 5, -1))})
+    ts = np.arange(t) / 25.0
+    rng = np.random.default_rng(0)
+    sums = rng.random((len(tp.stages), 4))
+    merged = merge_short_stages(tp.stages, sums, np.ones(len(tp.stages), int),
+                                stage_durations(tp.stages, ts, 25.0), 0.0)
+    assert merged == tp.stages and len(merged) == 8
+    maps, _ = three_templates(n_each=10)
+    feats = prepare_maps(maps)
+    a = spectral_cluster(feats, temporal_weight=0.0)
+    b = spectral_cluster(feats)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1] and np.array_equal(a[2], b[2])
+
+
+def test_merge_short_stages() -> None:
+    from engine.explain.spray import NONE, Stage, merge_short_stages, stage_durations
+
+    # Stages (frames at 10 fps): A 0-10, B 10-11 (0.1 s, its map like C's), C 11-20, NONE 20-21 (no face),
+    # A 21-40. min 0.3 s: B joins C (closest map), NONE joins the longer neighbour (A).
+    stages = [Stage(0, 10, ("A",)), Stage(10, 11, ("B",)), Stage(11, 20, ("C",)), Stage(20, 21, (NONE,)),
+              Stage(21, 40, ("A",))]
+    a, c = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.2])
+    sums = np.stack([10 * a, c + [0, 0, 0.1], 9 * c, np.zeros(3), 19 * a])
+    counts = np.array([10, 1, 9, 0, 19])
+    dur = stage_durations(stages, np.arange(40) / 10.0, 10.0)
+    assert np.allclose(dur, [1.0, 0.1, 0.9, 0.1, 1.9])
+    merged = merge_short_stages(stages, sums, counts, dur, 0.3)
+    assert merged == [Stage(0, 10, ("A",)), Stage(10, 20, ("C",)), Stage(20, 40, ("A",))]
+    # 1.05 s: B joins C (1.0 s), NONE joins A (2.0 s); then the first A (1.0 s, earliest of the two
+    # shortest) has only C beside it and joins it.
+    assert merge_short_stages(stages, sums, counts, dur, 1.05) == [Stage(0, 20, ("C",)), Stage(20, 40, ("A",))]
+    # A short stage between two of one descriptor: the neighbours become one stage.
+    st2 = [Stage(0, 5, ("A",)), Stage(5, 6, ("B",)), Stage(6, 12, ("A",))]
+    out = merge_short_stages(st2, np.eye(3), np.ones(3, int), np.array([0.5, 0.1, 0.6]), 0.2)
+    assert out == [Stage(0, 12, ("A",))]
+    for m in (0.1, 0.3, 0.7):
+        got = merge_short_stages(stages, sums, counts, dur, m)
+        assert got[0].start == 0 and got[-1].end == 40
+        assert all(x.end == y.start for x, y in itertools.pairwise(got))  # a partition of the frames
+        d = stage_durations(got, np.arange(40) / 10.0, 10.0)
+        assert len(got) == 1 or (d >= m - 1e-9).all()
+
+
+def test_frame_stage_cosine() -> None:
+    from engine.explain.spray import Stage, frame_stage_cosine
+
+    maps = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # the last frame has no map
+    read = lambda a, b: maps[a:b]
+    assert frame_stage_cosine(read, [Stage(0, 2, ("A",)), Stage(2, 4, ("B",))]) == pytest.approx(1.0)
+    one = frame_stage_cosine(read, [Stage(0, 4, ("A",))])
+    mean = np.array([2.0, 1.0]) / np.sqrt(5)
+    assert one == pytest.approx((2 * mean[0] + mean[1]) / 3)

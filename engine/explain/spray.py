@@ -5,6 +5,17 @@ normalised, joined in a symmetrised kNN graph and clustered spectrally; the numb
 the eigengap of the symmetric normalised Laplacian. Clusters are lettered by first appearance
 (HAPPY_A, HAPPY_B, …). A frame's descriptor is the sorted set of its active cluster names, a stage a
 maximal run of equal descriptors, and the temporal prototype the ordered list of stages.
+
+Two additions make the stages of real videos readable without changing what SpRAy computes when they
+are off (``temporal_weight=0``, ``min_stage_s=0``: exactly METHODS §4):
+
+- a temporal-neighbour term in the affinity: each clustered frame is also joined to its
+  ``TEMPORAL_RADIUS`` nearest clustered frames in time on either side (within an unbroken run of the
+  class's active frames) with weight ``temporal_weight``, beside the binary symmetrised kNN graph, so
+  clusters prefer frames that are close in time as well as in relevance;
+- a minimum stage duration (`merge_short_stages`, display only): a stage shorter than ``min_stage_s``
+  is absorbed by the neighbouring stage whose mean map is closest (cosine of the pooled maps), shortest
+  stage first, until none is shorter. The per-frame descriptors stay as SpRAy gave them.
 """
 
 from __future__ import annotations
@@ -24,12 +35,15 @@ from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
 from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 NONE = "NONE"
 # Dense eigendecomposition is O(n³); above this many frames the sparse Lanczos solver is used.
 DENSE_LIMIT = 1500
+# Frames joined in time on either side by the temporal-neighbour term.
+TEMPORAL_RADIUS = 2
 
 
 def prepare_maps(maps: np.ndarray, max_side: int = 32) -> np.ndarray:
@@ -71,6 +85,29 @@ def knn_affinity(features: np.ndarray, k_neighbors: int = 10) -> scipy.sparse.cs
     rows = np.repeat(np.arange(n), k)
     a = scipy.sparse.csr_matrix((np.ones(n * k), (rows, cols.ravel())), shape=(n, n))
     return ((a + a.T) / 2.0).tocsr()
+
+
+def temporal_affinity(times: np.ndarray, weight: float, radius: int = TEMPORAL_RADIUS) -> scipy.sparse.csr_matrix:
+    """Symmetric graph joining each row to the ``radius`` rows before and after it in time, weight ``weight``.
+
+    ``times`` are the rows' frame indices, increasing. Two rows are joined only when no gap wider than
+    twice the typical step (the median step: 1 for every frame, the stride for a strided subset) lies
+    between them, so frames on either side of a stretch where the class is inactive stay unjoined.
+    """
+    t = np.asarray(times, dtype=np.int64)
+    n = t.size
+    if n < 2 or weight <= 0 or radius < 1:
+        return scipy.sparse.csr_matrix((n, n))
+    steps = np.diff(t)
+    run_id = np.concatenate(([0], np.cumsum(steps > 2 * max(1, int(np.median(steps))))))
+    rows, cols = [], []
+    for d in range(1, radius + 1):
+        i = np.flatnonzero(run_id[d:] == run_id[:-d])
+        rows.append(i)
+        cols.append(i + d)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    a = scipy.sparse.csr_matrix((np.full(r.size, float(weight)), (r, c)), shape=(n, n))
+    return (a + a.T).tocsr()
 
 
 def laplacian_spectrum(affinity: scipy.sparse.csr_matrix, n_eig: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +172,13 @@ def spectral_cluster(
     n_clusters: int | None = None,
     max_clusters: int = 10,
     seed: int = 0,
+    temporal_weight: float = 0.0,
+    times: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, np.ndarray]:
-    """Spectral clustering of T×D features: (labels by first appearance, k, smallest eigenvalues)."""
+    """Spectral clustering of T×D features: (labels by first appearance, k, smallest eigenvalues).
+
+    With ``temporal_weight`` > 0 the affinity also joins rows close in ``times`` (their frame indices;
+    default 0, 1, …), see `temporal_affinity`."""
     feats = np.asarray(features, dtype=np.float64)
     n = feats.shape[0]
     if n == 0:
@@ -144,6 +186,8 @@ def spectral_cluster(
     if n < 3:
         return np.zeros(n, dtype=np.int64), 1, np.zeros(n)
     aff = knn_affinity(feats, k_neighbors)
+    if temporal_weight > 0:
+        aff = (aff + temporal_affinity(np.arange(n) if times is None else times, temporal_weight)).tocsr()
     vals, vecs = laplacian_spectrum(aff, max_clusters + 1)
     k = int(n_clusters) if n_clusters is not None else eigengap(vals, max_clusters)
     k = max(1, min(k, n))
@@ -220,6 +264,145 @@ def temporal_prototypes(per_class: Mapping[str, tuple[np.ndarray, np.ndarray]]) 
     return TemporalPrototypes(descriptors, stages)
 
 
+def stages_of(descriptors: Sequence[tuple[str, ...]] | Sequence[str]) -> list[Stage]:
+    """Maximal runs of equal consecutive descriptors (tuples, or "A, B" strings) as Stages."""
+    out: list[Stage] = []
+    start = 0
+    n = len(descriptors)
+    for t in range(1, n + 1):
+        if t == n or descriptors[t] != descriptors[start]:
+            d = descriptors[start]
+            out.append(Stage(start, t, tuple(d.split(", ")) if isinstance(d, str) else tuple(d)))
+            start = t
+    return out
+
+
+def stage_durations(stages: Sequence[Stage], timestamps: np.ndarray, fps: float) -> np.ndarray:
+    """Seconds each stage is shown: from its first frame's presentation time to the next stage's (the last
+    frame is shown 1/fps)."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    ext = np.append(ts, ts[-1] + 1.0 / fps) if ts.size else np.zeros(1)
+    return np.array([ext[s.end] - ext[s.start] for s in stages], dtype=np.float64)
+
+
+def stage_map_sums(read: Callable[[int, int], np.ndarray], stages: Sequence[Stage],
+                   chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per stage: the sum of its frames' feature rows and how many frames have a map (a non-zero row).
+
+    ``read(start, end)`` returns frames [start, end)'s maps (n×h×w or n×D; frames without a map all
+    zero or NaN), as SpRAy reads them. Returns (S×D float64, S int)."""
+    if not stages:
+        return np.zeros((0, 0)), np.zeros(0, np.int64)
+    n_frames = stages[-1].end
+    bounds = np.array([s.start for s in stages] + [n_frames])
+    sums: np.ndarray | None = None
+    counts = np.zeros(len(stages), np.int64)
+    for a in range(0, n_frames, chunk):
+        b = min(n_frames, a + chunk)
+        f = np.nan_to_num(np.asarray(read(a, b), dtype=np.float64).reshape(b - a, -1))
+        if sums is None:
+            sums = np.zeros((len(stages), f.shape[1]))
+        idx = np.searchsorted(bounds, np.arange(a, b), side="right") - 1
+        has = np.abs(f).sum(axis=1) > 0
+        np.add.at(sums, idx[has], f[has])
+        np.add.at(counts, idx[has], 1)
+    return sums, counts
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else float("nan")
+
+
+def merge_short_stages(stages: Sequence[Stage], sums: np.ndarray, counts: np.ndarray, durations: np.ndarray,
+                       min_stage_s: float) -> list[Stage]:
+    """Absorb every stage shorter than ``min_stage_s`` seconds into a neighbouring stage.
+
+    The shortest stage goes first (ties: the earliest); it joins the neighbour (before or after) whose
+    mean map is closest to its own (cosine of the map sums), and takes that neighbour's descriptor; a
+    stage without maps (no face), or with neighbours without maps, joins the longer neighbour. When the
+    neighbours on both sides end up with the same descriptor they become one stage. Repeats until no
+    stage is shorter than ``min_stage_s`` or one stage is left. ``min_stage_s`` = 0 returns the stages
+    unchanged. O(S log S) in the number of stages S.
+    """
+    n = len(stages)
+    if n == 0 or min_stage_s <= 0:
+        return list(stages)
+    import heapq
+
+    start = [s.start for s in stages]
+    end = [s.end for s in stages]
+    desc = [s.descriptor for s in stages]
+    total = [np.asarray(x, dtype=np.float64) for x in sums] if len(sums) else [np.zeros(0)] * n
+    cnt = [int(c) for c in counts]
+    dur = [float(d) for d in durations]
+    prev = list(range(-1, n - 1))
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    alive = [True] * n
+    left = n
+    heap = [(dur[i], start[i], i) for i in range(n) if dur[i] < min_stage_s]
+    heapq.heapify(heap)
+
+    def absorb(into: int, i: int) -> None:
+        """Stage i joins its neighbour ``into``."""
+        nonlocal left
+        start[into], end[into] = min(start[into], start[i]), max(end[into], end[i])
+        total[into] = total[into] + total[i]
+        cnt[into] += cnt[i]
+        dur[into] += dur[i]
+        alive[i] = False
+        left -= 1
+        p, q = prev[i], nxt[i]
+        if p >= 0:
+            nxt[p] = q
+        if q >= 0:
+            prev[q] = p
+
+    while heap and left > 1:
+        d, _, i = heapq.heappop(heap)
+        if not alive[i] or d != dur[i] or dur[i] >= min_stage_s:
+            continue
+        cands = [j for j in (prev[i], nxt[i]) if j >= 0]
+        with_maps = [j for j in cands if cnt[j] > 0]
+        if cnt[i] > 0 and with_maps:
+            best = max(with_maps, key=lambda j: (_cos(total[i], total[j]), dur[j], -start[j]))
+        else:
+            best = max(cands, key=lambda j: (dur[j], -start[j]))
+        absorb(best, i)
+        # The absorbing stage may now touch a stage with its own descriptor on the other side.
+        for other in (prev[best], nxt[best]):
+            if other >= 0 and desc[other] == desc[best]:
+                absorb(best, other)
+        if dur[best] < min_stage_s:
+            heapq.heappush(heap, (dur[best], start[best], best))
+    out = [Stage(start[i], end[i], desc[i]) for i in range(n) if alive[i]]
+    return sorted(out, key=lambda s: s.start)
+
+
+def frame_stage_cosine(read: Callable[[int, int], np.ndarray], stages: Sequence[Stage], chunk: int = 4096) -> float:
+    """Mean over frames with a map of the cosine between the frame's map and its stage's mean map (the
+    pooled maps SpRAy reads); NaN when no frame has a map."""
+    if not stages:
+        return float("nan")
+    sums, _ = stage_map_sums(read, stages, chunk)
+    norms = np.linalg.norm(sums, axis=1)
+    n_frames = stages[-1].end
+    bounds = np.array([s.start for s in stages] + [n_frames])
+    acc, n = 0.0, 0
+    for a in range(0, n_frames, chunk):
+        b = min(n_frames, a + chunk)
+        f = np.nan_to_num(np.asarray(read(a, b), dtype=np.float64).reshape(b - a, -1))
+        idx = np.searchsorted(bounds, np.arange(a, b), side="right") - 1
+        fn = np.linalg.norm(f, axis=1)
+        ok = (fn > 0) & (norms[idx] > 0)
+        if ok.any():
+            cos = np.einsum("ij,ij->i", f[ok], sums[idx[ok]]) / (fn[ok] * norms[idx[ok]])
+            acc += float(cos.sum())
+            n += int(ok.sum())
+    return acc / n if n else float("nan")
+
+
 def stage_mean_maps(maps: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
     """Mean heatmap per cluster label (negative labels ignored): the image of a stage."""
     m = np.asarray(maps)
@@ -271,6 +454,7 @@ def spray_video(
     seed: int = 0,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    temporal_weight: float = 0.0,
 ) -> SprayResult:
     """SpRAy per class over the frames where it is active, then the video's temporal prototype.
 
@@ -284,7 +468,7 @@ def spray_video(
     if p.ndim != 2 or p.shape[1] != len(classes) or m.shape[0] != p.shape[0]:
         raise ValueError(f"need maps T×… and probs T×{len(classes)}; got {m.shape} and {p.shape}")
     return spray_streamed(lambda a, b: m[a:b], p, classes, active, k_neighbors, max_clusters, max_side, min_frames,
-                          max_frames, seed, progress=progress, cancel=cancel)
+                          max_frames, seed, progress=progress, cancel=cancel, temporal_weight=temporal_weight)
 
 
 def spray_streamed(
@@ -301,6 +485,7 @@ def spray_streamed(
     chunk: int = 4096,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    temporal_weight: float = 0.0,
 ) -> SprayResult:
     """`spray_video` with the maps read in chunks: ``read(start, end)`` returns frames [start, end)'s maps
     (n×h×w or n×C×h×w). Memory is flat in video length: only the frames a class is clustered on (at most
@@ -348,11 +533,13 @@ def spray_streamed(
             clusters[cname] = (np.zeros(frames.size, dtype=np.int64), 1, np.zeros(0), None)
             continue
         feats = prepare_maps(np.concatenate(picked.pop(cname)), max_side)
+        times = frames[pick]
         if frames.size <= max_frames:
-            labels, k, vals = spectral_cluster(feats, k_neighbors, None, max_clusters, seed)
+            labels, k, vals = spectral_cluster(feats, k_neighbors, None, max_clusters, seed, temporal_weight, times)
             clusters[cname] = (labels, k, vals, None)
         else:
-            sub_labels, k, vals = spectral_cluster(feats, k_neighbors, None, max_clusters, seed)
+            sub_labels, k, vals = spectral_cluster(feats, k_neighbors, None, max_clusters, seed, temporal_weight,
+                                                   times)
             clusters[cname] = (None, k, vals, (NearestNeighbors(n_neighbors=1).fit(feats), sub_labels))
 
     # Pass 2: every active frame's label (nearest clustered frame) and the sum of each cluster's maps.
