@@ -125,6 +125,10 @@ class TrainConfig:
     # Last-layer epochs on the similarities of the un-augmented training images, computed once per push
     # (the rest of the network is frozen then, so only augmentation is lost; ~10x quicker on a CPU).
     last_layer_cached: bool = False
+    # Occlusion augmentation ("ROAR"-style robustness to the faithfulness test's fill): each training
+    # image of the gradient stages gets a random fraction in [0, occlusion_augment] of its 8×8 patches set
+    # to the normalisation mean (engine.explain.occlusion.random_patch_occlusion). 0 switches it off.
+    occlusion_augment: float = 0.0
 
     # plain CNN (also PatchSAE's backbone pre-training)
     lr_cnn: float = 1e-3
@@ -606,6 +610,7 @@ class _Trainer:
         sae_kind = step.kind == "sae"
         bs = cfg.sae_batch_size if sae_kind else cfg.batch_size
         loader = self._loader(self.aug_ds, bs, True, cfg.seed * 100003 + self.done)
+        occ_gen = torch.Generator().manual_seed(cfg.seed * 100003 + self.done + 1)
         per_epoch = len(loader)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -618,6 +623,10 @@ class _Trainer:
                 self.cancel.raise_if_cancelled()
             x = self._x(x_u8)
             y = y.to(self.device, non_blocking=True)
+            if cfg.occlusion_augment > 0 and not sae_kind:
+                from engine.explain.occlusion import random_patch_occlusion
+
+                x = random_patch_occlusion(x, cfg.occlusion_augment, 8, occ_gen)
             if sae_kind:
                 assert isinstance(self.model, PatchSAEModel)
                 sae = self.model.sae
