@@ -27,26 +27,8 @@ CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> Path:
-    import torch
-
-    from engine.checkpoint import save_checkpoint
-    from engine.models import build_model
-    from engine.models.spec import ModelSpec
-
-    torch.manual_seed(0)
-    spec = ModelSpec(arch="protopnet", backbone="small", classes=CLASSES, prototypes_per_class=2, proto_dim=32)
-    model = build_model(spec)
-    rng = np.random.default_rng(0)
-    crops = {j: rng.integers(0, 255, (48, 48, 1), dtype=np.uint8) for j in range(2 * len(CLASSES))}
-    folder = tmp_path_factory.mktemp("model") / "tiny-protopnet"
-    # Provenance as the trainer's push records it: each prototype's training sample (a real image here).
-    prov = []
-    for j in range(2 * len(CLASSES)):
-        cls = CLASSES[j // 2]
-        image = sorted((fer_dir / "train" / cls).glob("*.jpg"))[j % 2]
-        prov.append({"prototype": j, "class": cls, "source": {"path": str(image), "label": cls, "frame": -1}})
-    return save_checkpoint(folder, model, {"note": "random weights: GUI tests only", "prototypes": prov}, crops)
+def model_dir(tiny_protopnet: Path) -> Path:
+    return tiny_protopnet
 
 
 @pytest.fixture
