@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
+from sessions.tracks import runs
+
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face"
@@ -90,10 +92,4 @@ def video_decision(smoothed: np.ndarray, classes: Sequence[str]) -> str:
 
 def decision_runs(pred: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
     """Maximal runs of equal consecutive predictions as (start, end_exclusive, cls)."""
-    p = np.asarray(pred)
-    if p.size == 0:
-        return []
-    change = np.flatnonzero(p[1:] != p[:-1]) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [p.size]))
-    return [(int(s), int(e), int(p[s])) for s, e in zip(starts, ends, strict=True)]
+    return [(s, e, int(c)) for s, e, c in runs(np.asarray(pred))]

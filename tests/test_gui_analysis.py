@@ -357,7 +357,7 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
                           {"note": "random weights: GUI tests only"}, latent_patches=patches)
     session = analyze(video, sae, tmp_path / "sad.vxs", AnalyzeSettings(spray=False))
     with Session.open(session) as s:
-        idx, val = s.read(TOP_LATENTS), s.read(TOP_VALUES)
+        idx, val = s.intrinsic(TOP_LATENTS), s.intrinsic(TOP_VALUES)
     window.open_path(session)
     qtbot.waitUntil(lambda: window.data is not None and window.player.current == 0, timeout=20_000)
     k = 30

@@ -31,8 +31,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.overlay import TOP_X, FrameEvidence
 from sessions import Annotations
 from sessions import Segment as NoteSegment
+from sessions.tracks import occlusion_deltas
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver, model_verdict, now_iso
 from vidxai_gui.docks import (
     LatentProfile,
@@ -51,7 +53,6 @@ from vidxai_gui.review import (
     SIMILARITIES,
     TOP_LATENTS,
     TOP_VALUES,
-    FrameExtras,
     HeatmapReader,
     ReviewData,
     Rows,
@@ -64,8 +65,6 @@ from vidxai_gui.timeline import Segment, Timeline
 from vidxai_gui.worker import JobPanel, JobQueue, JobWorker
 
 log = logging.getLogger(__name__)
-
-TOP_X = 0.25  # METHODS §4: the paper's figures keep the top 25 % of the positive relevance
 
 APP_NAME = "VidXAI"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -844,7 +843,8 @@ class MainWindow(QMainWindow):
             stages = d.class_stages.get(decided) or next(iter(d.class_stages.values()))
         self.timeline.set_stages([Segment(s, e, lab) for s, e, lab in stages])
         if d.occlusion is not None and d.probs is not None and d.occlusion_conditions:
-            self.timeline.set_occlusion(occlusion_deltas(d.probs, d.occlusion, d.occlusion_conditions))
+            deltas = occlusion_deltas(d.probs, d.occlusion, d.valid)
+            self.timeline.set_occlusion({name: deltas[:, i] for i, name in enumerate(d.occlusion_conditions)})
         self._show_annotations()
 
     def _show_annotations(self) -> None:
@@ -936,7 +936,7 @@ class MainWindow(QMainWindow):
     def _overlays(self, k: int, extras: Any) -> FrameOverlays:
         """Overlays of frame k; called by the player in the same step that puts frame k on screen."""
         ov = FrameOverlays()
-        if isinstance(extras, FrameExtras):
+        if isinstance(extras, FrameEvidence):
             ov.heatmap, ov.heat_origin = extras.heat, extras.heat_origin
             ov.heat_level = extras.heat_level
             ov.proto_box = extras.proto_box
@@ -1326,16 +1326,3 @@ class MainWindow(QMainWindow):
         for worker in list(self._rescore_threads):
             worker.wait(10_000)
         self.player.shutdown()
-
-
-def occlusion_deltas(probs: np.ndarray, scores: np.ndarray, conditions: list[str]) -> dict[str, np.ndarray]:
-    """Per condition: score of the frame's predicted class when occluded minus unoccluded (SCHEMA: exports)."""
-    T = len(probs)
-    finite = np.isfinite(probs).all(axis=1)
-    pred = np.where(finite, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1), 0)
-    rows = np.arange(T)
-    out = {}
-    for i, name in enumerate(conditions):
-        d = scores[rows, i, pred] - probs[rows, pred]
-        out[name] = np.where(finite, d, np.nan)
-    return out
