@@ -200,7 +200,7 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     panel.part_boxes["eyes"].setChecked(True)
     panel.part_boxes["mouth"].setChecked(True)
     qtbot.waitUntil(lambda: panel.rescored_frame == 20 and "eyes, mouth" in panel.status.text()
-                    and window._rescore_worker is None, timeout=60_000)
+                    and not window.rescoring, timeout=60_000)
     with open_video(clip) as r:
         frame = r.frame(20)
     analyzer = FrameAnalyzer(model_dir)
@@ -212,7 +212,7 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     panel.part_boxes["eyes"].setChecked(False)
     panel.rescored_frame = -1
     panel.mode_buttons["reassembled"].setChecked(True)
-    qtbot.waitUntil(lambda: panel.rescored_frame == 20 and window._rescore_worker is None
+    qtbot.waitUntil(lambda: panel.rescored_frame == 20 and not window.rescoring
                     and "reassembled input, occluded: mouth" in panel.status.text(), timeout=60_000)
     cfg = analyzer.config(mode="reassembled", occlude=frozenset({"mouth"}))
     expected = analyzer.score(frame, detect_single(frame), cfg)

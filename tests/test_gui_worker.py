@@ -8,7 +8,8 @@ import time
 import pytest
 
 from engine.jobs import CancelToken
-from vidxai_gui.worker import JobPanel, JobQueue, JobWorker
+from vidxai_gui.job_panel import JobPanel
+from vidxai_gui.worker import JobRunner, JobWorker
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(60)]
 
@@ -134,7 +135,7 @@ def test_partial_results_arrive_before_finished(qtbot) -> None:
 
 
 def test_queue_runs_one_at_a_time_in_order_and_panel_shows_states(qtbot) -> None:
-    queue = JobQueue()
+    queue = JobRunner()
     panel = JobPanel(queue)
     qtbot.addWidget(panel)
     active = 0
@@ -192,7 +193,7 @@ def test_queue_runs_one_at_a_time_in_order_and_panel_shows_states(qtbot) -> None
 
 
 def test_cancel_button_in_panel_cancels_running_job(qtbot) -> None:
-    queue = JobQueue()
+    queue = JobRunner()
     panel = JobPanel(queue)
     qtbot.addWidget(panel)
 
