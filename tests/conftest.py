@@ -116,3 +116,13 @@ def tiny_protopnet(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> P
         image = sorted((fer_dir / "train" / cls).glob("*.jpg"))[j % 2]
         prov.append({"prototype": j, "class": cls, "source": {"path": str(image), "label": cls, "frame": -1}})
     return save_checkpoint(folder, model, {"note": "random weights: GUI tests only", "prototypes": prov}, crops)
+
+
+@pytest.fixture(scope="session")
+def analysed_session(tmp_path_factory: pytest.TempPathFactory, hap_clip: Path, tiny_protopnet: Path) -> Path:
+    """The CREMA-D happy clip analysed once by the tiny ProtoPNet: intrinsic and Grad-CAM maps, occlusion."""
+    from engine.pipeline import AnalyzeSettings, analyze
+
+    out = tmp_path_factory.mktemp("analysed") / f"{hap_clip.stem}.vxs"
+    settings = AnalyzeSettings(explain=("intrinsic", "gradcam"), occlusion=True, batch_size=16, au=False)
+    return Path(analyze(hap_clip, tiny_protopnet, out, settings))

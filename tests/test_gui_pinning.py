@@ -23,13 +23,8 @@ TOP_X = 0.25
 
 
 @pytest.fixture(scope="module")
-def session_path(tmp_path_factory: pytest.TempPathFactory, hap_clip: Path, tiny_protopnet: Path) -> Path:
-    """The CREMA-D happy clip analysed once: intrinsic and Grad-CAM maps, the occlusion track."""
-    from engine.pipeline import AnalyzeSettings, analyze
-
-    out = tmp_path_factory.mktemp("pinning") / f"{hap_clip.stem}.vxs"
-    settings = AnalyzeSettings(explain=("intrinsic", "gradcam"), occlusion=True, batch_size=16, au=False)
-    return Path(analyze(hap_clip, tiny_protopnet, out, settings))
+def session_path(analysed_session: Path) -> Path:
+    return analysed_session
 
 
 @pytest.fixture

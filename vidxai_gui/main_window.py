@@ -146,6 +146,8 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         dock.setMinimumWidth(280)
         self.addDockWidget(area, dock)
         self.docks[key] = dock
+        if hasattr(self, "view_menu"):  # built after the window's own docks: a later dock joins View too
+            self.view_menu.insertAction(self.view_menu.actions()[-2], dock.toggleViewAction())
         return dock
 
     def _setup_views(self) -> None:

@@ -94,7 +94,7 @@ def _playback_menu(w: Any, bar: Any) -> None:
 
 
 def _view_menu(w: Any, bar: Any) -> None:
-    v = bar.addMenu("&View")
+    v = w.view_menu = bar.addMenu("&View")
     for dock in w.docks.values():
         v.addAction(dock.toggleViewAction())
     v.addSeparator()
