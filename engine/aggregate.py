@@ -13,8 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from sessions.tracks import runs
-
 log = logging.getLogger(__name__)
 
 NO_FACE = "no face"
@@ -88,8 +86,3 @@ def video_decision(smoothed: np.ndarray, classes: Sequence[str]) -> str:
     if finite.size == 0:
         return NO_FACE
     return str(classes[int(np.argmax(s[finite[-1]]))])
-
-
-def decision_runs(pred: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
-    """Maximal runs of equal consecutive predictions as (start, end_exclusive, cls)."""
-    return [(s, e, int(c)) for s, e, c in runs(np.asarray(pred))]

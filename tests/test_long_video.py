@@ -334,9 +334,8 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
 
 
 def test_one_run_length_helper_for_stages_and_decisions(tmp_path: Path) -> None:
-    """sessions.tracks.runs (used by the stages, the ELAN decision tier and aggregate.decision_runs)
-    equals a plain loop over the frames, for text and for class indices."""
-    from engine.aggregate import decision_runs
+    """sessions.tracks.runs (used by the stages and the ELAN decision tier) equals a plain loop over the
+    frames, for text and for class indices."""
     from sessions.tracks import runs
 
     def loop(values: list) -> list[tuple[int, int, object]]:
@@ -361,7 +360,7 @@ def test_one_run_length_helper_for_stages_and_decisions(tmp_path: Path) -> None:
     assert stored == loop(list(desc)) == runs(desc)
     assert len(stored) < 300  # neighbours merged
     pred = np.repeat(rng.integers(-1, 3, 200), rng.integers(1, 5, 200))
-    assert decision_runs(pred) == loop([int(p) for p in pred]) == runs(pred)
+    assert runs(pred) == loop([int(p) for p in pred])
     assert runs(np.array([], dtype=object)) == [] == runs([])
 
 
