@@ -18,12 +18,13 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSp
 
 from vidxai_gui.annotation_actions import AnnotationActions
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver
-from vidxai_gui.docks import LatentProfile, PreprocessPanel, PrototypeGallery, PrototypeInfo, ScrollPanel
+from vidxai_gui.docks import LatentProfile, PrototypeGallery, PrototypeInfo
 from vidxai_gui.frame_actions import AnalyzerCache, HeatActions, RescoreActions
 from vidxai_gui.job_panel import JobPanel
 from vidxai_gui.menus import setup_menus
 from vidxai_gui.people import PeoplePanel
 from vidxai_gui.player import Player
+from vidxai_gui.preprocess_panel import PreprocessPanel, ScrollPanel
 from vidxai_gui.review import ReviewData
 from vidxai_gui.review_model import ReviewModel
 from vidxai_gui.session_actions import APP_NAME, SessionActions

@@ -14,8 +14,9 @@ import numpy as np
 
 from engine.overlay import TOP_X, FrameEvidence
 from sessions.tracks import occlusion_deltas
-from vidxai_gui.docks import LatentProfile, PreprocessPanel, PrototypeGallery
+from vidxai_gui.docks import LatentProfile, PrototypeGallery
 from vidxai_gui.player import FrameOverlays, Player
+from vidxai_gui.preprocess_panel import PreprocessPanel
 from vidxai_gui.review import SIMILARITIES, TOP_LATENTS, TOP_VALUES, HeatmapReader, top_contributions
 from vidxai_gui.review_model import ReviewModel
 from vidxai_gui.timeline import Segment, Timeline
