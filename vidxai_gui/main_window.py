@@ -127,7 +127,8 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.autosaver = Autosaver(self.jobs, self)
         self.docks: dict[str, QDockWidget] = {}
         right = Qt.DockWidgetArea.RightDockWidgetArea
-        for key, title, widget in (("prototypes", "Prototypes", self.gallery), ("latents", "SAE latents", self.latents),
+        for key, title, widget in (("prototypes", "Prototypes", self.gallery),
+                                   ("latents", "SAE latents", self.latents),
                                    ("preprocess", "Input && occlusion", ScrollPanel(self.preprocess)),
                                    ("annotations", "Annotations", self.annotation_panel),
                                    ("jobs", "Jobs", self.job_panel), ("people", "People", self.people_panel)):

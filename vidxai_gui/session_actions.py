@@ -143,8 +143,8 @@ class SessionActions:
         self._remember(path)
         self.statusBar().showMessage(f"Reading {path.name}…")
         self.jobs.background(lambda: load_review(path), f"load {path.name}", self._on_session_loaded,
-                   lambda msg, tb: self.show_error("The session could not be opened", msg,
-                                                   "If it is damaged, analyse the video again.", tb))
+                             lambda msg, tb: self.show_error("The session could not be opened", msg,
+                                                             "If it is damaged, analyse the video again.", tb))
 
     @Slot(object)
     def _on_session_loaded(self, data: ReviewData) -> None:
@@ -282,7 +282,7 @@ class SessionActions:
 
     def _start_people_load(self, session: Path, video: Path | None) -> None:
         self.jobs.background(lambda: load_people(session, video), "load people", self.people_panel.set_people,
-                   lambda msg, _tb: self.statusBar().showMessage(f"People not shown: {msg}", 8000))
+                             lambda msg, _tb: self.statusBar().showMessage(f"People not shown: {msg}", 8000))
 
     @staticmethod
     def _chunk_reader(out: Path, partial: Callable[[object], None]) -> Callable[[int, int], None]:
@@ -329,9 +329,10 @@ class SessionActions:
         # Reload everything once: SpRAy stages, occlusion and the decision are written at the end.
         self.statusBar().showMessage(f"Analysis finished: {Path(path).name}", 6000)
         keep = max(self.player.current, 0)
-        self.jobs.background(lambda: load_review(Path(path)), "reload session", lambda data: self._on_reloaded(data, keep),
-                   lambda msg, tb: self.show_error("The finished session could not be read", msg,
-                                                   "Open it again with File ▸ Open session.", tb))
+        self.jobs.background(lambda: load_review(Path(path)), "reload session",
+                             lambda data: self._on_reloaded(data, keep),
+                             lambda msg, tb: self.show_error("The finished session could not be read", msg,
+                                                             "Open it again with File ▸ Open session.", tb))
 
     def _on_reloaded(self, data: ReviewData, frame: int) -> None:
         log.debug("session %s reloaded after the analysis", data.path)
@@ -353,14 +354,18 @@ class SessionActions:
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
         if folder is None:
             return
-        self.jobs.background(lambda: _recorded_deltas(folder), "load faithfulness record", self.review.set_method_deltas,
-                   lambda msg, _tb: self.statusBar().showMessage(f"Faithfulness record not read: {msg}", 8000))
+        self.jobs.background(lambda: _recorded_deltas(folder), "load faithfulness record",
+                             self.review.set_method_deltas,
+                             lambda msg, _tb: self.statusBar().showMessage(f"Faithfulness record not read: {msg}",
+                                                                           8000))
         if TOP_LATENTS in data.extra:
             self.jobs.background(lambda: load_latent_patches(folder), "load latent patches", self._on_latent_patches,
-                       lambda msg, _tb: self.statusBar().showMessage(f"SAE reference patches not shown: {msg}", 8000))
+                                 lambda msg, _tb: self.statusBar().showMessage(
+                                     f"SAE reference patches not shown: {msg}", 8000))
         if SIMILARITIES in data.extra:
             self.jobs.background(lambda: load_prototypes(folder), "load prototypes", self._on_prototypes,
-                       lambda msg, _tb: self.statusBar().showMessage(f"Prototype images not shown: {msg}", 8000))
+                                 lambda msg, _tb: self.statusBar().showMessage(
+                                     f"Prototype images not shown: {msg}", 8000))
 
     def _on_latent_patches(self, patches: dict) -> None:
         self.latents.set_patches(patches)
@@ -381,14 +386,14 @@ class SessionActions:
                 self.settings.setValue(DATA_FOLDER_KEY, chosen)
                 dialog.set_folder(chosen)
                 dialog.source_view.setText("Loading the training image…")
-                self.jobs.background(lambda: load_source_image(info, chosen), "load prototype source", dialog.set_source,
-                           dialog.set_error)
+                self.jobs.background(lambda: load_source_image(info, chosen), "load prototype source",
+                                     dialog.set_source, dialog.set_error)
 
         dialog.folder_button.clicked.connect(choose)
         dialog.show()
         # Bound to the dialog's own slots, so closing it before the image arrives disconnects them.
-        self.jobs.background(lambda: load_source_image(info, folder), "load prototype source", dialog.set_source,
-                   dialog.set_error)
+        self.jobs.background(lambda: load_source_image(info, folder), "load prototype source",
+                             dialog.set_source, dialog.set_error)
 
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos
