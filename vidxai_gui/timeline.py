@@ -27,16 +27,6 @@ def class_colour(name: str, index: int) -> QColor:
     return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
 
 
-def runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Maximal runs of True as (start, end_exclusive)."""
-    m = np.asarray(mask, dtype=bool)
-    if m.size == 0:
-        return []
-    padded = np.concatenate(([False], m, [False])).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
 def frame_strip(T: int, starts: np.ndarray, ends: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """A 1×T×4 RGBA image: frames [starts[i], ends[i]) in colours[i] (uint8 RGBA), transparent elsewhere.
 
