@@ -88,6 +88,7 @@ class TimelineData:
     decision: str
     stages: list[StageView]
     annotations: list[tuple[str, float, float, str]]  # tier, t0, t1, label
+    tau_s: float | None = None  # the EWMA's time constant, when the analysis recorded it
 
 
 # ------------------------------------------------------------------------------------------ raster pieces
@@ -273,7 +274,8 @@ def timeline_figure(data: TimelineData, width_in: float = DOUBLE_COLUMN_IN) -> F
     ax.set_ylim(0, 1)
     ax.set_xlim(float(t[0]) if len(t) else 0.0, end)
     ax.set_ylabel("probability")
-    fig.suptitle(f"decision: {data.decision or 'none'} (last EWMA state, α = {data.alpha:g}); thin: per frame, "
+    setting = f"α = {data.alpha:.3g}" + (f", τ = {data.tau_s:g} s" if data.tau_s else "")
+    fig.suptitle(f"decision: {data.decision or 'none'} (last EWMA state, {setting}); thin: per frame, "
                  "thick: EWMA", x=0.01, ha="left", fontsize=7)
     ax.legend(ncol=min(len(data.classes), 8), loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False,
               handlelength=1.2, columnspacing=0.9, borderaxespad=0.1)

@@ -74,6 +74,8 @@ class Case:
     timeline: TimelineData
     stages: list[StageView]
     stages_hidden: int
+    stages_how: str  # where the stages come from (SpRAy, merged to a minimum duration)
+    tau_s: float | None  # the EWMA's time constant in seconds, when the analysis recorded it
     model: dict[str, Any]
     occlusion: list[dict[str, Any]]
     annotations: list[dict[str, Any]]
@@ -220,10 +222,23 @@ def shown_method(session: Any, explanations: list[str], review: dict[str, Any], 
     return "intrinsic" if "intrinsic" in have else (have[0] if have else "")
 
 
-def _stages(session: Any) -> list[Any]:
+def _stages(session: Any) -> tuple[list[Any], str]:
+    """The stages the report shows and how they were made: the strip's stages (SpRAy's, with those shorter
+    than the minimum duration merged into a neighbour, Session.display_stages), else those of the decided
+    class's SpRAy."""
     from sessions.export import _stage_class
 
-    return _stage_class(session)[1]
+    shown = session.display_stages()
+    if shown:
+        how = "SpRAy temporal prototype: runs of frames whose explanations cluster together"
+        if session.exists("stages/merged"):
+            a = session.attrs("stages")
+            raw = a.get("n_stages")
+            how += (f"; {raw if raw is not None else 'its'} stages, those shorter than "
+                    f"{float(a.get('min_stage_s', 0)):g} s merged into a neighbour")
+        return shown, how
+    cls, stages = _stage_class(session)
+    return stages, f"SpRAy stages of the class {cls}" if stages else ""
 
 
 def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | None,
@@ -359,7 +374,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
                          "what the session recorded, and prototypes are not shown")
 
         step(1, "stages")
-        all_stages = _stages(s)
+        all_stages, stages_how = _stages(s)
         shown = all_stages
         if len(all_stages) > MAX_STAGES:
             shown = sorted(sorted(all_stages, key=lambda x: x.end - x.start, reverse=True)[:MAX_STAGES],
@@ -423,9 +438,10 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
             share.append({"class": c, "colour": class_hex(c, i), "mean": float(probs[scored, i].mean()),
                           "share": float((top == i).mean()), "final_ewma": float(ewma[scored][-1, i])})
     timeline = TimelineData(times, classes, probs, ewma, float(info["alpha"] or 0.0), info["decision"], views,
-                            [(x["tier"], x["t0"], x["t1"], x["label"]) for x in segs])
+                            [(x["tier"], x["t0"], x["t1"], x["label"]) for x in segs], info.get("ewma_tau_s"))
     settings = {
-        "EWMA α": info["alpha"], "explanations computed": ", ".join(info["explain"] or []) or "intrinsic",
+        "EWMA α": info["alpha"], "EWMA τ (s)": info.get("ewma_tau_s") if info.get("ewma_tau_s") is not None
+        else "not recorded (set as α)", "explanations computed": ", ".join(info["explain"] or []) or "intrinsic",
         "map shown": method, "preprocessing": json.dumps(info["preprocess"]), "label setting": info["label_setting"],
         "person analysed": person, "analysis started": analysis_attrs.get("started", ""),
         "analysis finished": analysis_attrs.get("finished", ""), "SpRAy classes": ", ".join(info["spray"]) or "none",
@@ -447,7 +463,8 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
         video={"name": name, **video_info, "found": video_path.is_file(), "read_from": str(video_path)},
         person=person, people=n_people, classes=classes, decision=info["decision"], alpha=float(info["alpha"] or 0),
         complete=bool(info["complete"]), method=method, timeline=timeline, stages=views,
-        stages_hidden=len(all_stages) - len(shown), model=card, occlusion=occlusion, annotations=segs,
+        stages_hidden=len(all_stages) - len(shown), stages_how=stages_how, tau_s=info.get("ewma_tau_s"),
+        model=card, occlusion=occlusion, annotations=segs,
         software=software(), settings=settings, notes=notes, class_share=share, decision_frame=decision_frame,
     )
 
