@@ -4,7 +4,9 @@ Raster pieces (an explanation map over the face, a stage's mean map, a prototype
 and Pillow, so the report stays fast; the layouts (timeline, stage strip, key frame, prototype gallery) are
 matplotlib figures sized for a journal column (3.5 in; 7.2 in for two columns), with fonts embedded: PDF
 uses TrueType (Type 42) fonts, SVG draws glyphs as paths, so a figure looks the same on any machine.
-Everything here is torch-, cv2- and Qt-free.
+What is drawn over a frame (the map on the face, its full-colour level, the top prototype's box) follows
+engine.overlay, the code behind the review window's overlay, and is coloured as the window colours it.
+Nothing here imports torch, cv2 or Qt.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ COLUMN_IN = 3.5  # single journal column (inches)
 DOUBLE_COLUMN_IN = 7.2
 FORMATS = (".png", ".svg", ".pdf")
 HEAT_CMAP = "inferno"  # perceptually uniform, prints in greyscale in the right order
-OVERLAY_CMAP = "jet"
-MAX_CURVE_POINTS = 2000  # per curve in a timeline figure (longer videos are averaged into this many runs)  # the GUI's overlay colours, so a figure looks like what the reviewer saw
+OVERLAY_CMAP = "inferno"  # the review window's overlay colours (vidxai_gui.player.FrameView), its alpha ramp
+OVERLAY_ALPHA_FULL = 255 / 400  # and opacity: a value ≥ 64 % of the level is opaque, 0 is transparent
+OVERLAY_OPACITY = 0.6
+PROTO_BOX = (0xFF, 0xD6, 0x00)  # the window's prototype-box yellow
+MAX_CURVE_POINTS = 2000  # per curve in a timeline figure (longer videos are averaged into this many runs)
 
 
 @dataclass
@@ -55,10 +60,11 @@ class KeyFrame:
     time_s: float
     predicted: str
     probability: float
-    face: np.ndarray | None  # RGB uint8 crop of the frame around the model input; None without the video
+    face: np.ndarray | None  # RGB uint8 crop of the frame around the face; None without the video
     overlay: np.ndarray | None  # the same crop with the map laid over it
     heat: np.ndarray | None  # the map in model-input space
     prototypes: list[Prototype] = field(default_factory=list)
+    evidence: Any = None  # engine.overlay.FrameEvidence: the map on the frame, its level, the prototype box
 
 
 @dataclass
@@ -106,11 +112,13 @@ def colormap_lut(name: str) -> np.ndarray:
 
 
 def normalise(heat: np.ndarray) -> np.ndarray:
-    """The positive evidence of a map scaled to 0..1 (NaN → 0); a flat map becomes all zeros."""
-    h = np.nan_to_num(np.asarray(heat, np.float32), nan=0.0)
-    h = np.maximum(h, 0)
-    top = float(h.max()) if h.size else 0.0
-    return h / top if top > 0 else np.zeros_like(h)
+    """The positive evidence of a map (NaN → 0) scaled to 0..1 at the review window's full-colour level
+    (engine.overlay.heat_level: the 99th percentile of the positive part)."""
+    h = np.maximum(np.nan_to_num(np.asarray(heat, np.float32), nan=0.0), 0)
+    if not (h > 0).any():
+        return np.zeros_like(h)
+    level = max(float(np.percentile(h[h > 0], 99)), 1e-12)  # = engine.overlay.heat_level, without cv2
+    return np.clip(h / level, 0, 1)
 
 
 def heat_image(heat: np.ndarray, size: int = 96, cmap: str = HEAT_CMAP) -> np.ndarray:
@@ -120,61 +128,76 @@ def heat_image(heat: np.ndarray, size: int = 96, cmap: str = HEAT_CMAP) -> np.nd
     return colormap_lut(cmap)[idx]
 
 
-def face_region(mapping: dict, frame_hw: tuple[int, int], pad: float = 0.15) -> tuple[int, int, int, int]:
-    """The frame rectangle (x0, y0, x1, y1) that holds every piece of the model input, padded."""
-    rects = np.array([p["frame_rect"] for p in mapping["pieces"]], np.float64)
-    x0, y0 = rects[:, 0].min(), rects[:, 1].min()
-    x1, y1 = rects[:, 2].max(), rects[:, 3].max()
-    px, py = pad * (x1 - x0), pad * (y1 - y0)
-    H, W = frame_hw
-    return (max(0, int(x0 - px)), max(0, int(y0 - py)), min(W, int(np.ceil(x1 + px))), min(H, int(np.ceil(y1 + py))))
+def heat_on_face(heat: np.ndarray, mapping: dict, frame_hw: tuple[int, int]
+                 ) -> tuple[np.ndarray, tuple[int, int]]:
+    """A map over the model input laid back onto the part of the frame the input came from: (float32 map of
+    that region, its origin (x, y) in the frame), 0 where no piece maps.
 
-
-def heat_in_frame(heat: np.ndarray, mapping: dict, frame_hw: tuple[int, int]) -> np.ndarray:
-    """A map over the model input laid back onto the frame: frame-sized float32, 0 outside the input.
-
-    Each mapping piece maps its input rectangle edge to edge onto its frame rectangle (engine.preprocess
-    MappingPiece), so its part of the map is resized onto that rectangle; overlapping pieces keep the max.
-    The same geometry as InputMapping.heatmap_to_frame, without cv2."""
+    The geometry of engine.overlay.local_mapping + InputMapping.heatmap_to_frame: each mapping piece maps
+    its input rectangle edge to edge onto its frame rectangle, so its part of the map is resized (bilinear)
+    onto that rectangle; overlapping pieces keep the max. Pillow does the resizing, so the case report and
+    `vidxai figure` stay free of cv2 (40 MB of memory for one remap)."""
     heat = np.nan_to_num(np.asarray(heat, np.float32), nan=0.0)
-    H, W = frame_hw
-    out = np.zeros((H, W), np.float32)
+    H, W = int(frame_hw[0]), int(frame_hw[1])
+    rects = np.array([p["frame_rect"] for p in mapping["pieces"]], np.float64).reshape(-1, 4)
+    x0 = int(np.clip(np.floor(rects[:, 0].min()), 0, W))
+    y0 = int(np.clip(np.floor(rects[:, 1].min()), 0, H))
+    x1 = int(np.clip(np.ceil(rects[:, 2].max()), x0 + 1, max(W, x0 + 1)))
+    y1 = int(np.clip(np.ceil(rects[:, 3].max()), y0 + 1, max(H, y0 + 1)))
+    out = np.zeros((y1 - y0, x1 - x0), np.float32)
     n = float(mapping["input_size"])
     hh, hw = heat.shape
     for p in mapping["pieces"]:
         u0, v0, u1, v1 = p["input_rect"]
-        x0, y0, x1, y1 = p["frame_rect"]
+        fx0, fy0, fx1, fy1 = p["frame_rect"]
         hx0, hx1 = int(np.floor(u0 * hw / n + 1e-6)), int(np.ceil(u1 * hw / n - 1e-6))
         hy0, hy1 = int(np.floor(v0 * hh / n + 1e-6)), int(np.ceil(v1 * hh / n - 1e-6))
         sub = heat[hy0:hy1, hx0:hx1]
-        fw, fh = round(x1 - x0), round(y1 - y0)
-        if sub.size == 0 or fw <= 0 or fh <= 0:
+        pw, ph = round(fx1 - fx0), round(fy1 - fy0)
+        if sub.size == 0 or pw <= 0 or ph <= 0:
             continue
-        img = np.asarray(Image.fromarray(np.ascontiguousarray(sub)).resize((fw, fh), Image.Resampling.BILINEAR))
-        fx0, fy0 = round(x0), round(y0)
-        # clip the piece to the frame (a face at the border has a crop partly outside it)
-        ax0, ay0 = max(fx0, 0), max(fy0, 0)
-        ax1, ay1 = min(fx0 + fw, W), min(fy0 + fh, H)
-        if ax1 <= ax0 or ay1 <= ay0:
-            continue
-        part = img[ay0 - fy0:ay1 - fy0, ax0 - fx0:ax1 - fx0]
-        out[ay0:ay1, ax0:ax1] = np.maximum(out[ay0:ay1, ax0:ax1], part)
-    return out
+        img = np.asarray(Image.fromarray(np.ascontiguousarray(sub)).resize((pw, ph), Image.Resampling.BILINEAR))
+        px, py = round(fx0) - x0, round(fy0) - y0  # the piece in region coordinates (may stick out)
+        ax0, ay0 = max(px, 0), max(py, 0)
+        ax1, ay1 = min(px + pw, out.shape[1]), min(py + ph, out.shape[0])
+        if ax1 > ax0 and ay1 > ay0:
+            part = img[ay0 - py:ay1 - py, ax0 - px:ax1 - px]
+            out[ay0:ay1, ax0:ax1] = np.maximum(out[ay0:ay1, ax0:ax1], part)
+    return out, (x0, y0)
 
 
-def overlay(frame: np.ndarray, heat: np.ndarray, mapping: dict, opacity: float = 0.55,
+def overlay(frame: np.ndarray, evidence: Any, opacity: float = OVERLAY_OPACITY, pad: float = 0.15,
             cmap: str = OVERLAY_CMAP) -> tuple[np.ndarray, np.ndarray]:
-    """(face crop, the crop with the map over it): the positive evidence, its colour's opacity growing
-    with the value, so the face shows through where the map says nothing."""
+    """(crop of the frame around the face, the same crop with the map and the top prototype's box over it).
+
+    `evidence` is an engine.overlay.FrameEvidence: the map on the part of the frame the model input came
+    from (heat, heat_origin), the value drawn at full colour (heat_level) and the prototype box, what the
+    review window draws; the colours, alpha ramp and opacity are the window's too."""
     H, W = frame.shape[:2]
-    x0, y0, x1, y1 = face_region(mapping, (H, W))
-    full = heat_in_frame(heat, mapping, (H, W))
-    crop = frame[y0:y1, x0:x1]
-    h = normalise(full[y0:y1, x0:x1])
-    colour = colormap_lut(cmap)[np.clip(h * 255, 0, 255).astype(np.uint8)].astype(np.float32)
-    a = (opacity * h)[..., None]
+    heat = np.asarray(evidence.heat, np.float32)
+    h, w = heat.shape
+    x0, y0 = evidence.heat_origin
+    px, py = int(pad * w), int(pad * h)
+    X0, Y0, X1, Y1 = max(0, x0 - px), max(0, y0 - py), min(W, x0 + w + px), min(H, y0 + h + py)
+    crop = np.ascontiguousarray(frame[Y0:Y1, X0:X1])
+    full = np.zeros(crop.shape[:2], np.float32)
+    ya, xa = y0 - Y0, x0 - X0
+    full[ya:ya + h, xa:xa + w] = heat[:full.shape[0] - ya, :full.shape[1] - xa]
+    v = np.clip(full / max(float(evidence.heat_level), 1e-12), 0, 1)
+    colour = colormap_lut(cmap)[np.round(v * 255).astype(np.uint8)].astype(np.float32)
+    a = (opacity * np.clip(v / OVERLAY_ALPHA_FULL, 0, 1))[..., None]
     out = (crop.astype(np.float32) * (1 - a) + colour * a).round().clip(0, 255).astype(np.uint8)
-    return np.ascontiguousarray(crop), out
+    box = getattr(evidence, "proto_box", None)
+    if box is not None and np.isfinite(box).all():
+        bx0, by0, bx1, by1 = (np.asarray(box, np.float64) - [X0, Y0, X0, Y0]).round().astype(int)
+        t = max(1, round(min(out.shape[:2]) / 120))
+        bx0, by0 = max(bx0, 0), max(by0, 0)
+        bx1, by1 = min(bx1, out.shape[1]), min(by1, out.shape[0])
+        if bx1 > bx0 and by1 > by0:
+            for sl in (np.s_[by0:by0 + t, bx0:bx1], np.s_[by1 - t:by1, bx0:bx1],
+                       np.s_[by0:by1, bx0:bx0 + t], np.s_[by0:by1, bx1 - t:bx1]):
+                out[sl] = PROTO_BOX
+    return crop, out
 
 
 def png_bytes(image: np.ndarray, max_side: int | None = None) -> bytes:

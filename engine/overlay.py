@@ -8,11 +8,13 @@ face), not onto a frame-sized array: a 1080p or 4K frame is 10–100× the face.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.preprocess import InputMapping, MappingPiece
-from sessions import Session
+if TYPE_CHECKING:  # imported where used: engine.preprocess loads cv2 and dlib, which the case report,
+    from engine.preprocess import InputMapping  # reading only the pure helpers here, does without
+    from sessions import Session
 
 TOP_X = 0.25  # METHODS §4: the paper's figures keep the top 25 % of the positive relevance
 BOX_PERCENTILE = 95  # METHODS §1: the prototype's box encloses its similarity map's top 5 %
@@ -35,6 +37,8 @@ def local_mapping(mapping: InputMapping, frame_hw: tuple[int, int]
     """The part of the frame a model input came from: (mapping into that region's pixels, its origin
     (x, y) in the frame, its (h, w)). A map drawn with the returned mapping at the origin equals the
     frame-sized map `mapping.heatmap_to_frame(map, frame_hw)` on that region (and that map is 0 elsewhere)."""
+    from engine.preprocess import InputMapping, MappingPiece
+
     fh, fw = int(frame_hw[0]), int(frame_hw[1])
     rects = np.array([p.frame_rect for p in mapping.pieces], np.float64).reshape(-1, 4)
     if rects.size == 0:
@@ -93,6 +97,8 @@ def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], t
                    weight: np.ndarray | None = None) -> FrameEvidence | None:
     """Frame k's relevance map of `method` ("" for none) and top prototype box, mapped onto the frame;
     None where frame k has no model input. `weight` is the session's head (read once by the caller)."""
+    from engine.preprocess import InputMapping
+
     mapping = s.mappings(slice(k, k + 1))
     if not mapping or mapping[0] is None:
         return None

@@ -33,12 +33,14 @@ from engine.figures import (
     TimelineData,
     figure_bytes,
     heat_image,
+    heat_on_face,
     jpeg_bytes,
     overlay,
     png_bytes,
     timeline_figure,
 )
 from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.overlay import FrameEvidence, heat_level, shown_relevance
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,7 @@ def software() -> dict[str, str]:
 def shown_method(session: Any, explanations: list[str], review: dict[str, Any], folder: Path | None) -> str:
     """The map the report shows, as the review window picks it: the reviewer's last choice, else the
     session's method with the largest faithfulness Δ recorded in model.json, else "intrinsic"."""
-    have = [m for m in explanations if session.exists(f"explanations/{m}/maps")]
+    have = [m for m in explanations if session.explanation_maps(m, slice(0, 0)) is not None]
     if review.get("method") in have:
         return str(review["method"])
     faith = (_read_model_json(folder).get("metadata") or {}).get("faithfulness") or {}
@@ -241,23 +243,22 @@ def _stages(session: Any) -> tuple[list[Any], str]:
     return stages, f"SpRAy stages of the class {cls}" if stages else ""
 
 
-def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | None,
-                valid: np.ndarray) -> StageView:
-    end_t = float(times[st.end]) if st.end < len(times) else float(times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0))
+def _stage_view(session: Any, st: Any, times: np.ndarray, method: str, valid: np.ndarray) -> StageView:
+    end_t = float(times[st.end]) if st.end < len(times) else \
+        float(times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0))
     view = StageView(st.start, st.end, st.descriptor, float(times[st.start]), end_t, None)
-    if method_path is None:
-        return view
     frames = np.arange(st.start, st.end)
     frames = frames[valid[st.start:st.end]]
-    if frames.size == 0:
+    if not method or frames.size == 0:
         return view
     if frames.size > MAPS_PER_STAGE:
         frames = frames[np.linspace(0, frames.size - 1, MAPS_PER_STAGE).round().astype(int)]
     if frames[-1] - frames[0] < 4 * MAPS_PER_STAGE:
-        block = session.read(method_path, slice(int(frames[0]), int(frames[-1]) + 1))
+        block = session.explanation_maps(method, slice(int(frames[0]), int(frames[-1]) + 1))
         maps = block[frames - frames[0]].astype(np.float32)
     else:  # a long stage: only the sampled frames' rows, never the whole span's maps in memory
-        maps = np.stack([session.read(method_path, slice(int(k), int(k) + 1))[0] for k in frames]).astype(np.float32)
+        maps = np.stack([session.explanation_maps(method, slice(int(k), int(k) + 1))[0]
+                         for k in frames]).astype(np.float32)
     ok = np.all(np.isfinite(maps.reshape(len(maps), -1)), axis=1)
     if not ok.any():
         return view
@@ -268,29 +269,25 @@ def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | Non
     flat = maps.reshape(len(maps), -1)
     m = mean.ravel()
     cos = flat @ m / (np.linalg.norm(flat, axis=1) * (np.linalg.norm(m) or 1.0) + 1e-12)
-    view.key = KeyFrame(int(frames[int(np.argmax(cos))]), 0.0, "", 0.0, None, None, maps[int(np.argmax(cos))])
+    best = int(np.argmax(cos))
+    view.key = KeyFrame(int(frames[best]), 0.0, "", 0.0, None, None, maps[best])
     return view
 
 
-def _prototypes(session: Any, k: int, pred: int, card: dict[str, Any], folder: Path | None,
-                head: dict[str, Any] | None = None) -> list[Prototype]:
-    """The ProtoPNet prototypes that add most to the frame's predicted class: W_cj · s_j, largest first.
-    `head`: the attributes of /analysis/explanations/intrinsic, when the caller has read them already."""
-    if not session.exists("explanations/intrinsic/similarities"):
+def _prototypes(session: Any, k: int, probs: np.ndarray, card: dict[str, Any], folder: Path | None,
+                weight: np.ndarray | None) -> list[Prototype]:
+    """The ProtoPNet prototypes that add most to frame k's predicted class (W_ĉj · s_j, largest first, as the
+    review window's gallery ranks them: engine.overlay.top_prototypes), with their crops and sources."""
+    from engine.overlay import top_prototypes
+
+    sims = session.intrinsic("similarities", slice(k, k + 1))
+    if weight is None or sims is None or weight.shape[1] != sims.shape[1]:
         return []
-    attrs = head if head is not None else session.attrs("explanations/intrinsic")
-    if attrs.get("arch") != "protopnet" or attrs.get("head_weight") is None:
-        return []
-    sims = session.read("explanations/intrinsic/similarities", slice(k, k + 1))[0].astype(np.float64)
-    W = np.asarray(attrs["head_weight"], np.float64)
-    if not np.all(np.isfinite(sims)) or W.shape[1] != sims.shape[0]:
-        return []
-    contrib = W[pred] * sims
+    _, top = top_prototypes(weight, sims[0], probs, n=TOP_PROTOTYPES)
     meta = {int(p.get("prototype", i)): p for i, p in enumerate(card.get("prototype_meta") or [])}
     out = []
-    for j in np.argsort(-contrib)[:TOP_PROTOTYPES]:
-        j = int(j)
-        if contrib[j] <= 0:
+    for j, sim, contrib in top:
+        if contrib <= 0:
             break
         info = meta.get(j, {})
         src = info.get("source") or {}
@@ -303,34 +300,73 @@ def _prototypes(session: Any, k: int, pred: int, card: dict[str, Any], folder: P
 
             with Image.open(folder / "prototypes" / f"{j}.png") as im:
                 crop = np.asarray(im.convert("RGB"))
-        out.append(Prototype(j, str(info.get("class", "")), float(contrib[j]), float(sims[j]), crop,
-                             ref or "provenance not recorded"))
+        out.append(Prototype(j, str(info.get("class", "")), contrib, sim, crop, ref or "provenance not recorded"))
     return out
 
 
+def _evidence(session: Any, k: int, method: str, weight: np.ndarray | None) -> FrameEvidence | None:
+    """Frame k's overlay as the review window draws it: engine.overlay.frame_evidence's steps (the shown
+    relevance on the face, its 99th-percentile level, the top prototype's 95th-percentile box) with the
+    map laid on the frame by engine.figures.heat_on_face (Pillow) instead of cv2; None where frame k has
+    no model input. tests/test_report.py checks it against frame_evidence."""
+    from engine.overlay import percentile_box, top_prototypes
+
+    mapping = (session.mappings(slice(k, k + 1)) or [None])[0]
+    hw = (int(session.video.get("height", 0)), int(session.video.get("width", 0)))
+    if mapping is None or min(hw) <= 0:
+        return None
+    ev = FrameEvidence()
+    maps = session.explanation_maps(method, slice(k, k + 1)) if method else None
+    if maps is not None and np.isfinite(maps[0]).any():
+        heat, ev.heat_origin = heat_on_face(shown_relevance(maps[0]), mapping, hw)
+        ev.heat, ev.heat_level = heat, heat_level(heat)
+    sims = session.intrinsic("similarities", slice(k, k + 1))
+    if weight is None or sims is None:
+        return ev
+    c, top = top_prototypes(weight, sims[0], session.read("probs", slice(k, k + 1))[0], n=1)
+    sim_maps = session.intrinsic("sim_maps", slice(k, k + 1)) if c >= 0 else None
+    if sim_maps is None:
+        return ev
+    ev.proto_index = j = top[0][0]
+    sim_map = sim_maps[0, j].astype(np.float32)
+    region, origin = heat_on_face(sim_map - np.nanmin(sim_map) + 1e-6, mapping, hw)
+    box = percentile_box(region)
+    if box is not None:
+        ev.proto_box = box + np.array([*origin, *origin], np.float32)
+    return ev
+
+
+def _decode_overlays(keys: list[KeyFrame], video_path: Path, cancel: CancelToken | None) -> None:
+    """Each key frame's face crop and overlay, decoded from the video in frame order."""
+    from engine.video import open_video
+
+    with open_video(video_path) as reader:
+        for key in sorted(keys, key=lambda x: x.index):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            ev = key.evidence
+            if ev is not None and ev.heat is not None:
+                key.face, key.overlay = overlay(reader.frame(key.index), ev)
+
+
 def _occlusion(session: Any, probs: np.ndarray, valid: np.ndarray, classes: list[str], decision: str) -> list[dict]:
-    """Per facial-part condition: mean change of the frame's predicted class probability when the part is
-    hidden, the same for the decided class, and how often the top class changes (scored frames only)."""
-    occ = session.occlusion()
-    if occ is None:
+    """Per facial-part condition, over the scored frames: the mean change of the frame's predicted class
+    when the part is hidden (Session.occlusion_deltas, the exports' figure), the same for the decided class,
+    and how often the top class changes."""
+    occ, deltas = session.occlusion(), session.occlusion_deltas()
+    if occ is None or deltas is None:
         return []
     conditions, scores = occ
     ok = valid & np.all(np.isfinite(probs), axis=1) & np.all(np.isfinite(scores.reshape(len(scores), -1)), axis=1)
     if not ok.any():
         return []
-    p, s = probs[ok], scores[ok]
+    p, sc, d = probs[ok], scores[ok], deltas[1][ok]
     pred = p.argmax(1)
-    rows = np.arange(len(p))
     d_idx = classes.index(decision) if decision in classes else None
-    out = []
-    for ci, name in enumerate(conditions):
-        delta = s[rows, ci, pred] - p[rows, pred]
-        out.append({
-            "condition": name, "delta_predicted": float(delta.mean()),
-            "delta_decision": float((s[:, ci, d_idx] - p[:, d_idx]).mean()) if d_idx is not None else None,
-            "flips": float((s[:, ci].argmax(1) != pred).mean()), "frames": int(ok.sum()),
-        })
-    return out
+    return [{"condition": name, "delta_predicted": float(d[:, ci].mean()),
+             "delta_decision": float((sc[:, ci, d_idx] - p[:, d_idx]).mean()) if d_idx is not None else None,
+             "flips": float((sc[:, ci].argmax(1) != pred).mean()), "frames": int(ok.sum())}
+            for ci, name in enumerate(conditions)]
 
 
 def case_data(session_path: str | Path, model_dir: str | Path | None = None, video: str | Path | None = None,
@@ -365,7 +401,6 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
             notes.append(f"the analysis is incomplete: {info['frames_done']} of {T} frames scored")
         folder = _model_dir(info["model"] or {}, model_dir)
         method = shown_method(s, info["explanations"], review, folder)
-        map_path = f"explanations/{method}/maps" if method and s.exists(f"explanations/{method}/maps") else None
         video_info = dict(s.video)
         video_path = Path(str(video)) if video else Path(str(video_info.get("path", "")))
         card = model_card(info["model"] or {}, folder, classes, method, str(video_path))
@@ -379,7 +414,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
         if len(all_stages) > MAX_STAGES:
             shown = sorted(sorted(all_stages, key=lambda x: x.end - x.start, reverse=True)[:MAX_STAGES],
                            key=lambda x: x.start)
-        views = [_stage_view(s, st, times, map_path, valid) for st in shown]
+        views = [_stage_view(s, st, times, method, valid) for st in shown]
         detail = views if len(views) <= MAX_STAGE_DETAILS else sorted(
             sorted(views, key=lambda v: v.end - v.start, reverse=True)[:MAX_STAGE_DETAILS], key=lambda v: v.start)
         with_key = {id(v) for v in detail} if key_frames else set()
@@ -388,17 +423,15 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
                 v.key = None
 
         step(2, "key frames")
-        mappings = {}
-        head = s.attrs("explanations/intrinsic") if s.exists("explanations/intrinsic") else {}
+        weight = s.head_weight()
         for v in detail:
             if v.key is None:
                 continue
             k = v.key.index
             pred = int(np.nanargmax(probs[k]))
             v.key.time_s, v.key.predicted, v.key.probability = float(times[k]), classes[pred], float(probs[k, pred])
-            v.key.prototypes = _prototypes(s, k, pred, card, folder, head)
-            m = s.mappings(slice(k, k + 1))
-            mappings[k] = m[0] if m else None
+            v.key.prototypes = _prototypes(s, k, probs[k], card, folder, weight)
+            v.key.evidence = _evidence(s, k, method, weight)
         occlusion = _occlusion(s, probs, valid, classes, info["decision"])
         ann = s.annotations()
         person = analysed_person(s)
@@ -409,16 +442,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
     keys = [v.key for v in detail if v.key is not None]
     if keys and video_path.is_file():
         try:
-            from engine.video import open_video
-
-            with open_video(video_path) as reader:
-                for key in sorted(keys, key=lambda x: x.index):
-                    if cancel is not None:
-                        cancel.raise_if_cancelled()
-                    mapping = mappings.get(key.index)
-                    if mapping is None or key.heat is None:
-                        continue
-                    key.face, key.overlay = overlay(reader.frame(key.index), key.heat, mapping)
+            _decode_overlays(keys, video_path, cancel)
         except Exception as exc:  # noqa: BLE001 - a video that no longer decodes still gets its report
             notes.append(f"{video_path}: key frames could not be decoded ({str(exc).splitlines()[0]}); "
                          "their maps are shown without the picture")
@@ -495,19 +519,16 @@ def key_frame(session_path: str | Path, k: int | None = None, model_dir: str | P
             raise ReportError(f"{session_path}: frame {k} has no face, so no score or explanation; choose another")
         folder = _model_dir(info["model"] or {}, model_dir)
         method = shown_method(s, info["explanations"], s.review_state(), folder)
-        heat = s.read(f"explanations/{method}/maps", slice(k, k + 1))[0].astype(np.float32) \
-            if method and s.exists(f"explanations/{method}/maps") else None
+        maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
+        heat = maps[0].astype(np.float32) if maps is not None else None
         pred = int(np.argmax(probs[k]))
         card = model_card(info["model"] or {}, folder, classes, method, "")
+        weight = s.head_weight()
         key = KeyFrame(k, float(s.timestamps[k]), classes[pred], float(probs[k, pred]), None, None, heat,
-                       _prototypes(s, k, pred, card, folder))
-        mapping = (s.mappings(slice(k, k + 1)) or [None])[0]
+                       _prototypes(s, k, probs[k], card, folder, weight), _evidence(s, k, method, weight))
         path = Path(str(video)) if video else Path(str(s.video.get("path", "")))
-    if heat is not None and mapping is not None and path.is_file():
-        from engine.video import open_video
-
-        with open_video(path) as reader:
-            key.face, key.overlay = overlay(reader.frame(k), heat, mapping)
+    if path.is_file():
+        _decode_overlays([key], path, None)
     return key, method
 
 

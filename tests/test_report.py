@@ -202,7 +202,7 @@ def test_report_refuses_an_unanalysed_session(tmp_path: Path) -> None:
 
 
 def test_report_and_figure_commands_do_not_load_torch(session_path: Path, tmp_path: Path) -> None:
-    """`vidxai report` and `figure` read a session like info/export do: no torch, cv2 or Qt."""
+    """`vidxai report` and `figure` read a session like info/export do: no torch, cv2, dlib or Qt."""
     code = ("import sys, time; from engine import cli; t = time.perf_counter();"
             f"a = cli.main(['report', {str(session_path)!r}, '--out', {str(tmp_path / 'r.html')!r}]);"
             "dt = time.perf_counter() - t;"
@@ -269,6 +269,28 @@ def demo_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     agreement="disagree"),
             Segment("clinician", 40, 55, "broad smile", author="dr b")]))
     return path
+
+
+def test_report_overlay_is_the_review_windows(demo_session: Path) -> None:
+    """The report draws frame k's map and prototype box as the review window does: its cv2-free evidence
+    equals engine.overlay.frame_evidence (the window's) up to the resampling of the map onto the face."""
+    from engine.overlay import frame_evidence
+    from engine.report import _evidence
+
+    with Session.open(demo_session) as s:
+        weight = s.head_weight()
+        hw = (int(s.video["height"]), int(s.video["width"]))
+        frames = np.flatnonzero(s.read("valid"))[::9]
+        assert weight is not None and len(frames) >= 5
+        for k in frames:
+            ours, theirs = _evidence(s, int(k), "intrinsic", weight), frame_evidence(s, int(k), "intrinsic", hw,
+                                                                                       weight=weight)
+            assert ours.heat_origin == theirs.heat_origin and ours.heat.shape == theirs.heat.shape
+            assert ours.heat_level == pytest.approx(theirs.heat_level, rel=0.05)
+            diff = np.abs(ours.heat - theirs.heat).mean() / theirs.heat_level
+            assert diff < 1e-3, (k, diff)
+            assert ours.proto_index == theirs.proto_index
+            np.testing.assert_allclose(ours.proto_box, theirs.proto_box, atol=1)
 
 
 def test_demo_report_in_headless_chromium(demo_session: Path, tmp_path: Path, artifacts_dir: Path) -> None:
