@@ -31,11 +31,11 @@ import numpy as np
 #   decision lasting ≥ 0.3 s (28/28 over 18 sessions) and keeps the best video accuracy (14/18, as τ = 0.1);
 #   decision flips 1.30/s against 6.28 raw and 1.81 at τ = 0.1 (≈ the old α = 0.3). τ = 0.3 misses 2 changes
 #   and loses a video decision.
-# SpRAy temporal weight 2: fewest raw stages on the 10-minute video (8,373 of 18,032 frames, against 16,744
-#   without the term and 11,915 at weight 1) and raw reduction on the clips 0.64–0.73 → 0.68–0.81 for a
-#   mean frame-to-stage cosine 0.01 lower; weight 4 is worse on the long video.
+# SpRAy temporal weight 2: fewest raw stages on the 10-minute video (9,240 of 18,032 frames, against 17,708
+#   without the term, 11,915 at weight 1 and 11,592 at weight 4) and raw reduction on the clips 0.64–0.73 →
+#   0.68–0.81 for a mean frame-to-stage cosine about 0.01 lower.
 # Minimum stage 0.6 s: the shortest in the sweep that keeps the 10-minute video at ≤ 1 stage per second
-#   (545 stages, 0.91/s; 0.5 s gives 1.02/s); on the clips about 97 % reduction.
+#   (545 stages, 0.91/s; 0.5 s gives 613, 1.02/s); on the clips 97 % reduction (1.5–2.2 stages per clip).
 # Map σ = 0.1 s: the smallest σ that brings every model × method's flicker under 0.05 (from 0.02–0.58 raw).
 DEFAULT_TAU_S = 0.2             # EWMA time constant, seconds (engine.aggregate.alpha_from_tau)
 DEFAULT_TEMPORAL_WEIGHT = 2.0   # SpRAy: weight of the temporal-neighbour links beside the kNN graph
