@@ -225,3 +225,31 @@ def test_twice_the_frame_rate_gives_the_same_curve_and_decision(hap_clip: Path, 
     assert a1["ewma_tau_s"] == a2["ewma_tau_s"] == 0.3 and a2["alpha"] < a1["alpha"]
     np.testing.assert_allclose(e2[1::2], e1, atol=1e-6, equal_nan=True)
     assert d1 == d2
+
+
+def test_ten_minutes_of_a_looped_clip_give_at_most_one_stage_per_second(analysed: Path) -> None:
+    """The HAP clip's per-frame results repeated to 10 minutes (what a looped video gives, without the
+    20-minute analysis; bench/temporal_quality.py --long measures the real one): with the defaults, SpRAy's
+    stages merged to the minimum duration number at most one per second; without the minimum they do not."""
+    from engine.explain.spray import merge_short_stages, spray_streamed, stage_durations, stage_map_sums
+    from engine.pipeline import _pooled_map_reader
+    from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT
+    from sessions import Session
+
+    with Session.open(analysed) as s:
+        n, fps = s.frame_count, s.fps
+        pooled = _pooled_map_reader(s, "gradcam")(0, n)
+        probs = s.read("probs")
+        probs[~s.read("valid")] = np.nan
+        classes = s.analysis_info()["classes"]
+    reps = int(np.ceil(600 * fps / n))
+    T = reps * n
+    read = lambda a, b: pooled[np.arange(a, b) % n]
+    res = spray_streamed(read, np.tile(probs, (reps, 1)), classes, temporal_weight=DEFAULT_TEMPORAL_WEIGHT)
+    raw = res.prototypes.stages
+    sums, counts = stage_map_sums(read, raw)
+    merged = merge_short_stages(raw, sums, counts, stage_durations(raw, np.arange(T) / fps, fps),
+                                DEFAULT_MIN_STAGE_S)
+    seconds = T / fps
+    assert len(raw) / seconds > 1.0
+    assert len(merged) / seconds <= 1.0
