@@ -184,3 +184,46 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
         lm = map_landmarks(faces.landmarks, session.mappings(slice(a, b)), maps.shape[1:])
     out = smooth_maps(maps, lm, sigma_s * session.fps, valid, align, frames=np.arange(start - a, stop - a))
     return out[start - a: stop - a]
+
+
+def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str, method: str = "intrinsic",
+                  top: int = 5) -> dict:
+    """What a stage of the strip shows when it is selected or hovered (Qt-free; the GUI draws it):
+
+    ``name`` (the descriptor, e.g. "HAPPY_A"), ``tooltip`` (descriptor, frames, seconds, predicted classes
+    and face coverage in words), ``start``/``end`` (frames, end exclusive), ``t0``/``t1`` (s),
+    ``classes`` (share of the stage's frames with a face that each class is predicted on, largest first),
+    ``mean_map`` (the mean stored map of ``method`` over those frames, model-input space, or None) and,
+    for a ProtoPNet, ``prototypes``: the ``top`` prototypes with the largest mean contribution W_cj·s_j to
+    the stage's most predicted class c, as (index, mean contribution). Reads only."""
+    desc = descriptor if isinstance(descriptor, str) else ", ".join(descriptor)
+    T = session.frame_count
+    ts = np.append(session.timestamps, session.timestamps[-1] + 1.0 / session.fps) if T else np.zeros(1)
+    sl = slice(start, end)
+    valid = session.read("valid", sl).astype(bool)
+    probs = session.read("probs", sl)
+    ok = valid & np.isfinite(probs).all(axis=1)
+    classes = session.analysis_info()["classes"]
+    shares: list[tuple[str, float]] = []
+    if ok.any():
+        counts = np.bincount(np.argmax(probs[ok], axis=1), minlength=len(classes))
+        shares = [(classes[i], float(counts[i] / ok.sum())) for i in np.argsort(-counts, kind="stable") if counts[i]]
+    mean_map = None
+    if ok.any() and session.exists(f"explanations/{method}/maps"):
+        maps = session.read(f"explanations/{method}/maps", sl)[ok].astype(np.float64)
+        mean_map = np.nanmean(maps, axis=0).astype(np.float32)
+    prototypes: list[tuple[int, float]] = []
+    attrs = session.attrs("explanations/intrinsic") if session.exists("explanations/intrinsic") else {}
+    if shares and session.exists("explanations/intrinsic/similarities") and attrs.get("head_weight") is not None:
+        W = np.asarray(attrs["head_weight"], dtype=np.float64)
+        c = classes.index(shares[0][0])
+        sims = session.read("explanations/intrinsic/similarities", sl)[ok].astype(np.float64)
+        contrib = (sims * W[c][None, :]).mean(axis=0)
+        order = np.argsort(-contrib, kind="stable")[:top]
+        prototypes = [(int(j), float(contrib[j])) for j in order]
+    t0, t1 = float(ts[start]), float(ts[end])
+    said = ", ".join(f"{c} {100 * v:.0f} %" for c, v in shares) or "no face"
+    tooltip = (f"{desc}: frames {start}–{end - 1}, {t0:.2f}–{t1:.2f} s ({t1 - t0:.2f} s); predicted {said}; "
+               f"face in {int(ok.sum())} of {end - start} frames")
+    return {"name": desc, "tooltip": tooltip, "start": int(start), "end": int(end), "t0": t0, "t1": t1,
+            "classes": shares, "mean_map": mean_map, "prototypes": prototypes}
