@@ -4,14 +4,17 @@
 
 Prints frames/s of each pipeline stage alone (decode, faces, preprocess, model with intrinsic
 explanations, model + LRP, + Grad-CAM), of `analyze` end to end with intrinsic explanations and with
-LRP, the wall time of analysing the demo clip, and the peak RSS of `analyze` on the clip and on the same
-clip concatenated 4× and 16× (each in a fresh process), which must stay flat.
+LRP, the wall time of analysing the demo clip, the peak RSS of `analyze` on the clip and on the same
+clip concatenated 4× and 16× (each in a fresh process), which must stay flat, and end-to-end frames/s on
+1080p and 4K wide shots of the clip (face ~130 px tall) next to the close-up's (target: within 0.7×;
+`--wide-only` runs just that).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,72 @@ def concat(clip: Path, times: int, out: Path) -> Path:
     return out
 
 
+def wide_shot(clip: Path, size: tuple[int, int], out: Path, face_px: float = 130.0, times: int = 2) -> Path:
+    """`clip` (a close-up) with its face scaled to ~`face_px` tall (brows to chin) and pasted off-centre
+    into a `size` canvas over a textured wall (bench/faces_scale.py's composition), `times` over; H.264 as
+    a camera writes it (crf 23, keyframe every second). Made at run time, never committed."""
+    import av
+
+    from bench.faces_scale import background, compose, face_height
+
+    with open_video(clip) as r:
+        frames, fps = list(r), r.fps
+    tracker = FaceTracker()
+    lm = next((f.landmarks for f in map(tracker.process, frames) if f is not None and f.found), None)
+    if lm is None:
+        raise SystemExit(f"no face in {clip}: cannot place it in a wide shot")
+    scale = face_px / face_height(lm)
+    centre = lm.mean(axis=0)
+    W, H = size
+    wall = background(W, H)
+    with av.open(str(out), "w") as dst:
+        st = dst.add_stream("libx264", rate=round(fps))
+        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
+        st.codec_context.gop_size = round(fps)
+        st.options = {"crf": "23", "preset": "veryfast"}
+        for _ in range(times):
+            for f in frames:
+                img, _, _ = compose(f, wall, scale, (0.7, 0.4), centre)
+                for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    dst.mux(pkt)
+        for pkt in st.encode():
+            dst.mux(pkt)
+    return out
+
+
+def end_to_end(video: Path, out: Path, analyzer: FrameAnalyzer, device: str) -> tuple[int, float, int]:
+    """(frames, seconds, frames with a face) of `analyze` with intrinsic explanations, SpRAy off."""
+    from sessions import Session
+
+    t0 = time.perf_counter()
+    analyze(video, None, out, AnalyzeSettings(device=device, spray=False), analyzer=analyzer)
+    dt = time.perf_counter() - t0
+    with Session.open(out) as s:
+        found = int(np.asarray(s.faces().found).sum())
+        n = s.frame_count
+    return n, dt, found
+
+
+def wide_rates(clip: Path, analyzer: FrameAnalyzer, device: str, tmp: Path, times: int) -> None:
+    """End-to-end frames/s on 1080p and 4K wide shots of the clip, next to the close-up's (the same frames)."""
+    print(f"\nwide shots: end to end (intrinsic, SpRAy off), the clip {times}× (frames/s, wall; the face "
+          "~130 px tall)")
+    closeup = concat(clip, times, tmp / "closeup.mp4")
+    end_to_end(clip, tmp / "warm-up.vxs", analyzer, device)  # imports, caches, allocator: not in the figures
+    n, dt, found = end_to_end(closeup, tmp / "closeup.vxs", analyzer, device)
+    base = rate(n, dt)
+    print(f"  {'close-up':<18}{base:>9.1f}   ({dt:.1f} s for {n} frames, face in {found})")
+    for name, size in (("1080p wide", (1920, 1080)), ("4K wide", (3840, 2160))):
+        t0 = time.perf_counter()
+        video = wide_shot(clip, size, tmp / f"wide-{size[1]}.mp4", times=times)
+        made = time.perf_counter() - t0
+        n, dt, found = end_to_end(video, tmp / f"wide-{size[1]}.vxs", analyzer, device)
+        ratio = rate(n, dt) / base
+        ok = "✓" if ratio >= 0.7 else "✗ (target ≥ 0.7×)"
+        print(f"  {name:<18}{rate(n, dt):>9.1f}   ({dt:.1f} s for {n} frames, face in {found}; "
+              f"{ratio:.2f}× the close-up {ok}; made in {made:.0f} s)", flush=True)
+
+
 def stage_rates(clip: Path, analyzer: FrameAnalyzer, repeat: int) -> dict[str, float]:
     with open_video(clip) as r:
         t0 = time.perf_counter()
@@ -100,6 +169,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=4)
     ap.add_argument("--no-memory", action="store_true", help="skip the 1×/4×/16× memory runs")
+    ap.add_argument("--wide-only", action="store_true",
+                    help="only the wide shots (1080p, 4K) against the close-up, end to end")
+    ap.add_argument("--wide-times", type=int, default=2, help="the clip repeated this many times in each shot")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,7 +179,12 @@ def main() -> None:
     clip = args.clip or demo_clip()
     analyzer = FrameAnalyzer(model, device=args.device)
     print(f"model {model} ({analyzer.spec.arch}/{analyzer.spec.backbone}), clip {clip.name}, "
-          f"device {analyzer.device}, torch threads {torch.get_num_threads()}")
+          f"device {analyzer.device}, torch threads {torch.get_num_threads()}; machine: {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if args.wide_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times)
+        return
 
     print("\nstage alone (frames/s)")
     stages = stage_rates(clip, analyzer, args.repeat)
@@ -145,6 +222,8 @@ def main() -> None:
                                    cwd=REPO, capture_output=True, text=True, check=True)
                 d = json.loads(r.stdout.strip().splitlines()[-1])
                 print(f"  {times:>3}× ({n * times:>5} frames) {d['rss_mb']:>8.0f} MB  {d['s']:>6.1f} s")
+
+        wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times)
 
 
 if __name__ == "__main__":

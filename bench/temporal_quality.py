@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, decision_runs, ewma, video_decision
+from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, video_decision
 from engine.explain.spray import (
     frame_stage_cosine,
     merge_short_stages,
@@ -58,6 +58,7 @@ from engine.temporal import (
     smooth_maps,
 )
 from sessions import Session
+from sessions.tracks import runs
 
 CREMA = REPO.parent / "shared" / "data" / "videos" / "crema-d"
 LABELS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -148,7 +149,7 @@ def ewma_metrics(s: Session, tau: float, classes: list[str]) -> dict:
     # smoothed argmax shows the new class (the run's length when it never does: a missed change).
     raw = np.argmax(probs[rows], axis=1)
     delays, followed = [], 0
-    for a, b, c in decision_runs(raw)[1:]:
+    for a, b, c in runs(raw)[1:]:
         if (b - a) / s.fps < CHANGE_S:
             continue
         hit = np.flatnonzero(pred[a:b] == c)
@@ -182,7 +183,7 @@ def ewma_table(sessions_by_model: dict[str, list[Path]]) -> list[dict]:
 
 
 def map_flicker(s: Session, method: str, sigmas: tuple[float, ...]) -> dict:
-    maps = s.read(f"explanations/{method}/maps").astype(np.float32)
+    maps = s.explanation_maps(method).astype(np.float32)
     valid = s.read("valid")
     lm = map_landmarks(s.faces().landmarks, s.mappings(), maps.shape[1:])
     raw = np.maximum(np.nan_to_num(maps), 0)  # the displayed (positive) evidence
@@ -215,7 +216,7 @@ def flicker_table(sessions_by_model: dict[str, list[Path]]) -> list[dict]:
             vals = []
             for p in ps:
                 with Session.open(p) as s:
-                    if s.exists(f"explanations/{method}/maps"):
+                    if s.has_maps(method):
                         vals.append(map_flicker(s, method, SIGMAS))
             if vals:
                 rows.append({"model": model, "method": method,
@@ -230,7 +231,7 @@ def summary_table(sessions_by_model: dict[str, list[Path]], flick: list[dict]) -
             st, plain = [], []
             for p in ps:
                 with Session.open(p) as s:
-                    if s.exists(f"explanations/{method}/maps"):
+                    if s.has_maps(method):
                         st.append(spray_stages(s, method, DEFAULT_TEMPORAL_WEIGHT, DEFAULT_MIN_STAGE_S))
                         plain.append(spray_stages(s, method, 0.0, 0.0))
             if not st:

@@ -132,14 +132,3 @@ def video_decision(smoothed: np.ndarray, classes: Sequence[str]) -> str:
     if finite.size == 0:
         return NO_FACE
     return str(classes[int(np.argmax(s[finite[-1]]))])
-
-
-def decision_runs(pred: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
-    """Maximal runs of equal consecutive predictions as (start, end_exclusive, cls)."""
-    p = np.asarray(pred)
-    if p.size == 0:
-        return []
-    change = np.flatnonzero(p[1:] != p[:-1]) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [p.size]))
-    return [(int(s), int(e), int(p[s])) for s, e in zip(starts, ends, strict=True)]

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 POST_HOC = ("lrp", "gradcam", "ig", "gxi", "prp")   # prp: ProtoPNet only
 # Which evidence map (engine.explain.evidence, docs/EXPLANATIONS.md) is a model's "intrinsic" map: the most
 # faithful of the candidates measured by bench/explain_quality.py.
-INTRINSIC_MAP = {"protopnet": "proto-argmax-g1", "patchsae": "latent-sum"}
+INTRINSIC_MAP = {"protopnet": "proto-occ", "patchsae": "latent-sum"}
 TOP_LATENTS = 16
 
 
@@ -53,12 +53,12 @@ class FrameScore:
         return int(np.argmax(self.probs))
 
 
-def condense(model: FrameModel, out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def condense(model: FrameModel, out: dict[str, torch.Tensor], x: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Per-frame intrinsic arrays for a batch of `model.explain` output.
 
     Always `maps` (N×h×w): the evidence for the predicted class over the feature grid, non-negative —
-    ProtoPNet: INTRINSIC_MAP's evidence map (each prototype's W_ĉj·s_j at its best cell, spread by a
-    Gaussian of one cell; docs/EXPLANATIONS.md §1); PatchSAE: Σ_j max(W_ĉj, 0)·f_j; CNN: the class
+    ProtoPNet: INTRINSIC_MAP's evidence map (proto-occ: the prototypes' class evidence Σ_j max(W_ĉj, 0)·s_j
+    that hiding each cell's patch takes away, needs the input ``x``; docs/EXPLANATIONS.md §1); PatchSAE: Σ_j max(W_ĉj, 0)·f_j; CNN: the class
     activation map (exact for global-average-pool + linear). Plus the model's own terms: ProtoPNet's
     similarities and similarity maps, PatchSAE's top latents (index, value g_j, map f_j).
     """
@@ -68,7 +68,11 @@ def condense(model: FrameModel, out: dict[str, torch.Tensor]) -> dict[str, np.nd
     res: dict[str, np.ndarray] = {}
     if arch == "protopnet":
         sim_maps = out["sim_maps"]
-        res["maps"] = _intrinsic_maps()[INTRINSIC_MAP["protopnet"]](model, out, pred)
+        name = INTRINSIC_MAP["protopnet"]
+        if name == "proto-occ" and x is None:
+            raise ValueError("the proto-occ evidence map needs the model input x")
+        res["maps"] = (_intrinsic_maps()[name](model, out, pred) if name != "proto-occ"
+                       else _proto_occ(model, x, out, pred))
         res["similarities"] = out["similarities"].cpu().numpy()
         res["sim_maps"] = sim_maps.cpu().numpy()
     elif arch == "patchsae":
@@ -89,6 +93,12 @@ def _argmax_g1(model: FrameModel, out: dict[str, torch.Tensor], target: torch.Te
     from engine.explain import evidence
 
     return evidence.proto_argmax(model, out, target, spread=1.0)
+
+
+def _proto_occ(model: FrameModel, x: torch.Tensor, out: dict[str, torch.Tensor], target: torch.Tensor) -> np.ndarray:
+    from engine.explain import evidence
+
+    return evidence.proto_occlusion(model, x, out, target)
 
 
 def _intrinsic_maps() -> dict:
@@ -144,9 +154,10 @@ class FrameAnalyzer:
     @torch.inference_mode()
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Logits, probabilities and condensed intrinsic arrays for N model-input images (uint8)."""
-        out = self.model.explain(self.tensor(images))
+        x = self.tensor(images)
+        out = self.model.explain(x)
         logits = out["logits"].float()
-        return logits.cpu().numpy(), F.softmax(logits, 1).cpu().numpy(), condense(self.model, out)
+        return logits.cpu().numpy(), F.softmax(logits, 1).cpu().numpy(), condense(self.model, out, x)
 
     @torch.inference_mode()
     def probs(self, images: np.ndarray) -> np.ndarray:

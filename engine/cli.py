@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("engine.video", "VideoError"), ("sessions.store", "SessionError"),
                       ("engine.checkpoint", "CheckpointError"), ("engine.data", "DataError"),
                       ("engine.resources", "ResourceError"), ("sessions.openface", "OpenFaceError"),
-                      ("sessions.elan", "EafError")):
+                      ("sessions.elan", "EafError"), ("engine.report", "ReportError")):
         err = getattr(sys.modules.get(mod), name, None)
         if err is not None:
             errors.append(err)
@@ -231,6 +232,48 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from engine.report import write_report
+
+    def one(path: str, cancel: CancelToken) -> None:
+        out = Path(args.out) if args.out and len(args.sessions) == 1 else Path(path).with_suffix(".report.html")
+        if args.out and len(args.sessions) > 1:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            out = Path(args.out) / (Path(path).stem + ".report.html")
+        with progress_bar(Path(path).name) as bar:
+            print(write_report(path, out, model_dir=args.model, video=args.video, progress=bar, cancel=cancel))
+
+    return _batch(args.sessions, "report", one)
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from engine import figures
+    from engine.report import case_data, key_frame
+
+    out = Path(args.out)
+    if out.suffix.lower() not in figures.FORMATS:
+        raise BadInput(f"{out}: figures are written as {', '.join(figures.FORMATS)}; choose one of those suffixes")
+    width = args.width
+
+    def one(path: str, cancel: CancelToken) -> None:
+        if args.what in ("timeline", "stages"):
+            case = case_data(path, model_dir=args.model, video=args.video, cancel=cancel, key_frames=False)
+            if args.what == "timeline":
+                fig = figures.timeline_figure(case.timeline, width or figures.DOUBLE_COLUMN_IN)
+            else:
+                if not case.stages:
+                    raise BadInput(f"{path}: no stages (SpRAy did not run for this session)")
+                fig = figures.stages_figure(case.stages, case.classes, width or figures.DOUBLE_COLUMN_IN,
+                                            method=case.method)
+        else:
+            key, method = key_frame(path, args.frame, model_dir=args.model, video=args.video)
+            fig = figures.frame_figure(key, method, width or figures.COLUMN_IN) if args.what == "frame" else \
+                figures.gallery_figure(key, width or figures.COLUMN_IN)
+        print(figures.save_figure(fig, out))
+
+    return _batch([args.session], "figure", one)
+
+
 def _setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -287,11 +330,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluate import evaluate, write_report
 
     def one(data: str, cancel: CancelToken) -> None:
-        out = Path(args.out) if args.out else _model_folder(args.model) / "evaluation"
+        out = Path(args.out) if args.out else evaluation_folder(data, args.model)
+        try:  # before minutes of scoring: the report must have somewhere to go
+            out.mkdir(parents=True, exist_ok=True)
+            if not os.access(out, os.W_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            raise BadInput(f"{out}: cannot write the evaluation report there ({exc.strerror or exc}); "
+                           "choose a folder with --out") from exc
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
                               device=args.device, progress=bar, cancel=cancel)
-        write_report(result, out)
+        try:
+            write_report(result, out)
+        except OSError as exc:
+            raise BadInput(f"{out}: cannot write the evaluation report ({exc.strerror or exc}); "
+                           "choose a folder with --out") from exc
+        print(f"used {result.n} samples from {result.items} of {result.items_total} items "
+              f"(split {result.split}): {result.reason}")
         print(f"accuracy {result.accuracy:.4f} on {result.n} samples of {result.split}")
         for c, r in result.per_class_recall.items():
             print(f"  recall {c:<10} {'n/a' if r is None else f'{r:.3f}'}")
@@ -300,7 +356,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.record:
             from engine.checkpoint import record_in_model_json
 
-            name = f"{Path(data).name}:{args.split}:{args.limit or 'all'}:seed{args.seed}"
+            name = f"{Path(data).name}:{result.split}:{args.limit or 'all'}:seed{args.seed}"
             summary = {k: v for k, v in result.to_json().items() if k not in ("predictions", "labels")}
             summary["command"] = "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""
             print(f"recorded as evaluations[{name!r}] in {record_in_model_json(args.model, 'evaluations', name, summary)}")
@@ -314,13 +370,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
 
             with progress_bar("occlusion") as bar:
-                rep = occlusion_evaluate(args.model, data, split=args.split, limit=args.limit or 700,
+                rep = occlusion_evaluate(args.model, data, split=result.split, limit=args.limit or 700,
                                          seed=args.seed, methods=methods_for(read_checkpoint_json(args.model)["spec"]["arch"]),
                                          device=args.device, progress=bar, cancel=cancel)
             write_occlusion_report(rep, out)
             print(rep.summary())
             if args.record:
-                name = f"{Path(data).name}:{args.split}:{args.limit or 700}:seed{args.seed}"
+                name = f"{Path(data).name}:{result.split}:{args.limit or 700}:seed{args.seed}"
                 where = record_faithfulness(args.model, name, rep, "vidxai " + " ".join(sys.argv[1:]))
                 print(f"recorded every method's Δ as faithfulness[{name!r}] in {where}")
         print(f"report: {out}")
@@ -328,10 +384,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _batch([args.data], "evaluate", one)
 
 
-def _model_folder(path: str) -> Path:
-    from engine.checkpoint import resolve_model_dir
-
-    return resolve_model_dir(path)
+def evaluation_folder(data: str, model: str) -> Path:
+    """Where an evaluation report goes by default: a folder beside the data, named for the data and the
+    model (`<data>.evaluation/<model>`), never inside the model folder, which may be installed read-only."""
+    d = Path(data).resolve()
+    base = d.parent / f"{d.stem if d.is_file() else d.name}.evaluation"
+    return base / (Path(model).resolve().name or "model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("analyze", help="score every frame with a model, explain it, write session files")
-    s.add_argument("videos", nargs="+")
+    s.add_argument("videos", nargs="+", help="video files (.mp4, .mov, .flv, …); a session already ingested "
+                   "or half analysed in --out is continued")
     s.add_argument("--model", default=None, help="model folder (default: the bundled ProtoPNet)")
     s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
     s.add_argument("--ewma-tau", type=float, default=DEFAULT_TAU_S, metavar="SECONDS",
@@ -371,16 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-stage-s", type=float, default=DEFAULT_MIN_STAGE_S, metavar="SECONDS",
                    help="stages shorter than this are merged into the neighbour with the closest mean map for "
                         f"display; SpRAy's own stages stay in the session (default {DEFAULT_MIN_STAGE_S}, 0 = off)")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--detect-every", type=int, default=5)
+    s.add_argument("--batch-size", type=int, default=32, help="frames scored per model call (default 32)")
+    s.add_argument("--detect-every", type=int, default=5, help="run the face detector every N frames, track in "
+                   "between (default 5)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--person", type=int, default=None,
                    help="person to analyse (ids from `vidxai info`; default: as before, else the one visible longest)")
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("info", help="print what a session file holds")
-    s.add_argument("sessions", nargs="+")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("sessions", nargs="+", help="session files (.vxs)")
+    s.add_argument("--json", action="store_true", help="print each session as a JSON object instead of aligned text")
     s.set_defaults(fn=cmd_info)
 
     s = sub.add_parser("export", help="export a session as CSV (per frame), OpenFace-compatible CSV, JSON "
@@ -407,17 +467,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="table to write: .csv, or .html for a web page")
     s.set_defaults(fn=cmd_summary)
 
+    s = sub.add_parser("report", help="a case report of a session: one self-contained HTML file (images "
+                       "embedded, no script, prints to PDF from a browser)")
+    s.add_argument("sessions", nargs="+", metavar="SESSION", help="session files (.vxs), analysed")
+    s.add_argument("--out", default=None, help="report file (.html) for one session, or folder for several "
+                   "(default: <session>.report.html beside each session)")
+    s.add_argument("--model", default=None, help="model folder, when the one the session recorded has moved "
+                   "(for the model card and prototypes)")
+    s.add_argument("--video", default=None, help="the video, when it is no longer where the session recorded it "
+                   "(for the key frames)")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("figure", help="a publication figure of a session (PNG at 300 dpi, SVG or PDF, fonts "
+                       "embedded, sized for a journal column)")
+    s.add_argument("session", help="session file (.vxs), analysed")
+    s.add_argument("--what", choices=("timeline", "frame", "stages", "gallery"), default="timeline",
+                   help="timeline: class scores and EWMA with stages and annotations; frame: a frame with its "
+                        "explanation map; stages: each stage's mean map; gallery: a frame's top prototypes")
+    s.add_argument("--frame", type=int, default=None,
+                   help="frame index for --what frame/gallery (default: where the decided class is most probable)")
+    s.add_argument("--out", required=True, help="figure file: .png, .svg or .pdf")
+    s.add_argument("--width", type=float, default=None,
+                   help="figure width in inches (default 3.5, one column; 7.2 for timeline and stages)")
+    s.add_argument("--model", default=None, help="model folder, when the one the session recorded has moved")
+    s.add_argument("--video", default=None, help="the video, when it is no longer where the session recorded it")
+    s.set_defaults(fn=cmd_figure)
+
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")
-    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn"), default="protopnet")
-    s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small")
+    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn"), default="protopnet",
+                   help="model kind: protopnet (prototype parts), patchsae (sparse autoencoder latents) or cnn "
+                        "(black-box baseline); default protopnet")
+    s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small",
+                   help="feature extractor (default small; vgg16_bn/resnet18 use ImageNet weights if cached)")
     s.add_argument("--labels", default=None,
                    help="label setting: fer2013, crema-d, ravdess-original, ravdess-v1, ravdess-v2, folders, json")
-    s.add_argument("--preprocess", choices=("face", "original", "reassembled"), default="face")
-    s.add_argument("--epochs", type=int, default=None)
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--preprocess", choices=("face", "original", "reassembled"), default="face",
+                   help="model input: face (tight crop, default), original (whole frame) or reassembled "
+                        "(eyes, nose, mouth in a 2×2 grid)")
+    s.add_argument("--epochs", type=int, default=None, help="training epochs (default: the architecture's)")
+    s.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the architecture's)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and sampling (default 0)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
     s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training (and validation) items per class")
     s.add_argument("--out", required=True, help="model folder to write")
@@ -426,17 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix of a model on labelled data")
-    s.add_argument("data")
-    s.add_argument("--model", required=True)
-    s.add_argument("--split", default="test")
+    s.add_argument("data", help="labelled data: <class>/<image> folders (any image type Pillow reads: .jpg, .png, "
+                   ".tif, …), FER2013-style train/test folders, RAVDESS or CREMA-D videos, or a JSON list")
+    s.add_argument("--model", required=True, help="model folder (or a training run's folder) to evaluate")
+    s.add_argument("--split", default=None, choices=("all", "train", "val", "test"),
+                   help="part of the data to use (default: the data's own test/ folder if it has one, else every "
+                        "item; the output says which and why)")
     s.add_argument("--limit", type=int, default=None, help="evaluate on a fixed seeded subset of N items")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the --limit subset and of a random split (default 0)")
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     s.add_argument("--record", action="store_true",
                    help="also store the result in the model's model.json (metadata.evaluations)")
-    s.add_argument("--out", default=None, help="report folder (default MODEL/evaluation)")
+    s.add_argument("--out", default=None, help="report folder (default: <data>.evaluation/<model name> beside "
+                   "the data, never the model folder)")
     s.set_defaults(fn=cmd_evaluate)
     return p
 

@@ -38,6 +38,9 @@ class EvalResult:
     video_confusion: list[list[int]] | None = None
     video_decisions: list[dict[str, Any]] = field(default_factory=list)
     alpha: float | None = None
+    items: int = 0  # files (images or videos) the samples came from
+    items_total: int = 0  # files of the split (some may give no sample: unreadable, no face in a video)
+    reason: str = ""  # why this split / these items were used
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,24 +57,50 @@ def _recall(cm: np.ndarray, classes: list[str]) -> dict[str, float | None]:
     return {c: (float(cm[i, i]) / rows[i] if rows[i] else None) for i, c in enumerate(classes)}
 
 
+ALL = "all"  # every item of the data, whatever split it has
+
+
+def choose_split(prepared: PreparedData, split: str | None) -> tuple[str, str]:
+    """(split to evaluate, why) for data from outside: a split asked for is used as asked; a data set with its
+    own test/ folder (FER2013 layout) is evaluated on that; any other folder is evaluated whole, since a
+    plain <class>/<image> folder has no held-out part of its own that a model could have been kept from."""
+    if split is not None:
+        if split != ALL and split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; use all, train, val or test")
+        what = "every item" if split == ALL else f"the {prepared.splits.method} {split} split"
+        return split, f"{what}, as asked"
+    if any(it.split == "test" for it in prepared.corpus.items):
+        return "test", "the data set's own test/ folder (pass --split all for every item)"
+    return ALL, ("every item: a plain <class>/<item> folder has no held-out part of its own "
+                 "(pass --split test for a seeded 10 % test split)")
+
+
+def split_items(prepared: PreparedData, split: str) -> list:
+    """The items of a split; ALL is every item of the corpus (file order)."""
+    if split == ALL:
+        return sorted(prepared.corpus.items, key=lambda it: it.path)
+    return prepared.items(split)
+
+
 def split_cache(prepared: PreparedData, split: str, limit: int | None, seed: int,
                 progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> FaceCache:
-    """Crops of one split; with `limit`, of a fixed seeded subset of its image files, chosen before
+    """Crops of one split (or ALL); with `limit`, of a fixed seeded subset of its image files, chosen before
     cropping so only those go through face detection (video corpora are cropped whole and subset later)."""
     report = lambda d, t, m="": progress(d, t, f"{split} set: {m}")
-    items = prepared.items(split)
+    items = split_items(prepared, split)
     if limit is not None and limit < len(items) and all(it.kind == "image" for it in items):
         pick = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
-        return build_cache([items[i] for i in pick], prepared.classes, prepared.preprocess,
-                           prepared.config.sampling, prepared.config.cache_root, prepared.config.workers,
-                           progress=report, cancel=cancel)
-    return prepared.cache(split, report, cancel)
+        items = [items[i] for i in pick]
+    elif split != ALL:
+        return prepared.cache(split, report, cancel)
+    return build_cache(items, prepared.classes, prepared.preprocess, prepared.config.sampling,
+                       prepared.config.cache_root, prepared.config.workers, progress=report, cancel=cancel)
 
 
 def evaluate(
     model_dir: str | Path,
     data: PreparedData | DataConfig | FaceCache | str | Path,
-    split: str = "test",
+    split: str | None = "test",
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     limit: int | None = None,
@@ -84,11 +113,15 @@ def evaluate(
 
     The data is cropped with the checkpoint's own preprocessing (what analysis will apply). ``limit``
     keeps a seeded random subset of that many samples (frame level; videos are kept or dropped whole).
+    ``split`` None lets :func:`choose_split` decide (data from outside: whole, or its own test folder);
+    ``"all"`` is every item. The result says how many items it used and why (``items``, ``reason``).
     """
     model, _ = load_checkpoint(model_dir, device)
     spec = model.spec
+    reason = "the samples given"
     if isinstance(data, FaceCache):
         cache = data
+        split = split or "given"
     else:
         prepared = (
             data
@@ -105,6 +138,7 @@ def evaluate(
                 f"data prepared for preprocessing {prepared.preprocess}, but {model_dir} needs "
                 f"{spec.preprocess}; prepare it with the model's preprocessing"
             )
+        split, reason = choose_split(prepared, split)
         cache = split_cache(prepared, split, limit, seed, progress, cancel)
     if list(cache.classes) != list(spec.classes):
         raise ValueError(
@@ -152,6 +186,9 @@ def evaluate(
         preds.tolist(),
         labels.tolist(),
     )
+    res.items = len(np.unique(np.asarray(cache.item_index)[index]))
+    res.items_total = len(cache.items)
+    res.reason = reason + (f"; a seeded subset of {limit} (seed {seed})" if limit is not None else "")
 
     frames = np.asarray(cache.frame_index[index])
     if (frames >= 0).any():
@@ -245,4 +282,4 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["EvalResult", "confusion_matrix", "evaluate", "write_report"]
+__all__ = ["ALL", "EvalResult", "choose_split", "confusion_matrix", "evaluate", "split_items", "write_report"]

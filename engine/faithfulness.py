@@ -80,7 +80,7 @@ def _face_of(picture: np.ndarray, is_frame: bool):
 # Explanation methods per architecture (docs/EXPLANATIONS.md): "intrinsic" is what the analysis stores
 # as the model's own map (engine.analyzer.condense); the others are the candidates it was chosen from.
 INTRINSIC_VARIANTS = {
-    "protopnet": ("proto-sum", "proto-argmax", "proto-argmax-g1"),
+    "protopnet": ("proto-sum", "proto-argmax", "proto-argmax-g1", "proto-occ"),
     "patchsae": ("latent-sum", "latent-signed"),
     "cnn": (),
 }
@@ -107,7 +107,10 @@ def method_maps(analyzer: FrameAnalyzer, method: str, images: np.ndarray, target
         fn = {"proto-sum": evidence.proto_sum, "latent-sum": evidence.latent_sum,
               "latent-signed": evidence.latent_signed, "proto-argmax": evidence.proto_argmax}
         with torch.no_grad():
-            out = analyzer.model.explain(analyzer.tensor(images))
+            x = analyzer.tensor(images)
+            out = analyzer.model.explain(x)
+            if method == "proto-occ":
+                return evidence.proto_occlusion(analyzer.model, x, out, target)
             if method == "proto-argmax-g1":
                 return evidence.proto_argmax(analyzer.model, out, target, spread=1.0)
             return fn[method](analyzer.model, out, target)

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Cancelled(Exception):
@@ -46,6 +46,13 @@ def no_progress(done: int, total: int, message: str = "") -> None:
 
 
 ProgressFn = Callable[[int, int, str], None]
+
+RecordFn = Callable[[dict[str, Any]], None]
+"""Structured progress: a job hands its numbers (loss, accuracy, …) as a dict, never as text to parse."""
+
+
+def no_record(record: dict[str, Any]) -> None:
+    """Default record callback for library calls made outside a job."""
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -472,7 +472,7 @@ class _BatchWriter:
             if name == "maps":
                 self.s.write_explanation("intrinsic", k0, rows)
             else:
-                self.s.write_frames(f"explanations/intrinsic/{name}", k0, rows)
+                self.s.write_intrinsic(name, k0, rows)
         maps_by_method = {"intrinsic": extra["maps"]}
         for method in self.cfg.explain:
             if method in POST_HOC:
@@ -482,7 +482,7 @@ class _BatchWriter:
         if self.cfg.au:
             for method, m in maps_by_method.items():
                 cos = _au_cosines(m, good, pred, self.classes)
-                self.s.write_frames(f"explanations/{method}/au_cos", k0, _rows(n, valid, cos))
+                self.s.write_au_cos(method, k0, _rows(n, valid, cos))
         if self.cfg.occlusion:
             self._occlusion(k0, n, valid, good)
         self.s.write_scores(k0, valid, _rows(n, valid, logits), _rows(n, valid, probs))
@@ -494,7 +494,7 @@ def _pooled_map_reader(session: Session, method: str, max_side: int = 32) -> Cal
     from engine.explain.spray import prepare_maps
 
     def read(start: int, end: int) -> np.ndarray:
-        m = np.nan_to_num(session.read(f"explanations/{method}/maps", slice(start, end)).astype(np.float32))
+        m = np.nan_to_num(session.explanation_maps(method, slice(start, end)).astype(np.float32))
         m = np.maximum(m, 0)  # SpRAy clusters where the evidence for the class lies
         pooled = prepare_maps(m, max_side)
         side = math.isqrt(pooled.shape[1])
@@ -510,7 +510,7 @@ def _spray_to_session(session: Session, classes: list[str], settings: AnalyzeSet
     from sessions.store import runs_of
 
     method = settings.spray_source()
-    if not session.exists(f"explanations/{method}/maps"):
+    if not session.has_maps(method):
         return
     valid = session.read("valid")
     probs = session.read("probs")
@@ -547,13 +547,12 @@ def _merged_stages_to_session(session: Session, read: Callable[[int, int], np.nd
     desc = np.empty(session.frame_count, dtype=object)
     for st in merged:
         desc[st.start:st.end] = ", ".join(st.descriptor)
-    session.write_frames("stages/merged", 0, desc)
     T = max(session.frame_count, 1)
-    session.set_attrs("stages", temporal_weight=float(settings.spray_temporal_weight),
-                      min_stage_s=float(settings.min_stage_s), n_merged_stages=len(merged),
-                      merged_reduction=1.0 - len(merged) / T,
-                      frame_stage_cosine=frame_stage_cosine(read, stages),
-                      merged_frame_stage_cosine=frame_stage_cosine(read, merged))
+    session.write_display_stages(list(desc), temporal_weight=float(settings.spray_temporal_weight),
+                                 min_stage_s=float(settings.min_stage_s), n_merged_stages=len(merged),
+                                 merged_reduction=1.0 - len(merged) / T,
+                                 frame_stage_cosine=frame_stage_cosine(read, stages),
+                                 merged_frame_stage_cosine=frame_stage_cosine(read, merged))
 
 
 class StoredFaces:
@@ -654,8 +653,7 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
                                               settings.ewma(session.fps)[0],
                                               resume=resume)
                 W, b = head_weights(analyzer.model)
-                session.set_attrs("explanations/intrinsic", head_weight=W.tolist(),
-                                  head_bias=None if b is None else b.tolist(), arch=analyzer.spec.arch)
+                session.set_head(W, b, analyzer.spec.arch)
                 return done
 
             done = begin(resume)

@@ -176,7 +176,10 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
     start, stop, _ = frames.indices(T)
     radius = gaussian_radius(sigma_s * session.fps)
     a, b = max(0, start - radius), min(T, stop + radius)
-    maps = session.read(f"explanations/{method}/maps", slice(a, b)).astype(np.float32)
+    stored = session.explanation_maps(method, slice(a, b))
+    if stored is None:
+        raise ValueError(f"{session.path} has no {method} maps")
+    maps = stored.astype(np.float32)
     valid = session.read("valid", slice(a, b)).astype(bool)
     lm = None
     if align:
@@ -209,15 +212,15 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
         counts = np.bincount(np.argmax(probs[ok], axis=1), minlength=len(classes))
         shares = [(classes[i], float(counts[i] / ok.sum())) for i in np.argsort(-counts, kind="stable") if counts[i]]
     mean_map = None
-    if ok.any() and session.exists(f"explanations/{method}/maps"):
-        maps = session.read(f"explanations/{method}/maps", sl)[ok].astype(np.float64)
-        mean_map = np.nanmean(maps, axis=0).astype(np.float32)
+    stored = session.explanation_maps(method, sl) if ok.any() else None
+    if stored is not None:
+        mean_map = np.nanmean(stored[ok].astype(np.float64), axis=0).astype(np.float32)
     prototypes: list[tuple[int, float]] = []
-    attrs = session.attrs("explanations/intrinsic") if session.exists("explanations/intrinsic") else {}
-    if shares and session.exists("explanations/intrinsic/similarities") and attrs.get("head_weight") is not None:
-        W = np.asarray(attrs["head_weight"], dtype=np.float64)
+    similarities = session.intrinsic("similarities", sl) if shares else None
+    W = session.head_weight() if similarities is not None else None
+    if similarities is not None and W is not None:
         c = classes.index(shares[0][0])
-        sims = session.read("explanations/intrinsic/similarities", sl)[ok].astype(np.float64)
+        sims = similarities[ok].astype(np.float64)
         contrib = (sims * W[c][None, :]).mean(axis=0)
         order = np.argsort(-contrib, kind="stable")[:top]
         prototypes = [(int(j), float(contrib[j])) for j in order]

@@ -44,7 +44,7 @@ from engine.data import (
 )
 from engine.data.dataset import AugmentConfig
 from engine.data.provenance import relative_source
-from engine.jobs import Cancelled, CancelToken, ProgressFn, no_progress
+from engine.jobs import Cancelled, CancelToken, ProgressFn, RecordFn, no_progress, no_record
 from engine.models import (
     FrameModel,
     LatentReferences,
@@ -125,6 +125,10 @@ class TrainConfig:
     # Last-layer epochs on the similarities of the un-augmented training images, computed once per push
     # (the rest of the network is frozen then, so only augmentation is lost; ~10x quicker on a CPU).
     last_layer_cached: bool = False
+    # Occlusion augmentation ("ROAR"-style robustness to the faithfulness test's fill): each training
+    # image of the gradient stages gets a random fraction in [0, occlusion_augment] of its 8×8 patches set
+    # to the normalisation mean (engine.explain.occlusion.random_patch_occlusion). 0 switches it off.
+    occlusion_augment: float = 0.0
 
     # plain CNN (also PatchSAE's backbone pre-training)
     lr_cnn: float = 1e-3
@@ -315,9 +319,11 @@ def _as_train_data(
 
 class _Trainer:
     def __init__(
-        self, data: TrainData, cfg: TrainConfig, progress: ProgressFn, cancel: CancelToken | None
+        self, data: TrainData, cfg: TrainConfig, progress: ProgressFn, cancel: CancelToken | None,
+        on_record: RecordFn = no_record,
     ) -> None:
         self.data, self.cfg, self.progress, self.cancel = data, cfg, progress, cancel
+        self.on_record = on_record
         self.device = select_device(cfg.device)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.out = Path(cfg.out_dir)
@@ -606,6 +612,7 @@ class _Trainer:
         sae_kind = step.kind == "sae"
         bs = cfg.sae_batch_size if sae_kind else cfg.batch_size
         loader = self._loader(self.aug_ds, bs, True, cfg.seed * 100003 + self.done)
+        occ_gen = torch.Generator().manual_seed(cfg.seed * 100003 + self.done + 1)
         per_epoch = len(loader)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -618,6 +625,10 @@ class _Trainer:
                 self.cancel.raise_if_cancelled()
             x = self._x(x_u8)
             y = y.to(self.device, non_blocking=True)
+            if cfg.occlusion_augment > 0 and not sae_kind:
+                from engine.explain.occlusion import random_patch_occlusion
+
+                x = random_patch_occlusion(x, cfg.occlusion_augment, 8, occ_gen)
             if sae_kind:
                 assert isinstance(self.model, PatchSAEModel)
                 sae = self.model.sae
@@ -681,7 +692,9 @@ class _Trainer:
             # Reading a loss value syncs the GPU; do it at most a few times a second, not every batch.
             if now - last_show > 0.5:
                 last_show = now
-                shown = f"loss {float(sums['loss']) / seen:.4f}"
+                running = float(sums["loss"]) / seen
+                shown = f"loss {running:.4f}"
+                self.on_record({"kind": "batch", "batch": self.batches_done, "loss": running})
             self.progress(
                 self.batches_done,
                 total,
@@ -936,6 +949,7 @@ class _Trainer:
             self.done += 1
             self.save_last()
             self.write_metrics(rec)
+            self.on_record({**rec, "end_batch": self.batches_done})
             log.info("%s", json.dumps(rec))
         final = self.out / "model"
         save_checkpoint(final, self.model, self.metadata(final=True), self.crops or None,
@@ -962,8 +976,12 @@ def train(
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     resume: bool = False,
+    on_record: RecordFn = no_record,
 ) -> Path:
     """Train ``cfg.arch`` on ``data``; returns the final checkpoint folder ``cfg.out_dir/model``.
+
+    ``on_record`` gets the numbers as they are made: {"kind": "batch", "batch", "loss"} (the epoch's running
+    mean, a few times a second) and each step's metrics.jsonl record with "end_batch" (batches done).
 
     Raises ``Cancelled`` within one batch of ``cancel`` being set; ``out_dir/last/`` then holds the last
     completed step (loadable with ``load_checkpoint``) and ``resume=True`` continues from it.
@@ -972,7 +990,7 @@ def train(
     td = _as_train_data(data, cfg, progress, cancel)
     if len(td.train) == 0:
         raise ValueError("the training split is empty; check the data folder and split settings")
-    trainer = _Trainer(td, cfg, progress, cancel)
+    trainer = _Trainer(td, cfg, progress, cancel, on_record)
     log.info(
         "training %s/%s on %d samples (%d classes) on %s, %d steps",
         cfg.arch,

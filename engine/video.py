@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +45,10 @@ _AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueErr
 
 class VideoError(Exception):
     """A video that cannot be opened or read; the message names the file and what to do."""
+
+
+class DecodeCancelled(Exception):
+    """``frame(k, stop=...)`` gave up because ``stop()`` said so (a newer request is waiting)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,11 @@ class ReaderOptions:
     full_decode_max_packets: int = 120
     # Frames decoded at the start of a long stream to check the packet index against the decoder.
     head_check_frames: int = 24
+    # Index MP4/MOV streams without B-frames from the container's sample table instead of a packet scan.
+    sample_table: bool = True
+    # `iter_frames` (the analysis's sequential decode) uses FFmpeg's decoder threads from this many pixels
+    # per frame on (HD and up): there decoding is a large share of the work; below it a thread is plenty.
+    threaded_min_pixels: int = 1280 * 720
 
 
 @dataclass
@@ -93,8 +102,9 @@ class _Decoder:
     ordinal mode (timestamps not usable) and frames are counted from the start of the file.
     """
 
-    def __init__(self, path: Path, stream_index: int, pts_to_k: dict[int, int] | None) -> None:
+    def __init__(self, path: Path, stream_index: int, pts_to_k: dict[int, int] | None, threads: bool = False) -> None:
         self.path = path
+        self.threads = threads  # let FFmpeg decode on several threads (frame and slice threading)
         self.stream_index = stream_index
         self.pts_to_k = pts_to_k
         self.container: av.container.InputContainer | None = None
@@ -111,6 +121,9 @@ class _Decoder:
         except _AV_ERRORS as exc:
             raise _err(self.path, f"cannot be reopened ({exc})", _DAMAGED) from exc
         self.stream = self.container.streams[self.stream_index]
+        if self.threads:
+            # Same frames in the same order, with pts; only decoded ahead on FFmpeg's own threads.
+            self.stream.thread_type = "AUTO"
 
     def close(self) -> None:
         if self.container is not None:
@@ -218,6 +231,9 @@ class VideoReader:
         self._dec: _Decoder | None = None
         self._closed = False
         self._seek_by_dts = False
+        self._out_size: tuple[int, int] | None = None
+        self._stop_fn: Callable[[], bool] | None = None
+        self.indexed_from = "packets"  # or "sample table" (see _sample_table)
         self._build_index()
 
     # -- opening and indexing -------------------------------------------------------------
@@ -262,18 +278,23 @@ class VideoReader:
         self.time_base: Fraction | None = stream.time_base
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
 
-        packets, demux_ok = self._demux_packets(container, stream)
+        packets = self._sample_table(container, stream)
+        if packets is not None:
+            index = [p.pts for p in packets if not p.discard]  # increasing: checked in _sample_table
+            self._set_keys(packets)
+            if self._sample_table_agrees(index):  # type: ignore[arg-type]
+                log.debug("%s: indexed from the container's sample table", path)
+            else:
+                log.debug("%s: the sample table disagrees with the decoder; scanning the packets", path)
+                packets = None
+        if packets is None:
+            packets, demux_ok = self._demux_packets(container, stream)
+        else:
+            demux_ok = True
         shown = [p for p in packets if not p.discard]
         pts = [p.pts for p in shown]
         pts_ok = bool(pts) and all(t is not None for t in pts) and len(set(pts)) == len(pts)
-        # Keyframes by pts, each with the timestamp to seek to. Some demuxers (mp4/mov) seek by
-        # dts, which is <= pts for a keyframe; with backward=True the lower value can only land
-        # on this keyframe or an earlier one, never past it.
-        self._seek_at: dict[int, int] = {}
-        for p in packets:
-            if p.key and p.pts is not None:
-                self._seek_at[p.pts] = min(p.pts, p.dts) if p.dts is not None else p.pts
-        self._keys = sorted(self._seek_at)
+        self._set_keys(packets)
 
         index: list[int] | None = sorted(pts) if pts_ok else None  # type: ignore[type-var]
         reason = ""
@@ -283,6 +304,8 @@ class VideoReader:
             reason = "packet timestamps are missing or repeated"
         elif len(packets) <= self.options.full_decode_max_packets:
             reason = "short clip"
+        elif self.indexed_from == "sample table":
+            pass  # checked above, head and whole tail against the decoder
         elif not self._packet_index_agrees(index):
             reason = "the decoder presents other frames than the packets announce"
         n = len(index) if index is not None else 0
@@ -334,6 +357,73 @@ class VideoReader:
             duration=duration, rotation=self.rotation, codec=self.codec,
         )
         log.debug("%s: %d frames, %.3f fps, %dx%d, %s", path, n, fps, self.width, self.height, self.codec)
+
+    def _set_keys(self, packets: list[_Packet]) -> None:
+        """Keyframes by pts, each with the timestamp to seek to. Some demuxers (mp4/mov) seek by dts, which
+        is <= pts for a keyframe; with backward=True the lower value can only land on this keyframe or an
+        earlier one, never past it."""
+        self._seek_at: dict[int, int] = {}
+        for p in packets:
+            if p.key and p.pts is not None:
+                self._seek_at[p.pts] = min(p.pts, p.dts) if p.dts is not None else p.pts
+        self._keys = sorted(self._seek_at)
+
+    def _sample_table(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    ) -> list[_Packet] | None:
+        """The packets of an MP4/MOV video stream from the index FFmpeg builds out of the container's sample
+        table at open (no scan of the file: an hour of 1080p is ~350 MB to read otherwise), or None where
+        that index cannot stand in for the packets.
+
+        FFmpeg's MOV index holds every sample with its dts (edit lists applied, discarded samples flagged)
+        but not the composition offsets, so it is used only for streams the decoder presents in decoding
+        order (no B-frames: pts = dts) and whose every sample is indexed (not fragmented MP4). The
+        caller still checks it against real decoding (`_sample_table_agrees`)."""
+        self.indexed_from = "packets"
+        if not self.options.sample_table:
+            return None
+        try:
+            if "mp4" not in container.format.name.split(",") and "mov" not in container.format.name.split(","):
+                return None
+            ctx = stream.codec_context
+            if ctx.has_b_frames or not stream.frames:
+                return None
+            entries = stream.index_entries
+            n = len(entries)
+            if n != stream.frames or n <= self.options.full_decode_max_packets:
+                return None
+            packets = [_Packet(e.timestamp, e.timestamp, bool(e.is_keyframe), bool(e.is_discard)) for e in entries]
+        except (*_AV_ERRORS, AttributeError) as exc:  # an older PyAV without index_entries
+            log.debug("%s: no usable sample table (%s)", self.path, exc)
+            return None
+        ts = [p.pts for p in packets]
+        if any(b <= a for a, b in itertools.pairwise(ts)) or not packets[0].key:  # type: ignore[operator]
+            return None
+        self.indexed_from = "sample table"
+        return packets
+
+    def _sample_table_agrees(self, index: list[int]) -> bool:
+        """The sample-table index against the decoder: the first frames, and every frame from the last
+        keyframe to the end of the stream, must be presented with exactly the indexed pts (no extra frame
+        after the last indexed one, none missing)."""
+        self._keys = sorted(self._seek_at)
+        if not index or not self._keys:
+            return False
+        head = self._decoded_pts(self.options.head_check_frames)
+        if head != index[: len(head)]:
+            return False
+        last_key = self._keys[-1]
+        tail_start = bisect.bisect_left(index, last_key)
+        dec = _Decoder(self.path, self._stream_index, None)
+        try:
+            if not dec.seek(last_key, last_key, tail_start):
+                return False
+            seen: list[int | None] = []
+            while (got := dec.read()) is not None:
+                seen.append(got[1].pts)
+        finally:
+            dec.close()
+        return seen == index[tail_start:]
 
     def _demux_packets(
         self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
@@ -390,8 +480,33 @@ class VideoReader:
         return False
 
     # -- frames ---------------------------------------------------------------------------
-    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")
+    def set_output_size(self, size: tuple[int, int] | None) -> None:
+        """Frames from ``frame(k)`` scaled to ``size`` (width, height as displayed) instead of full size; None:
+        full size. For a player showing a 1080p or 4K video in a smaller view: a scaled frame is converted
+        in the same pass as its colours, cached at a fraction of the memory, and drawn faster. The cache is
+        dropped when the size changes (it holds frames of one size only). ``frame(k, full=True)`` still
+        gives the full-size picture."""
+        if size is not None:
+            w, h = max(int(size[0]), 2), max(int(size[1]), 2)
+            size = None if (w, h) == (self.width, self.height) else (w, h)
+        if size != self._out_size:
+            self._out_size = size
+            self._cache.clear()
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the frames ``frame(k)`` returns."""
+        return self._out_size or (self.width, self.height)
+
+    def _to_rgb(self, frame: av.VideoFrame, full: bool = False) -> np.ndarray:
+        if self._out_size is not None and not full:
+            w, h = self._out_size
+            if self.rotation in (90, 270):
+                w, h = h, w  # scaled before it is turned
+            # AREA: a proper downscale (each output pixel averages the ones it covers), in swscale's one pass.
+            rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
         if self.rotation:
             # np.rot90 turns counter-clockwise; rotation is clockwise.
             rgb = np.ascontiguousarray(np.rot90(rgb, k=-(self.rotation // 90)))
@@ -442,10 +557,22 @@ class VideoReader:
         plan.append(None)
         return plan
 
-    def frame(self, k: int) -> np.ndarray:
-        """The k-th presented frame, RGB uint8 H×W×3 as displayed (a copy the caller may modify)."""
+    def cached(self, k: int) -> np.ndarray | None:
+        """Frame k from the cache, or None; no decoding. The array is the cache's own: do not modify it.
+
+        The one call that may come from another thread than the reader's: it is a single dict lookup
+        (atomic in CPython) and cached arrays are never written, only dropped."""
+        return self._cache.get(int(k))
+
+    def frame(self, k: int, full: bool = False, stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """The k-th presented frame, RGB uint8 H×W×3 as displayed (a copy the caller may modify), at the
+        output size (`set_output_size`), or at full size with ``full`` (not cached then). With ``stop``,
+        decoding gives up between two frames once ``stop()`` is true (raises DecodeCancelled); what it
+        decoded so far stays cached and the decoder where it stopped."""
+        self._stop_fn = stop
         k = self._check_k(k)
-        hit = self._cache.get(k)
+        full = full and self._out_size is not None
+        hit = None if full else self._cache.get(k)
         if hit is not None:
             self._cache.move_to_end(k)
             return hit.copy()
@@ -456,7 +583,7 @@ class VideoReader:
         key_k = 0 if first is None else first[2]
         # Continue from where the decoder stands when that is no more work than seeking.
         if key_k <= dec.next_k <= k:
-            rgb = self._decode_to(k)
+            rgb = self._decode_to(k, full)
             if rgb is not None:
                 return rgb.copy()
         for n, step in enumerate(plan):
@@ -464,7 +591,7 @@ class VideoReader:
                 dec.restart()
             elif not dec.seek(*step):
                 continue
-            rgb = self._decode_to(k)
+            rgb = self._decode_to(k, full)
             if rgb is not None:
                 if n == 1 and step is not None and not self._seek_by_dts:
                     # This demuxer (e.g. MPEG-TS) lands past a keyframe sought by its pts.
@@ -474,7 +601,7 @@ class VideoReader:
             log.debug("%s: reaching frame %d via %s missed; trying the next way", self.path, k, step)
         raise _err(self.path, f"frame {k} could not be decoded", _DAMAGED)
 
-    def _decode_to(self, k: int) -> np.ndarray | None:
+    def _decode_to(self, k: int, full: bool = False) -> np.ndarray | None:
         """Decode forward to frame k; None if the decoder is already past it or the stream ends."""
         dec = self._dec
         assert dec is not None
@@ -483,11 +610,15 @@ class VideoReader:
             j, frame = got
             if j > k:
                 return None
+            if j != k and self._stop_fn is not None and self._stop_fn():
+                raise DecodeCancelled(f"{self.path}: decoding frame {k} cancelled at frame {j}")
             if j == k:
+                if full:
+                    return self._to_rgb(frame, full=True)
                 rgb = self._to_rgb(frame)
                 self._remember(k, rgb)
                 return rgb
-            if j >= keep_from:
+            if j >= keep_from and not full:
                 # Cheap now, and it makes stepping backwards a cache hit.
                 self._remember(j, self._to_rgb(frame))
         return None
@@ -497,15 +628,19 @@ class VideoReader:
         for _, rgb in self.iter_frames():
             yield rgb
 
-    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Frames ``start <= k < stop`` in order as (k, rgb), decoded with a private decoder."""
+    def iter_frames(self, start: int = 0, stop: int | None = None,
+                    threads: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``start <= k < stop`` in order as (k, rgb), decoded with a private decoder (on FFmpeg's
+        threads with ``threads``; None: for frames of at least ``options.threaded_min_pixels``)."""
         if self._closed:
             raise VideoError(f"{self.path}: the video reader was closed. Open the video again.")
         stop = self.frame_count if stop is None else min(int(stop), self.frame_count)
         start = max(int(start), 0)
         if start >= stop:
             return
-        dec = _Decoder(self.path, self._stream_index, self._pts_to_k)
+        if threads is None:
+            threads = self.width * self.height >= self.options.threaded_min_pixels
+        dec = _Decoder(self.path, self._stream_index, self._pts_to_k, threads=threads)
         try:
             step = self._seek_plan(start)[0]
             restarted = step is None or not dec.seek(*step)
@@ -524,7 +659,7 @@ class VideoReader:
                 if j < expected:
                     continue
                 expected = j + 1
-                yield j, self._to_rgb(frame)
+                yield j, self._to_rgb(frame, full=True)
         finally:
             dec.close()
 
@@ -561,4 +696,4 @@ def open_video(path: str | Path, options: ReaderOptions | None = None) -> VideoR
     return VideoReader(path, options)
 
 
-__all__ = ["ReaderOptions", "VideoError", "VideoInfo", "VideoReader", "open_video"]
+__all__ = ["DecodeCancelled", "ReaderOptions", "VideoError", "VideoInfo", "VideoReader", "open_video"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from sessions.atomic import atomic_write
 from sessions.store import Session, Stage
+from sessions.tracks import predicted, runs
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ def _stage_labels(stages: list[Stage], sl: slice) -> list[str]:
     return out
 
 
-def _predicted(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """argmax class per frame, -1 where the frame was not scored."""
-    pred = np.full(len(probs), -1, dtype=np.int64)
-    ok = valid & np.all(np.isfinite(probs), axis=1) if probs.size else valid
-    if ok.any():
-        pred[ok] = np.argmax(probs[ok], axis=1)
-    return pred
-
-
 def frame_columns(session: Session) -> tuple[list[str], Callable[[], Iterator[list[str]]]]:
     """Our per-frame columns: prob_<class>…, ewma_<class>…, stage (SpRAy descriptor), and
     occlusion_delta_<condition>… (score of the predicted class under the condition minus unoccluded; only
@@ -97,16 +89,13 @@ def frame_columns(session: Session) -> tuple[list[str], Callable[[], Iterator[li
             n = sl.stop - sl.start
             if info:
                 probs, ewma = session.read("probs", sl), session.read("ewma", sl)
-                pred = _predicted(probs, session.read("valid", sl))
-            occ_scores = session.read("occlusion/scores", sl) if conditions else None
+            deltas = session.occlusion_deltas(sl) if conditions else None
             stage_text = _stage_labels(stages, sl)
             for j in range(n):
                 row = [_fmt(v) for v in probs[j]] + [_fmt(v) for v in ewma[j]] if info else []
                 row.append(stage_text[j])
-                if occ_scores is not None:
-                    p = pred[j]
-                    row += ([_fmt(occ_scores[j, c, p] - probs[j, p]) for c in range(len(conditions))]
-                            if p >= 0 else [""] * len(conditions))
+                if deltas is not None:
+                    row += [_fmt(v) for v in deltas[1][j]]
                 yield row
 
     return header, rows
@@ -140,12 +129,11 @@ def _au_agreement(session: Session, info: dict) -> dict[str, dict]:
     classes = info["classes"]
     out: dict[str, dict] = {}
     for method in info["explanations"]:
-        name = f"explanations/{method}/au_cos"
-        if not session.exists(name):
+        if session.au_cos(method, slice(0, 0)) is None:
             continue
         sums, counts = np.zeros(len(classes)), np.zeros(len(classes), dtype=np.int64)
         for sl in _blocks(session.frame_count):
-            cos, probs = session.read(name, sl), session.read("probs", sl)
+            cos, probs = session.au_cos(method, sl), session.read("probs", sl)
             ok = np.isfinite(cos) & np.all(np.isfinite(probs), axis=1)
             pred = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1)
             np.add.at(sums, pred[ok], cos[ok])
@@ -225,19 +213,9 @@ class _TimeSlots:
 
 def _decision_runs(session: Session, classes: list[str]) -> list[tuple[int, int, str]]:
     """Maximal runs [start, end) of the per-frame predicted class; unscored frames break runs."""
-    runs: list[tuple[int, int, str]] = []
-    cur, start = -1, 0
-    for sl in _blocks(session.frame_count):
-        pred = _predicted(session.read("probs", sl), session.read("valid", sl))
-        for j, p in enumerate(pred):
-            k = sl.start + j
-            if p != cur:
-                if cur >= 0:
-                    runs.append((start, k, classes[cur]))
-                cur, start = int(p), k
-    if cur >= 0:
-        runs.append((start, session.frame_count, classes[cur]))
-    return runs
+    pred = np.concatenate([predicted(session.read("probs", sl), session.read("valid", sl))
+                           for sl in _blocks(session.frame_count)] or [np.zeros(0, np.int64)])
+    return [(a, b, classes[p]) for a, b, p in runs(pred) if p >= 0]
 
 
 def export_eaf(session: Session, path: str | os.PathLike[str], author: str = "") -> Path:

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from sessions.atomic import WriterLock, atomic_write, copy_file, free_bytes, fsync_dir, fsync_file
+from sessions.tracks import occlusion_deltas, runs
 
 log = logging.getLogger(__name__)
 
@@ -809,6 +810,49 @@ class Session:
         """Relevance maps of frames [start, start+n) in MODEL-INPUT space (float16 n×h×w, gzip)."""
         self.write_frames(f"explanations/{method}/maps", start, np.asarray(maps, np.float16))
 
+    # Typed readers/writers of the explanations: the only place their dataset paths are spelled out.
+    def has_maps(self, method: str) -> bool:
+        return bool(method) and self.exists(f"explanations/{method}/maps")
+
+    def explanation_maps(self, method: str, frames: slice | None = None) -> np.ndarray | None:
+        """Relevance maps of one method (float16 n×h×w, model-input space); None if not computed."""
+        name = f"explanations/{method}/maps"
+        with self._mutex:
+            return self.read(name, frames) if method and self.exists(name) else None
+
+    def write_intrinsic(self, name: str, start: int, rows: np.ndarray) -> None:
+        """A per-frame array of the intrinsic explanation ("similarities", "sim_maps", "top_latents", ...)."""
+        self.write_frames(f"explanations/intrinsic/{name}", start, rows)
+
+    def intrinsic(self, name: str, frames: slice | None = None) -> np.ndarray | None:
+        """ProtoPNet s_j ("similarities", T×K) and their maps ("sim_maps", T×K×h×w), PatchSAE's strongest
+        latents ("top_latents") and activations ("top_values"); None if this model has none."""
+        path = f"explanations/intrinsic/{name}"
+        with self._mutex:
+            return self.read(path, frames) if self.exists(path) else None
+
+    def set_head(self, weight: np.ndarray, bias: np.ndarray | None, arch: str) -> None:
+        """The C×K read-out W (and bias) of the intrinsic terms, as the analysis used them."""
+        self.set_attrs("explanations/intrinsic", head_weight=np.asarray(weight).tolist(),
+                       head_bias=None if bias is None else np.asarray(bias).tolist(), arch=arch)
+
+    def head_weight(self) -> np.ndarray | None:
+        """W of the logits W·s (C×K float64), None without an intrinsic explanation."""
+        with self._mutex:
+            if not self.exists("explanations/intrinsic"):
+                return None
+            w = self.attrs("explanations/intrinsic").get("head_weight")
+        return None if w is None else np.asarray(w, dtype=np.float64)
+
+    def write_au_cos(self, method: str, start: int, rows: np.ndarray) -> None:
+        self.write_frames(f"explanations/{method}/au_cos", start, rows)
+
+    def au_cos(self, method: str, frames: slice | None = None) -> np.ndarray | None:
+        """Cosine of each frame's map with the predicted class's action-unit map; None if not computed."""
+        path = f"explanations/{method}/au_cos"
+        with self._mutex:
+            return self.read(path, frames) if self.exists(path) else None
+
     def write_mappings(self, start: int, mappings: Sequence[dict | None]) -> None:
         """The per-frame input→frame mapping (engine.preprocess.InputMapping.to_json()), shared by every
         map of that frame since all are in the same model-input space; None where no input was made."""
@@ -834,6 +878,14 @@ class Session:
             if not self.exists("occlusion/scores"):
                 return None
             return list(self.attrs("occlusion")["conditions"]), self.read("occlusion/scores", frames)
+
+    def occlusion_deltas(self, frames: slice | None = None) -> tuple[list[str], np.ndarray] | None:
+        """(conditions, n×C): the predicted class's score occluded minus unoccluded (sessions.tracks)."""
+        with self._mutex:
+            occ = self.occlusion(frames)
+            if occ is None:
+                return None
+            return occ[0], occlusion_deltas(self.read("probs", frames), occ[1], self.read("valid", frames))
 
     def write_spray(self, class_name: str, result: SprayResult) -> None:
         """SpRAy clusters and temporal-prototype stages of one class (replaces earlier ones)."""
@@ -895,6 +947,17 @@ class Session:
             if not self.exists("stages/descriptor"):
                 return []
             return runs_of(list(self.read("stages/descriptor")))
+
+    def write_display_stages(self, descriptors: Sequence[str], **figures: Any) -> list[Stage]:
+        """The strip's stages (SpRAy's merged to the minimum duration), one descriptor per frame, beside
+        SpRAy's own; ``figures`` (settings, reductions, cosines) become attributes of /analysis/stages."""
+        with self._mutex:
+            desc = np.array([str(d) for d in descriptors], dtype=object)
+            if desc.shape != (self.frame_count,):
+                raise ValueError(f"display stages: {desc.shape[0]} descriptors for {self.frame_count} frames")
+            self.write_frames("stages/merged", 0, desc)
+            self.set_attrs("stages", **figures)
+            return runs_of(list(desc))
 
     def display_stages(self) -> list[Stage]:
         """The stages to show in a strip: SpRAy's stages merged to the minimum duration
@@ -1013,13 +1076,7 @@ class Session:
 
 def runs_of(labels: Sequence[str]) -> list[Stage]:
     """Maximal runs of equal consecutive labels as stages [start, end)."""
-    stages: list[Stage] = []
-    for i, lab in enumerate(labels):
-        if stages and stages[-1].descriptor == lab:
-            stages[-1].end = i + 1
-        else:
-            stages.append(Stage(i, i + 1, lab))
-    return stages
+    return [Stage(a, b, str(lab)) for a, b, lab in runs(labels)]
 
 
 def os_error(exc: BaseException, path: Path) -> BaseException:

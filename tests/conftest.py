@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -87,3 +88,41 @@ def window(qtbot, gui_settings):
     qtbot.waitExposed(w)
     yield w
     w.shutdown()
+
+
+GUI_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
+
+
+@pytest.fixture(scope="session")
+def tiny_protopnet(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> Path:
+    """A real checkpoint of a small ProtoPNet with random weights (the GUI tests' model): the window must
+    show exactly what the engine wrote, not what a trained model would say."""
+    import torch
+
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.models.spec import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(arch="protopnet", backbone="small", classes=GUI_CLASSES, prototypes_per_class=2, proto_dim=32)
+    model = build_model(spec)
+    rng = np.random.default_rng(0)
+    crops = {j: rng.integers(0, 255, (48, 48, 1), dtype=np.uint8) for j in range(2 * len(GUI_CLASSES))}
+    folder = tmp_path_factory.mktemp("model") / "tiny-protopnet"
+    # Provenance as the trainer's push records it: each prototype's training sample (a real image here).
+    prov = []
+    for j in range(2 * len(GUI_CLASSES)):
+        cls = GUI_CLASSES[j // 2]
+        image = sorted((fer_dir / "train" / cls).glob("*.jpg"))[j % 2]
+        prov.append({"prototype": j, "class": cls, "source": {"path": str(image), "label": cls, "frame": -1}})
+    return save_checkpoint(folder, model, {"note": "random weights: GUI tests only", "prototypes": prov}, crops)
+
+
+@pytest.fixture(scope="session")
+def analysed_session(tmp_path_factory: pytest.TempPathFactory, hap_clip: Path, tiny_protopnet: Path) -> Path:
+    """The CREMA-D happy clip analysed once by the tiny ProtoPNet: intrinsic and Grad-CAM maps, occlusion."""
+    from engine.pipeline import AnalyzeSettings, analyze
+
+    out = tmp_path_factory.mktemp("analysed") / f"{hap_clip.stem}.vxs"
+    settings = AnalyzeSettings(explain=("intrinsic", "gradcam"), occlusion=True, batch_size=16, au=False)
+    return Path(analyze(hap_clip, tiny_protopnet, out, settings))

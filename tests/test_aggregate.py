@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from engine.aggregate import NO_FACE, decision_runs, ewma, frame_predictions, video_decision
+from engine.aggregate import NO_FACE, ewma, frame_predictions, video_decision
+from sessions.tracks import runs
 
 
 def _loop_ewma(y: np.ndarray, alpha: float, valid: np.ndarray) -> np.ndarray:
@@ -72,8 +73,8 @@ def test_decision_runs() -> None:
     smoothed = ewma(np.array([[1, 0]] * 3 + [[0, 1]] * 2 + [[1, 0]]), 1.0, np.array([0, 1, 1, 1, 1, 1], bool))
     pred = frame_predictions(smoothed)
     assert pred.tolist() == [-1, 0, 0, 1, 1, 0]
-    assert decision_runs(pred) == [(0, 1, -1), (1, 3, 0), (3, 5, 1), (5, 6, 0)]
-    assert decision_runs([]) == []
+    assert runs(pred) == [(0, 1, -1), (1, 3, 0), (3, 5, 1), (5, 6, 0)]  # the one run-length helper
+    assert runs([]) == []
 
 
 def test_100k_frames_is_fast() -> None:

@@ -113,3 +113,41 @@ def test_face_cells_use_receptive_field_centres() -> None:
     cells = face_cells(square, rf, 6, 6)
     assert cells[1:5, 1:5].sum() == 9 and not cells[0].any() and not cells[:, 5].any()
     assert not face_cells(None, rf, 6, 6).any()
+
+
+def test_random_patch_occlusion_hides_whole_patches_at_the_test_fill() -> None:
+    from engine.explain.occlusion import random_patch_occlusion
+
+    x = torch.randn(64, 1, 48, 48) + 5.0            # nothing is 0 before occlusion
+    g = torch.Generator().manual_seed(0)
+    xo = random_patch_occlusion(x, 0.5, 8, g)
+    hidden = (xo == 0).view(64, 6, 8, 6, 8).permute(0, 1, 3, 2, 4).reshape(64, 36, 64)
+    per_patch = hidden.float().mean(-1)
+    assert set(per_patch.unique().tolist()) <= {0.0, 1.0}          # whole 8×8 patches only
+    frac = per_patch.mean(1)
+    assert float(frac.max()) <= 0.5 + 1e-6 and float(frac.min()) < 0.1 and float(frac.mean()) > 0.15
+    assert torch.equal(xo[xo != 0], x[xo != 0])                    # the rest untouched
+    assert torch.equal(xo, random_patch_occlusion(x, 0.5, 8, torch.Generator().manual_seed(0)))
+    assert random_patch_occlusion(x, 0.0) is x
+
+
+
+def test_occlusion_evidence_is_the_prototype_evidence_a_hidden_patch_takes_away() -> None:
+    model = _protopnet(["a", "b", "c"], 2, seed=2)
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        out = model.explain(x)
+        m = evidence.proto_occlusion(model, x, out, target=[0, 2])
+        assert m.shape == (2, 6, 6) and (m >= 0).all()
+        # By definition, for every patch: Σ_j max(W_ĉj, 0) · max(s_j − s_j(patch hidden), 0).
+        for n, c in ((0, 0), (1, 2)):
+            for i, j in ((0, 0), (2, 3), (5, 4)):
+                xo = x[n:n + 1].clone()
+                xo[..., 8 * i:8 * i + 8, 8 * j:8 * j + 8] = 0.0
+                drop = (out["similarities"][n] - model.explain(xo)["similarities"][0]).clamp_min(0)
+                want = float((model.last_layer.weight[c].clamp_min(0) * drop).sum())
+                assert m[n, i, j] == pytest.approx(want, rel=1e-4, abs=1e-6)
+        # The shared-out variant conserves the positive part of the logit.
+        mn = evidence.proto_occlusion(model, x, out, target=[0, 2], normalise=True)
+        w = model.last_layer.weight[[0, 2]] * out["similarities"]
+        np.testing.assert_allclose(mn.reshape(2, -1).sum(1), w.clamp_min(0).sum(1).numpy(), rtol=1e-4)

@@ -27,26 +27,8 @@ CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> Path:
-    import torch
-
-    from engine.checkpoint import save_checkpoint
-    from engine.models import build_model
-    from engine.models.spec import ModelSpec
-
-    torch.manual_seed(0)
-    spec = ModelSpec(arch="protopnet", backbone="small", classes=CLASSES, prototypes_per_class=2, proto_dim=32)
-    model = build_model(spec)
-    rng = np.random.default_rng(0)
-    crops = {j: rng.integers(0, 255, (48, 48, 1), dtype=np.uint8) for j in range(2 * len(CLASSES))}
-    folder = tmp_path_factory.mktemp("model") / "tiny-protopnet"
-    # Provenance as the trainer's push records it: each prototype's training sample (a real image here).
-    prov = []
-    for j in range(2 * len(CLASSES)):
-        cls = CLASSES[j // 2]
-        image = sorted((fer_dir / "train" / cls).glob("*.jpg"))[j % 2]
-        prov.append({"prototype": j, "class": cls, "source": {"path": str(image), "label": cls, "frame": -1}})
-    return save_checkpoint(folder, model, {"note": "random weights: GUI tests only", "prototypes": prov}, crops)
+def model_dir(tiny_protopnet: Path) -> Path:
+    return tiny_protopnet
 
 
 @pytest.fixture
@@ -218,7 +200,7 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     panel.part_boxes["eyes"].setChecked(True)
     panel.part_boxes["mouth"].setChecked(True)
     qtbot.waitUntil(lambda: panel.rescored_frame == 20 and "eyes, mouth" in panel.status.text()
-                    and window._rescore_worker is None, timeout=60_000)
+                    and not window.rescoring, timeout=60_000)
     with open_video(clip) as r:
         frame = r.frame(20)
     analyzer = FrameAnalyzer(model_dir)
@@ -230,7 +212,7 @@ def test_occlusion_toggle_rescores_the_current_frame(window: MainWindow, qtbot, 
     panel.part_boxes["eyes"].setChecked(False)
     panel.rescored_frame = -1
     panel.mode_buttons["reassembled"].setChecked(True)
-    qtbot.waitUntil(lambda: panel.rescored_frame == 20 and window._rescore_worker is None
+    qtbot.waitUntil(lambda: panel.rescored_frame == 20 and not window.rescoring
                     and "reassembled input, occluded: mouth" in panel.status.text(), timeout=60_000)
     cfg = analyzer.config(mode="reassembled", occlude=frozenset({"mouth"}))
     expected = analyzer.score(frame, detect_single(frame), cfg)
@@ -375,7 +357,7 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
                           {"note": "random weights: GUI tests only"}, latent_patches=patches)
     session = analyze(video, sae, tmp_path / "sad.vxs", AnalyzeSettings(spray=False))
     with Session.open(session) as s:
-        idx, val = s.read(TOP_LATENTS), s.read(TOP_VALUES)
+        idx, val = s.intrinsic(TOP_LATENTS), s.intrinsic(TOP_VALUES)
     window.open_path(session)
     qtbot.waitUntil(lambda: window.data is not None and window.player.current == 0, timeout=20_000)
     k = 30

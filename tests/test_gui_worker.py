@@ -1,4 +1,5 @@
-"""The job runner always reports back exactly once (STYLE.md 2), and cancellation really stops a job."""
+"""The job runner always reports back exactly once (STYLE.md 2), cancellation really stops a job, and its
+lanes (queue, background, latest-wins, coalescing) keep their promises."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 import pytest
 
 from engine.jobs import CancelToken
-from vidxai_gui.worker import JobPanel, JobQueue, JobWorker
+from vidxai_gui.job_panel import JobPanel
+from vidxai_gui.worker import JobRunner, JobWorker
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(60)]
 
@@ -134,7 +136,7 @@ def test_partial_results_arrive_before_finished(qtbot) -> None:
 
 
 def test_queue_runs_one_at_a_time_in_order_and_panel_shows_states(qtbot) -> None:
-    queue = JobQueue()
+    queue = JobRunner()
     panel = JobPanel(queue)
     qtbot.addWidget(panel)
     active = 0
@@ -192,7 +194,7 @@ def test_queue_runs_one_at_a_time_in_order_and_panel_shows_states(qtbot) -> None
 
 
 def test_cancel_button_in_panel_cancels_running_job(qtbot) -> None:
-    queue = JobQueue()
+    queue = JobRunner()
     panel = JobPanel(queue)
     qtbot.addWidget(panel)
 
@@ -211,3 +213,72 @@ def test_cancel_button_in_panel_cancels_running_job(qtbot) -> None:
         row.cancel_button.click()
     qtbot.waitUntil(lambda: row.status.text() == "cancelled", timeout=2000)
     assert queue.shutdown(2000)
+
+
+def _blocking(release: threading.Event, result: object = None):
+    def job(progress, cancel) -> object:
+        while not release.is_set():
+            cancel.raise_if_cancelled()
+            time.sleep(0.005)
+        return result
+    return job
+
+
+def test_latest_wins_cancels_the_older_job_and_only_the_newest_is_current(qtbot) -> None:
+    runner = JobRunner()
+    hold = threading.Event()
+    old = runner.latest("frame", _blocking(hold, "old"), "frame 1")
+    old_ends = Ends(old)
+    qtbot.waitUntil(lambda: old.state == "running", timeout=5000)
+    new = runner.latest("frame", _blocking(hold, "new"), "frame 2")
+    new_ends = Ends(new)
+    assert runner.current("frame") is new and not runner.is_latest("frame", old)
+    qtbot.waitUntil(lambda: old.state == "cancelled", timeout=5000)  # the stale one stops at once
+    hold.set()
+    with qtbot.waitSignal(new.done, timeout=5000):
+        pass
+    assert [e for e, _ in old_ends.events] == ["cancelled"]
+    assert new_ends.events == [("finished", "new")]
+    assert runner.current("frame") is None
+    assert runner.shutdown(2000)
+
+
+def test_coalescing_lane_runs_the_running_job_and_then_only_the_newest_request(qtbot) -> None:
+    runner = JobRunner()
+    hold = threading.Event()
+    ran: list[str] = []
+
+    def request(name: str):
+        def job(progress, cancel) -> str:
+            if name == "first":
+                while not hold.is_set():
+                    time.sleep(0.005)
+            ran.append(name)
+            return name
+        return job
+
+    finished: list[object] = []
+    for name in ("first", "second", "third", "fourth"):
+        runner.coalesce("save", request(name), name, lambda w: w.finished.connect(finished.append))
+        qtbot.wait(20)
+    assert runner.lane_busy("save")
+    hold.set()
+    qtbot.waitUntil(lambda: not runner.lane_busy("save"), timeout=5000)
+    assert ran == ["first", "fourth"] and finished == ["first", "fourth"]  # a burst costs two runs
+
+
+def test_flush_hands_back_the_waiting_request_and_shutdown_waits_for_every_thread(qtbot) -> None:
+    runner = JobRunner()
+    hold = threading.Event()
+    runner.coalesce("save", _blocking(hold, 1), "running", lambda w: None)
+    runner.coalesce("save", lambda progress, cancel: "last edit", "waiting", lambda w: None)
+    loaded: list[object] = []
+    runner.background(lambda: "read", "read", loaded.append, lambda m, tb: None)
+    qtbot.waitUntil(lambda: loaded == ["read"], timeout=5000)
+    hold.set()
+    ok, last = runner.flush("save", 5000)
+    assert ok and last is not None and last(None, None) == "last edit"
+    endless = runner.submit(_blocking(threading.Event()), "endless")
+    qtbot.waitUntil(lambda: endless.state == "running", timeout=5000)
+    assert runner.shutdown(5000)  # cancelled and joined: no thread outlives the runner
+    assert endless.wait(0)

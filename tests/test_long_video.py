@@ -67,8 +67,8 @@ def test_frame_strip_colours_exactly_the_segments_frames() -> None:
 def test_region_heatmap_equals_the_frame_sized_map() -> None:
     """The window maps a relevance map onto the face region only; it must equal the frame-sized map there
     and the frame-sized map must be 0 everywhere else."""
+    from engine.overlay import local_mapping
     from engine.preprocess import InputMapping, MappingPiece
-    from vidxai_gui.review import local_mapping
 
     rng = np.random.default_rng(1)
     heat = rng.random((48, 48)).astype(np.float32)
@@ -275,7 +275,16 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
     qtbot.waitUntil(lambda: p.current == k and p.view.heat_item.isVisible(), timeout=30_000)
     with open_video(video) as r:
         frames = {j: r.frame(j) for j in (k, k + 1, k + 2)}
-    np.testing.assert_array_equal(p.view.image_item.image, frames[k])  # the full view: the whole frame
+    # The full view: the whole frame k, decoded at the size the view shows it (a 1080p picture in a smaller
+    # view), stretched over the full frame's rectangle; the window still gets the full-size frame to work on.
+    size = p.wanted_display_size()
+    assert size is not None and size[0] < 1920 and abs(size[0] / size[1] - 16 / 9) < 0.02
+    with open_video(video) as r:
+        r.set_output_size(size)
+        np.testing.assert_array_equal(p.view.image_item.image, r.frame(k))
+    rect = p.view.image_item.mapRectToParent(p.view.image_item.boundingRect())
+    assert (rect.left(), rect.top(), rect.width(), rect.height()) == (0, 0, 1920, 1080)
+    np.testing.assert_array_equal(p.current_image, frames[k])
     save_screenshot(window, artifacts_dir / "face_view_window_full.png")
     save_screenshot(p.view, artifacts_dir / "face_view_full.png")
 
@@ -333,8 +342,19 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
     assert vx1 - vx0 >= 1920 * 0.99
 
 
-def test_stage_runs_equal_the_sessions_stages(tmp_path: Path) -> None:
-    from vidxai_gui.review import stage_runs
+def test_one_run_length_helper_for_stages_and_decisions(tmp_path: Path) -> None:
+    """sessions.tracks.runs (used by the stages and the ELAN decision tier) equals a plain loop over the
+    frames, for text and for class indices."""
+    from sessions.tracks import runs
+
+    def loop(values: list) -> list[tuple[int, int, object]]:
+        out: list[list] = []
+        for i, v in enumerate(values):
+            if out and out[-1][2] == v:
+                out[-1][1] = i + 1
+            else:
+                out.append([i, i + 1, v])
+        return [tuple(r) for r in out]
 
     rng = np.random.default_rng(6)
     names = np.array(["NONE", "HAPPY_A", "HAPPY_A, SAD_B", "SAD_B"], dtype=object)
@@ -343,11 +363,14 @@ def test_stage_runs_equal_the_sessions_stages(tmp_path: Path) -> None:
     with Session.create(tmp_path / "s.vxs", {"path": "x.mp4", "fps": 30.0, "frame_count": T, "width": 4, "height": 4},
                         np.arange(T) / 30.0) as s:
         s.begin_analysis({"name": "m"}, ["happy", "sad"], ["intrinsic"], 0.3)
-        expected = s.write_temporal_prototype(list(desc), "intrinsic")
+        s.write_temporal_prototype(list(desc), "intrinsic")
         s.commit()
-        got = stage_runs(s.read("stages/descriptor"))
-    assert got == [(st.start, st.end, st.descriptor) for st in expected]
-    assert stage_runs(np.array([], dtype=object)) == []
+        stored = [(st.start, st.end, st.descriptor) for st in s.temporal_prototype()]
+    assert stored == loop(list(desc)) == runs(desc)
+    assert len(stored) < 300  # neighbours merged
+    pred = np.repeat(rng.integers(-1, 3, 200), rng.integers(1, 5, 200))
+    assert runs(pred) == loop([int(p) for p in pred])
+    assert runs(np.array([], dtype=object)) == [] == runs([])
 
 
 def _spray_whole(maps: np.ndarray, probs: np.ndarray, classes: list[str], max_frames: int):

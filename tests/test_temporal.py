@@ -143,12 +143,12 @@ def test_smoothing_never_alters_stored_maps(analysed: Path) -> None:
 
     def digest() -> tuple[str, str]:
         with Session.open(analysed) as s:
-            maps = s.read("explanations/gradcam/maps")
+            maps = s.explanation_maps("gradcam")
         return hashlib.sha256(maps.tobytes()).hexdigest(), hashlib.sha256(analysed.read_bytes()).hexdigest()
 
     before = digest()
     with Session.open(analysed) as s:
-        stored = s.read("explanations/gradcam/maps", slice(10, 30)).astype(np.float32)
+        stored = s.explanation_maps("gradcam", slice(10, 30)).astype(np.float32)
         off = session_smoothed_maps(s, "gradcam", slice(10, 30), sigma_s=0.0)
         on = session_smoothed_maps(s, "gradcam", slice(10, 30), sigma_s=0.1)
         valid = s.read("valid", slice(10, 30))
@@ -277,10 +277,10 @@ def test_stage_details_name_tooltip_mean_map_and_prototypes(tmp_path: Path) -> N
     sims = np.zeros((T, K), np.float32)
     sims[:, 4] = 2.0  # prototype 4 is the most similar, and it belongs to happy
     sims[:, 1] = 3.0  # prototype 1 is more similar but belongs to angry
-    s.write_frames("explanations/intrinsic/similarities", 0, sims)
+    s.write_intrinsic("similarities", 0, sims)
     W = np.full((C, K), -0.5)
     W[0, :2], W[1, 2:4], W[1, 4], W[2, 5] = 1.0, 1.0, 1.0, 1.0
-    s.set_attrs("explanations/intrinsic", head_weight=W.tolist(), head_bias=None)
+    s.set_head(W, None, "protopnet")
     s.commit()
     d = stage_details(s, 10, 20, ("HAPPY_A",))
     s.close()
@@ -302,7 +302,7 @@ def test_stage_details_on_a_real_session(analysed: Path) -> None:
     with Session.open(analysed) as s:
         st = s.display_stages()
         details = [stage_details(s, x.start, x.end, x.descriptor, "gradcam") for x in st]
-        hw = s.read("explanations/gradcam/maps", slice(0, 1)).shape[1:]
+        hw = s.explanation_maps("gradcam", slice(0, 1)).shape[1:]
     assert all(d["name"] and d["tooltip"] for d in details)
     assert all(d["mean_map"] is not None and d["mean_map"].shape == hw for d in details)
     assert all(d["prototypes"] == [] for d in details)  # a CNN has no prototypes

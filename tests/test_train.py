@@ -293,3 +293,15 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     train(TrainData(cache, None, ["a", "b"]), _cfg(tmp_path, arch="cnn", epochs=1))
     with pytest.raises(ValueError, match="plan|settings"):
         train(TrainData(cache, None, ["a", "b"]), _cfg(tmp_path, arch="cnn", epochs=2), resume=True)
+
+
+def test_occlusion_augment_changes_training_and_is_seeded(fer_subset: PreparedData, tmp_path: Path) -> None:
+    """docs/EXPLANATIONS.md §9: occlusion_augment hides random 8×8 patches at the test's fill while training."""
+    data = _small(fer_subset, 64)
+    kw = {"arch": "cnn", "epochs": 1, "num_workers": 0, "augment": AugmentConfig()}
+    plain = _weights(train(data, _cfg(tmp_path / "plain", **kw)))
+    a = _weights(train(data, _cfg(tmp_path / "a", occlusion_augment=0.5, **kw)))
+    b = _weights(train(data, _cfg(tmp_path / "b", occlusion_augment=0.5, **kw)))
+    assert _same(a, b)
+    assert not _same(a, plain)
+    assert TrainConfig().occlusion_augment == 0.0

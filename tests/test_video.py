@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.video import ReaderOptions, VideoError, VideoReader, open_video
+from engine.video import DecodeCancelled, ReaderOptions, VideoError, VideoReader, open_video
 
 N_RANDOM = 20
 BITS = 10  # frame numbers drawn as 10 black/white blocks: up to 1023 frames
@@ -358,3 +358,81 @@ def test_closed_reader_and_range(edge_dir: Path) -> None:
     r.close()
     with pytest.raises(VideoError, match="single_face.mp4"):
         r.frame(0)
+
+
+# -- the sample-table index (no scan of the file at open) --------------------------------------
+@pytest.mark.parametrize("ext", ["mp4", "mov"])
+def test_sample_table_index_equals_packet_scan(ext: str, tmp_path: Path) -> None:
+    """An MP4/MOV without B-frames is indexed from the container's sample table; the index, the keyframes
+    and every frame must be what the packet scan (and a plain decode) give."""
+    path = tmp_path / f"no_bframes.{ext}"
+    write_numbered(path, list(range(0, 3 * 400, 3)), Fraction(1, 90), "libx264",
+                   {"bf": "0", "crf": "12", "preset": "ultrafast", "scenecut": "0"}, gop=45)
+    ref = plain_decode(path)
+    assert len(ref) == 400
+    with open_video(path, ReaderOptions(cache_frames=4)) as fast:
+        assert fast.indexed_from == "sample table"
+        ks = ks_to_check(400, seed=21) + [44, 45, 46, 359, 360, 399]
+        assert_matches(fast, ref, ks)
+        assert all(read_number(fast.frame(k)) == k for k in ks)
+        with open_video(path, ReaderOptions(sample_table=False, cache_frames=4)) as scan:
+            assert scan.indexed_from == "packets"
+            assert scan.frame_count == fast.frame_count
+            assert np.array_equal(scan.timestamps, fast.timestamps)
+            assert scan._keys == fast._keys and scan._seek_at == fast._seek_at
+        assert fast.timestamps == pytest.approx(np.arange(400) / 30.0)
+        assert len(fast._keys) == 9  # a keyframe every 45 frames
+
+
+def test_sample_table_not_used_with_bframes(long_gop: Path) -> None:
+    """B-frames: the sample table's dts are not the pts, so the packets are scanned as before."""
+    with open_video(long_gop) as r:
+        assert r.indexed_from == "packets"
+
+
+# -- frames scaled to the player's view, full-size on demand, cancelled warm-up ----------------------------
+def test_scaled_frames_are_frame_k_for_every_seek(long_gop: Path) -> None:
+    """Scaled output (the player's view of a big video) is still exactly frame k for every seek order, on a
+    long-GOP B-frame clip: equal to the k-th plainly decoded frame scaled by the same swscale call."""
+    with av.open(str(long_gop)) as c:
+        ref = [f.reformat(width=W // 2, height=H // 2, format="rgb24", interpolation="AREA").to_ndarray()
+               for f in c.decode(video=0)]
+    full_ref = plain_decode(long_gop)
+    rng = random.Random(4)
+    order = list(range(300))
+    rng.shuffle(order)
+    with open_video(long_gop, ReaderOptions(cache_frames=24)) as r:
+        r.set_output_size((W // 2, H // 2))
+        assert r.output_size == (W // 2, H // 2)
+        for k in [*order, *range(100, 140), *range(250, 200, -1)]:
+            got = r.frame(k)
+            assert got.shape == (H // 2, W // 2, 3)
+            assert np.array_equal(got, ref[k]), k
+            # The drawn number survives halving: 8-px blocks, read at their centres.
+            row = got[16].mean(axis=1)
+            assert sum(1 << b for b in range(BITS) if row[b * BLOCK // 2 + BLOCK // 4] > 128) == k
+        for k in (0, 121, 299, 7):
+            assert np.array_equal(r.frame(k, full=True), full_ref[k])
+            assert np.array_equal(r.cached(k) if r.cached(k) is not None else r.frame(k), ref[k])
+        r.set_output_size(None)
+        assert np.array_equal(r.frame(150), full_ref[150])
+
+
+def test_cancelled_decoding_leaves_the_reader_exact(long_gop: Path) -> None:
+    ref = plain_decode(long_gop)
+    with open_video(long_gop, ReaderOptions(cache_frames=8)) as r:
+        r.frame(10)
+        with pytest.raises(DecodeCancelled):
+            r.frame(230, stop=lambda: True)  # from keyframe 120: gives up after the first frame
+        for k in (231, 229, 12, 230, 119):
+            assert np.array_equal(r.frame(k), ref[k]), k
+
+
+def test_threaded_sequential_decode_is_frame_exact(long_gop: Path) -> None:
+    """The analysis decodes HD+ on FFmpeg's threads: the same frames, k for k, from any start."""
+    ref = plain_decode(long_gop)
+    with open_video(long_gop, ReaderOptions(threaded_min_pixels=0)) as r:
+        for start, stop in ((0, 300), (121, 190), (250, 300)):
+            got = list(r.iter_frames(start, stop))
+            assert [k for k, _ in got] == list(range(start, stop))
+            assert all(np.array_equal(img, ref[k]) for k, img in got)

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from sessions import Annotations, Segment, Session, Tier
-from vidxai_gui.worker import JobWorker
+from vidxai_gui.worker import JobRunner, JobWorker
 
 log = logging.getLogger(__name__)
 
@@ -155,70 +155,47 @@ class AnnotationStore(QObject):
 
 
 class Autosaver(QObject):
-    """Writes annotations and review state into the session on a worker, one write at a time.
+    """Writes annotations and review state into the session on the runner's coalescing "autosave" lane.
 
     Edits that arrive while a write is running are coalesced into one more write of the newest state,
     so a burst of edits costs two writes, and the file never lags behind the last edit for long.
     """
 
+    LANE = "autosave"
     saved = Signal(str)
     failed = Signal(str, str)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, runner: JobRunner, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._worker: JobWorker | None = None
-        self._ending: list[JobWorker] = []  # ended jobs whose threads are still winding down
-        self._next: tuple[Path, Annotations, dict[str, Any]] | None = None
+        self.runner = runner
         self.writes = 0  # completed writes (tests wait on it)
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None or self._next is not None
+        return self.runner.lane_busy(self.LANE)
 
     def save(self, path: Path, annotations: Annotations, state: dict[str, Any]) -> None:
-        self._next = (path, copy_annotations(annotations), dict(state))
-        if self._worker is None:
-            self._start()
+        ann, state = copy_annotations(annotations), dict(state)
+        self.runner.coalesce(self.LANE, lambda progress, cancel: _write(path, ann, state), f"save {path.name}",
+                             self._connect)
 
-    def _start(self) -> None:
-        if self._next is None:
-            return
-        path, ann, state = self._next
-        self._next = None
-
-        worker = JobWorker(lambda progress, cancel: _write(path, ann, state), f"save {path.name}")
+    def _connect(self, worker: JobWorker) -> None:
         worker.finished.connect(self._on_saved)
         worker.error.connect(self.failed)
-        worker.done.connect(self._on_done)
-        self._worker = worker
-        thread = worker.start()
-        # A QThread destroyed while it runs aborts the process: keep the worker until its thread is done.
-        thread.finished.connect(lambda w=worker: self._ending.remove(w) if w in self._ending else None)
 
     @Slot(object)
     def _on_saved(self, path: object) -> None:
         self.writes += 1
         self.saved.emit(str(path))
 
-    @Slot()
-    def _on_done(self) -> None:
-        if self._worker is not None and self._worker.wait(0) is False:
-            self._ending.append(self._worker)
-        self._worker = None
-        self._start()
-
     def wait(self, timeout_ms: int = 10_000) -> bool:
         """Finish every write before the window closes: the running one, then the newest queued one here."""
-        ok = all(w.wait(timeout_ms) for w in self._ending)
-        if self._worker is not None:
-            ok = self._worker.wait(timeout_ms) and ok
-        if self._next is not None:
-            path, ann, state = self._next
-            self._next = None
+        ok, last = self.runner.flush(self.LANE, timeout_ms)
+        if last is not None:
             try:
-                _write(path, ann, state)  # the window is closing: a short wait beats losing the last edit
+                last(None, None)  # the window is closing: a short wait beats losing the last edit
             except Exception:  # at shutdown there is no window left to show it in
-                log.exception("the last annotations could not be saved into %s", path)
+                log.exception("the last annotations could not be saved")
                 return False
         return ok
 

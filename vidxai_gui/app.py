@@ -76,7 +76,7 @@ def _exit_when_analysed(app: QApplication, window: QWidget, screenshot: str, tim
         waited["ms"] += 250
         data = getattr(window, "data", None)
         done = (window.analysis_worker is None and data is not None and bool(data.analysis)
-                and data.analysis.get("complete") is True and not window._loaders)  # prototype crops too
+                and data.analysis.get("complete") is True and not window.jobs.loading)  # prototype crops too
         if done or waited["ms"] > timeout_s * 1000:
             timer.stop()
             if done and screenshot:
@@ -179,7 +179,7 @@ def self_test(timeout_s: float = 600.0, out_dir: str | os.PathLike[str] | None =
     ok = window.data is not None and bool(window.data.analysis) and window.data.analysis.get("complete") is True
     if ok:
         # What the reviewer sees next: the prototype crops and the frame's overlays, loaded on worker threads.
-        while window._loaders and clock.elapsed() < timeout_s * 1000:
+        while window.jobs.loading and clock.elapsed() < timeout_s * 1000:
             settle(20)
         settle(300)
         shot = save_screenshot(window, out / "self-test.png")

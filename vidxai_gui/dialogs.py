@@ -233,10 +233,10 @@ class TrainDialog(_Dialog):
             self.bar.setValue(min(done, total))
         self.status.setText(message)
 
-    def _on_metrics(self, item: Any) -> None:
-        kind, value = item
-        if kind == "loss":
-            self.loss_points.append(value)
+    def _on_metrics(self, value: dict[str, Any]) -> None:
+        """One record of engine.train's ``on_record``: a running loss, or a finished step's metrics."""
+        if value.get("kind") == "batch":
+            self.loss_points.append((float(value["batch"]), float(value["loss"])))
             xs, ys = zip(*self.loss_points, strict=True)
             self.loss_curve.setData(list(xs), list(ys))
             return

@@ -46,7 +46,19 @@ _READAHEAD_BYTES = 128 * 1024 * 1024
 _CACHE_BYTES = 256 * 1024 * 1024
 # Overlay data (a frame-sized float32 heatmap each) kept for the frames nearest the reviewer's position.
 _EXTRAS_BYTES = 128 * 1024 * 1024
-_EXTRAS_WARM = 100
+_EXTRAS_WARM = 160  # the frame cache's window around the cursor (−1…+3 s at 30 fps), so cache hits have them too
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the arrays an extras value holds (a FrameExtras: the face region's heatmap)."""
+    if value is None:
+        return 0
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    fields = getattr(value, "__dict__", {})
+    return 64 + sum(int(v.nbytes) for v in fields.values() if isinstance(v, np.ndarray))
+# Videos of at least this many pixels (about 1 MP: 1280×720 and up) are decoded at the size the view shows them.
+_SCALE_MIN_PIXELS = 1280 * 720
 
 
 def format_time(seconds: float) -> str:
@@ -114,7 +126,7 @@ class FrameOverlays:
 class FrameSource(QObject):
     """One video decoded on a background thread; create one per opened video."""
 
-    opened = Signal(object, object)  # VideoInfo, timestamps (float64 seconds)
+    opened = Signal(object, object, object)  # VideoInfo, timestamps (float64 seconds), frame 0 (RGB)
     frameReady = Signal(int, object, object, int)  # k, RGB frame, extras, request generation
     failed = Signal(str)  # the video cannot be opened: a message for the user
     decodeFailed = Signal(int, str)  # one frame could not be decoded
@@ -130,6 +142,7 @@ class FrameSource(QObject):
         self.extras = extras
         self._extras_cache: OrderedDict[int, Any] = OrderedDict()
         self._extras_cap = 16
+        self._extras_bytes = 0  # bounded by _EXTRAS_BYTES, the count by _extras_cap
         self._extras_gen = 0
         self.frame_count = 0
         self._cond = threading.Condition()
@@ -140,6 +153,15 @@ class FrameSource(QObject):
         self._warm: deque[int] = deque()  # frames to decode into the cache while idle, nearest first
         self._warm_extras: set[int] = set()  # of those, the frames whose extras are cached too
         self._stop = False
+        # Frames scaled to the view's size (None: full size), applied on the decode thread.
+        self._display_size: tuple[int, int] | None = None
+        self._display_dirty = False
+        self._last_seek = 0
+        # A full-size frame asked for by the GUI thread (`full_frame`), answered before anything else.
+        self._full_request: int | None = None
+        self._full_result: tuple[int, np.ndarray | None] | None = None
+        self.reader: Any = None
+        self._capacity = 16
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path.name}", daemon=True)
 
     def start(self) -> None:
@@ -154,6 +176,61 @@ class FrameSource(QObject):
             self._cond.notify()
             return self._generation
 
+    def set_display_size(self, size: tuple[int, int] | None) -> None:
+        """Decode frames scaled to `size` (width, height; None: full size) from now on; what is cached at
+        another size is dropped and the neighbourhood of the last requested frame is cached again."""
+        with self._cond:
+            if size != self._display_size:
+                self._display_size = size
+                self._display_dirty = True
+                self._cond.notify()
+
+    def peek(self, k: int) -> tuple[np.ndarray, Any, int] | None:
+        """Frame k and its extras at once, if both are cached (no round trip through the decode thread):
+        (frame, extras, generation), the request counted as the latest; None otherwise (then `request`).
+        The decode thread then caches the neighbourhood of k, as after a request."""
+        reader = self.reader
+        if reader is None:
+            return None
+        with self._cond:  # the decode thread changes the cache's frame size under this lock
+            if self._display_dirty:
+                return None
+            frame = reader.cached(k)
+            if frame is None:
+                return None
+            if self.extras is not None:
+                if k not in self._extras_cache:
+                    return None
+                extras = self._extras_cache[k]
+            else:
+                extras = None
+            if self._seek is not None or self._play_next is not None:
+                return None  # a request on its way must not overtake this one
+            self._generation += 1
+            self._last_seek = int(k)
+            self._plan_warm(int(k), self._capacity)
+            self._cond.notify()
+            return frame, extras, self._generation
+
+    def _interrupted(self) -> bool:
+        """Whether the decode thread should drop what it caches for something the window waits for."""
+        return self._stop or self._seek is not None or self._full_request is not None or self._display_dirty
+
+    def full_frame(self, k: int, timeout: float = 10.0) -> np.ndarray | None:
+        """Frame k at full size, decoded on the decode thread while the caller waits (None if it failed or
+        took longer than `timeout`). For what needs every pixel (re-scoring a frame), not for display."""
+        with self._cond:
+            if not self._thread.is_alive():
+                return None
+            self._full_request, self._full_result = int(k), None
+            self._cond.notify()
+            ok = self._cond.wait_for(lambda: self._full_result is not None or not self._thread.is_alive(), timeout)
+            result, self._full_result = self._full_result, None
+            if not ok or result is None or result[0] != int(k):
+                self._full_request = None
+                return None
+            return result[1]
+
     def set_extras(self, fn: Callable[[int], Any] | None) -> None:
         """A new per-frame data provider (another heatmap method, a new session); drops what was kept."""
         with self._cond:
@@ -167,6 +244,7 @@ class FrameSource(QObject):
 
     def invalidate_extras_locked(self) -> None:
         self._extras_cache.clear()
+        self._extras_bytes = 0
         self._extras_gen += 1
         self._cond.notify()
 
@@ -182,10 +260,14 @@ class FrameSource(QObject):
         value = fn(k)
         with self._cond:
             if gen == self._extras_gen:  # not computed with a provider that was replaced meanwhile
+                if k in self._extras_cache:
+                    self._extras_bytes -= _nbytes(self._extras_cache[k])
                 self._extras_cache[k] = value
+                self._extras_bytes += _nbytes(value)
                 self._extras_cache.move_to_end(k)
-                while len(self._extras_cache) > self._extras_cap:
-                    self._extras_cache.popitem(last=False)
+                while len(self._extras_cache) > 1 and (len(self._extras_cache) > self._extras_cap
+                                                       or self._extras_bytes > _EXTRAS_BYTES):
+                    self._extras_bytes -= _nbytes(self._extras_cache.popitem(last=False)[1])
         return value
 
     def start_readahead(self, k: int) -> None:
@@ -233,8 +315,8 @@ class FrameSource(QObject):
                 and self._play_next < self.frame_count)
 
     def _work_ready(self) -> bool:
-        return (self._stop or self._seek is not None or self._playback_wants()
-                or (self._play_next is None and bool(self._warm)))
+        return (self._stop or self._seek is not None or self._playback_wants() or self._display_dirty
+                or self._full_request is not None or (self._play_next is None and bool(self._warm)))
 
     def _plan_warm(self, k: int, capacity: int) -> None:
         """Frames to cache around k (caller holds the lock): forward from k first (where a reviewer
@@ -258,26 +340,52 @@ class FrameSource(QObject):
             self.failed.emit(f"{self.path}: cannot be opened ({exc}). Check that the file plays in a media "
                              "player, or convert it to MP4 (H.264).")
             return
+        self.reader = reader  # for tests and benchmarks (is_cached); used only on this thread
         with reader:
             self.frame_count = reader.frame_count
-            # Read-ahead is bounded in bytes too: 32 frames of 4K video would be 800 MB.
-            frame_bytes = max(reader.width * reader.height * 3, 1)
-            capacity = max(16, min(self.frame_count, int(_CACHE_BYTES // frame_bytes)))
-            reader.set_cache_frames(capacity)
             with self._cond:
-                self._extras_cap = max(16, min(self.frame_count, int(_EXTRAS_BYTES // (frame_bytes // 3 * 4))))
-            with self._cond:
-                self.readahead = max(4, min(self.readahead, int(_READAHEAD_BYTES // frame_bytes)))
-            self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy())
+                # Heatmaps cover the face region, a fraction of the frame: bounded in bytes as they come.
+                self._extras_cap = max(16, min(self.frame_count, 4 * _EXTRAS_WARM))
+            readahead = self.readahead
+            # Frame 0 was decoded while indexing (and is cached): it goes along, so the window shows a picture
+            # before it builds the timeline.
+            self.opened.emit(reader.info, np.asarray(reader.timestamps, dtype=np.float64).copy(), reader.frame(0))
+            self._display_dirty = True
             while True:
                 with self._cond:
                     while not self._work_ready():
                         self._cond.wait()
                     if self._stop:
                         return
+                    full, self._full_request = self._full_request, None
+                    if self._display_dirty:
+                        self._display_dirty = False
+                        reader.set_output_size(self._display_size)
+                        # The cache and read-ahead are bounded in bytes: 32 frames of 4K video would be 800 MB.
+                        frame_bytes = max(reader.output_size[0] * reader.output_size[1] * 3, 1)
+                        capacity = self._capacity = max(16, min(self.frame_count, int(_CACHE_BYTES // frame_bytes)))
+                        reader.set_cache_frames(capacity)
+                        self.readahead = max(4, min(readahead, int(_READAHEAD_BYTES // frame_bytes)))
+                        if self._seek is None:
+                            self._plan_warm(self._last_seek, capacity)
+                if full is not None:
+                    try:
+                        image: np.ndarray | None = reader.frame(full, full=True)
+                    except Exception as exc:  # noqa: BLE001 - the caller gets None
+                        log.warning("decoding frame %d of %s at full size failed: %s", full, self.path, exc)
+                        image = None
+                    with self._cond:
+                        self._full_result = (full, image)
+                        self._cond.notify_all()
+                    continue
+                with self._cond:
                     seek, self._seek = self._seek, None
+                    if seek is not None:
+                        self._last_seek = seek
                     generation = self._generation
                     if seek is None and not self._playback_wants():
+                        if self._play_next is not None or not self._warm:
+                            continue  # woken for the display size or a full frame only
                         warm = self._warm.popleft()  # idle: one frame into the cache, then look again
                     else:
                         warm = None
@@ -287,7 +395,7 @@ class FrameSource(QObject):
                 if warm is not None:
                     try:
                         if not reader.is_cached(warm):
-                            reader.frame(warm)
+                            reader.frame(warm, stop=self._interrupted)
                         if warm in self._warm_extras:
                             self._extras_for(warm)
                     except Exception as exc:  # noqa: BLE001 - the frame is reported if someone asks for it
@@ -371,12 +479,16 @@ class FrameView(pg.GraphicsView):
         if self.frame_shape is None:
             self.vb.setRange(QRectF(-200, -60, 400, 120), padding=0)
 
-    def show_frame(self, frame: np.ndarray, crop: np.ndarray | None = None) -> None:
+    def show_frame(self, frame: np.ndarray, crop: np.ndarray | None = None,
+                   size: tuple[int, int] | None = None) -> None:
         """Show a frame; with `crop` (x0, y0, x1, y1) only that part of it, filling the view (the face view).
 
-        The image item always sits at frame coordinates (a crop is placed at its origin), so every overlay
-        stays in full-frame pixels and lands on the same picture pixel in both views."""
-        shape = frame.shape[:2]
+        `size` (width, height) is the video's full frame size when `frame` was decoded smaller (scaled to
+        the view): the picture is stretched over the full frame's rectangle. The image item always sits at
+        full-frame coordinates (a crop is placed at its origin), so every overlay stays in full-frame pixels
+        and lands on the same picture pixel in both views and at any decoded size."""
+        shape = (int(size[1]), int(size[0])) if size is not None else frame.shape[:2]
+        sy, sx = frame.shape[0] / shape[0], frame.shape[1] / shape[1]  # decoded px per frame px
         self.message.setVisible(False)
         if shape != self.frame_shape:
             self.frame_shape = shape
@@ -385,7 +497,8 @@ class FrameView(pg.GraphicsView):
                 self.vb.setRange(QRectF(0, 0, shape[1], shape[0]), padding=0.01)
         if crop is not None:
             x0, y0, x1, y1 = (int(v) for v in crop)
-            self.image_item.setImage(frame[y0:y1, x0:x1], autoLevels=False)
+            self.image_item.setImage(frame[round(y0 * sy):max(round(y1 * sy), round(y0 * sy) + 1),
+                                           round(x0 * sx):max(round(x1 * sx), round(x0 * sx) + 1)], autoLevels=False)
             rect = QRectF(x0, y0, x1 - x0, y1 - y0)
             self.image_item.setRect(rect)
             self.vb.setRange(rect, padding=0)
@@ -453,7 +566,6 @@ class Player(QWidget):
         self.info: VideoInfo | None = None
         self.timestamps = np.zeros(0)
         self.current = -1  # index of the frame on screen
-        self.current_image: np.ndarray | None = None
         self.requested = 0  # the frame the user asked for last
         self.dropped = 0
         self.shown_count = 0
@@ -472,6 +584,9 @@ class Player(QWidget):
         self._crops: np.ndarray | None = None  # computed from it on first use
         self._crops_aspect = 0.0
         self._current_extras: Any = None
+        self._shown_image: np.ndarray | None = None  # as decoded: scaled to the view for big videos
+        self._full_image: tuple[int, np.ndarray] | None = None  # (k, full-size frame) asked for by current_image
+        self._display_size: tuple[int, int] | None = None
 
         self.view = FrameView()
         self.view.show_message("Open a video (File ▸ Open video…) or drop one here")
@@ -481,6 +596,15 @@ class Player(QWidget):
         layout.setSpacing(2)
         layout.addWidget(self.view, 1)
         layout.addLayout(self.transport)
+
+        # Big videos are decoded at the size the view shows them (see _update_display_size), re-judged a
+        # moment after the view is resized or zoomed.
+        self._size_timer = QTimer(self)
+        self._size_timer.setSingleShot(True)
+        self._size_timer.setInterval(150)
+        self._size_timer.timeout.connect(self._update_display_size)
+        self.view.vb.sigRangeChanged.connect(lambda *_: self._size_timer.start())
+        self.view.vb.sigResized.connect(lambda *_: self._size_timer.start())
 
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -596,6 +720,51 @@ class Player(QWidget):
     def playing(self) -> bool:
         return self._playing
 
+    @property
+    def current_image(self) -> np.ndarray | None:
+        """The frame on screen at full size (RGB), or None. A big video is shown decoded at the view's size;
+        its full-size picture is then decoded on the decode thread on first use (the caller waits)."""
+        img = self._shown_image
+        if img is None or self.info is None or img.shape[:2] == (self.info.height, self.info.width):
+            return img
+        if self._full_image is not None and self._full_image[0] == self.current:
+            return self._full_image[1]
+        full = self.source.full_frame(self.current) if self.source is not None else None
+        if full is not None:
+            self._full_image = (self.current, full)
+        return full
+
+    def wanted_display_size(self) -> tuple[int, int] | None:
+        """The size to decode frames at: the video's picture as big as the view shows it (device pixels),
+        or None (full size) for videos under _SCALE_MIN_PIXELS, in the face view (a crop of the picture
+        needs its pixels) and when the view is zoomed in to 80 % or more of full size."""
+        if self.info is None or self.face_view:
+            return None
+        W, H = self.info.width, self.info.height
+        if W * H < _SCALE_MIN_PIXELS:
+            return None
+        vb = self.view.vb
+        (x0, x1), (y0, y1) = vb.viewRange()
+        dpr = self.view.devicePixelRatioF()
+        scale = max(vb.width() * dpr / max(x1 - x0, 1e-6), vb.height() * dpr / max(y1 - y0, 1e-6))
+        scale = np.ceil(scale * 16) / 16  # in steps, so a small resize keeps what is cached
+        if not 0 < scale < 0.8:
+            return None
+        return max(int(np.ceil(W * scale)), 16), max(int(np.ceil(H * scale)), 16)
+
+    @Slot()
+    def _update_display_size(self) -> None:
+        size = self.wanted_display_size()
+        if size == self._display_size or self.source is None:
+            return
+        self._display_size = size
+        self.source.set_display_size(size)
+        shown = self._shown_image
+        want = (size or (self.info.width, self.info.height)) if self.info is not None else None
+        if shown is not None and want is not None and shown.shape[1] < want[0] and not self._playing:
+            # Zoomed in (or the view grew) beyond what the frame on screen was decoded at: a sharper one.
+            self._pending_generation = self.source.request(self.requested)
+
     # --- face view ----------------------------------------------------------------------------
     def set_face_track(self, box: np.ndarray | None, found: np.ndarray | None) -> None:
         """The analysed person's box per frame (full-frame px) and whether it was found, for the face view.
@@ -604,8 +773,8 @@ class Player(QWidget):
         changed, and the crops are recomputed at the next frame shown in the face view."""
         self._face_track = None if box is None or found is None else (box, found)
         self._crops = None
-        if self.face_view and self.current_image is not None:
-            self._show(self.current, self.current_image, self._current_extras, count=False)
+        if self.face_view and self._shown_image is not None:
+            self._show(self.current, self._shown_image, self._current_extras, count=False)
 
     def face_crop(self, k: int) -> np.ndarray | None:
         """The face view's crop (x0, y0, x1, y1) of frame k, or None when there is no face to follow."""
@@ -629,8 +798,12 @@ class Player(QWidget):
             w.blockSignals(True)
             w.setChecked(self.face_view)
             w.blockSignals(False)
-        if self.current_image is not None:
-            self._show(self.current, self.current_image, self._current_extras, count=False)
+        self._update_display_size()  # the face view decodes at full size
+        if self._shown_image is not None:
+            # The face view crops the full-size picture (fetched once if the view showed a scaled one).
+            image = self.current_image if self.face_view else self._shown_image
+            self._show(self.current, image if image is not None else self._shown_image, self._current_extras,
+                       count=False)
 
     # --- opening ------------------------------------------------------------------------------
     def open(self, path: str | Path) -> None:
@@ -661,11 +834,13 @@ class Player(QWidget):
             source.close()
         self.info = None
         self.current = -1
-        self.current_image = None
+        self._shown_image = None
+        self._full_image = None
+        self._display_size = None
         self._set_enabled(False)
 
-    @Slot(object, object)
-    def _on_opened(self, info: VideoInfo, timestamps: np.ndarray) -> None:
+    @Slot(object, object, object)
+    def _on_opened(self, info: VideoInfo, timestamps: np.ndarray, first: np.ndarray | None = None) -> None:
         if self.sender() is not self.source:
             return
         self.info = info
@@ -678,6 +853,12 @@ class Player(QWidget):
         self._set_enabled(True)
         log.info("opened %s: %d frames at %.3f fps", info.path, info.frame_count, info.fps)
         self.seek(0)  # first, so a listener's own seek (a reopened session's frame) is the latest request
+        if first is not None:
+            # The picture now, painted before the listeners build their views (a long session's timeline takes
+            # a while); its overlays come with the regular frame 0 the seek above brings.
+            self._show(0, first, None, count=False, overlays=False)
+            self.view.viewport().repaint()
+        self._update_display_size()  # the view now frames the video: decode big ones at the size it shows
         self.videoOpened.emit(info)
 
     @Slot(str)
@@ -703,6 +884,11 @@ class Player(QWidget):
         self.requested = k
         if self._playing:
             self._restart_clock(k)
+            return
+        hit = self.source.peek(k)
+        if hit is not None:  # cached with its overlay data: on screen now, no round trip to the decoder
+            frame, extras, self._pending_generation = hit
+            self._show(k, frame, extras)
         else:
             self._pending_generation = self.source.request(k)
 
@@ -721,14 +907,17 @@ class Player(QWidget):
             return  # a newer request is on its way; showing this one would make the view jump back
         self._show(k, frame, extras)
 
-    def _show(self, k: int, frame: np.ndarray, extras: Any = None, count: bool = True) -> None:
+    def _show(self, k: int, frame: np.ndarray, extras: Any = None, count: bool = True, overlays: bool = True) -> None:
         crop = self.face_crop(k) if self.face_view else None
-        self.view.show_frame(frame, crop)
+        size = (self.info.width, self.info.height) if self.info is not None else None
+        self.view.show_frame(frame, crop, size)
         self.current = k
-        self.current_image = frame
+        self._shown_image = frame
         self._current_extras = extras
         self.shown_count += count
-        if self.overlay_provider is not None:
+        if not overlays:
+            self.view.set_overlays(FrameOverlays())
+        elif self.overlay_provider is not None:
             ov = self.overlay_provider(k, extras)
             if self.face_view and crop is None and not ov.note:
                 ov.note = "face view: no face tracked in this video yet — whole frame"
@@ -738,7 +927,8 @@ class Player(QWidget):
         self.position.blockSignals(False)
         t = self.timestamps[k] - self.timestamps[0] if len(self.timestamps) > k else k / self.fps
         self.readout.setText(f"frame {k} / {self.last_frame} · {format_time(t)}")
-        self.frameShown.emit(k)
+        if overlays:
+            self.frameShown.emit(k)
 
     def refresh_overlays(self) -> None:
         """Redraw the current frame's overlays (new analysis data or a changed overlay choice)."""

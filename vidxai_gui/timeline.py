@@ -13,36 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QPixmapCache
+from PySide6.QtWidgets import QGraphicsItem, QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
 
 from engine.aggregate import EwmaSmoother, video_decision
+from engine.colours import CLASS_COLOURS  # shared with figures and the case report
+from engine.colours import FALLBACK as _FALLBACK
 
 log = logging.getLogger(__name__)
 
-# Conventional emotion colours (anger red, happiness yellow, sadness blue, …) so a reviewer can read the
-# plot without the legend; anything else falls back to a qualitative palette.
-CLASS_COLOURS = {
-    "angry": "#d62728", "anger": "#d62728", "disgust": "#2ca02c", "fear": "#9467bd",
-    "happy": "#ff9f1c", "happiness": "#ff9f1c", "neutral": "#7f7f7f", "sad": "#1f77b4",
-    "sadness": "#1f77b4", "surprise": "#17becf", "contempt": "#8c564b",
-}
-_FALLBACK = ["#e377c2", "#bcbd22", "#8c564b", "#17becf", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
-
-
 def class_colour(name: str, index: int) -> QColor:
     return QColor(CLASS_COLOURS.get(name.lower(), _FALLBACK[index % len(_FALLBACK)]))
-
-
-def runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Maximal runs of True as (start, end_exclusive)."""
-    m = np.asarray(mask, dtype=bool)
-    if m.size == 0:
-        return []
-    padded = np.concatenate(([False], m, [False])).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def frame_strip(T: int, starts: np.ndarray, ends: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -179,6 +161,10 @@ def _per_pixel(curve: pg.PlotDataItem) -> pg.PlotDataItem:
     pixel still shows the min and max of the frames it covers, so spikes stay visible, and a long video's
     curves cost what the screen's width costs, not the video's length. Display only: data stay as given."""
     curve.opts["autoDownsampleFactor"] = 1.0
+    # Painted once into a pixmap and blitted after that: moving the cursor over the plot (every frame shown)
+    # or changing another curve repaints the strip under it from the pixmap instead of drawing the curve again.
+    # (Off while the x range changes: see Timeline._range_changing.)
+    curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
     return curve
 
 
@@ -210,6 +196,8 @@ class Timeline(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # Room for the curves' cached pixmaps (see _per_pixel): ~2 MB each at a full-HD plot size.
+        QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 96 * 1024))
         self.frame_count = 0
         self.fps = 25.0
         self.classes: list[str] = []
@@ -218,6 +206,7 @@ class Timeline(QWidget):
         self.valid = np.zeros(0, dtype=bool)
         self.smoothed = np.zeros((0, 0))
         self._smoother: EwmaSmoother | None = None
+        self._x = np.zeros(0)  # frame indices, the curves' x (shared)
         self.stages: list[Segment] = []
         self.tiers: dict[str, list[Segment]] = {}
         self.raw_curves: list[pg.PlotDataItem] = []
@@ -321,6 +310,14 @@ class Timeline(QWidget):
         self.stage_plot.vb.sigXRangeChanged.connect(lambda *_: self._fit_stage_labels())
         self.stage_plot.vb.sigResized.connect(lambda *_: self._fit_stage_labels())
         self.tier_plot.vb.sigXRangeChanged.connect(lambda *_: self._fit_tier_labels())
+        # Curve pixmaps pay off while the range stays (cursor moves, α); during a zoom or pan every step would
+        # re-render each pixmap, so the curves are drawn directly until the range has rested a moment.
+        self._cache_timer = QTimer(self)
+        self._cache_timer.setSingleShot(True)
+        self._cache_timer.setInterval(300)
+        self._cache_timer.timeout.connect(lambda: self._set_curve_cache(True))
+        self._curves_cached = True
+        self.scores_plot.vb.sigXRangeChanged.connect(lambda *_: self._range_changing())
         self.tier_plot.vb.sigResized.connect(lambda *_: self._fit_tier_labels())
 
         layout = QVBoxLayout(self)
@@ -330,6 +327,22 @@ class Timeline(QWidget):
         layout.addWidget(self.view, 1)
         self._on_alpha(self.alpha_slider.value())
         self.set_video(0, self.fps)  # the empty state: scores and annotation rows only, no stray ticks
+
+    def _curve_items(self) -> list[pg.PlotCurveItem]:
+        items = [c.curve for c in (*self.raw_curves, *self.ewma_curves, self.face_curve,
+                                   *self.occlusion_curves.values())]
+        return items + ([self.trace_curve.curve] if self.trace_curve is not None else [])
+
+    def _set_curve_cache(self, on: bool) -> None:
+        self._curves_cached = on
+        mode = QGraphicsItem.CacheMode.DeviceCoordinateCache if on else QGraphicsItem.CacheMode.NoCache
+        for item in self._curve_items():
+            item.setCacheMode(mode)
+
+    def _range_changing(self) -> None:
+        if self._curves_cached:
+            self._set_curve_cache(False)
+        self._cache_timer.start()
 
     # --- properties -------------------------------------------------------------------------
     @property
@@ -404,9 +417,9 @@ class Timeline(QWidget):
         self.frames_done = len(probs) if frames_done is None else int(frames_done)
         self.valid = (np.ones(len(probs), dtype=bool) if valid is None
                       else np.asarray(valid, dtype=bool)[: len(probs)])
-        x = np.arange(len(probs), dtype=np.float64)
+        self._x = np.arange(len(probs), dtype=np.float64)
         for i, curve in enumerate(self.raw_curves):
-            curve.setData(x, probs[:, i])
+            curve.setData(self._x, probs[:, i])
         self._update_ewma()
 
     def set_trace(self, name: str, values: np.ndarray | None) -> None:
@@ -435,10 +448,12 @@ class Timeline(QWidget):
         if self._smoother is None:
             self._smoother = EwmaSmoother(self.probs, self.valid)  # once per set_scores, not per α
         self.smoothed = self._smoother(self.alpha)
-        x = np.arange(len(self.probs), dtype=np.float64)
+        if len(self._x) != len(self.probs):
+            self._x = np.arange(len(self.probs), dtype=np.float64)
         for i, curve in enumerate(self.ewma_curves):
-            curve.setData(x, self.smoothed[:, i])
-        decision = video_decision(self.smoothed, self.classes)
+            # Finite or NaN by construction (connect="finite" breaks the line at NaN): no need to check again.
+            curve.setData(self._x, self.smoothed[:, i], skipFiniteCheck=True)
+        decision = self.decision_class() or video_decision(self.smoothed, self.classes)
         done = self.frames_done
         partial = "" if done >= self.frame_count else f" (so far: {done} of {self.frame_count} frames)"
         self.decision_label.setText(f"Video decision: <b>{decision.upper()}</b>{partial} "
@@ -448,7 +463,10 @@ class Timeline(QWidget):
         """The class the last EWMA state favours ("" before any score)."""
         if not self.classes or len(self.smoothed) == 0:
             return ""
-        decision = video_decision(self.smoothed, self.classes)
+        # The EWMA carries its state over frames without a face, so the last row is the last finite state
+        # whenever there is one (and then only that row is looked at, not the hour before it).
+        last = self.smoothed[-1:]
+        decision = video_decision(last if np.isfinite(last).all() else self.smoothed, self.classes)
         return decision if decision in self.classes else ""
 
     def set_face_track(self, confidence: np.ndarray | None, found: np.ndarray | None) -> None:

@@ -2,8 +2,8 @@
 
 An engine job is a plain callable ``fn(progress, cancel)`` (see ``engine.jobs``). ``JobWorker`` runs
 one on a ``QThread`` and always ends with exactly one of ``finished``, ``error`` or ``cancelled`` —
-the window relies on that to re-enable buttons and drop its references. ``JobQueue`` runs jobs one
-at a time (two analyses fighting over 2 CPU cores help nobody) and ``JobPanel`` shows them.
+the window relies on that to re-enable buttons and drop its references. ``JobRunner`` owns every
+worker thread of the window, in lanes (see its docstring); ``vidxai_gui.job_panel`` shows the queue.
 """
 
 from __future__ import annotations
@@ -15,17 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtWidgets import (
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSizePolicy,
-    QVBoxLayout,
-    QWidget,
-)
 
 from engine.jobs import Cancelled, CancelToken
 
@@ -152,8 +141,19 @@ class JobWorker(QObject):
         self.done.emit()
 
 
-class JobQueue(QObject):
-    """Runs submitted jobs one at a time, in order."""
+class JobRunner(QObject):
+    """Owns every worker thread's lifetime (a QThread destroyed while it runs aborts the process), in lanes:
+
+    - ``submit``: the queue, one job at a time in order (two analyses fighting over 2 CPU cores help
+      nobody), shown in the Jobs dock (``jobAdded``/``jobStarted``/``jobEnded``/``idle``);
+    - ``background``: starts now, beside the queue (reading a session never waits behind an analysis);
+    - ``latest(lane, …)``: starts now and cancels the lane's earlier job, whose result is then stale
+      (``is_latest``): re-scoring the frame on screen;
+    - ``coalesce(lane, …)``: one job at a time per lane; what arrives while one runs replaces the waiting
+      one, so a burst costs two runs and the last request always runs (autosave).
+
+    Every worker is kept until its thread has finished; ``shutdown`` cancels and waits for all of them.
+    """
 
     jobAdded = Signal(object)  # JobWorker
     jobStarted = Signal(object)
@@ -164,8 +164,13 @@ class JobQueue(QObject):
         super().__init__(parent)
         self._pending: list[JobWorker] = []
         self._running: JobWorker | None = None
-        self._threads: dict[int, QThread] = {}
+        self._live: dict[int, JobWorker] = {}  # started workers whose threads have not finished
+        self._latest: dict[str, JobWorker] = {}
+        self._lane_running: dict[str, JobWorker] = {}
+        self._lane_next: dict[str, tuple[JobFn, str, Callable[[JobWorker], Any]]] = {}
+        self._background: list[JobWorker] = []
 
+    # ---- the queue
     @property
     def running(self) -> JobWorker | None:
         return self._running
@@ -188,7 +193,6 @@ class JobQueue(QObject):
 
     def cancel(self, worker: JobWorker) -> None:
         if worker in self._pending:
-            # Never started: report it ended here so every worker ends with exactly one signal.
             self._pending.remove(worker)
             worker.cancel()
             worker._end("cancelled")  # never started: ends here, still exactly once
@@ -199,16 +203,8 @@ class JobQueue(QObject):
     def cancel_all(self) -> None:
         for worker in list(self._pending):
             self.cancel(worker)
-        if self._running is not None:
-            self._running.cancel()
-
-    def shutdown(self, timeout_ms: int = 5000) -> bool:
-        """Cancel everything and wait for the running job's thread; False if it did not stop in time."""
-        self.cancel_all()
-        ok = True
-        for thread in list(self._threads.values()):
-            ok = thread.wait(timeout_ms) and ok
-        return ok
+        for worker in list(self._live.values()):
+            worker.cancel()
 
     @Slot()
     def _start_next(self) -> None:
@@ -217,9 +213,7 @@ class JobQueue(QObject):
         worker = self._pending.pop(0)
         self._running = worker
         worker.done.connect(self._on_done)
-        thread = worker.start()
-        self._threads[id(worker)] = thread
-        thread.finished.connect(lambda w=worker: self._threads.pop(id(w), None))
+        self._start(worker)
         self.jobStarted.emit(worker)
 
     @Slot()
@@ -233,135 +227,83 @@ class JobQueue(QObject):
         else:
             self.idle.emit()
 
+    # ---- beside the queue
+    def _start(self, worker: JobWorker) -> JobWorker:
+        thread = worker.start()
+        self._live[id(worker)] = worker
+        thread.finished.connect(lambda w=worker: self._live.pop(id(w), None))
+        return worker
 
-class ElidedLabel(QLabel):
-    """One line of plain text that shortens itself in the middle ("Analyse 1001_D…with model") to fit
-    its width, the whole text in the tooltip. Word-wrapped labels in a scrolled list get their height
-    wrong and clip the second line."""
+    def background(self, fn: Callable[[], Any], name: str, on_finished: Callable[[Any], Any],
+                   on_error: Callable[[str, str], Any]) -> JobWorker:
+        """Run ``fn()`` now on its own thread; ``on_finished(result)`` or ``on_error(message, traceback)``."""
+        worker = JobWorker(lambda progress, cancel: fn(), name)
+        worker.finished.connect(on_finished)
+        worker.error.connect(on_error)
+        self._background.append(worker)
+        worker.done.connect(lambda w=worker: self._background.remove(w) if w in self._background else None)
+        return self._start(worker)
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.full_text = ""
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.set_full_text(text)
+    @property
+    def loading(self) -> bool:
+        """A background read is still running (tests and the self-test wait for the prototypes' crops)."""
+        return bool(self._background)
 
-    def set_full_text(self, text: str) -> None:
-        self.full_text = text
-        self.setToolTip(text)
-        self._elide()
+    def latest(self, lane: str, fn: JobFn, name: str) -> JobWorker:
+        """Run ``fn`` now; the lane's earlier job is cancelled and no longer ``is_latest``. Connect the
+        returned worker's signals at once (it is started)."""
+        old = self._latest.get(lane)
+        if old is not None:
+            old.cancel()  # its result would be stale; the newest request wins
+        worker = JobWorker(fn, name)
+        self._latest[lane] = worker
+        worker.done.connect(lambda w=worker: self._latest.pop(lane) if self._latest.get(lane) is w else None)
+        return self._start(worker)
 
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._elide()
+    def current(self, lane: str) -> JobWorker | None:
+        """The lane's newest job while it runs (latest-wins or coalescing lanes), else None."""
+        return self._latest.get(lane) or self._lane_running.get(lane)
 
-    def _elide(self) -> None:
-        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideMiddle,
-                                                   max(self.width(), 40)))
+    def is_latest(self, lane: str, worker: JobWorker) -> bool:
+        return self._latest.get(lane) is worker
 
+    def coalesce(self, lane: str, fn: JobFn, name: str, setup: Callable[[JobWorker], Any]) -> None:
+        """Run ``fn`` when the lane is free; a newer call before then replaces it. ``setup(worker)``
+        connects its signals when it starts."""
+        self._lane_next[lane] = (fn, name, setup)
+        if lane not in self._lane_running:
+            self._start_lane(lane)
 
-class _JobRow(QFrame):
-    """One job in the panel: name, message, progress bar, Cancel."""
+    def lane_busy(self, lane: str) -> bool:
+        return lane in self._lane_running or lane in self._lane_next
 
-    def __init__(self, worker: JobWorker, queue: JobQueue) -> None:
-        super().__init__()
-        self.worker = worker
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.name = ElidedLabel(worker.name)  # long file names shorten instead of widening the dock
-        font = self.name.font()
-        font.setBold(True)
-        self.name.setFont(font)
-        self.status = QLabel("waiting…")
-        self.status.setWordWrap(True)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 0)  # busy indicator until the job reports a total
-        self.bar.setTextVisible(True)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop this job at its next checkpoint; finished work is kept")
-        self.cancel_button.clicked.connect(lambda: queue.cancel(worker))
-        top = QHBoxLayout()
-        top.addWidget(self.name, 1)
-        top.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 4, 6, 4)
-        layout.addLayout(top)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        worker.progress.connect(self.on_progress)
-        worker.finished.connect(lambda _r: self.on_end("done", "finished"))
-        worker.error.connect(lambda msg, _tb: self.on_end(f"failed: {msg}", "error"))
-        worker.cancelled.connect(lambda: self.on_end("cancelled", "cancelled"))
+    def _start_lane(self, lane: str) -> None:
+        item = self._lane_next.pop(lane, None)
+        if item is None:
+            return
+        fn, name, setup = item
+        worker = JobWorker(fn, name)
+        setup(worker)
+        worker.done.connect(lambda: (self._lane_running.pop(lane, None), self._start_lane(lane)))
+        self._lane_running[lane] = worker
+        self._start(worker)
 
-    @Slot(int, int, str)
-    def on_progress(self, done: int, total: int, message: str) -> None:
-        if total > 0:
-            self.bar.setRange(0, total)
-            self.bar.setValue(min(done, total))
-        self.status.setText(message or f"{done} / {total}")
+    def flush(self, lane: str, timeout_ms: int = 10_000) -> tuple[bool, JobFn | None]:
+        """Wait for the lane's running job; returns (it stopped in time, the waiting job taken off the
+        lane) so a closing window can run that last one itself."""
+        worker = self._lane_running.get(lane)
+        ok = worker.wait(timeout_ms) if worker is not None else True
+        item = self._lane_next.pop(lane, None)
+        return ok, (item[0] if item else None)
 
-    def on_end(self, text: str, state: str) -> None:
-        self.cancel_button.setEnabled(False)
-        if self.bar.maximum() == 0:
-            self.bar.setRange(0, 1)
-        if state == "finished":
-            self.bar.setValue(self.bar.maximum())
-        self.status.setText(text)
-        self.setProperty("jobState", state)
+    def wait_all(self, timeout_ms: int = 5000) -> bool:
+        ok = True
+        for worker in list(self._live.values()):
+            ok = worker.wait(timeout_ms) and ok
+        return ok
 
-
-class JobPanel(QWidget):
-    """The job list shown in the Jobs dock."""
-
-    MAX_ENDED_ROWS = 8  # keep the recent history visible, not every job of the day
-
-    def __init__(self, queue: JobQueue, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.queue = queue
-        self.rows: list[_JobRow] = []
-        self._list = QWidget()
-        self._list_layout = QVBoxLayout(self._list)
-        self._list_layout.setContentsMargins(0, 0, 0, 0)
-        self._list_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self._list)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.empty_label = QLabel("No jobs. Analyses, training and evaluation run here.")
-        self.empty_label.setWordWrap(True)
-        self.empty_label.setStyleSheet("color: gray")
-        self.clear_button = QPushButton("Clear finished")
-        self.clear_button.clicked.connect(self.clear_finished)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.empty_label)
-        layout.addWidget(scroll, 1)
-        layout.addWidget(self.clear_button)
-        queue.jobAdded.connect(self._add_row)
-        queue.jobEnded.connect(lambda _w: self._trim())
-
-    def row_for(self, worker: JobWorker) -> _JobRow | None:
-        return next((r for r in self.rows if r.worker is worker), None)
-
-    @Slot(object)
-    def _add_row(self, worker: JobWorker) -> None:
-        row = _JobRow(worker, self.queue)
-        self.rows.append(row)
-        self._list_layout.insertWidget(self._list_layout.count() - 1, row)
-        self.empty_label.hide()
-
-    def _trim(self) -> None:
-        ended = [r for r in self.rows if r.worker.state not in ("queued", "running")]
-        for row in ended[: max(0, len(ended) - self.MAX_ENDED_ROWS)]:
-            self._remove(row)
-
-    def _remove(self, row: _JobRow) -> None:
-        self.rows.remove(row)
-        self._list_layout.removeWidget(row)
-        row.deleteLater()
-
-    @Slot()
-    def clear_finished(self) -> None:
-        for row in [r for r in self.rows if r.worker.state not in ("queued", "running")]:
-            self._remove(row)
-        self.empty_label.setVisible(not self.rows)
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel everything and wait for every thread; False if one did not stop in time."""
+        self.cancel_all()
+        self._lane_next.clear()
+        return self.wait_all(timeout_ms)

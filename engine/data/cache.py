@@ -178,6 +178,11 @@ def _read_image(path: str) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float scans: scale, do not clip
+                a = np.asarray(im, np.float64)
+                lo, hi = float(a.min()), float(a.max())
+                a = np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+                return np.repeat(a[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except OSError as e:
         raise DataError(f"{path}: cannot read the image ({e}); remove or replace the file") from e

@@ -18,7 +18,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Everything Pillow reads that image corpora ship in (JAFFE is TIFF, some lab sets PGM/PPM).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm",
+                              ".ppm", ".pbm", ".pnm", ".gif", ".jp2", ".j2k", ".tga", ".ras", ".sr", ".pcx"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".flv", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
 
 

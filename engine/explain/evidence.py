@@ -87,3 +87,54 @@ def gradient_x_input(model, x: torch.Tensor, target=None) -> np.ndarray:
         sel = logits.gather(1, t[:, None]).sum()
         (g,) = torch.autograd.grad(sel, x)
     return (g * x).sum(1).detach().cpu().float().numpy()
+
+
+def hidden_patch_similarities(model, x: torch.Tensor, grid: tuple[int, int], fill: float = 0.0,
+                              chunk: int = 2048) -> torch.Tensor:
+    """s_j(x with patch p hidden) for every patch p of an h×w grid over the input (patch = S/h pixels,
+    the feature grid's cells; hidden = set to ``fill``, the normalisation mean by default): N×P×K."""
+    from engine.models.protopnet import similarity
+
+    n, c, hh, ww = x.shape
+    gh, gw = grid
+    ph, pw = math.ceil(hh / gh), math.ceil(ww / gw)
+    masks = torch.zeros(gh * gw, 1, hh, ww, dtype=torch.bool, device=x.device)
+    for p in range(gh * gw):
+        i, j = divmod(p, gw)
+        masks[p, :, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = True
+    out = []
+    per = max(1, chunk // (gh * gw))
+    for s in range(0, n, per):
+        xb = x[s:s + per]
+        xo = xb[:, None].masked_fill(masks[None], fill).reshape(-1, c, hh, ww)
+        out.append(similarity(model.forward_train(xo)["min_distances"]).view(xb.shape[0], gh * gw, -1))
+    return torch.cat(out)
+
+
+def proto_occlusion(model, x: torch.Tensor, out: dict[str, torch.Tensor] | None = None, target=None,
+                    normalise: bool = False, fill: float = 0.0) -> np.ndarray:
+    """proto-occ (docs/EXPLANATIONS.md §1): the class evidence of the prototypes lost when one cell's
+    patch is hidden. M(p) = Σ_j max(W_ĉj, 0) · max(s_j(x) − s_j(x with patch p hidden), 0) over the
+    h×w grid (N×h×w). With ``normalise`` each prototype's own evidence max(W_ĉj s_j, 0) is shared out
+    over the patches in proportion to those drops instead (Σ M = the positive part of logit_ĉ; a
+    prototype no single patch affects keeps its evidence at its best cell, as proto-argmax)."""
+    x = x.detach().to(model_device(model))
+    with eval_mode(model), torch.no_grad():
+        if out is None:
+            out = model.explain(x)
+        t = _targets(out["logits"], target)
+        n, _k, h, w = out["sim_maps"].shape
+        s = out["similarities"]                                               # N×K
+        drop = (s[:, None, :] - hidden_patch_similarities(model, x, (h, w), fill)).clamp_min(0)   # N×P×K
+        wt = model.last_layer.weight[t]                                       # N×K
+        if not normalise:
+            grid = torch.einsum("nk,npk->np", wt.clamp_min(0), drop)
+        else:
+            ev = (wt * s).clamp_min(0)
+            tot = drop.sum(1)                                                 # N×K
+            share = torch.where(tot[:, None, :] > 0, drop / tot[:, None, :].clamp_min(1e-12), 0.0)
+            grid = torch.einsum("nk,npk->np", ev, share)
+            none = (tot <= 0).to(ev.dtype) * ev                               # unaffected prototypes
+            best = out["sim_maps"].flatten(2).argmax(-1)
+            grid.scatter_add_(1, best, none)
+    return grid.view(n, h, w).detach().cpu().float().numpy()

@@ -147,6 +147,23 @@ def occlude_clip(
     return out
 
 
+def random_patch_occlusion(x: torch.Tensor, max_fraction: float, patch: int = 8,
+                           generator: torch.Generator | None = None, fill: float = 0.0) -> torch.Tensor:
+    """Training augmentation matching the faithfulness test (docs/EXPLANATIONS.md §6): each sample of
+    N×C×H×W ``x`` gets a uniform random fraction in [0, ``max_fraction``] of its patch×patch cells, at
+    random positions, set to ``fill`` (0: the normalisation mean, the test's fill). A copy."""
+    if max_fraction <= 0:
+        return x
+    n, _, h, w = x.shape
+    gh, gw = math.ceil(h / patch), math.ceil(w / patch)
+    cells = gh * gw
+    k = (torch.rand(n, generator=generator) * max_fraction * cells).round().long()
+    rank = torch.rand(n, cells, generator=generator).argsort(1).argsort(1)   # a random rank per cell
+    grid = (rank < k[:, None]).view(n, 1, gh, 1, gw, 1).expand(n, 1, gh, patch, gw, patch)
+    mask = grid.reshape(n, 1, gh * patch, gw * patch)[..., :h, :w].to(x.device)
+    return x.masked_fill(mask, fill)
+
+
 @torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     correct = 0

@@ -1,0 +1,147 @@
+"""The views' subscriptions to the review model: each redraws only what the signal it got names.
+
+``qt_dims`` listening to napari's dims model is the pattern: the widgets (player, timeline, docks) know
+nothing of the model; these small classes connect the model's signals to the widgets' setters, and the
+widgets' user input back to the model. docs/GUI.md has the table of who listens to what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from engine.overlay import TOP_X, FrameEvidence
+from sessions.tracks import occlusion_deltas
+from vidxai_gui.docks import LatentProfile, PrototypeGallery
+from vidxai_gui.player import FrameOverlays, Player
+from vidxai_gui.preprocess_panel import PreprocessPanel
+from vidxai_gui.review import SIMILARITIES, TOP_LATENTS, TOP_VALUES, HeatmapReader, top_contributions
+from vidxai_gui.review_model import ReviewModel
+from vidxai_gui.timeline import Segment, Timeline
+
+
+class TimelineView:
+    """Scores, face track, stages, occlusion deltas, the prototype trace, the cursor and α."""
+
+    def __init__(self, model: ReviewModel, timeline: Timeline) -> None:
+        self.model, self.timeline = model, timeline
+        model.sessionChanged.connect(self.redraw)
+        model.rowsMerged.connect(lambda _a, _b: self.redraw())
+        model.frameChanged.connect(timeline.set_cursor)
+        model.prototypeSelected.connect(self.show_trace)
+        model.alphaChanged.connect(lambda a: timeline.set_alpha(a) if abs(timeline.alpha - a) > 1e-9 else None)
+        timeline.alphaChanged.connect(model.set_alpha)
+        model.set_alpha(timeline.alpha)
+
+    def redraw(self) -> None:
+        d, tl = self.model.data, self.timeline
+        if d is None:
+            return
+        if d.faces_done:
+            conf = d.confidence.astype(float).copy()
+            conf[d.faces_done:] = np.nan
+            found = d.found.copy()
+            found[d.faces_done:] = True  # not processed yet is not "no face"
+            tl.set_face_track(conf, found)
+        if d.classes and d.probs is not None:
+            tl.set_scores(d.classes, d.probs, d.valid, frames_done=d.frames_done)
+        elif d.faces_done:
+            found = int(d.found[: d.faces_done].sum())
+            tl.decision_label.setText(f"Faces found in {found} of {d.faces_done} frames; no model analysis yet "
+                                      "(Analysis ▸ Analyse with model…)")
+        stages = d.stages
+        if not stages and d.class_stages:
+            # No whole-video temporal prototype: show the stages of the decided class.
+            stages = d.class_stages.get(tl.decision_class()) or next(iter(d.class_stages.values()))
+        tl.set_stages([Segment(s, e, lab) for s, e, lab in stages])
+        if d.occlusion is not None and d.probs is not None and d.occlusion_conditions:
+            deltas = occlusion_deltas(d.probs, d.occlusion, d.valid)
+            tl.set_occlusion({name: deltas[:, i] for i, name in enumerate(d.occlusion_conditions)})
+        self.show_trace(self.model.prototype)  # the selected prototype's trace grows with the data
+
+    def show_trace(self, j: int) -> None:
+        """Prototype j's similarity over the whole video (−1: none)."""
+        d = self.model.data
+        sims = d.extra.get(SIMILARITIES) if d is not None else None
+        if j < 0 or sims is None or j >= sims.shape[1]:
+            self.timeline.set_trace("", None)
+        else:
+            self.timeline.set_trace(f"prototype #{j}", sims[:, j])
+
+
+class PlayerView:
+    """The frame's overlays: the heatmap reader for the chosen method, face box and landmarks."""
+
+    def __init__(self, model: ReviewModel, player: Player) -> None:
+        self.model, self.player = model, player
+        player.overlay_provider = self.overlays
+        player.frameShown.connect(model.set_frame)
+        model.sessionChanged.connect(self.on_data)
+        model.rowsMerged.connect(lambda _a, _b: self.on_data())
+        model.heatChanged.connect(self.on_heat)
+
+    def on_data(self) -> None:
+        d = self.model.data
+        if d is not None:
+            self.player.set_face_track(d.box, d.found)  # the face view follows the analysed person
+        self.player.refresh_overlays()
+
+    def on_heat(self) -> None:
+        info, m = self.player.info, self.model
+        if info is None or m.session_path is None or not m.explain_methods:
+            self.player.set_extras_provider(None)
+            return
+        self.player.set_extras_provider(HeatmapReader(m.session_path, m.heat_method, (info.height, info.width),
+                                                      top_x=TOP_X if m.top_x else None))
+        self.player.refresh_overlays()
+
+    def overlays(self, k: int, extras: Any) -> FrameOverlays:
+        """Overlays of frame k; called by the player in the same step that puts frame k on screen."""
+        ov = FrameOverlays()
+        if isinstance(extras, FrameEvidence):
+            ov.heatmap, ov.heat_origin, ov.heat_level = extras.heat, extras.heat_origin, extras.heat_level
+            ov.proto_box = extras.proto_box
+            ov.proto_label = f"prototype #{extras.proto_index}" if extras.proto_index >= 0 else ""
+        d = self.model.data
+        if d is not None and k < d.faces_done:
+            if d.found[k]:
+                ov.box, ov.landmarks = d.box[k], d.landmarks[k]
+            else:
+                ov.note = "no face found in this frame"
+        return ov
+
+
+class FrameDocks:
+    """The docks that show the frame on screen: prototypes (W·s), SAE latents, the stored scores."""
+
+    def __init__(self, model: ReviewModel, player: Player, gallery: PrototypeGallery, latents: LatentProfile,
+                 preprocess: PreprocessPanel, rescoring: Callable[[], bool]) -> None:
+        self.model, self.player = model, player
+        self.gallery, self.latents, self.preprocess = gallery, latents, preprocess
+        self.rescoring = rescoring  # a re-scored frame's scores stay in the dock until it is done
+        model.frameChanged.connect(self.on_frame)
+        model.alphaChanged.connect(lambda _a: self.update())
+        model.sessionChanged.connect(self.update)
+        model.rowsMerged.connect(lambda _a, _b: self.update())
+        gallery.prototypeSelected.connect(model.select_prototype)
+
+    def on_frame(self, k: int) -> None:
+        if not self.player.playing or k % 3 == 0:  # docks are text: a third of the frame rate is plenty
+            self.update(k)
+
+    def update(self, k: int | None = None) -> None:
+        d = self.model.data
+        k = self.player.current if k is None else k
+        if d is None or k < 0 or k >= d.frame_count:
+            return
+        if SIMILARITIES in d.extra:
+            c, entries = top_contributions(d, k, PrototypeGallery.TOP)
+            self.gallery.show_frame(k, d.classes[c] if c >= 0 else "", entries)
+        if TOP_LATENTS in d.extra:
+            self.latents.show_frame(k, d.extra[TOP_LATENTS], d.extra.get(TOP_VALUES))
+        if d.probs is not None and not self.rescoring() and self.preprocess.is_default():
+            note = f"frame {k}: scores stored in the session" if d.valid is not None and d.valid[k] else \
+                f"frame {k}: no face, no scores"
+            self.preprocess.show_scores(d.classes, d.probs[k], None, note)
