@@ -19,8 +19,10 @@ lrp maps), made in --work unless already there (nothing is committed). Tables pr
    stored maps (their positive part, as displayed) and of the maps smoothed in face-aligned coordinates
    for σ values, and how close the smoothed maps stay to the stored ones (fidelity, mean cosine); the
    same smoothing without alignment beside it.
-4. summary per model × method with the defaults: flicker raw / smoothed, stage reduction raw / merged with
-   the mean frame-to-stage cosine raw / merged (the columns issue 14 asks of the explanation bench).
+4. summary per model × method with the defaults: flicker raw / smoothed (σ default), stage reduction and mean
+   frame-to-stage cosine for SpRAy as published ("spray": no temporal term, no minimum), with the temporal
+   term ("raw": SpRAy's stages, what the session keeps per frame) and merged to the minimum stage duration
+   ("merged": what the strip shows) — the columns issue 14 asks of the explanation bench.
 5. --long: a 10-minute video made by looping one clip (PyAV remux of an H.264 re-encode, in --work),
    analysed with the default model: stages per second raw and merged.
 """
@@ -38,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, decision_runs, ewma, video_decision
+from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, video_decision
 from engine.explain.spray import (
     frame_stage_cosine,
     merge_short_stages,
@@ -56,6 +58,7 @@ from engine.temporal import (
     smooth_maps,
 )
 from sessions import Session
+from sessions.tracks import runs
 
 CREMA = REPO.parent / "shared" / "data" / "videos" / "crema-d"
 LABELS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -146,7 +149,7 @@ def ewma_metrics(s: Session, tau: float, classes: list[str]) -> dict:
     # smoothed argmax shows the new class (the run's length when it never does: a missed change).
     raw = np.argmax(probs[rows], axis=1)
     delays, followed = [], 0
-    for a, b, c in decision_runs(raw)[1:]:
+    for a, b, c in runs(raw)[1:]:
         if (b - a) / s.fps < CHANGE_S:
             continue
         hit = np.flatnonzero(pred[a:b] == c)
@@ -180,7 +183,7 @@ def ewma_table(sessions_by_model: dict[str, list[Path]]) -> list[dict]:
 
 
 def map_flicker(s: Session, method: str, sigmas: tuple[float, ...]) -> dict:
-    maps = s.read(f"explanations/{method}/maps").astype(np.float32)
+    maps = s.explanation_maps(method).astype(np.float32)
     valid = s.read("valid")
     lm = map_landmarks(s.faces().landmarks, s.mappings(), maps.shape[1:])
     raw = np.maximum(np.nan_to_num(maps), 0)  # the displayed (positive) evidence
@@ -213,7 +216,7 @@ def flicker_table(sessions_by_model: dict[str, list[Path]]) -> list[dict]:
             vals = []
             for p in ps:
                 with Session.open(p) as s:
-                    if s.exists(f"explanations/{method}/maps"):
+                    if s.has_maps(method):
                         vals.append(map_flicker(s, method, SIGMAS))
             if vals:
                 rows.append({"model": model, "method": method,
@@ -225,16 +228,19 @@ def summary_table(sessions_by_model: dict[str, list[Path]], flick: list[dict]) -
     rows = []
     for model, ps in sessions_by_model.items():
         for method in METHODS:
-            st = []
+            st, plain = [], []
             for p in ps:
                 with Session.open(p) as s:
-                    if s.exists(f"explanations/{method}/maps"):
+                    if s.has_maps(method):
                         st.append(spray_stages(s, method, DEFAULT_TEMPORAL_WEIGHT, DEFAULT_MIN_STAGE_S))
+                        plain.append(spray_stages(s, method, 0.0, 0.0))
             if not st:
                 continue
             f = next(r for r in flick if r["model"] == model and r["method"] == method)
             rows.append({"model": model, "method": method, "flicker_raw": f["raw"],
                          "flicker_smoothed": f.get(f"smoothed_{DEFAULT_MAP_SIGMA_S}", float("nan")),
+                         "reduction_spray": float(np.mean([v["reduction"] for v in plain])),
+                         "cosine_spray": float(np.nanmean([v["cosine"] for v in plain])),
                          "reduction_raw": float(np.mean([v["raw_reduction"] for v in st])),
                          "reduction_merged": float(np.mean([v["reduction"] for v in st])),
                          "cosine_raw": float(np.nanmean([v["raw_cosine"] for v in st])),
@@ -314,8 +320,9 @@ def main() -> None:
         print(fmt_rows(result["flicker"], cols))
         result["summary"] = summary_table(by_model, result["flicker"])
         print("\n## Summary with defaults (model × method)")
-        print(fmt_rows(result["summary"], ["model", "method", "flicker_raw", "flicker_smoothed", "reduction_raw",
-                                           "reduction_merged", "cosine_raw", "cosine_merged"]))
+        print(fmt_rows(result["summary"], ["model", "method", "flicker_raw", "flicker_smoothed", "reduction_spray",
+                                           "cosine_spray", "reduction_raw", "cosine_raw", "reduction_merged",
+                                           "cosine_merged"]))
     if args.long:
         result["long"] = long_video(args.long_work or args.work, models[0])
         print("\n## 10-minute video")

@@ -547,13 +547,12 @@ def _merged_stages_to_session(session: Session, read: Callable[[int, int], np.nd
     desc = np.empty(session.frame_count, dtype=object)
     for st in merged:
         desc[st.start:st.end] = ", ".join(st.descriptor)
-    session.write_frames("stages/merged", 0, desc)
     T = max(session.frame_count, 1)
-    session.set_attrs("stages", temporal_weight=float(settings.spray_temporal_weight),
-                      min_stage_s=float(settings.min_stage_s), n_merged_stages=len(merged),
-                      merged_reduction=1.0 - len(merged) / T,
-                      frame_stage_cosine=frame_stage_cosine(read, stages),
-                      merged_frame_stage_cosine=frame_stage_cosine(read, merged))
+    session.write_display_stages(list(desc), temporal_weight=float(settings.spray_temporal_weight),
+                                 min_stage_s=float(settings.min_stage_s), n_merged_stages=len(merged),
+                                 merged_reduction=1.0 - len(merged) / T,
+                                 frame_stage_cosine=frame_stage_cosine(read, stages),
+                                 merged_frame_stage_cosine=frame_stage_cosine(read, merged))
 
 
 class StoredFaces:

@@ -31,11 +31,11 @@ import numpy as np
 #   decision lasting ≥ 0.3 s (28/28 over 18 sessions) and keeps the best video accuracy (14/18, as τ = 0.1);
 #   decision flips 1.30/s against 6.28 raw and 1.81 at τ = 0.1 (≈ the old α = 0.3). τ = 0.3 misses 2 changes
 #   and loses a video decision.
-# SpRAy temporal weight 2: fewest raw stages on the 10-minute video (8,373 of 18,032 frames, against 16,744
-#   without the term and 11,915 at weight 1) and raw reduction on the clips 0.64–0.73 → 0.68–0.81 for a
-#   mean frame-to-stage cosine 0.01 lower; weight 4 is worse on the long video.
+# SpRAy temporal weight 2: fewest raw stages on the 10-minute video (9,240 of 18,032 frames, against 17,708
+#   without the term, 11,915 at weight 1 and 11,592 at weight 4) and raw reduction on the clips 0.64–0.73 →
+#   0.68–0.81 for a mean frame-to-stage cosine about 0.01 lower.
 # Minimum stage 0.6 s: the shortest in the sweep that keeps the 10-minute video at ≤ 1 stage per second
-#   (545 stages, 0.91/s; 0.5 s gives 1.02/s); on the clips about 97 % reduction.
+#   (545 stages, 0.91/s; 0.5 s gives 613, 1.02/s); on the clips 97 % reduction (1.5–2.2 stages per clip).
 # Map σ = 0.1 s: the smallest σ that brings every model × method's flicker under 0.05 (from 0.02–0.58 raw).
 DEFAULT_TAU_S = 0.2             # EWMA time constant, seconds (engine.aggregate.alpha_from_tau)
 DEFAULT_TEMPORAL_WEIGHT = 2.0   # SpRAy: weight of the temporal-neighbour links beside the kNN graph
@@ -176,7 +176,10 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
     start, stop, _ = frames.indices(T)
     radius = gaussian_radius(sigma_s * session.fps)
     a, b = max(0, start - radius), min(T, stop + radius)
-    maps = session.read(f"explanations/{method}/maps", slice(a, b)).astype(np.float32)
+    stored = session.explanation_maps(method, slice(a, b))
+    if stored is None:
+        raise ValueError(f"{session.path} has no {method} maps")
+    maps = stored.astype(np.float32)
     valid = session.read("valid", slice(a, b)).astype(bool)
     lm = None
     if align:
@@ -184,3 +187,46 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
         lm = map_landmarks(faces.landmarks, session.mappings(slice(a, b)), maps.shape[1:])
     out = smooth_maps(maps, lm, sigma_s * session.fps, valid, align, frames=np.arange(start - a, stop - a))
     return out[start - a: stop - a]
+
+
+def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str, method: str = "intrinsic",
+                  top: int = 5) -> dict:
+    """What a stage of the strip shows when it is selected or hovered (Qt-free; the GUI draws it):
+
+    ``name`` (the descriptor, e.g. "HAPPY_A"), ``tooltip`` (descriptor, frames, seconds, predicted classes
+    and face coverage in words), ``start``/``end`` (frames, end exclusive), ``t0``/``t1`` (s),
+    ``classes`` (share of the stage's frames with a face that each class is predicted on, largest first),
+    ``mean_map`` (the mean stored map of ``method`` over those frames, model-input space, or None) and,
+    for a ProtoPNet, ``prototypes``: the ``top`` prototypes with the largest mean contribution W_cj·s_j to
+    the stage's most predicted class c, as (index, mean contribution). Reads only."""
+    desc = descriptor if isinstance(descriptor, str) else ", ".join(descriptor)
+    T = session.frame_count
+    ts = np.append(session.timestamps, session.timestamps[-1] + 1.0 / session.fps) if T else np.zeros(1)
+    sl = slice(start, end)
+    valid = session.read("valid", sl).astype(bool)
+    probs = session.read("probs", sl)
+    ok = valid & np.isfinite(probs).all(axis=1)
+    classes = session.analysis_info()["classes"]
+    shares: list[tuple[str, float]] = []
+    if ok.any():
+        counts = np.bincount(np.argmax(probs[ok], axis=1), minlength=len(classes))
+        shares = [(classes[i], float(counts[i] / ok.sum())) for i in np.argsort(-counts, kind="stable") if counts[i]]
+    mean_map = None
+    stored = session.explanation_maps(method, sl) if ok.any() else None
+    if stored is not None:
+        mean_map = np.nanmean(stored[ok].astype(np.float64), axis=0).astype(np.float32)
+    prototypes: list[tuple[int, float]] = []
+    similarities = session.intrinsic("similarities", sl) if shares else None
+    W = session.head_weight() if similarities is not None else None
+    if similarities is not None and W is not None:
+        c = classes.index(shares[0][0])
+        sims = similarities[ok].astype(np.float64)
+        contrib = (sims * W[c][None, :]).mean(axis=0)
+        order = np.argsort(-contrib, kind="stable")[:top]
+        prototypes = [(int(j), float(contrib[j])) for j in order]
+    t0, t1 = float(ts[start]), float(ts[end])
+    said = ", ".join(f"{c} {100 * v:.0f} %" for c, v in shares) or "no face"
+    tooltip = (f"{desc}: frames {start}–{end - 1}, {t0:.2f}–{t1:.2f} s ({t1 - t0:.2f} s); predicted {said}; "
+               f"face in {int(ok.sum())} of {end - start} frames")
+    return {"name": desc, "tooltip": tooltip, "start": int(start), "end": int(end), "t0": t0, "t1": t1,
+            "classes": shares, "mean_map": mean_map, "prototypes": prototypes}

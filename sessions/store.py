@@ -948,6 +948,17 @@ class Session:
                 return []
             return runs_of(list(self.read("stages/descriptor")))
 
+    def write_display_stages(self, descriptors: Sequence[str], **figures: Any) -> list[Stage]:
+        """The strip's stages (SpRAy's merged to the minimum duration), one descriptor per frame, beside
+        SpRAy's own; ``figures`` (settings, reductions, cosines) become attributes of /analysis/stages."""
+        with self._mutex:
+            desc = np.array([str(d) for d in descriptors], dtype=object)
+            if desc.shape != (self.frame_count,):
+                raise ValueError(f"display stages: {desc.shape[0]} descriptors for {self.frame_count} frames")
+            self.write_frames("stages/merged", 0, desc)
+            self.set_attrs("stages", **figures)
+            return runs_of(list(desc))
+
     def display_stages(self) -> list[Stage]:
         """The stages to show in a strip: SpRAy's stages merged to the minimum duration
         (/analysis/stages/merged) when the session has them, else SpRAy's own ([] before SpRAy ran)."""

@@ -256,3 +256,19 @@ def test_frame_stage_cosine() -> None:
     one = frame_stage_cosine(read, [Stage(0, 4, ("A",))])
     mean = np.array([2.0, 1.0]) / np.sqrt(5)
     assert one == pytest.approx((2 * mean[0] + mean[1]) / 3)
+
+
+def test_streamed_with_temporal_term_equals_whole_array() -> None:
+    from engine.explain.spray import spray_streamed
+
+    maps, _ = three_templates(n_each=40)
+    probs = np.zeros((len(maps), 2))
+    probs[:, 0] = 0.9
+    probs[50:60] = np.nan
+    whole = spray_video(maps, probs, ["happy", "sad"], temporal_weight=2.0, max_frames=60)
+    streamed = spray_streamed(lambda a, b: maps[a:b], probs, ["happy", "sad"], temporal_weight=2.0, max_frames=60,
+                              chunk=7)
+    assert whole.prototypes.descriptors == streamed.prototypes.descriptors
+    assert whole.classes["happy"].k == streamed.classes["happy"].k
+    plain = spray_video(maps, probs, ["happy", "sad"], max_frames=60)
+    assert len(whole.prototypes.stages) <= len(plain.prototypes.stages)

@@ -143,12 +143,12 @@ def test_smoothing_never_alters_stored_maps(analysed: Path) -> None:
 
     def digest() -> tuple[str, str]:
         with Session.open(analysed) as s:
-            maps = s.read("explanations/gradcam/maps")
+            maps = s.explanation_maps("gradcam")
         return hashlib.sha256(maps.tobytes()).hexdigest(), hashlib.sha256(analysed.read_bytes()).hexdigest()
 
     before = digest()
     with Session.open(analysed) as s:
-        stored = s.read("explanations/gradcam/maps", slice(10, 30)).astype(np.float32)
+        stored = s.explanation_maps("gradcam", slice(10, 30)).astype(np.float32)
         off = session_smoothed_maps(s, "gradcam", slice(10, 30), sigma_s=0.0)
         on = session_smoothed_maps(s, "gradcam", slice(10, 30), sigma_s=0.1)
         valid = s.read("valid", slice(10, 30))
@@ -225,3 +225,84 @@ def test_twice_the_frame_rate_gives_the_same_curve_and_decision(hap_clip: Path, 
     assert a1["ewma_tau_s"] == a2["ewma_tau_s"] == 0.3 and a2["alpha"] < a1["alpha"]
     np.testing.assert_allclose(e2[1::2], e1, atol=1e-6, equal_nan=True)
     assert d1 == d2
+
+
+def test_ten_minutes_of_a_looped_clip_give_at_most_one_stage_per_second(analysed: Path) -> None:
+    """The HAP clip's per-frame results repeated to 10 minutes (what a looped video gives, without the
+    20-minute analysis; bench/temporal_quality.py --long measures the real one): with the defaults, SpRAy's
+    stages merged to the minimum duration number at most one per second; without the minimum they do not."""
+    from engine.explain.spray import merge_short_stages, spray_streamed, stage_durations, stage_map_sums
+    from engine.pipeline import _pooled_map_reader
+    from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT
+    from sessions import Session
+
+    with Session.open(analysed) as s:
+        n, fps = s.frame_count, s.fps
+        pooled = _pooled_map_reader(s, "gradcam")(0, n)
+        probs = s.read("probs")
+        probs[~s.read("valid")] = np.nan
+        classes = s.analysis_info()["classes"]
+    reps = int(np.ceil(600 * fps / n))
+    T = reps * n
+    read = lambda a, b: pooled[np.arange(a, b) % n]
+    res = spray_streamed(read, np.tile(probs, (reps, 1)), classes, temporal_weight=DEFAULT_TEMPORAL_WEIGHT)
+    raw = res.prototypes.stages
+    sums, counts = stage_map_sums(read, raw)
+    merged = merge_short_stages(raw, sums, counts, stage_durations(raw, np.arange(T) / fps, fps),
+                                DEFAULT_MIN_STAGE_S)
+    seconds = T / fps
+    assert len(raw) / seconds > 1.0
+    assert len(merged) / seconds <= 1.0
+
+
+def test_stage_details_name_tooltip_mean_map_and_prototypes(tmp_path: Path) -> None:
+    from engine.temporal import stage_details
+    from sessions import Session
+
+    T, C, K = 40, 3, 6
+    video = {"path": "/data/clip.mp4", "sha256": "cd" * 32, "fps": 25.0, "frame_count": T, "width": 64,
+             "height": 48, "duration": T / 25.0, "rotation": 0, "codec": "h264"}
+    s = Session.create(tmp_path / "s.vxs", video, np.arange(T) / 25.0)
+    s.begin_analysis({"name": "pp", "sha256": "ab" * 32}, ["angry", "happy", "sad"], ["intrinsic"], 0.2)
+    valid = np.ones(T, bool)
+    valid[12] = False
+    probs = np.tile([0.1, 0.8, 0.1], (T, 1)).astype(np.float32)
+    probs[15:18] = [0.7, 0.2, 0.1]  # three of the stage's frames predict angry
+    probs[~valid] = np.nan
+    s.write_scores(0, valid, np.log(probs), probs)
+    maps = np.zeros((T, 4, 4), np.float16)
+    maps[10:20, 1, 2] = 1.0
+    maps[12] = np.nan
+    s.write_explanation("intrinsic", 0, maps)
+    sims = np.zeros((T, K), np.float32)
+    sims[:, 4] = 2.0  # prototype 4 is the most similar, and it belongs to happy
+    sims[:, 1] = 3.0  # prototype 1 is more similar but belongs to angry
+    s.write_intrinsic("similarities", 0, sims)
+    W = np.full((C, K), -0.5)
+    W[0, :2], W[1, 2:4], W[1, 4], W[2, 5] = 1.0, 1.0, 1.0, 1.0
+    s.set_head(W, None, "protopnet")
+    s.commit()
+    d = stage_details(s, 10, 20, ("HAPPY_A",))
+    s.close()
+    assert d["name"] == "HAPPY_A" and d["t0"] == pytest.approx(0.4) and d["t1"] == pytest.approx(0.8)
+    assert d["classes"][0][0] == "happy" and d["classes"][0][1] == pytest.approx(6 / 9)
+    assert d["classes"][1] == ("angry", pytest.approx(3 / 9))
+    assert "HAPPY_A: frames 10–19" in d["tooltip"] and "happy 67 %" in d["tooltip"] and "face in 9 of 10" in d["tooltip"]
+    expected = np.zeros((4, 4), np.float32)
+    expected[1, 2] = 1.0
+    np.testing.assert_array_equal(d["mean_map"], expected)
+    assert d["prototypes"][0] == (4, pytest.approx(2.0))  # W_happy,4 · s_4; prototype 1 counts −0.5 · 3
+    assert len(d["prototypes"]) == 5 and 1 not in [j for j, _ in d["prototypes"]]  # −1.5: the least of six
+
+
+def test_stage_details_on_a_real_session(analysed: Path) -> None:
+    from engine.temporal import stage_details
+    from sessions import Session
+
+    with Session.open(analysed) as s:
+        st = s.display_stages()
+        details = [stage_details(s, x.start, x.end, x.descriptor, "gradcam") for x in st]
+        hw = s.explanation_maps("gradcam", slice(0, 1)).shape[1:]
+    assert all(d["name"] and d["tooltip"] for d in details)
+    assert all(d["mean_map"] is not None and d["mean_map"].shape == hw for d in details)
+    assert all(d["prototypes"] == [] for d in details)  # a CNN has no prototypes

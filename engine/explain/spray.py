@@ -122,7 +122,9 @@ def laplacian_spectrum(affinity: scipy.sparse.csr_matrix, n_eig: int) -> tuple[n
         vals, vecs = eigh(lap, subset_by_index=[0, n_eig - 1])
     else:
         # The smallest of L are the largest of D^−½ A D^−½, which Lanczos finds quickly.
-        mu, vecs = eigsh(norm_aff, k=n_eig, which="LA")
+        # A fixed start vector: ARPACK's default is random, which made the labels differ from run to run.
+        v0 = np.random.default_rng(0).random(n)
+        mu, vecs = eigsh(norm_aff, k=n_eig, which="LA", v0=v0)
         vals = 1.0 - mu
         order = np.argsort(vals)
         vals, vecs = vals[order], vecs[:, order]
