@@ -212,7 +212,7 @@ def software() -> dict[str, str]:
 def shown_method(session: Any, explanations: list[str], review: dict[str, Any], folder: Path | None) -> str:
     """The map the report shows, as the review window picks it: the reviewer's last choice, else the
     session's method with the largest faithfulness Δ recorded in model.json, else "intrinsic"."""
-    have = [m for m in explanations if session.explanation_maps(m, slice(0, 0)) is not None]
+    have = [m for m in explanations if session.has_maps(m)]
     if review.get("method") in have:
         return str(review["method"])
     faith = (_read_model_json(folder).get("metadata") or {}).get("faithfulness") or {}
