@@ -469,8 +469,7 @@ class Timeline(QWidget):
         if len(self._x) != len(self.probs):
             self._x = np.arange(len(self.probs), dtype=np.float64)
         for i, curve in enumerate(self.ewma_curves):
-            # Finite or NaN by construction (connect="finite" breaks the line at NaN): no need to check again.
-            curve.setData(self._x, self.smoothed[:, i], skipFiniteCheck=True)
+            curve.setData(self._x, self.smoothed[:, i])
         decision = self.decision_class() or video_decision(self.smoothed, self.classes)
         done = self.frames_done
         partial = "" if done >= self.frame_count else f" (so far: {done} of {self.frame_count} frames)"
