@@ -403,7 +403,9 @@ class FrameSource(QObject):
                     continue
                 assert k is not None
                 try:
-                    frame = reader.frame(k)
+                    # A seek waits for k alone (the warm-up caches the frames around it next); playback
+                    # reads on in order, so nothing lies between.
+                    frame = reader.frame(k, between=seek is None)
                     extras = self._extras_for(k)
                 except Exception as exc:  # noqa: BLE001 - a bad frame must not kill the decoder
                     log.warning("decoding frame %d of %s failed: %s", k, self.path, exc)
