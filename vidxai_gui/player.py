@@ -859,7 +859,10 @@ class Player(QWidget):
         self.position.blockSignals(False)
         self._set_enabled(True)
         log.info("opened %s: %d frames at %.3f fps", info.path, info.frame_count, info.fps)
-        self.seek(0)  # first, so a listener's own seek (a reopened session's frame) is the latest request
+        # Requested first, so a listener's own seek (a reopened session's frame) is the latest request; through
+        # the decode thread (not `seek`'s cache peek), so frame 0 with its overlays comes after the listeners.
+        self.requested = 0
+        self._pending_generation = self.source.request(0)
         if first is not None:
             # The picture now, painted before the listeners build their views (a long session's timeline takes
             # a while); its overlays come with the regular frame 0 the seek above brings.

@@ -332,7 +332,7 @@ class Timeline(QWidget):
         # re-render each pixmap, so the curves are drawn directly until the range has rested a moment.
         self._cache_timer = QTimer(self)
         self._cache_timer.setSingleShot(True)
-        self._cache_timer.setInterval(300)
+        self._cache_timer.setInterval(1000)
         self._cache_timer.timeout.connect(lambda: self._set_curve_cache(True))
         self._curves_cached = True
         self.scores_plot.vb.sigXRangeChanged.connect(lambda *_: self._range_changing())
