@@ -412,8 +412,19 @@ def gui_bench(session: Path, seeks: int) -> dict:
     settle(3.0)  # a reviewer's pause: the decoder caches the neighbourhood
     ks = [k if k != base else k + 1 for k in (base + rng.integers(-30, 90, seeks)).tolist()]
     ks = [k for i, k in enumerate(ks) if i == 0 or k != ks[i - 1]]
-    near = series(ks, seek)
+    reader = getattr(p.source, "reader", None)  # the decode thread's reader (is_cached: a dict lookup)
+    window = range(max(0, base - 30), min(p.frame_count, base + 91))
+    warm = sum(reader.is_cached(k) for k in window) if reader is not None else -1
+    hits: list[bool] = []
+    near = series(ks, lambda k: (hits.append(reader is not None and reader.is_cached(k)), seek(k)))
     report("seek near the cursor (scrubbing, −1…+3 s):", *near)
+    if reader is not None:
+        hit_ms = [t for t, h in zip(near[0], hits, strict=True) if h]
+        miss_ms = [t for t, h in zip(near[0], hits, strict=True) if not h]
+        print(f"  after the 3 s pause {warm} of the {len(window)} frames −1…+3 s around it were cached; "
+              f"{sum(hits)} of {len(hits)} seeks were cache hits"
+              + (f" (median {1000 * np.median(hit_ms):.1f} ms)" if hit_ms else "")
+              + (f", {len(miss_ms)} decoded (median {1000 * np.median(miss_ms):.1f} ms)" if miss_ms else ""))
     # Back and forth over the frames just shown (in the decoder's cache): the window's own share of a seek.
     recent = rng.permutation(list(range(p.current - 10, p.current)) * 3).tolist()
     recent = [k for i, k in enumerate(recent) if k != ([p.current] + recent)[i]]

@@ -233,6 +233,7 @@ class VideoReader:
         self._seek_by_dts = False
         self._out_size: tuple[int, int] | None = None
         self._stop_fn: Callable[[], bool] | None = None
+        self._keep_between = True
         self.indexed_from = "packets"  # or "sample table" (see _sample_table)
         self._build_index()
 
@@ -564,12 +565,16 @@ class VideoReader:
         (atomic in CPython) and cached arrays are never written, only dropped."""
         return self._cache.get(int(k))
 
-    def frame(self, k: int, full: bool = False, stop: Callable[[], bool] | None = None) -> np.ndarray:
+    def frame(self, k: int, full: bool = False, stop: Callable[[], bool] | None = None,
+              between: bool = True) -> np.ndarray:
         """The k-th presented frame, RGB uint8 H×W×3 as displayed (a copy the caller may modify), at the
         output size (`set_output_size`), or at full size with ``full`` (not cached then). With ``stop``,
         decoding gives up between two frames once ``stop()`` is true (raises DecodeCancelled); what it
-        decoded so far stays cached and the decoder where it stopped."""
+        decoded so far stays cached and the decoder where it stopped. Frames decoded on the way to k are
+        converted and cached too (stepping back is then a cache hit) unless ``between`` is False: a
+        caller waiting for k alone gets it sooner (a 1080p conversion costs about what a decode does)."""
         self._stop_fn = stop
+        self._keep_between = between
         k = self._check_k(k)
         full = full and self._out_size is not None
         hit = None if full else self._cache.get(k)
@@ -618,7 +623,7 @@ class VideoReader:
                 rgb = self._to_rgb(frame)
                 self._remember(k, rgb)
                 return rgb
-            if j >= keep_from and not full:
+            if j >= keep_from and not full and self._keep_between:
                 # Cheap now, and it makes stepping backwards a cache hit.
                 self._remember(j, self._to_rgb(frame))
         return None

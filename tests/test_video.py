@@ -436,3 +436,13 @@ def test_threaded_sequential_decode_is_frame_exact(long_gop: Path) -> None:
             got = list(r.iter_frames(start, stop))
             assert [k for k, _ in got] == list(range(start, stop))
             assert all(np.array_equal(img, ref[k]) for k, img in got)
+
+
+def test_frame_without_caching_between(long_gop: Path) -> None:
+    ref = plain_decode(long_gop)
+    with open_video(long_gop, ReaderOptions(cache_frames=64)) as r:
+        assert np.array_equal(r.frame(200, between=False), ref[200])
+        assert r.is_cached(200) and not any(r.is_cached(k) for k in range(120, 200))
+        assert np.array_equal(r.frame(150), ref[150])  # back: seek and decode again, frames between cached
+        assert all(r.is_cached(k) for k in range(130, 151))
+        assert all(np.array_equal(r.frame(k), ref[k]) for k in (199, 201, 149))

@@ -162,6 +162,7 @@ class FrameSource(QObject):
         self._full_result: tuple[int, np.ndarray | None] | None = None
         self.reader: Any = None
         self._capacity = 16
+        self._fps = 25.0
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path.name}", daemon=True)
 
     def start(self) -> None:
@@ -319,11 +320,14 @@ class FrameSource(QObject):
                 or self._full_request is not None or (self._play_next is None and bool(self._warm)))
 
     def _plan_warm(self, k: int, capacity: int) -> None:
-        """Frames to cache around k (caller holds the lock): forward from k first (where a reviewer
-        usually goes next), then the stretch before k, each in decoding order so one seek serves many."""
+        """Frames to cache around k (caller holds the lock): first where a reviewer scrubs to, −1…+3 s
+        (forward from k, then the second before it), then the rest of what the cache holds around k
+        (forward, then back); each stretch in decoding order so one seek serves many."""
         start = max(0, min(k - capacity // 4, self.frame_count - capacity))
         stop = min(self.frame_count, start + capacity)
-        self._warm = deque([*range(k + 1, stop), *range(start, k)])
+        ahead = min(stop, k + 1 + round(3 * self._fps))
+        behind = max(start, k - round(self._fps))
+        self._warm = deque([*range(k + 1, ahead), *range(behind, k), *range(ahead, stop), *range(start, behind)])
         # Overlay data only for the nearest frames (±2 s at 25 fps: it is bigger per frame, and a running
         # analysis invalidates it at every commit, so it must stay cheap to redo); same order.
         near = sorted(self._warm, key=lambda j: abs(j - k))[: min(self._extras_cap - 1, _EXTRAS_WARM)]
@@ -343,6 +347,7 @@ class FrameSource(QObject):
         self.reader = reader  # for tests and benchmarks (is_cached); used only on this thread
         with reader:
             self.frame_count = reader.frame_count
+            self._fps = reader.fps if reader.fps > 0 else 25.0
             with self._cond:
                 # Heatmaps cover the face region, a fraction of the frame: bounded in bytes as they come.
                 self._extras_cap = max(16, min(self.frame_count, 4 * _EXTRAS_WARM))
@@ -403,7 +408,9 @@ class FrameSource(QObject):
                     continue
                 assert k is not None
                 try:
-                    frame = reader.frame(k)
+                    # A seek waits for k alone (the warm-up caches the frames around it next); playback
+                    # reads on in order, so nothing lies between.
+                    frame = reader.frame(k, between=seek is None)
                     extras = self._extras_for(k)
                 except Exception as exc:  # noqa: BLE001 - a bad frame must not kill the decoder
                     log.warning("decoding frame %d of %s failed: %s", k, self.path, exc)
@@ -852,7 +859,10 @@ class Player(QWidget):
         self.position.blockSignals(False)
         self._set_enabled(True)
         log.info("opened %s: %d frames at %.3f fps", info.path, info.frame_count, info.fps)
-        self.seek(0)  # first, so a listener's own seek (a reopened session's frame) is the latest request
+        # Requested first, so a listener's own seek (a reopened session's frame) is the latest request; through
+        # the decode thread (not `seek`'s cache peek), so frame 0 with its overlays comes after the listeners.
+        self.requested = 0
+        self._pending_generation = self.source.request(0)
         if first is not None:
             # The picture now, painted before the listeners build their views (a long session's timeline takes
             # a while); its overlays come with the regular frame 0 the seek above brings.

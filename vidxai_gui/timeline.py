@@ -314,7 +314,7 @@ class Timeline(QWidget):
         # re-render each pixmap, so the curves are drawn directly until the range has rested a moment.
         self._cache_timer = QTimer(self)
         self._cache_timer.setSingleShot(True)
-        self._cache_timer.setInterval(300)
+        self._cache_timer.setInterval(1000)
         self._cache_timer.timeout.connect(lambda: self._set_curve_cache(True))
         self._curves_cached = True
         self.scores_plot.vb.sigXRangeChanged.connect(lambda *_: self._range_changing())
@@ -451,8 +451,7 @@ class Timeline(QWidget):
         if len(self._x) != len(self.probs):
             self._x = np.arange(len(self.probs), dtype=np.float64)
         for i, curve in enumerate(self.ewma_curves):
-            # Finite or NaN by construction (connect="finite" breaks the line at NaN): no need to check again.
-            curve.setData(self._x, self.smoothed[:, i], skipFiniteCheck=True)
+            curve.setData(self._x, self.smoothed[:, i])
         decision = self.decision_class() or video_decision(self.smoothed, self.classes)
         done = self.frames_done
         partial = "" if done >= self.frame_count else f" (so far: {done} of {self.frame_count} frames)"
