@@ -13,6 +13,12 @@ Columns (docs/EXPLANATIONS.md defines every map and every measure):
     .venv/bin/python bench/explain_quality.py [--before REV] [--limit 700] [--out bench/results/explain_quality]
 
 ``--before REV`` adds the shipped ProtoPNet of git revision REV as ``protopnet@REV`` (the before/after rows).
+``--from-record`` takes the FER2013 curves of every method from each model's model.json faithfulness
+record (written by ``vidxai evaluate --occlusion --record`` / ``bench/record_methods.py`` on the same
+subset) instead of measuring them again; the clips, the baseline and the ProtoPNet checks are measured.
+Every model also gets a **centre-prior** row: one Gaussian (σ = 1.5 cells) at the input's centre, the same
+map for every face — a content-free baseline that a map must beat to say more than "the centre matters".
+
 Writes OUT.md (the table) and OUT.json. About 10 minutes on 2 CPU cores.
 """
 
@@ -122,12 +128,35 @@ def on_face_fraction(analyzer: FrameAnalyzer) -> dict:
             "on_face_fraction": on / known if known else None}
 
 
+def centre_prior(n: int, size: int, patch: int = 8, sigma_cells: float = 1.5) -> np.ndarray:
+    """N×g×g content-free map: a Gaussian of ``sigma_cells`` patches at the centre of a g×g patch grid."""
+    g = size // patch
+    yy, xx = np.mgrid[0:g, 0:g]
+    c = (g - 1) / 2
+    m = np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * sigma_cells ** 2)).astype(np.float32)
+    return np.repeat(m[None], n, 0)
+
+
+class _Rec:
+    """The parts of an OcclusionReport the table needs, read back from a model.json record."""
+
+    def __init__(self, mdir: Path) -> None:
+        from engine.checkpoint import read_checkpoint_json
+        from engine.faithfulness import FAITHFULNESS_KEY, PREFERRED_RECORD
+
+        rec = read_checkpoint_json(mdir)["metadata"][FAITHFULNESS_KEY][PREFERRED_RECORD]
+        self.n, self.accuracy = rec["n"], rec["accuracy"]
+        self.curves = {m: {k: v[k] for k in ("fractions", "morf", "lerf", "delta")} for m, v in rec["methods"].items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="protopnet,patchsae,cnn", help="shipped model names")
     ap.add_argument("--before", default=None, help="git revision whose shipped ProtoPNet is added as a 'before' row")
     ap.add_argument("--limit", type=int, default=700)
     ap.add_argument("--no-ig", action="store_true", help="skip Integrated Gradients (the slowest method)")
+    ap.add_argument("--from-record", action="store_true",
+                    help="FER2013 curves from each model's model.json faithfulness record (see the docstring)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "explain_quality"))
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -142,7 +171,23 @@ def main() -> None:
         analyzer = FrameAnalyzer(mdir)
         methods = [m for m in methods_for(analyzer.spec.arch) if not (args.no_ig and m == "ig")]
         t0 = time.perf_counter()
-        rep = occlusion_evaluate(mdir, fer, limit=args.limit, seed=0, methods=tuple(methods), parts=False)
+        if args.from_record:
+            rep = _Rec(mdir)
+            if rep.n != args.limit or not set(methods) <= set(rep.curves):
+                raise SystemExit(f"{name}: the record has n={rep.n} and {sorted(rep.curves)}; need n={args.limit} "
+                                 f"and {methods}: record them first")
+        else:
+            rep = occlusion_evaluate(mdir, fer, limit=args.limit, seed=0, methods=tuple(methods), parts=False)
+        from engine.data import DataConfig, prepare
+        from engine.evaluate import split_cache
+
+        cache = split_cache(prepare(DataConfig(path=str(fer)), analyzer.spec.preprocess), "test", args.limit, 0)
+        fer_x = analyzer.tensor(np.asarray(cache.images[:]))
+        fer_y = np.asarray(cache.labels[:])
+        rep.curves["centre-prior"] = faithfulness_curves(analyzer.model, fer_x, fer_y,
+                                                         centre_prior(len(fer_y), analyzer.spec.input_size),
+                                                         FRACTIONS, 8)
+        methods = [*methods, "centre-prior"]
         print(f"{name}: FER2013 {rep.n} images, {time.perf_counter() - t0:.0f} s", flush=True)
         clips = clip_frames(analyzer)
         ex = {}
@@ -172,8 +217,11 @@ def main() -> None:
                 imgs = np.stack([it[3].image for it in clip["items"]])
                 pred = np.concatenate([analyzer.probs(imgs[s:s + 64]).argmax(1) for s in range(0, len(imgs), 64)])
                 t1 = time.perf_counter()
-                maps = np.concatenate([method_maps(analyzer, method, imgs[s:s + 32], pred[s:s + 32])
-                                       for s in range(0, len(imgs), 32)]).astype(np.float32)
+                if method == "centre-prior":
+                    maps = centre_prior(len(imgs), analyzer.spec.input_size)
+                else:
+                    maps = np.concatenate([method_maps(analyzer, method, imgs[s:s + 32], pred[s:s + 32])
+                                           for s in range(0, len(imgs), 32)]).astype(np.float32)
                 t_map += time.perf_counter() - t1
                 n_frames += len(imgs)
                 correct += int((pred == clip["label"]).sum())

@@ -194,12 +194,24 @@ FAITHFULNESS_KEY = "faithfulness"        # model.json metadata section written b
 PREFERRED_RECORD = "fer2013:test:700:seed0"
 
 
-def record_faithfulness(model_dir: str | Path, name: str, rep: OcclusionReport, command: str = "") -> Path:
-    """Store every method's curves and mean Δ under metadata.faithfulness[name] in model.json."""
-    from engine.checkpoint import record_in_model_json
+def record_faithfulness(model_dir: str | Path, name: str, rep: OcclusionReport, command: str = "",
+                        merge: bool = False) -> Path:
+    """Store every method's curves and mean Δ under metadata.faithfulness[name] in model.json. With
+    ``merge`` the record's other methods stay (same n, split, fill and accuracy required): for a method
+    whose definition changed while the model did not."""
+    from engine.checkpoint import read_checkpoint_json, record_in_model_json
 
     methods = {m: {"mean_delta": float(np.mean(c["delta"][1:])) if len(c["delta"]) > 1 else 0.0, **c}
                for m, c in rep.curves.items()}
+    if merge:
+        old = ((read_checkpoint_json(model_dir).get("metadata") or {}).get(FAITHFULNESS_KEY) or {}).get(name)
+        if old is not None:
+            same = (old["n"], old["split"], old["fill"], old["patch"]) == (rep.n, rep.split, rep.fill, rep.patch)
+            if not same or abs(float(old["accuracy"]) - rep.accuracy) > 1e-9:
+                raise ValueError(f"cannot merge into faithfulness[{name!r}]: it was measured on other samples "
+                                 "or with another model; record every method instead")
+            methods = {**old["methods"], **methods}
+            command = "; ".join(c for c in (old.get("command", ""), command) if c)
     value = {"n": rep.n, "split": rep.split, "accuracy": rep.accuracy, "patch": rep.patch, "fill": rep.fill,
              "methods": methods, "command": command}
     return record_in_model_json(model_dir, FAITHFULNESS_KEY, name, value)

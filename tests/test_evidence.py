@@ -151,3 +151,27 @@ def test_occlusion_evidence_is_the_prototype_evidence_a_hidden_patch_takes_away(
         mn = evidence.proto_occlusion(model, x, out, target=[0, 2], normalise=True)
         w = model.last_layer.weight[[0, 2]] * out["similarities"]
         np.testing.assert_allclose(mn.reshape(2, -1).sum(1), w.clamp_min(0).sum(1).numpy(), rtol=1e-4)
+
+
+def test_record_merge_keeps_the_other_methods_and_refuses_other_samples(tmp_path) -> None:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from engine.faithfulness import PREFERRED_RECORD, OcclusionReport, record_faithfulness, recorded_deltas
+
+    src = Path(__file__).resolve().parents[1] / "resources" / "models" / "cnn" / "model.json"
+    if not src.is_file():
+        pytest.skip("no shipped CNN (resources/models/train.sh)")
+    shutil.copy(src, tmp_path / "model.json")
+    old = json.loads(src.read_text())["metadata"]["faithfulness"][PREFERRED_RECORD]
+    before = recorded_deltas(json.loads(src.read_text()))
+    curve = {"fractions": [0.0, 0.1], "morf": [0.5, 0.2], "lerf": [0.5, 0.5], "delta": [0.0, 0.3]}
+    rep = OcclusionReport(str(tmp_path), old["split"], [], old["n"], old["accuracy"], old["patch"], old["fill"],
+                          curves={"new-map": curve})
+    record_faithfulness(tmp_path, PREFERRED_RECORD, rep, "test", merge=True)
+    after = recorded_deltas(json.loads((tmp_path / "model.json").read_text()))
+    assert after == {**before, "new-map": pytest.approx(0.3)}
+    rep.accuracy += 0.01                      # another model or other samples: no merge
+    with pytest.raises(ValueError):
+        record_faithfulness(tmp_path, PREFERRED_RECORD, rep, "test", merge=True)
