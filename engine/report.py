@@ -208,7 +208,7 @@ def software() -> dict[str, str]:
 def shown_method(session: Any, explanations: list[str], review: dict[str, Any], folder: Path | None) -> str:
     """The map the report shows, as the review window picks it: the reviewer's last choice, else the
     session's method with the largest faithfulness Δ recorded in model.json, else "intrinsic"."""
-    have = [m for m in explanations if session.exists(f"explanations/{m}/maps")]
+    have = [m for m in explanations if session.has_maps(m)]
     if review.get("method") in have:
         return str(review["method"])
     faith = (_read_model_json(folder).get("metadata") or {}).get("faithfulness") or {}
@@ -226,11 +226,11 @@ def _stages(session: Any) -> list[Any]:
     return _stage_class(session)[1]
 
 
-def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | None,
+def _stage_view(session: Any, st: Any, times: np.ndarray, method: str | None,
                 valid: np.ndarray) -> StageView:
     end_t = float(times[st.end]) if st.end < len(times) else float(times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0))
     view = StageView(st.start, st.end, st.descriptor, float(times[st.start]), end_t, None)
-    if method_path is None:
+    if method is None:
         return view
     frames = np.arange(st.start, st.end)
     frames = frames[valid[st.start:st.end]]
@@ -239,10 +239,11 @@ def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | Non
     if frames.size > MAPS_PER_STAGE:
         frames = frames[np.linspace(0, frames.size - 1, MAPS_PER_STAGE).round().astype(int)]
     if frames[-1] - frames[0] < 4 * MAPS_PER_STAGE:
-        block = session.read(method_path, slice(int(frames[0]), int(frames[-1]) + 1))
+        block = session.explanation_maps(method, slice(int(frames[0]), int(frames[-1]) + 1))
         maps = block[frames - frames[0]].astype(np.float32)
     else:  # a long stage: only the sampled frames' rows, never the whole span's maps in memory
-        maps = np.stack([session.read(method_path, slice(int(k), int(k) + 1))[0] for k in frames]).astype(np.float32)
+        maps = np.stack([session.explanation_maps(method, slice(int(k), int(k) + 1))[0]
+                         for k in frames]).astype(np.float32)
     ok = np.all(np.isfinite(maps.reshape(len(maps), -1)), axis=1)
     if not ok.any():
         return view
@@ -260,13 +261,14 @@ def _stage_view(session: Any, st: Any, times: np.ndarray, method_path: str | Non
 def _prototypes(session: Any, k: int, pred: int, card: dict[str, Any], folder: Path | None,
                 head: dict[str, Any] | None = None) -> list[Prototype]:
     """The ProtoPNet prototypes that add most to the frame's predicted class: W_cj · s_j, largest first.
-    `head`: the attributes of /analysis/explanations/intrinsic, when the caller has read them already."""
-    if not session.exists("explanations/intrinsic/similarities"):
+    `head`: the session's `Session.head()`, when the caller has read it already."""
+    similarities = session.intrinsic("similarities", slice(k, k + 1))
+    if similarities is None:
         return []
-    attrs = head if head is not None else session.attrs("explanations/intrinsic")
+    attrs = head if head is not None else session.head()
     if attrs.get("arch") != "protopnet" or attrs.get("head_weight") is None:
         return []
-    sims = session.read("explanations/intrinsic/similarities", slice(k, k + 1))[0].astype(np.float64)
+    sims = similarities[0].astype(np.float64)
     W = np.asarray(attrs["head_weight"], np.float64)
     if not np.all(np.isfinite(sims)) or W.shape[1] != sims.shape[0]:
         return []
@@ -350,7 +352,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
             notes.append(f"the analysis is incomplete: {info['frames_done']} of {T} frames scored")
         folder = _model_dir(info["model"] or {}, model_dir)
         method = shown_method(s, info["explanations"], review, folder)
-        map_path = f"explanations/{method}/maps" if method and s.exists(f"explanations/{method}/maps") else None
+        map_method = method if s.has_maps(method) else None
         video_info = dict(s.video)
         video_path = Path(str(video)) if video else Path(str(video_info.get("path", "")))
         card = model_card(info["model"] or {}, folder, classes, method, str(video_path))
@@ -364,7 +366,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
         if len(all_stages) > MAX_STAGES:
             shown = sorted(sorted(all_stages, key=lambda x: x.end - x.start, reverse=True)[:MAX_STAGES],
                            key=lambda x: x.start)
-        views = [_stage_view(s, st, times, map_path, valid) for st in shown]
+        views = [_stage_view(s, st, times, map_method, valid) for st in shown]
         detail = views if len(views) <= MAX_STAGE_DETAILS else sorted(
             sorted(views, key=lambda v: v.end - v.start, reverse=True)[:MAX_STAGE_DETAILS], key=lambda v: v.start)
         with_key = {id(v) for v in detail} if key_frames else set()
@@ -374,7 +376,7 @@ def case_data(session_path: str | Path, model_dir: str | Path | None = None, vid
 
         step(2, "key frames")
         mappings = {}
-        head = s.attrs("explanations/intrinsic") if s.exists("explanations/intrinsic") else {}
+        head = s.head()
         for v in detail:
             if v.key is None:
                 continue
@@ -478,8 +480,8 @@ def key_frame(session_path: str | Path, k: int | None = None, model_dir: str | P
             raise ReportError(f"{session_path}: frame {k} has no face, so no score or explanation; choose another")
         folder = _model_dir(info["model"] or {}, model_dir)
         method = shown_method(s, info["explanations"], s.review_state(), folder)
-        heat = s.read(f"explanations/{method}/maps", slice(k, k + 1))[0].astype(np.float32) \
-            if method and s.exists(f"explanations/{method}/maps") else None
+        maps = s.explanation_maps(method, slice(k, k + 1))
+        heat = maps[0].astype(np.float32) if maps is not None else None
         pred = int(np.argmax(probs[k]))
         card = model_card(info["model"] or {}, folder, classes, method, "")
         key = KeyFrame(k, float(s.timestamps[k]), classes[pred], float(probs[k, pred]), None, None, heat,

@@ -176,7 +176,10 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
     start, stop, _ = frames.indices(T)
     radius = gaussian_radius(sigma_s * session.fps)
     a, b = max(0, start - radius), min(T, stop + radius)
-    maps = session.read(f"explanations/{method}/maps", slice(a, b)).astype(np.float32)
+    stored = session.explanation_maps(method, slice(a, b))
+    if stored is None:
+        raise KeyError(f"{session.path} has no {method} maps")
+    maps = stored.astype(np.float32)
     valid = session.read("valid", slice(a, b)).astype(bool)
     lm = None
     if align:
