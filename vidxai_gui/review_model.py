@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from vidxai_gui.review import ReviewData, Rows
@@ -72,8 +73,6 @@ class ReviewModel(QObject):
         d = self.data
         assert d is not None
         if rows.classes and not d.classes:
-            import numpy as np
-
             d.classes = list(rows.classes)
             d.probs = np.full((d.frame_count, len(rows.classes)), np.nan)
             d.valid = np.zeros(d.frame_count, bool)
