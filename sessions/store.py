@@ -836,12 +836,15 @@ class Session:
         self.set_attrs("explanations/intrinsic", head_weight=np.asarray(weight).tolist(),
                        head_bias=None if bias is None else np.asarray(bias).tolist(), arch=arch)
 
+    def head(self) -> dict[str, Any]:
+        """The intrinsic explanation's read-out as the analysis recorded it: "head_weight" (C×K list),
+        "head_bias", "arch"; {} without an intrinsic explanation."""
+        with self._mutex:
+            return self.attrs("explanations/intrinsic") if self.exists("explanations/intrinsic") else {}
+
     def head_weight(self) -> np.ndarray | None:
         """W of the logits W·s (C×K float64), None without an intrinsic explanation."""
-        with self._mutex:
-            if not self.exists("explanations/intrinsic"):
-                return None
-            w = self.attrs("explanations/intrinsic").get("head_weight")
+        w = self.head().get("head_weight")
         return None if w is None else np.asarray(w, dtype=np.float64)
 
     def write_au_cos(self, method: str, start: int, rows: np.ndarray) -> None:

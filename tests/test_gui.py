@@ -328,7 +328,8 @@ def test_run_opens_the_file_and_returns_on_close(settings_dir: Path, clip: Path,
 def test_prototype_source_reads_the_training_file_or_says_it_is_not_here(clip: Path, reference,
                                                                          tmp_path: Path) -> None:
     """'Open source' of a prototype: a video frame comes back exactly, a missing file is named."""
-    from vidxai_gui.docks import PrototypeInfo, describe_source, load_source_image
+    from vidxai_gui.docks import PrototypeInfo, describe_source
+    from vidxai_gui.prototype_source import load_source_image
 
     info = PrototypeInfo(3, "happy", describe_source(str(clip), 5), None, str(clip), 5, "happy")
     assert info.source == f"{clip.name} frame 5"

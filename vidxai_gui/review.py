@@ -80,7 +80,14 @@ class ReviewData:
         return list(self.analysis.get("explanations", [])) if self.analysis else []
 
     def merge(self, rows: Rows) -> None:
-        """Copy streamed rows in (GUI thread; cheap array assignment)."""
+        """Copy streamed rows in (GUI thread; cheap array assignment); the first scored rows bring the classes."""
+        if rows.classes and not self.classes:
+            self.classes = list(rows.classes)
+            self.probs = np.full((self.frame_count, len(rows.classes)), np.nan)
+            self.valid = np.zeros(self.frame_count, bool)
+            self.analysis = {"classes": rows.classes, "explanations": rows.explanations}
+        if self.analysis is not None:
+            self.analysis["explanations"] = rows.explanations
         sl = slice(rows.start, rows.end)
         self.found[sl], self.box[sl] = rows.found, rows.box
         self.landmarks[sl], self.confidence[sl] = rows.landmarks, rows.confidence

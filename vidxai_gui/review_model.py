@@ -69,18 +69,8 @@ class ReviewModel(QObject):
 
     def merge_rows(self, rows: Rows) -> None:
         """Streamed rows of the session being written (`data` must exist); views redraw what changed."""
-        d = self.data
-        assert d is not None
-        if rows.classes and not d.classes:
-            import numpy as np
-
-            d.classes = list(rows.classes)
-            d.probs = np.full((d.frame_count, len(rows.classes)), np.nan)
-            d.valid = np.zeros(d.frame_count, bool)
-            d.analysis = {"classes": rows.classes, "explanations": rows.explanations}
-        if d.analysis is not None:
-            d.analysis["explanations"] = rows.explanations
-        d.merge(rows)
+        assert self.data is not None
+        self.data.merge(rows)
         self.rowsMerged.emit(rows.start, rows.end)
         if not self.heat_method:
             self.choose_heat_method()

@@ -22,12 +22,11 @@ from PySide6.QtWidgets import QFileDialog
 from sessions import Annotations
 from vidxai_gui.docks import (
     PrototypeInfo,
-    PrototypeSourceDialog,
     load_latent_patches,
     load_prototypes,
-    load_source_image,
 )
 from vidxai_gui.people import load_people
+from vidxai_gui.prototype_source import PrototypeSourceDialog, load_source_image
 from vidxai_gui.review import (
     SIMILARITIES,
     TOP_LATENTS,
