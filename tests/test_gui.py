@@ -15,6 +15,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtTest import QTest
 
+from engine.aggregate import alpha_from_tau
 from engine.video import open_video
 from vidxai_gui.app import SETTINGS_ENV, app_settings, save_screenshot
 from vidxai_gui.main_window import ABOUT_TEXT, MainWindow
@@ -204,15 +205,16 @@ def test_alpha_slider_recomputes_ewma_closed_form(window: MainWindow, qtbot, cli
     valid[20:25] = False  # a dropout carries the state
     probs[~valid] = np.nan
     tl.set_scores(classes, probs, valid)
-    for value in (5, 50, 100, 1):
-        tl.alpha_slider.setValue(value)
-        alpha = value / 100
+    for value in (1, 10, 40, 0, 4):  # τ = 0.05, 0.5, 2, 0 (raw scores), 0.2 s
+        tl.tau_slider.setValue(value)
+        alpha = alpha_from_tau(value * tl.TAU_STEP, tl.fps)
+        assert tl.tau_s == pytest.approx(value * tl.TAU_STEP) and tl.alpha == pytest.approx(alpha)
         expected = closed_form_ewma(probs, alpha, valid)
         for i, curve in enumerate(tl.ewma_curves):
             x, y = curve.getData()
             np.testing.assert_array_equal(x, np.arange(T))
             np.testing.assert_allclose(y, expected[:, i], rtol=1e-12, atol=1e-12, equal_nan=True)
-        assert tl.alpha_value.text() == f"{alpha:.2f}"
+        assert tl.tau_value.text() == f"{value * tl.TAU_STEP:.2f} s (α = {alpha:.3f})"
         assert classes[int(np.argmax(expected[-1]))].upper() in tl.decision_label.text()
     # Raw curves are left untouched by α.
     np.testing.assert_array_equal(tl.raw_curves[1].getData()[1], probs[:, 1])

@@ -145,8 +145,8 @@ def test_downsampled_curves_keep_the_stored_scores(qtbot) -> None:
     assert len(shown_x) < 0.05 * T  # downsampled for display
     assert shown_y.max() == pytest.approx(0.999)  # the spike survives (peak mode)
     smoothed = tl.smoothed.copy()
-    tl.alpha_slider.setValue(55)
-    np.testing.assert_allclose(tl.smoothed, ewma(probs, 0.55, valid))
+    tl.tau_slider.setValue(1)  # τ = 0.05 s
+    np.testing.assert_allclose(tl.smoothed, ewma(probs, tl.alpha, valid))
     tl.scores_plot.setXRange(4990, 5010, padding=0)
     tl.view.viewport().repaint()
     zx, zy = curve.getData()

@@ -158,7 +158,7 @@ class AnnotationActions:
         """Write annotations and review settings into the session, on a worker (autosave after every edit)."""
         if self.review.data is None or self.review.session_path is None or self.analysis_worker is not None:
             return
-        state = {"alpha": self.review.alpha, "frame": max(self.player.current, 0), "method": self.review.heat_method,
+        state = {"tau_s": self.review.tau_s, "alpha": self.review.alpha, "frame": max(self.player.current, 0), "method": self.review.heat_method,
                  "top_x": self.review.top_x, "opacity": self.player.opacity.value()}
         self.autosaver.save(self.review.session_path, self.review.data.annotations, state)
 

@@ -16,6 +16,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QWidget
 
+from engine.temporal import DEFAULT_TAU_S
 from vidxai_gui.annotation_actions import AnnotationActions
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver
 from vidxai_gui.docks import LatentProfile, PrototypeGallery, PrototypeInfo
@@ -215,8 +216,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         state = self.settings.value("window/state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
-        alpha = self.settings.value("review/alpha", 0.3, float)
-        self.review.set_alpha(float(alpha))
+        self.review.set_tau(float(self.settings.value("review/tau_s", DEFAULT_TAU_S, float)))
         model = self.settings.value("analysis/model_dir", "", str)
         if self.model_dir is None and model and Path(model).is_dir():
             self.model_dir = Path(model)
@@ -225,7 +225,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
     def _save_state(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
-        self.settings.setValue("review/alpha", self.timeline.alpha)
+        self.settings.setValue("review/tau_s", self.timeline.tau_s)
         if self.model_dir is not None:
             self.settings.setValue("analysis/model_dir", str(self.model_dir))
         self.settings.sync()

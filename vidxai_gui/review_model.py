@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from engine.temporal import DEFAULT_TAU_S
 from vidxai_gui.review import ReviewData, Rows
 
 
@@ -24,7 +25,9 @@ class ReviewModel(QObject):
     heatChanged = Signal()  # `heat_method` or `top_x` changed: the overlay reader is rebuilt
     methodDeltasChanged = Signal()  # the model's recorded faithfulness per method arrived
     prototypeSelected = Signal(int)  # the selected prototype (-1: none)
-    alphaChanged = Signal(float)  # EWMA α
+    alphaChanged = Signal(float)  # EWMA α (what τ gives at the video's fps)
+    tauChanged = Signal(float)  # EWMA time constant τ, seconds (the reviewer's setting)
+    stageSelected = Signal(int)  # index into `stages` of the selected stage (-1: none)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -37,6 +40,10 @@ class ReviewModel(QObject):
         self.method_deltas: dict[str, float] = {}  # recorded faithfulness Δ per method (model.json)
         self.prototype = -1
         self.alpha = 0.3
+        self.tau_s = DEFAULT_TAU_S
+        self.stages: list[tuple[int, int, str]] = []  # the strip's stages (Session.display_stages())
+        self.stage = -1  # the selected stage (index into `stages`)
+        self.stage_info: dict | None = None  # engine.temporal.stage_details of the selected stage
 
     @property
     def explain_methods(self) -> list[str]:
@@ -120,3 +127,14 @@ class ReviewModel(QObject):
         if alpha != self.alpha:
             self.alpha = float(alpha)
             self.alphaChanged.emit(self.alpha)
+
+    def set_tau(self, tau_s: float) -> None:
+        if abs(tau_s - self.tau_s) > 1e-12:
+            self.tau_s = float(tau_s)
+            self.tauChanged.emit(self.tau_s)
+
+    def select_stage(self, i: int, info: dict | None = None) -> None:
+        """Stage i of `stages` is selected (−1: none); `info` is its `engine.temporal.stage_details`."""
+        self.stage = i if 0 <= i < len(self.stages) else -1
+        self.stage_info = info if self.stage >= 0 else None
+        self.stageSelected.emit(self.stage)

@@ -19,6 +19,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, QStandardPaths, Qt, Slot
 from PySide6.QtWidgets import QFileDialog
 
+from engine.aggregate import ewma_settings, tau_from_alpha
 from sessions import Annotations
 from vidxai_gui.docks import (
     PrototypeInfo,
@@ -165,10 +166,16 @@ class SessionActions:
         self.review.restore(data.review_state)
         if "opacity" in data.review_state:
             self.player.opacity.setValue(int(data.review_state["opacity"]))
-        if "alpha" in data.review_state:
-            self.review.set_alpha(float(data.review_state["alpha"]))
-        elif data.analysis and data.analysis.get("alpha"):
-            self.review.set_alpha(float(data.analysis["alpha"]))
+        # EWMA: τ in seconds as saved or as the analysis recorded it (not a rounded α); older sessions
+        # stored α alone, which means the τ it gives at the video's fps.
+        fps = float(data.video.get("fps") or self.timeline.fps)
+        state, rec = data.review_state, data.analysis or {}
+        if state.get("tau_s") is not None:
+            self.review.set_tau(float(state["tau_s"]))
+        elif state.get("alpha"):
+            self.review.set_tau(tau_from_alpha(float(state["alpha"]), fps))
+        elif rec.get("ewma_tau_s") is not None or rec.get("alpha"):
+            self.review.set_tau(ewma_settings(rec, fps)[1])
         self.setWindowTitle(f"{data.path.name} — {APP_NAME}")
         self._start_prototype_load(data)
         self._start_people_load(data.path, video)
@@ -228,7 +235,7 @@ class SessionActions:
             from engine import pipeline
 
             analyze = pipeline.analyze
-            settings = pipeline.AnalyzeSettings(**{"alpha": self.timeline.alpha, **self.analyze_overrides,
+            settings = pipeline.AnalyzeSettings(**{"ewma_tau_s": self.timeline.tau_s, **self.analyze_overrides,
                                                    **overrides})
         except (ImportError, AttributeError, TypeError) as exc:
             self.show_error("Analysis is not available", f"This build cannot analyse videos yet ({exc}).",

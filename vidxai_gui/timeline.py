@@ -17,7 +17,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QPixmapCache
 from PySide6.QtWidgets import QGraphicsItem, QHBoxLayout, QLabel, QSlider, QToolTip, QVBoxLayout, QWidget
 
-from engine.aggregate import EwmaSmoother, video_decision
+from engine.aggregate import DEFAULT_TAU_S, EwmaSmoother, alpha_from_tau, tau_from_alpha, video_decision
 from engine.colours import CLASS_COLOURS  # shared with figures and the case report
 from engine.colours import FALLBACK as _FALLBACK
 
@@ -187,10 +187,12 @@ class Timeline(QWidget):
     """Scores, EWMA and tracks for one video; emits ``seekRequested(frame)``."""
 
     seekRequested = Signal(int)
-    alphaChanged = Signal(float)
+    alphaChanged = Signal(float)  # the α the τ control gives at this video's fps
+    tauChanged = Signal(float)  # the EWMA time constant, seconds
     rangeMarked = Signal(int, int)  # first and last frame (inclusive) of a Shift+drag on the annotation track
 
-    ALPHA_STEPS = 100  # slider 1..100 → α 0.01..1.00
+    TAU_STEP = 0.05  # the EWMA control: τ in seconds, 0..TAU_MAX in steps of TAU_STEP (0 = raw scores)
+    TAU_MAX = 2.0
     TIER_ROW_PX = 24  # one annotation tier: room for one line of label text
     TIER_AXIS_PX = 40  # the time axis under the annotation track
 
@@ -213,24 +215,26 @@ class Timeline(QWidget):
         self.ewma_curves: list[pg.PlotDataItem] = []
         self.trace_curve: pg.PlotDataItem | None = None
         self.current = 0
+        self._tau = DEFAULT_TAU_S  # exact (a session's recorded τ need not be on a slider step)
 
         # --- header: decision and α --------------------------------------------------------
         self.decision_label = QLabel("No analysis yet — open a session or analyse the video with a model")
         self.decision_label.setTextFormat(Qt.TextFormat.RichText)
-        self.alpha_slider = QSlider(Qt.Orientation.Horizontal)
-        self.alpha_slider.setRange(1, self.ALPHA_STEPS)
-        self.alpha_slider.setValue(30)
-        self.alpha_slider.setFixedWidth(160)
-        self.alpha_slider.setToolTip("EWMA smoothing factor α: small = smoother and slower, 1 = raw scores")
-        self.alpha_value = QLabel()
-        self.alpha_value.setMinimumWidth(70)
-        self.alpha_slider.valueChanged.connect(self._on_alpha)
+        self.tau_slider = QSlider(Qt.Orientation.Horizontal)
+        self.tau_slider.setRange(0, round(self.TAU_MAX / self.TAU_STEP))
+        self.tau_slider.setValue(round(self._tau / self.TAU_STEP))
+        self.tau_slider.setFixedWidth(160)
+        self.tau_slider.setToolTip("EWMA time constant τ in seconds: larger = smoother and slower, 0 = raw "
+                                   "scores; α = 1 − exp(−1/(fps·τ)) at this video's frame rate")
+        self.tau_value = QLabel()
+        self.tau_value.setMinimumWidth(120)
+        self.tau_slider.valueChanged.connect(self._on_tau_slider)
         header = QHBoxLayout()
         header.setContentsMargins(6, 2, 6, 0)
         header.addWidget(self.decision_label, 1)
-        header.addWidget(QLabel("EWMA α"))
-        header.addWidget(self.alpha_slider)
-        header.addWidget(self.alpha_value)
+        header.addWidget(QLabel("EWMA τ"))
+        header.addWidget(self.tau_slider)
+        header.addWidget(self.tau_value)
 
         # --- plots ----------------------------------------------------------------------------
         self.view = pg.GraphicsLayoutWidget()
@@ -325,7 +329,7 @@ class Timeline(QWidget):
         layout.setSpacing(0)
         layout.addLayout(header)
         layout.addWidget(self.view, 1)
-        self._on_alpha(self.alpha_slider.value())
+        self._show_tau()
         self.set_video(0, self.fps)  # the empty state: scores and annotation rows only, no stray ticks
 
     def _curve_items(self) -> list[pg.PlotCurveItem]:
@@ -346,17 +350,37 @@ class Timeline(QWidget):
 
     # --- properties -------------------------------------------------------------------------
     @property
+    def tau_s(self) -> float:
+        """The EWMA time constant in seconds (what an analysis started here is given)."""
+        return self._tau
+
+    @property
     def alpha(self) -> float:
-        return self.alpha_slider.value() / self.ALPHA_STEPS
+        """The α that τ gives at this video's fps (engine.aggregate.alpha_from_tau)."""
+        return alpha_from_tau(self._tau, self.fps)
+
+    def set_tau(self, tau_s: float) -> None:
+        """Set τ exactly (the slider shows the nearest step); the curves and decision follow."""
+        tau = min(max(float(tau_s), 0.0), self.TAU_MAX)
+        if abs(tau - self._tau) < 1e-12:
+            return
+        self._tau = tau
+        self.tau_slider.blockSignals(True)
+        self.tau_slider.setValue(round(tau / self.TAU_STEP))
+        self.tau_slider.blockSignals(False)
+        self._show_tau()
 
     def set_alpha(self, alpha: float) -> None:
-        self.alpha_slider.setValue(round(min(max(alpha, 0.01), 1.0) * self.ALPHA_STEPS))
+        """An α from an older session or setting: the τ it means at this video's fps."""
+        self.set_tau(tau_from_alpha(min(max(float(alpha), 1e-6), 1.0), self.fps))
 
     # --- data in ---------------------------------------------------------------------------
     def set_video(self, frame_count: int, fps: float) -> None:
         """A new video: clear everything and show its whole length (0 frames: the empty state)."""
         self.frame_count = max(int(frame_count), 0)
-        self.fps = float(fps) if fps and fps > 0 else 25.0
+        old_fps, self.fps = self.fps, float(fps) if fps and fps > 0 else 25.0
+        if self.fps != old_fps:
+            self._show_tau()  # the same τ is another α at another frame rate
         for line in self.cursors:
             line.setVisible(self.frame_count > 0)
         self.tier_plot.getAxis("bottom").setScale(1.0 / self.fps)
@@ -456,7 +480,7 @@ class Timeline(QWidget):
         done = self.frames_done
         partial = "" if done >= self.frame_count else f" (so far: {done} of {self.frame_count} frames)"
         self.decision_label.setText(f"Video decision: <b>{decision.upper()}</b>{partial} "
-                                    f"<span style='color:gray'>— last EWMA state, α = {self.alpha:.2f}</span>")
+                                    f"<span style='color:gray'>— last EWMA state, τ = {self._tau:.2f} s (α = {self.alpha:.3f})</span>")
 
     def decision_class(self) -> str:
         """The class the last EWMA state favours ("" before any score)."""
@@ -676,7 +700,13 @@ class Timeline(QWidget):
         QToolTip.showText(self.view.mapToGlobal(view_pos), tip, self.view)
 
     @Slot(int)
-    def _on_alpha(self, value: int) -> None:
-        self.alpha_value.setText(f"{self.alpha:.2f}")
+    def _on_tau_slider(self, value: int) -> None:
+        self._tau = round(value * self.TAU_STEP, 6)
+        self._show_tau()
+
+    def _show_tau(self) -> None:
+        self.tau_value.setText(f"{self._tau:.2f} s (α = {self.alpha:.3f})")
+        self.tau_value.setToolTip(f"at {self.fps:g} fps, τ = {self._tau:.3f} s gives α = {self.alpha:.4f}")
         self._update_ewma()
+        self.tauChanged.emit(self._tau)
         self.alphaChanged.emit(self.alpha)

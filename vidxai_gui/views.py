@@ -32,7 +32,10 @@ class TimelineView:
         model.frameChanged.connect(timeline.set_cursor)
         model.prototypeSelected.connect(self.show_trace)
         model.alphaChanged.connect(lambda a: timeline.set_alpha(a) if abs(timeline.alpha - a) > 1e-9 else None)
+        model.tauChanged.connect(timeline.set_tau)
         timeline.alphaChanged.connect(model.set_alpha)
+        timeline.tauChanged.connect(model.set_tau)
+        model.set_tau(timeline.tau_s)
         model.set_alpha(timeline.alpha)
 
     def redraw(self) -> None:

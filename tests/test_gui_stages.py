@@ -1,0 +1,88 @@
+"""Issue 14 in the window: EWMA in seconds, the merged stage strip and its selection, docks on the frame shown.
+
+Real main window offscreen, the CREMA-D happy clip analysed by the tiny ProtoPNet (conftest). Expected values
+come from the session file and the engine (engine.aggregate, engine.temporal), not from the GUI's readers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.aggregate import alpha_from_tau, ewma
+from engine.temporal import DEFAULT_TAU_S
+from sessions import Session
+from vidxai_gui.main_window import MainWindow
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(400)]
+
+
+def _open(qtbot, w: MainWindow, path: Path) -> None:
+    w.open_path(path)
+    qtbot.waitUntil(lambda: w.data is not None and w.player.info is not None and bool(w.timeline.classes)
+                    and w.player.current >= 0, timeout=30_000)
+
+
+@pytest.fixture
+def session_copy(analysed_session: Path, tmp_path: Path) -> Path:
+    out = tmp_path / analysed_session.name
+    shutil.copy(analysed_session, out)
+    return out
+
+
+def test_ewma_control_is_tau_in_seconds(window: MainWindow, qtbot, session_copy: Path, hap_clip: Path,
+                                        tiny_protopnet: Path, tmp_path: Path, monkeypatch) -> None:
+    with Session.open(session_copy) as s:
+        info, fps = s.analysis_info(), s.fps
+        probs, valid = s.read("probs").astype(np.float64), s.read("valid").astype(bool)
+    assert info["ewma_tau_s"] == pytest.approx(DEFAULT_TAU_S)
+    _open(qtbot, window, session_copy)
+    tl = window.timeline
+    # The default session reopens at exactly 0.2 s, not at a τ rounded through a two-decimal α.
+    assert abs(tl.tau_s - DEFAULT_TAU_S) < 1e-9 and tl.tau_slider.value() == round(DEFAULT_TAU_S / tl.TAU_STEP)
+    assert tl.fps == pytest.approx(fps)
+    assert tl.alpha == pytest.approx(alpha_from_tau(DEFAULT_TAU_S, fps), abs=1e-12)
+    assert tl.tau_value.text() == f"0.20 s (α = {alpha_from_tau(0.2, fps):.3f})"
+    np.testing.assert_allclose(tl.smoothed, ewma(probs, info["alpha"], valid), atol=1e-12, equal_nan=True)
+    # Moving the control: α follows at this fps, the review model and the curves too.
+    tl.tau_slider.setValue(10)  # 0.5 s
+    a = alpha_from_tau(0.5, fps)
+    assert window.review.tau_s == pytest.approx(0.5) and window.review.alpha == pytest.approx(a)
+    np.testing.assert_allclose(tl.smoothed, ewma(probs, a, valid), atol=1e-12, equal_nan=True)
+    assert "τ = 0.50 s" in tl.decision_label.text()
+    # The same τ at another frame rate is another α (25 vs 60 fps smooth alike in seconds).
+    assert alpha_from_tau(0.5, 60.0) < a
+
+    # A GUI-started analysis is given τ (seconds), and the session records it with the α at the clip's fps.
+    tl.tau_slider.setValue(7)  # 0.35 s
+    window.settings.setValue("sessions_dir", str(tmp_path / "fresh"))
+    window.open_path(hap_clip)
+    qtbot.waitUntil(lambda: window.player.info is not None and window.data is None, timeout=10_000)
+    assert tl.tau_s == pytest.approx(0.35)
+    from engine import pipeline
+
+    given, real = [], pipeline.analyze
+
+    def analyze(video, model, out, settings, **kw):  # the real analysis; the settings it got are kept
+        given.append(settings)
+        return real(video, model, out, settings, **kw)
+
+    monkeypatch.setattr(pipeline, "analyze", analyze)
+    window.analyse(tiny_protopnet, explain=("intrinsic",), au=False)
+    qtbot.waitUntil(lambda: window.analysis_worker is not None, timeout=10_000)
+    with qtbot.waitSignal(window.analysis_worker.finished, timeout=300_000):
+        pass
+    assert given and given[0].alpha is None and given[0].ewma_tau_s == pytest.approx(0.35)
+    out = window.session_path
+    with Session.open(out) as s:
+        rec = s.analysis_info()
+    assert rec["ewma_tau_s"] == pytest.approx(0.35) and rec["alpha"] == pytest.approx(alpha_from_tau(0.35, fps))
+    # Reopened with another τ on the control, the session's own τ comes back.
+    window.open_path(hap_clip)
+    qtbot.waitUntil(lambda: window.data is None, timeout=10_000)
+    tl.tau_slider.setValue(20)
+    _open(qtbot, window, out)
+    qtbot.waitUntil(lambda: abs(tl.tau_s - 0.35) < 1e-9, timeout=10_000)
