@@ -86,3 +86,41 @@ def test_ewma_control_is_tau_in_seconds(window: MainWindow, qtbot, session_copy:
     tl.tau_slider.setValue(20)
     _open(qtbot, window, out)
     qtbot.waitUntil(lambda: abs(tl.tau_s - 0.35) < 1e-9, timeout=10_000)
+
+
+def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, qtbot, session_copy: Path) -> None:
+    from engine.temporal import stage_details
+
+    with Session.open(session_copy) as s:
+        shown = [(st.start, st.end, st.descriptor) for st in s.display_stages()]
+        raw = s.temporal_prototype()
+        tips = [stage_details(s, a, b, lab, method="")["tooltip"] for a, b, lab in shown]
+    assert shown and len(shown) <= len(raw)
+    _open(qtbot, window, session_copy)
+    tl = window.timeline
+    # The strip is Session.display_stages() (the merged stages), each with a readable name and its tooltip.
+    assert [(st.start, st.end, st.label) for st in tl.stages] == shown
+    assert [st.note for st in tl.stages] == tips and all(st.label and "frames" in st.note for st in tl.stages)
+    assert tl.stage_plot.isVisible() and not any(r.isVisible() for r in tl.stage_regions)
+
+    i = len(shown) // 2
+    a, b, label = shown[i]
+    window._set_heat_method("intrinsic")
+    tl.stage_plot.vb.sigScrub.emit((a + b) / 2)  # a click on the stage in the strip
+    qtbot.waitUntil(lambda: window.review.stage == i and window.review.stage_info is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: window.player.current == a, timeout=10_000)  # the player goes to where it begins
+    for region in tl.stage_regions:  # the range is highlighted on the scores and on the strip
+        assert region.isVisible() and region.getRegion() == pytest.approx((a - 0.5, b - 0.5))
+    with Session.open(session_copy) as s:
+        expected = stage_details(s, a, b, label, method="intrinsic")
+    info, panel = window.review.stage_info, window.stage_panel
+    np.testing.assert_array_equal(info["mean_map"], expected["mean_map"])
+    assert expected["mean_map"] is not None and not panel.map_label.pixmap().isNull()
+    assert panel.title.text().startswith(f"<b>{label}</b>") and panel.summary.toolTip() == expected["tooltip"]
+    # ProtoPNet: the stage's most active prototypes, in the engine's order.
+    assert expected["prototypes"]
+    listed = [panel.proto_list.item(r).data(256) for r in range(panel.proto_list.count())]
+    assert listed == [j for j, _c in expected["prototypes"]]
+    # Another session clears the selection.
+    window.review.select_stage(-1)
+    assert not any(r.isVisible() for r in tl.stage_regions) and not panel.title.isVisible()

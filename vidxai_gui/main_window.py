@@ -29,6 +29,7 @@ from vidxai_gui.preprocess_panel import PreprocessPanel, ScrollPanel
 from vidxai_gui.review import ReviewData
 from vidxai_gui.review_model import ReviewModel
 from vidxai_gui.session_actions import APP_NAME, SessionActions
+from vidxai_gui.stage_panel import StagePanel
 from vidxai_gui.timeline import Timeline
 from vidxai_gui.training_actions import MAX_RECENT, TrainingActions
 from vidxai_gui.views import FrameDocks, PlayerView, TimelineView
@@ -124,6 +125,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.job_panel = JobPanel(self.jobs)
         self.annotation_panel = AnnotationPanel()
         self.people_panel = PeoplePanel()
+        self.stage_panel = StagePanel(self.review)
         self.notes = AnnotationStore(self)
         self.autosaver = Autosaver(self.jobs, self)
         self.docks: dict[str, QDockWidget] = {}
@@ -132,9 +134,11 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
                                    ("latents", "SAE latents", self.latents),
                                    ("preprocess", "Input && occlusion", ScrollPanel(self.preprocess)),
                                    ("annotations", "Annotations", self.annotation_panel),
-                                   ("jobs", "Jobs", self.job_panel), ("people", "People", self.people_panel)):
+                                   ("jobs", "Jobs", self.job_panel), ("people", "People", self.people_panel),
+                                   ("stage", "Stage", ScrollPanel(self.stage_panel))):
             self.add_dock(key, title, widget, right)
-        for first, other in (("prototypes", "latents"), ("prototypes", "preprocess"), ("annotations", "jobs"),
+        for first, other in (("prototypes", "latents"), ("prototypes", "preprocess"), ("prototypes", "stage"),
+                             ("annotations", "jobs"),
                              ("annotations", "people")):
             self.tabifyDockWidget(self.docks[first], self.docks[other])
         self.docks["prototypes"].raise_()
@@ -180,6 +184,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         panel.editor.confirmed.connect(self._on_editor_confirmed)
         panel.editor.cancelled.connect(self.clear_marks)
         self.timeline.rangeMarked.connect(self._on_range_marked)
+        self.timeline.stageClicked.connect(self.select_stage)
         self.notes.changed.connect(self._show_annotations)
         self.notes.edited.connect(self.save_session)
         self.autosaver.saved.connect(lambda p: self.statusBar().showMessage(f"Saved {Path(p).name}", 3000))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.temporal import stage_details
 from sessions import Annotations, Session
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class ReviewData:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     occlusion_conditions: list[str] = field(default_factory=list)
     occlusion: np.ndarray | None = None
-    stages: list[tuple[int, int, str]] = field(default_factory=list)  # the temporal prototype's stages
+    stages: list[tuple[int, int, str]] = field(default_factory=list)  # the strip: Session.display_stages()
+    stage_tips: list[str] = field(default_factory=list)  # each stage's tooltip (engine.temporal.stage_details)
     class_stages: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # SpRAy per class
     annotations: Annotations = field(default_factory=Annotations)
     review_state: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +139,9 @@ def read_rows(path: Path, start: int, end: int) -> Rows:
         return _read_rows(s, start, end)
 
 
+STAGE_TIPS_MAX = 2000  # stages up to which each gets its stage_details tooltip when the session is read
+
+
 def load_review(path: str | Path) -> ReviewData:
     """Read a whole session for the window (worker thread); raises SessionError for bad files."""
     path = Path(path)
@@ -158,7 +163,10 @@ def load_review(path: str | Path) -> ReviewData:
             data.head_weight = s.head_weight()
             for cls, result in s.spray().items():
                 data.class_stages[cls] = [(st.start, st.end, st.descriptor) for st in result.stages]
-            data.stages = [(st.start, st.end, st.descriptor) for st in s.temporal_prototype()]
+            # The strip shows the stages merged to the minimum duration (issue 14), each with a tooltip.
+            data.stages = [(st.start, st.end, st.descriptor) for st in s.display_stages()]
+            if data.probs is not None and len(data.stages) <= STAGE_TIPS_MAX:
+                data.stage_tips = [stage_details(s, a, b, lab, method="")["tooltip"] for a, b, lab in data.stages]
         data.annotations = s.annotations()
         data.review_state = s.review_state()
     log.info("loaded %s: %d frames, analysis %s", path, T, "yes" if data.analysis else "no")

@@ -27,7 +27,7 @@ class ReviewModel(QObject):
     prototypeSelected = Signal(int)  # the selected prototype (-1: none)
     alphaChanged = Signal(float)  # EWMA α (what τ gives at the video's fps)
     tauChanged = Signal(float)  # EWMA time constant τ, seconds (the reviewer's setting)
-    stageSelected = Signal(int)  # index into `stages` of the selected stage (-1: none)
+    stageSelected = Signal(int)  # the selected stage of the strip (index in its order; -1: none)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -41,8 +41,7 @@ class ReviewModel(QObject):
         self.prototype = -1
         self.alpha = 0.3
         self.tau_s = DEFAULT_TAU_S
-        self.stages: list[tuple[int, int, str]] = []  # the strip's stages (Session.display_stages())
-        self.stage = -1  # the selected stage (index into `stages`)
+        self.stage = -1  # the selected stage of the strip (Session.display_stages(), in order)
         self.stage_info: dict | None = None  # engine.temporal.stage_details of the selected stage
 
     @property
@@ -54,6 +53,7 @@ class ReviewModel(QObject):
         """A whole session (opened, reloaded) or none; views redraw everything. ``emit=False``: the data
         waits for its video to be on screen (the window emits then, with `redraw`)."""
         self.data = data
+        self.stage, self.stage_info = -1, None
         self.session_path = data.path if data is not None and path is None else path
         if emit:
             self.sessionChanged.emit()
@@ -134,7 +134,7 @@ class ReviewModel(QObject):
             self.tauChanged.emit(self.tau_s)
 
     def select_stage(self, i: int, info: dict | None = None) -> None:
-        """Stage i of `stages` is selected (−1: none); `info` is its `engine.temporal.stage_details`."""
-        self.stage = i if 0 <= i < len(self.stages) else -1
+        """Stage i of the strip is selected (−1: none); `info` is its `engine.temporal.stage_details`."""
+        self.stage = i if i >= 0 else -1
         self.stage_info = info if self.stage >= 0 else None
         self.stageSelected.emit(self.stage)

@@ -20,7 +20,7 @@ from PySide6.QtCore import QSettings, QStandardPaths, Qt, Slot
 from PySide6.QtWidgets import QFileDialog
 
 from engine.aggregate import ewma_settings, tau_from_alpha
-from sessions import Annotations
+from sessions import Annotations, Session
 from vidxai_gui.docks import (
     PrototypeInfo,
     load_latent_patches,
@@ -404,4 +404,29 @@ class SessionActions:
     def _on_prototypes(self, protos: list[PrototypeInfo]) -> None:
         self.prototypes = protos
         self.gallery.set_prototypes(protos)
+        self.stage_panel.set_prototypes(protos)
         self.frame_docks.update()
+
+    def select_stage(self, i: int) -> None:
+        """Stage i of the strip: its details (engine.temporal.stage_details, read on a background job) go
+        into the review model, which highlights it on the timeline and shows it in the Stage dock."""
+        path, stages = self.review.session_path, self.timeline.stages
+        if path is None or not 0 <= i < len(stages):
+            self.review.select_stage(-1)
+            return
+        st = stages[i]
+        method = self.review.heat_method or "intrinsic"
+
+        def details() -> dict:
+            from engine.temporal import stage_details
+
+            with Session.open(path) as s:
+                info = stage_details(s, st.start, st.end, st.label, method=method)
+            info["method"] = method
+            return info
+
+        self.review.select_stage(i)  # the range is highlighted at once, the details follow
+        self.docks["stage"].raise_()
+        self.jobs.background(details, f"stage {st.label}",
+                             lambda info: self.review.select_stage(i, info) if self.review.stage == i else None,
+                             lambda msg, _tb: self.statusBar().showMessage(f"Stage not shown: {msg}", 8000))

@@ -189,6 +189,7 @@ class Timeline(QWidget):
     seekRequested = Signal(int)
     alphaChanged = Signal(float)  # the α the τ control gives at this video's fps
     tauChanged = Signal(float)  # the EWMA time constant, seconds
+    stageClicked = Signal(int)  # index of the clicked stage in `stages`
     rangeMarked = Signal(int, int)  # first and last frame (inclusive) of a Shift+drag on the annotation track
 
     TAU_STEP = 0.05  # the EWMA control: τ in seconds, 0..TAU_MAX in steps of TAU_STEP (0 = raw scores)
@@ -298,6 +299,14 @@ class Timeline(QWidget):
         self.stage_plot.addItem(self.stage_bars)
         self.stage_labels = LabelPool(self.stage_plot, "#101010")
         self._stage_arrays = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.uint8))
+        # The selected stage's range, on the scores and on the strip.
+        self.stage_regions = [pg.LinearRegionItem(movable=False, brush=pg.mkBrush(40, 110, 220, 45),
+                                                  pen=pg.mkPen(40, 110, 220, 200, width=2))
+                              for _ in (self.scores_plot, self.stage_plot)]
+        for plot, region in zip((self.scores_plot, self.stage_plot), self.stage_regions, strict=True):
+            region.setZValue(-5 if plot is self.scores_plot else 20)
+            region.setVisible(False)
+            plot.addItem(region, ignoreBounds=True)
         self.occlusion_curves: dict[str, pg.PlotDataItem] = {}
         self.tier_items: list[pg.GraphicsObject] = []
         self.tier_labels = LabelPool(self.tier_plot, "#102030")
@@ -515,6 +524,7 @@ class Timeline(QWidget):
         """SpRAy stages as coloured labelled segments; the colour follows the stage's class."""
         self.stages = sorted(stages, key=lambda s: s.start)
         self.stage_plot.setVisible(bool(self.stages))
+        self.highlight_stage(-1)
         colours: dict[str, tuple[int, int, int, int]] = {}
         rgba = np.zeros((len(self.stages), 4), np.uint8)
         for i, st in enumerate(self.stages):  # per stage only a dict lookup: few distinct labels
@@ -653,10 +663,22 @@ class Timeline(QWidget):
             width = x1 - x0
             self.scores_plot.setXRange(self.current - 0.1 * width, self.current + 0.9 * width, padding=0)
 
-    def stage_at(self, frame: float) -> Segment | None:
+    def stage_index_at(self, frame: float) -> int:
         starts, ends, _ = self._stage_arrays
         i = int(np.searchsorted(starts - 0.5, frame, side="right")) - 1
-        return self.stages[i] if 0 <= i < len(self.stages) and frame < ends[i] - 0.5 else None
+        return i if 0 <= i < len(self.stages) and frame < ends[i] - 0.5 else -1
+
+    def stage_at(self, frame: float) -> Segment | None:
+        i = self.stage_index_at(frame)
+        return self.stages[i] if i >= 0 else None
+
+    def highlight_stage(self, i: int) -> None:
+        """Show stage i's range on the scores and the strip (−1: none)."""
+        on = 0 <= i < len(self.stages)
+        for region in self.stage_regions:
+            if on:
+                region.setRegion((self.stages[i].start - 0.5, self.stages[i].end - 0.5))
+            region.setVisible(on)
 
     def _clamp(self, x: float) -> int:
         return int(min(max(round(x), 0), max(self.frame_count - 1, 0)))
@@ -671,9 +693,11 @@ class Timeline(QWidget):
 
     @Slot(float)
     def _on_stage_click(self, x: float) -> None:
-        # A stage is a unit of the temporal prototype: clicking it goes to where it begins.
-        stage = self.stage_at(x)
-        self._on_scrub(float(stage.start) if stage is not None else x)
+        # A stage is a unit of the temporal prototype: clicking it selects it and goes to where it begins.
+        i = self.stage_index_at(x)
+        self._on_scrub(float(self.stages[i].start) if i >= 0 else x)
+        if i >= 0:
+            self.stageClicked.emit(i)
 
     def _on_hover(self, pos: QPointF) -> None:
         if self.tier_plot.sceneBoundingRect().contains(pos):
@@ -694,8 +718,8 @@ class Timeline(QWidget):
         if stage is None:
             return
         t0, t1 = stage.start / self.fps, stage.end / self.fps
-        tip = (f"{stage.label}: frames {stage.start}–{stage.end - 1} ({t0:.2f}–{t1:.2f} s)"
-               + (f"\n{stage.note}" if stage.note else ""))
+        tip = (stage.note or f"{stage.label}: frames {stage.start}–{stage.end - 1} ({t0:.2f}–{t1:.2f} s)") \
+            + "\nClick to select the stage: its mean heatmap and prototypes are in the Stage dock"
         view_pos = self.view.mapFromScene(pos)
         QToolTip.showText(self.view.mapToGlobal(view_pos), tip, self.view)
 

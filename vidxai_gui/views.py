@@ -31,6 +31,7 @@ class TimelineView:
         model.rowsMerged.connect(lambda _a, _b: self.redraw())
         model.frameChanged.connect(timeline.set_cursor)
         model.prototypeSelected.connect(self.show_trace)
+        model.stageSelected.connect(timeline.highlight_stage)
         model.alphaChanged.connect(lambda a: timeline.set_alpha(a) if abs(timeline.alpha - a) > 1e-9 else None)
         model.tauChanged.connect(timeline.set_tau)
         timeline.alphaChanged.connect(model.set_alpha)
@@ -54,11 +55,12 @@ class TimelineView:
             found = int(d.found[: d.faces_done].sum())
             tl.decision_label.setText(f"Faces found in {found} of {d.faces_done} frames; no model analysis yet "
                                       "(Analysis ▸ Analyse with model…)")
-        stages = d.stages
+        stages, tips = d.stages, d.stage_tips
         if not stages and d.class_stages:
             # No whole-video temporal prototype: show the stages of the decided class.
-            stages = d.class_stages.get(tl.decision_class()) or next(iter(d.class_stages.values()))
-        tl.set_stages([Segment(s, e, lab) for s, e, lab in stages])
+            stages, tips = d.class_stages.get(tl.decision_class()) or next(iter(d.class_stages.values())), []
+        tl.set_stages([Segment(s, e, lab, tips[i] if i < len(tips) else "") for i, (s, e, lab) in enumerate(stages)])
+        tl.highlight_stage(self.model.stage)
         if d.occlusion is not None and d.probs is not None and d.occlusion_conditions:
             deltas = occlusion_deltas(d.probs, d.occlusion, d.valid)
             tl.set_occlusion({name: deltas[:, i] for i, name in enumerate(d.occlusion_conditions)})
