@@ -124,3 +124,43 @@ def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, q
     # Another session clears the selection.
     window.review.select_stage(-1)
     assert not any(r.isVisible() for r in tl.stage_regions) and not panel.title.isVisible()
+
+
+def test_docks_show_the_frame_on_screen(window: MainWindow, qtbot, session_copy: Path) -> None:
+    from engine.faces import FaceResult
+    from engine.preprocess import PreprocessConfig, preprocess
+    from engine.video import open_video
+
+    with Session.open(session_copy) as s:
+        cfg, faces, video = PreprocessConfig.from_json(s.analysis_info()["preprocess"]), s.faces(), s.video["path"]
+    _open(qtbot, window, session_copy)
+    window.docks["preprocess"].raise_()
+    view = window.preprocess.input_view
+    # The model input of the frame on screen is there at once, before any toggle was touched.
+    k = int(np.flatnonzero(faces.found)[0])
+    window.timeline.seekRequested.emit(k)
+    qtbot.waitUntil(lambda: window.player.current == k and view.pixmap() is not None and not view.pixmap().isNull(),
+                    timeout=10_000)
+    assert window.preprocess.is_default() and window.preprocess.status.text().startswith(f"frame {k}:")
+    with open_video(video) as reader:
+        frame = reader.frame(k, full=True)
+    face = FaceResult(True, faces.box[k], faces.landmarks[k], float(faces.confidence[k]), 1)
+    np.testing.assert_array_equal(window.frame_docks.model_input(k), preprocess(frame, face, cfg).image)
+
+    # The class key is above the plotting area, not on the curves.
+    tl = window.timeline
+    assert tl.legend.items and tl.legend.isVisible()
+    legend, data = tl.legend.sceneBoundingRect(), tl.scores_plot.vb.sceneBoundingRect()
+    assert legend.bottom() <= data.top() + 1 and not legend.intersects(data.adjusted(0, 2, 0, 0))
+
+    # Played to the end, every dock says the frame the player shows (docks update a third of the frames).
+    window.timeline.seekRequested.emit(window.data.frame_count - 8)
+    qtbot.waitUntil(lambda: window.player.current == window.data.frame_count - 8, timeout=10_000)
+    window.player.play()
+    qtbot.waitUntil(lambda: not window.player.playing, timeout=20_000)
+    last = window.player.current
+    assert last == window.data.frame_count - 1 and last % 3 != 0  # a frame the docks skip while playing
+    qtbot.waitUntil(lambda: window.preprocess.status.text().startswith(f"frame {last}:"), timeout=5_000)
+    assert window.review.frame == last and window.timeline.current == last
+    assert window.gallery.hint.text().startswith(f"Frame {last} ")
+    assert not view.pixmap().isNull()  # the preview is back for the frame it stopped on

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -117,6 +118,9 @@ class PreprocessPanel(QWidget):
             self.input_view.setPixmap(array_to_pixmap(input_image).scaled(
                 self.input_view.size(), Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.FastTransformation))
+        else:  # never the previous frame's input beside this frame's scores
+            self.input_view.setPixmap(QPixmap())
+            self.input_view.setText("model\ninput")
         self.status.setText(note)
 
 

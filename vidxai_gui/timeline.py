@@ -192,6 +192,7 @@ class Timeline(QWidget):
     stageClicked = Signal(int)  # index of the clicked stage in `stages`
     rangeMarked = Signal(int, int)  # first and last frame (inclusive) of a Shift+drag on the annotation track
 
+    LEGEND_PX = 22  # the band above the scores that holds the class key
     TAU_STEP = 0.05  # the EWMA control: τ in seconds, 0..TAU_MAX in steps of TAU_STEP (0 = raw scores)
     TAU_MAX = 2.0
     TIER_ROW_PX = 24  # one annotation tier: room for one line of label text
@@ -248,8 +249,14 @@ class Timeline(QWidget):
         self.scores_plot.setDownsampling(auto=True, mode="peak")
         self.scores_plot.setClipToView(True)
         self.scores_plot.getAxis("left").setLabel("class probability")
-        self.legend = self.scores_plot.addLegend(offset=(8, 2), labelTextSize="8pt", colCount=8,
-                                                 brush=pg.mkBrush(255, 255, 255, 120))
+        self.legend = self.scores_plot.addLegend(offset=(8, 2), labelTextSize="8pt", colCount=8)
+        # The key sits in a band above the plotting area (the plot's title row), never on the curves.
+        self.scores_plot.setTitle(" ", size="8pt")
+        self.scores_plot.layout.setRowFixedHeight(0, self.LEGEND_PX)
+        self.legend.setParentItem(self.scores_plot)
+        self.legend.layout.setContentsMargins(0, 0, 0, 0)
+        self.legend.layout.setVerticalSpacing(0)
+        self.legend.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(40, 0))
         self.face_plot = _plot(self.view.ci, 1, 40)
         self.face_plot.setYRange(0, 1, padding=0.08)
         _track_ticks(self.face_plot, [(0.0, "0"), (0.5, "face conf."), (1.0, "1")])

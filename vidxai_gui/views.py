@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.faces import FaceResult
 from engine.overlay import TOP_X, FrameEvidence
+from engine.preprocess import PreprocessConfig, preprocess
 from sessions.tracks import occlusion_deltas
 from vidxai_gui.docks import LatentProfile, PrototypeGallery
 from vidxai_gui.player import FrameOverlays, Player
@@ -131,6 +133,8 @@ class FrameDocks:
         model.sessionChanged.connect(self.update)
         model.rowsMerged.connect(lambda _a, _b: self.update())
         gallery.prototypeSelected.connect(model.select_prototype)
+        # Playback stops between the docks' updates (a third of the frames): show the frame it stopped on.
+        player.playingChanged.connect(lambda on: None if on else self.update(player.current))
 
     def on_frame(self, k: int) -> None:
         if not self.player.playing or k % 3 == 0:  # docks are text: a third of the frame rate is plenty
@@ -149,4 +153,21 @@ class FrameDocks:
         if d.probs is not None and not self.rescoring() and self.preprocess.is_default():
             note = f"frame {k}: scores stored in the session" if d.valid is not None and d.valid[k] else \
                 f"frame {k}: no face, no scores"
-            self.preprocess.show_scores(d.classes, d.probs[k], None, note)
+            image = self.model_input(k)
+            self.preprocess.show_scores(d.classes, d.probs[k], image, note)
+            if image is None:
+                self.preprocess.input_view.setText("playing" if self.player.playing else "no face:\nno model\ninput")
+
+    def model_input(self, k: int) -> np.ndarray | None:
+        """What the model saw at frame k (the session's preprocessing of the frame on screen and its face),
+        or None when frame k is not on screen or has no face (the preview then says so)."""
+        d = self.model.data
+        cfg = (d.analysis or {}).get("preprocess") if d is not None else None
+        if self.player.playing or self.player.current != k or not cfg or k >= d.faces_done or not d.found[k]:
+            return None  # while playing: not a full-size decode per update (shown again when it stops)
+        frame = self.player.current_image
+        if frame is None:
+            return None
+        face = FaceResult(True, d.box[k].copy(), d.landmarks[k].copy(), float(d.confidence[k]), 1)
+        prep = preprocess(frame, face, PreprocessConfig.from_json(cfg))
+        return None if prep is None else prep.image
