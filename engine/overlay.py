@@ -94,9 +94,11 @@ def percentile_box(frame_map: np.ndarray, percentile: float = BOX_PERCENTILE) ->
 
 
 def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], top_x: float | None = None,
-                   weight: np.ndarray | None = None) -> FrameEvidence | None:
+                   weight: np.ndarray | None = None, smooth_s: float | None = None) -> FrameEvidence | None:
     """Frame k's relevance map of `method` ("" for none) and top prototype box, mapped onto the frame;
-    None where frame k has no model input. `weight` is the session's head (read once by the caller)."""
+    None where frame k has no model input. `weight` is the session's head (read once by the caller).
+    `smooth_s`: show the map smoothed over time with σ in seconds (engine.temporal.session_smoothed_maps;
+    display only, reads only)."""
     from engine.preprocess import InputMapping
 
     mapping = s.mappings(slice(k, k + 1))
@@ -105,6 +107,10 @@ def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], t
     m, origin, region_hw = local_mapping(InputMapping.from_json(mapping[0]), frame_hw)
     out = FrameEvidence(heat_origin=origin)
     maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
+    if maps is not None and smooth_s:
+        from engine.temporal import session_smoothed_maps
+
+        maps = session_smoothed_maps(s, method, slice(k, k + 1), smooth_s)
     if maps is not None and np.isfinite(maps[0]).any():
         full = np.nan_to_num(m.heatmap_to_frame(shown_relevance(maps[0], top_x), region_hw), nan=0.0)
         out.heat, out.heat_level = full, heat_level(full)

@@ -164,3 +164,41 @@ def test_docks_show_the_frame_on_screen(window: MainWindow, qtbot, session_copy:
     assert window.review.frame == last and window.timeline.current == last
     assert window.gallery.hint.text().startswith(f"Frame {last} ")
     assert not view.pixmap().isNull()  # the preview is back for the frame it stopped on
+
+
+def test_smoothed_heatmaps_are_a_display_option(window: MainWindow, qtbot, session_copy: Path) -> None:
+    import hashlib
+
+    from engine.overlay import frame_evidence
+    from engine.temporal import DEFAULT_MAP_SIGMA_S
+
+    digest = hashlib.sha256(session_copy.read_bytes()).hexdigest()
+    with Session.open(session_copy) as s:
+        stored = s.explanation_maps("intrinsic").copy()
+        k = int(np.flatnonzero(s.read("valid"))[len(np.flatnonzero(s.read("valid"))) // 2])
+    _open(qtbot, window, session_copy)
+    action = window.smooth_maps_action
+    assert window.review.smooth_maps and action.isChecked() and action in window.view_menu.actions()
+    window._set_heat_method("intrinsic")
+    window.timeline.seekRequested.emit(k)
+    qtbot.waitUntil(lambda: window.player.current == k, timeout=10_000)
+    info = window.player.info
+    hw = (info.height, info.width)
+    with Session.open(session_copy) as s:
+        smooth = frame_evidence(s, k, "intrinsic", hw, None, s.head_weight(), DEFAULT_MAP_SIGMA_S).heat
+        raw = frame_evidence(s, k, "intrinsic", hw, None, s.head_weight()).heat
+    assert not np.allclose(smooth, raw)
+    item = window.player.view.heat_item
+    qtbot.waitUntil(lambda: item.image is not None and item.image.shape == smooth.shape
+                    and np.allclose(item.image, smooth), timeout=10_000)
+    action.trigger()  # off: the stored map of the frame
+    assert not window.review.smooth_maps
+    qtbot.waitUntil(lambda: np.allclose(item.image, raw), timeout=10_000)
+    action.trigger()
+    qtbot.waitUntil(lambda: np.allclose(item.image, smooth), timeout=10_000)
+    window.save_session()
+    qtbot.waitUntil(lambda: not window.jobs.is_busy() and not window.autosaver.busy, timeout=20_000)
+    # Never altering what is stored: the maps and the session file are as they were.
+    with Session.open(session_copy) as s:
+        assert s.explanation_maps("intrinsic").tobytes() == stored.tobytes()
+    assert hashlib.sha256(session_copy.read_bytes()).hexdigest() == digest

@@ -159,7 +159,7 @@ class AnnotationActions:
         if self.review.data is None or self.review.session_path is None or self.analysis_worker is not None:
             return
         state = {"tau_s": self.review.tau_s, "alpha": self.review.alpha, "frame": max(self.player.current, 0), "method": self.review.heat_method,
-                 "top_x": self.review.top_x, "opacity": self.player.opacity.value()}
+                 "top_x": self.review.top_x, "smooth_maps": self.review.smooth_maps, "opacity": self.player.opacity.value()}
         self.autosaver.save(self.review.session_path, self.review.data.annotations, state)
 
     def export(self, kind: str) -> None:

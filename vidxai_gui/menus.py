@@ -98,6 +98,15 @@ def _playback_menu(w: Any, bar: Any) -> None:
 
 def _view_menu(w: Any, bar: Any) -> None:
     v = w.view_menu = bar.addMenu("&View")
+    smooth = w.smooth_maps_action = v.addAction("Smooth heatmaps over time")
+    smooth.setCheckable(True)
+    smooth.setChecked(w.review.smooth_maps)
+    smooth.setToolTip("Show each frame's map averaged with its neighbours' (Gaussian, σ 0.1 s, aligned by the "
+                      "face landmarks): less flicker (README, issue 14). Display only: the stored maps are "
+                      "not changed.")
+    smooth.toggled.connect(lambda on: w.review.set_heat(smooth=on))
+    w.review.heatChanged.connect(lambda: smooth.setChecked(w.review.smooth_maps))
+    v.addSeparator()
     for dock in w.docks.values():
         v.addAction(dock.toggleViewAction())
     v.addSeparator()

@@ -198,8 +198,10 @@ class HeatmapReader:
     immutable, so this is cheap) and refreshes it, since a streaming analysis commits every few seconds.
     """
 
-    def __init__(self, path: Path, method: str, frame_hw: tuple[int, int], top_x: float | None = None) -> None:
+    def __init__(self, path: Path, method: str, frame_hw: tuple[int, int], top_x: float | None = None,
+                 smooth_s: float | None = None) -> None:
         self.path = path
+        self.smooth_s = smooth_s  # σ (s) of the display-only smoothing over time (None: the stored map)
         self.method = method
         self.frame_hw = frame_hw
         self.top_x = top_x  # keep only the top X of the positive relevance mass (METHODS §4), None = all
@@ -226,7 +228,7 @@ class HeatmapReader:
             s = self._session()
             if self._w is None:
                 self._w = s.head_weight()
-            return frame_evidence(s, k, self.method, self.frame_hw, self.top_x, self._w)
+            return frame_evidence(s, k, self.method, self.frame_hw, self.top_x, self._w, self.smooth_s)
         except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
             log.debug("no overlay data for frame %d: %s", k, exc)
             return None

@@ -36,6 +36,7 @@ class ReviewModel(QObject):
         self.frame = -1
         self.heat_method = ""  # "" = no map (the prototype box is still drawn)
         self.heat_chosen = False  # the reviewer (or the saved review state) chose it, not the default
+        self.smooth_maps = True  # show maps smoothed over time (display only; README issue 14: less flicker)
         self.top_x = False  # draw only the Top-X of the positive relevance (engine.overlay.TOP_X)
         self.method_deltas: dict[str, float] = {}  # recorded faithfulness Δ per method (model.json)
         self.prototype = -1
@@ -73,6 +74,7 @@ class ReviewModel(QObject):
         self.heat_method = str(state.get("method", self.heat_method) or "")
         self.heat_chosen = bool(state.get("method"))
         self.top_x = bool(state.get("top_x", False))
+        self.smooth_maps = bool(state.get("smooth_maps", True))
 
     def merge_rows(self, rows: Rows) -> None:
         """Streamed rows of the session being written (`data` must exist); views redraw what changed."""
@@ -87,8 +89,11 @@ class ReviewModel(QObject):
         self.frame = k
         self.frameChanged.emit(k)
 
-    def set_heat(self, method: str | None = None, top_x: bool | None = None, chosen: bool = True) -> None:
-        """Change the heatmap method and/or Top-X; `chosen`: by the reviewer (kept over the default)."""
+    def set_heat(self, method: str | None = None, top_x: bool | None = None, chosen: bool = True,
+                 smooth: bool | None = None) -> None:
+        """Change the heatmap method, Top-X and/or smoothing; `chosen`: by the reviewer (kept over the default)."""
+        if smooth is not None:
+            self.smooth_maps = bool(smooth)
         if method is not None:
             self.heat_method = method
             self.heat_chosen = self.heat_chosen or chosen

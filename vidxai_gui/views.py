@@ -15,6 +15,7 @@ import numpy as np
 from engine.faces import FaceResult
 from engine.overlay import TOP_X, FrameEvidence
 from engine.preprocess import PreprocessConfig, preprocess
+from engine.temporal import DEFAULT_MAP_SIGMA_S
 from sessions.tracks import occlusion_deltas
 from vidxai_gui.docks import LatentProfile, PrototypeGallery
 from vidxai_gui.player import FrameOverlays, Player
@@ -101,7 +102,8 @@ class PlayerView:
             self.player.set_extras_provider(None)
             return
         self.player.set_extras_provider(HeatmapReader(m.session_path, m.heat_method, (info.height, info.width),
-                                                      top_x=TOP_X if m.top_x else None))
+                                                      top_x=TOP_X if m.top_x else None,
+                                                      smooth_s=DEFAULT_MAP_SIGMA_S if m.smooth_maps else None))
         self.player.refresh_overlays()
 
     def overlays(self, k: int, extras: Any) -> FrameOverlays:
