@@ -32,6 +32,7 @@ def opened(window: MainWindow, qtbot, session_path: Path) -> MainWindow:
     window.open_path(session_path)
     qtbot.waitUntil(lambda: window.data is not None and window.player.info is not None
                     and window.player.current == 0, timeout=20_000)
+    window.smooth_maps_action.setChecked(False)  # pinned here: the stored maps (smoothing: test_gui_stages.py)
     return window
 
 
