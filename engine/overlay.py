@@ -12,8 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # imported where used: engine.preprocess loads cv2 and dlib, which the case report,
-    from engine.preprocess import InputMapping  # reading only the pure helpers here, does without
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    # engine.preprocess loads cv2 and dlib: imported where used, so the case report (which needs only
+    # the pure helpers here) does without them
+    from engine.preprocess import InputMapping
     from sessions import Session
 
 TOP_X = 0.25  # METHODS §4: the paper's figures keep the top 25 % of the positive relevance
@@ -105,15 +109,31 @@ def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], t
     if not mapping or mapping[0] is None:
         return None
     m, origin, region_hw = local_mapping(InputMapping.from_json(mapping[0]), frame_hw)
-    out = FrameEvidence(heat_origin=origin)
+
+    def place(input_map: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        return np.nan_to_num(m.heatmap_to_frame(input_map, region_hw), nan=0.0), origin
+
+    out = evidence_on_frame(s, k, method, weight, place, top_x)
+    out.heat_origin = origin
+    return out
+
+
+def evidence_on_frame(s: Session, k: int, method: str, weight: np.ndarray | None,
+                      place: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]],
+                      top_x: float | None = None) -> FrameEvidence:
+    """The steps of an overlay, whatever lays a model-input map on the frame: frame k's shown relevance
+    of `method` ("" for none) and its level, and the top prototype's percentile box. `place(map)` gives
+    the map on (a region of) the frame and that region's origin (x, y): cv2 in the window
+    (:func:`frame_evidence`), Pillow in the case report (engine.report), so both draw the same."""
+    out = FrameEvidence()
     maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
     if maps is not None and smooth_s:
         from engine.temporal import session_smoothed_maps
 
         maps = session_smoothed_maps(s, method, slice(k, k + 1), smooth_s)
     if maps is not None and np.isfinite(maps[0]).any():
-        full = np.nan_to_num(m.heatmap_to_frame(shown_relevance(maps[0], top_x), region_hw), nan=0.0)
-        out.heat, out.heat_level = full, heat_level(full)
+        out.heat, out.heat_origin = place(shown_relevance(maps[0], top_x))
+        out.heat_level = heat_level(out.heat)
     sims = s.intrinsic("similarities", slice(k, k + 1))
     if weight is None or sims is None:
         return out
@@ -123,7 +143,8 @@ def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], t
         return out
     j = out.proto_index = top[0][0]
     sim_map = sim_maps[0, j].astype(np.float32)
-    box = percentile_box(m.heatmap_to_frame(sim_map - np.nanmin(sim_map) + 1e-6, region_hw))
+    region, origin = place(sim_map - np.nanmin(sim_map) + 1e-6)
+    box = percentile_box(region)
     if box is not None:
         out.proto_box = box + np.array([*origin, *origin], np.float32)
     return out

@@ -40,7 +40,7 @@ from engine.figures import (
     timeline_figure,
 )
 from engine.jobs import CancelToken, ProgressFn, no_progress
-from engine.overlay import FrameEvidence, heat_level, shown_relevance
+from engine.overlay import FrameEvidence
 
 log = logging.getLogger(__name__)
 
@@ -309,31 +309,13 @@ def _evidence(session: Any, k: int, method: str, weight: np.ndarray | None) -> F
     relevance on the face, its 99th-percentile level, the top prototype's 95th-percentile box) with the
     map laid on the frame by engine.figures.heat_on_face (Pillow) instead of cv2; None where frame k has
     no model input. tests/test_report.py checks it against frame_evidence."""
-    from engine.overlay import percentile_box, top_prototypes
+    from engine.overlay import evidence_on_frame
 
     mapping = (session.mappings(slice(k, k + 1)) or [None])[0]
     hw = (int(session.video.get("height", 0)), int(session.video.get("width", 0)))
     if mapping is None or min(hw) <= 0:
         return None
-    ev = FrameEvidence()
-    maps = session.explanation_maps(method, slice(k, k + 1)) if method else None
-    if maps is not None and np.isfinite(maps[0]).any():
-        heat, ev.heat_origin = heat_on_face(shown_relevance(maps[0]), mapping, hw)
-        ev.heat, ev.heat_level = heat, heat_level(heat)
-    sims = session.intrinsic("similarities", slice(k, k + 1))
-    if weight is None or sims is None:
-        return ev
-    c, top = top_prototypes(weight, sims[0], session.read("probs", slice(k, k + 1))[0], n=1)
-    sim_maps = session.intrinsic("sim_maps", slice(k, k + 1)) if c >= 0 else None
-    if sim_maps is None:
-        return ev
-    ev.proto_index = j = top[0][0]
-    sim_map = sim_maps[0, j].astype(np.float32)
-    region, origin = heat_on_face(sim_map - np.nanmin(sim_map) + 1e-6, mapping, hw)
-    box = percentile_box(region)
-    if box is not None:
-        ev.proto_box = box + np.array([*origin, *origin], np.float32)
-    return ev
+    return evidence_on_frame(session, k, method, weight, lambda m: heat_on_face(m, mapping, hw))
 
 
 def _decode_overlays(keys: list[KeyFrame], video_path: Path, cancel: CancelToken | None) -> None:

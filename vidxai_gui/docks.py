@@ -12,21 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6 import QtWidgets
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +37,8 @@ def array_to_pixmap(img: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(array_to_image(img))
 
 
-def hint_label(text: str) -> QLabel:
-    label = QLabel(text)
+def hint_label(text: str) -> QtWidgets.QLabel:
+    label = QtWidgets.QLabel(text)
     label.setWordWrap(True)
     label.setStyleSheet("color: gray")
     label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
@@ -111,7 +99,7 @@ def load_prototypes(model_dir: Path) -> list[PrototypeInfo]:
     return out
 
 
-class PrototypeGallery(QWidget):
+class PrototypeGallery(QtWidgets.QWidget):
     """'This looks like that': the prototypes that contribute most to the current frame's decision.
 
     Selecting one emits ``prototypeSelected(j)`` (−1: none) so the window draws its similarity over the
@@ -122,12 +110,12 @@ class PrototypeGallery(QWidget):
     prototypeSelected = Signal(int)
     openSourceRequested = Signal(object)  # PrototypeInfo
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.prototypes: dict[int, PrototypeInfo] = {}
         self.hint = hint_label("Open a ProtoPNet session to see which learned prototypes the current frame "
                           "looks like, and how much each adds to the decision.")
-        self.table = QTableWidget(0, 3)
+        self.table = QtWidgets.QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["", "prototype", "evidence"])
         for c, tip in enumerate(("The prototype: a patch of a training face",
                                  "Prototype number, its class, and the training image it was pushed from",
@@ -136,33 +124,34 @@ class PrototypeGallery(QWidget):
             self.table.horizontalHeaderItem(c).setToolTip(tip)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Fixed)
         self.table.setColumnWidth(0, 72)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(
+            2, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self.table.setIconSize(pg.QtCore.QSize(64, 64))
         self.table.verticalHeader().setDefaultSectionSize(70)
         self.table.setWordWrap(True)
         self.table.itemSelectionChanged.connect(self._on_select)
         self.table.itemDoubleClicked.connect(lambda _item: self._open_source())
-        self.selection_hint = QLabel("Select a prototype to see its similarity over the whole video on the "
-                                     "timeline.")
+        self.selection_hint = QtWidgets.QLabel("Select a prototype to see its similarity over the whole video "
+                                               "on the timeline.")
         self.selection_hint.setWordWrap(True)
         self.selection_hint.setStyleSheet("color: #555")
-        self.open_button = QPushButton("Open source…")
+        self.open_button = QtWidgets.QPushButton("Open source…")
         self.open_button.setToolTip("Show the training image the selected prototype was taken from "
                                     "(double-click a row does the same)")
         self.open_button.setEnabled(False)
         self.open_button.clicked.connect(self._open_source)
         self.selected: int = -1
-        bottom = QHBoxLayout()
+        bottom = QtWidgets.QHBoxLayout()
         bottom.setContentsMargins(0, 0, 0, 0)
         bottom.addWidget(self.selection_hint, 1)
         bottom.addWidget(self.open_button)
-        layout = QVBoxLayout(self)
+        layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.hint)
         layout.addWidget(self.table, 1)
@@ -188,17 +177,17 @@ class PrototypeGallery(QWidget):
         self.table.setRowCount(min(len(entries), self.TOP))
         for r, (j, sim, contribution) in enumerate(entries[: self.TOP]):
             info = self.prototypes.get(j)
-            name = QTableWidgetItem()
+            name = QtWidgets.QTableWidgetItem()
             if info is not None and info.image is not None:
                 # Crops are a few pixels of a 48×48 face: enlarge them (sharp pixels; an icon only shrinks).
                 name.setIcon(QPixmap.fromImage(info.image).scaled(
                     64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation))
             name.setData(Qt.ItemDataRole.UserRole, j)
-            source = QTableWidgetItem(f"#{j} · {info.class_name}\n{info.source}" if info
-                                      else f"#{j}\nprototype image not loaded")
+            source = QtWidgets.QTableWidgetItem(f"#{j} · {info.class_name}\n{info.source}" if info
+                                                else f"#{j}\nprototype image not loaded")
             source.setToolTip(f"prototype #{j} ({info.class_name}), pushed from {info.source_path}"
                               if info and info.source_path else source.text())
-            score = QTableWidgetItem(f"s = {sim:.2f}\nW·s = {contribution:+.2f}")
+            score = QtWidgets.QTableWidgetItem(f"s = {sim:.2f}\nW·s = {contribution:+.2f}")
             for c, item in enumerate((name, source, score)):
                 self.table.setItem(r, c, item)
             if j == keep:
@@ -240,7 +229,7 @@ def load_latent_patches(model_dir: Path) -> dict[int, list[QImage]]:
     return out
 
 
-class LatentProfile(QWidget):
+class LatentProfile(QtWidgets.QWidget):
     """Bar plot of the PatchSAE latents active in the current frame (strongest first), and for the
     strongest few the training patches where each latent fires most (its reference patches)."""
 
@@ -249,7 +238,7 @@ class LatentProfile(QWidget):
     PATCHES = 5  # reference patches per latent
     PATCH_PX = 44
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.hint = hint_label("Open a PatchSAE session to see which sparse latents are active in the current frame.")
         self.plot = pg.PlotWidget(background="w")
@@ -260,22 +249,22 @@ class LatentProfile(QWidget):
         self.bars = pg.BarGraphItem(x0=0, y=[], height=0.7, width=[], brush="#4c72b0")
         self.plot.addItem(self.bars)
         self.patches: dict[int, list[QImage]] = {}
-        self.patch_box = QGroupBox("Where these latents fire in training faces")
+        self.patch_box = QtWidgets.QGroupBox("Where these latents fire in training faces")
         self.patch_box.setToolTip("For each of the frame's strongest latents: the training-image patches that "
                                   "activate it most (its reference patches), best first")
-        grid = QGridLayout(self.patch_box)
+        grid = QtWidgets.QGridLayout(self.patch_box)
         grid.setContentsMargins(4, 4, 4, 4)
         grid.setHorizontalSpacing(4)
         grid.setVerticalSpacing(2)
-        self.patch_names: list[QLabel] = []
-        self.patch_cells: list[list[QLabel]] = []
+        self.patch_names: list[QtWidgets.QLabel] = []
+        self.patch_cells: list[list[QtWidgets.QLabel]] = []
         for r in range(self.PATCH_ROWS):
-            name = QLabel()
+            name = QtWidgets.QLabel()
             name.setMinimumWidth(48)
             grid.addWidget(name, r, 0)
             cells = []
             for c in range(self.PATCHES):
-                cell = QLabel()
+                cell = QtWidgets.QLabel()
                 cell.setFixedSize(self.PATCH_PX, self.PATCH_PX)
                 cell.setAlignment(Qt.AlignmentFlag.AlignCenter)
                 grid.addWidget(cell, r, c + 1)
@@ -283,7 +272,7 @@ class LatentProfile(QWidget):
             self.patch_names.append(name)
             self.patch_cells.append(cells)
         grid.setColumnStretch(self.PATCHES + 1, 1)
-        layout = QVBoxLayout(self)
+        layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.hint)
         layout.addWidget(self.plot, 1)
