@@ -113,18 +113,19 @@ def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], t
     def place(input_map: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         return np.nan_to_num(m.heatmap_to_frame(input_map, region_hw), nan=0.0), origin
 
-    out = evidence_on_frame(s, k, method, weight, place, top_x)
+    out = evidence_on_frame(s, k, method, weight, place, top_x, smooth_s)
     out.heat_origin = origin
     return out
 
 
 def evidence_on_frame(s: Session, k: int, method: str, weight: np.ndarray | None,
                       place: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]],
-                      top_x: float | None = None) -> FrameEvidence:
+                      top_x: float | None = None, smooth_s: float | None = None) -> FrameEvidence:
     """The steps of an overlay, whatever lays a model-input map on the frame: frame k's shown relevance
     of `method` ("" for none) and its level, and the top prototype's percentile box. `place(map)` gives
     the map on (a region of) the frame and that region's origin (x, y): cv2 in the window
-    (:func:`frame_evidence`), Pillow in the case report (engine.report), so both draw the same."""
+    (:func:`frame_evidence`), Pillow in the case report (engine.report), so both draw the same.
+    `smooth_s`: the map smoothed over time, σ in seconds (display only; engine.temporal)."""
     out = FrameEvidence()
     maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
     if maps is not None and smooth_s:
