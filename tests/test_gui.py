@@ -214,7 +214,7 @@ def test_alpha_slider_recomputes_ewma_closed_form(window: MainWindow, qtbot, cli
             x, y = curve.getData()
             np.testing.assert_array_equal(x, np.arange(T))
             np.testing.assert_allclose(y, expected[:, i], rtol=1e-12, atol=1e-12, equal_nan=True)
-        assert tl.tau_value.text() == f"{value * tl.TAU_STEP:.2f} s (α = {alpha:.3f})"
+        assert tl.tau_value.text() == f"{value * tl.TAU_STEP:.2f} s · α {alpha:.3f}"
         assert classes[int(np.argmax(expected[-1]))].upper() in tl.decision_label.text()
     # Raw curves are left untouched by α.
     np.testing.assert_array_equal(tl.raw_curves[1].getData()[1], probs[:, 1])

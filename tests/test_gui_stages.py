@@ -45,14 +45,14 @@ def test_ewma_control_is_tau_in_seconds(window: MainWindow, qtbot, session_copy:
     assert abs(tl.tau_s - DEFAULT_TAU_S) < 1e-9 and tl.tau_slider.value() == round(DEFAULT_TAU_S / tl.TAU_STEP)
     assert tl.fps == pytest.approx(fps)
     assert tl.alpha == pytest.approx(alpha_from_tau(DEFAULT_TAU_S, fps), abs=1e-12)
-    assert tl.tau_value.text() == f"0.20 s (α = {alpha_from_tau(0.2, fps):.3f})"
+    assert tl.tau_value.text() == f"0.20 s · α {alpha_from_tau(0.2, fps):.3f}"
     np.testing.assert_allclose(tl.smoothed, ewma(probs, info["alpha"], valid), atol=1e-12, equal_nan=True)
     # Moving the control: α follows at this fps, the review model and the curves too.
     tl.tau_slider.setValue(10)  # 0.5 s
     a = alpha_from_tau(0.5, fps)
     assert window.review.tau_s == pytest.approx(0.5) and window.review.alpha == pytest.approx(a)
     np.testing.assert_allclose(tl.smoothed, ewma(probs, a, valid), atol=1e-12, equal_nan=True)
-    assert "τ = 0.50 s" in tl.decision_label.text()
+    assert "τ 0.50 s" in tl.decision_label.text()
     # The same τ at another frame rate is another α (25 vs 60 fps smooth alike in seconds).
     assert alpha_from_tau(0.5, 60.0) < a
 

@@ -229,7 +229,7 @@ class Timeline(QWidget):
         self.tau_slider.setToolTip("EWMA time constant τ in seconds: larger = smoother and slower, 0 = raw "
                                    "scores; α = 1 − exp(−1/(fps·τ)) at this video's frame rate")
         self.tau_value = QLabel()
-        self.tau_value.setMinimumWidth(120)
+        self.tau_value.setMinimumWidth(95)
         self.tau_slider.valueChanged.connect(self._on_tau_slider)
         header = QHBoxLayout()
         header.setContentsMargins(6, 2, 6, 0)
@@ -496,7 +496,7 @@ class Timeline(QWidget):
         done = self.frames_done
         partial = "" if done >= self.frame_count else f" (so far: {done} of {self.frame_count} frames)"
         self.decision_label.setText(f"Video decision: <b>{decision.upper()}</b>{partial} "
-                                    f"<span style='color:gray'>— last EWMA state, τ = {self._tau:.2f} s (α = {self.alpha:.3f})</span>")
+                                    f"<span style='color:gray'>— last EWMA state (τ {self._tau:.2f} s)</span>")
 
     def decision_class(self) -> str:
         """The class the last EWMA state favours ("" before any score)."""
@@ -736,7 +736,7 @@ class Timeline(QWidget):
         self._show_tau()
 
     def _show_tau(self) -> None:
-        self.tau_value.setText(f"{self._tau:.2f} s (α = {self.alpha:.3f})")
+        self.tau_value.setText(f"{self._tau:.2f} s · α {self.alpha:.3f}")
         self.tau_value.setToolTip(f"at {self.fps:g} fps, τ = {self._tau:.3f} s gives α = {self.alpha:.4f}")
         self._update_ewma()
         self.tauChanged.emit(self._tau)
