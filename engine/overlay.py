@@ -127,11 +127,12 @@ def evidence_on_frame(s: Session, k: int, method: str, weight: np.ndarray | None
     (:func:`frame_evidence`), Pillow in the case report (engine.report), so both draw the same.
     `smooth_s`: the map smoothed over time, σ in seconds (display only; engine.temporal)."""
     out = FrameEvidence()
-    maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
-    if maps is not None and smooth_s:
+    if method and smooth_s and s.has_maps(method):
         from engine.temporal import session_smoothed_maps
 
-        maps = session_smoothed_maps(s, method, slice(k, k + 1), smooth_s)
+        maps = session_smoothed_maps(s, method, slice(k, k + 1), smooth_s)  # reads frame k's map with the rest
+    else:
+        maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
     if maps is not None and np.isfinite(maps[0]).any():
         out.heat, out.heat_origin = place(shown_relevance(maps[0], top_x))
         out.heat_level = heat_level(out.heat)
