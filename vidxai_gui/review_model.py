@@ -113,7 +113,7 @@ class ReviewModel(QObject):
             self.heatChanged.emit()
             return
         if self.heat_method not in methods or not self.heat_chosen:
-            from engine.faithfulness import most_faithful
+            from engine.model_card import most_faithful
 
             best = most_faithful(self.method_deltas, methods)
             if best is not None:

@@ -80,10 +80,9 @@ def _inside_resources(path: Path) -> bool:
 
 def _recorded_deltas(folder: Path) -> dict[str, float]:
     """The model's recorded faithfulness Δ per explanation method (worker thread)."""
-    from engine.checkpoint import read_checkpoint_json
-    from engine.faithfulness import recorded_deltas
+    from engine.model_card import read_model_json, recorded_deltas  # no torch: the window stays light
 
-    return recorded_deltas(read_checkpoint_json(folder))
+    return recorded_deltas(read_model_json(folder))
 
 
 class SessionActions:
