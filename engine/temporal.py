@@ -77,15 +77,13 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     var = float((sc**2).sum()) / len(s)
     if var <= 1e-12:
         return None
-    cov = dc.T @ sc / len(s)
-    u, sv, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1.0
-    r = u @ e @ vt
-    scale = float(np.trace(np.diag(sv) @ e)) / var
-    t = md - scale * r @ ms
-    return np.hstack([scale * r, t[:, None]])
+    # In 2-D a rotation with uniform scale is a complex factor z: the least-squares z (Umeyama's
+    # solution without reflection, in closed form) is Σ conj(src_c)·dst_c / Σ |src_c|².
+    zs, zd = sc[:, 0] + 1j * sc[:, 1], dc[:, 0] + 1j * dc[:, 1]
+    z = complex(np.vdot(zs, zd)) / (var * len(s))
+    a = np.array([[z.real, -z.imag], [z.imag, z.real]])
+    t = md - a @ ms
+    return np.hstack([a, t[:, None]])
 
 
 def map_landmarks(landmarks: np.ndarray, mappings: Sequence[dict | None], map_hw: tuple[int, int]) -> np.ndarray:
@@ -167,15 +165,10 @@ def smooth_maps(maps: np.ndarray, landmarks: np.ndarray | None, sigma_frames: fl
     return out
 
 
-def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = DEFAULT_MAP_SIGMA_S,
-                          align: bool = True) -> np.ndarray:
-    """Display maps of frames [start, stop) of one method of a session, smoothed (`smooth_maps`) with σ in
-    seconds (converted at the session's fps). Reads the stored maps, faces and input mappings of those
-    frames and of the frames around them the Gaussian reaches; reads only, never writes."""
-    T = session.frame_count
-    start, stop, _ = frames.indices(T)
-    radius = gaussian_radius(sigma_s * session.fps)
-    a, b = max(0, start - radius), min(T, stop + radius)
+def _map_rows(session, method: str, a: int, b: int, align: bool
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Frames [a, b) as smoothing needs them: stored maps (float32), valid flags, map-cell landmarks
+    (`map_landmarks`; None without `align`)."""
     stored = session.explanation_maps(method, slice(a, b))
     if stored is None:
         raise ValueError(f"{session.path} has no {method} maps")
@@ -185,6 +178,65 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
     if align:
         faces = session.faces(slice(a, b))
         lm = map_landmarks(faces.landmarks, session.mappings(slice(a, b)), maps.shape[1:])
+    return maps, valid, lm
+
+
+class MapRows:
+    """A rolling cache of what `session_smoothed_maps` reads, for a viewer that asks one frame at a time.
+
+    Each frame's stored map, valid flag and map-cell landmarks are read once, in blocks reaching `ahead`
+    frames past what was asked, and kept for the `keep` frames nearest the last frame asked, so stepping
+    or playing reads once every `ahead` frames instead of 2·radius + 1 rows each frame, and a seek reads
+    one block. Committed session data never changes, so
+    a row stays right until the session is re-opened at a newer commit (a running analysis): the owner
+    then calls `clear`. Not thread-safe: one per thread (the player's decode thread)."""
+
+    def __init__(self, keep: int = 128, ahead: int = 16) -> None:
+        self.keep, self.ahead = keep, ahead
+        self._key: tuple[str, bool] | None = None
+        self._rows: dict[int, tuple[np.ndarray, bool, np.ndarray | None]] = {}
+        self.read_rows = 0  # frames read from the session so far (for tests and benchmarks)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def get(self, session, method: str, a: int, b: int, align: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Frames [a, b) as `_map_rows` gives them, reading only the frames not kept."""
+        if self._key != (method, align):
+            self._key = (method, align)
+            self._rows.clear()
+        missing = [j for j in range(a, b) if j not in self._rows]
+        if missing:
+            # One contiguous read, `ahead` frames wider on either side: a read costs about the same for 1
+            # or 30 rows (per-call overhead), so stepping or playing reads once every `ahead` frames.
+            lo = max(0, missing[0] - self.ahead)
+            hi = min(session.frame_count, missing[-1] + 1 + self.ahead)
+            maps, valid, lm = _map_rows(session, method, lo, hi, align)
+            self.read_rows += hi - lo
+            for i, j in enumerate(range(lo, hi)):
+                self._rows.setdefault(j, (maps[i], bool(valid[i]), None if lm is None else lm[i]))
+        rows = [self._rows[j] for j in range(a, b)]
+        centre = (a + b) // 2
+        if len(self._rows) > self.keep:
+            for j in sorted(self._rows, key=lambda j: abs(j - centre))[self.keep:]:
+                del self._rows[j]
+        lm = np.stack([r[2] for r in rows]) if align else None
+        return np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], bool), lm
+
+
+def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = DEFAULT_MAP_SIGMA_S,
+                          align: bool = True, rows: MapRows | None = None) -> np.ndarray:
+    """Display maps of frames [start, stop) of one method of a session, smoothed (`smooth_maps`) with σ in
+    seconds (converted at the session's fps). Reads the stored maps, faces and input mappings of those
+    frames and of the frames around them the Gaussian reaches (through `rows`, a `MapRows` cache, when
+    given: then only the frames it does not hold yet); reads only, never writes."""
+    T = session.frame_count
+    start, stop, _ = frames.indices(T)
+    radius = gaussian_radius(sigma_s * session.fps)
+    a, b = max(0, start - radius), min(T, stop + radius)
+    maps, valid, lm = rows.get(session, method, a, b, align) if rows is not None else \
+        _map_rows(session, method, a, b, align)
     out = smooth_maps(maps, lm, sigma_s * session.fps, valid, align, frames=np.arange(start - a, stop - a))
     return out[start - a: stop - a]
 

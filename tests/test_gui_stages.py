@@ -202,3 +202,34 @@ def test_smoothed_heatmaps_are_a_display_option(window: MainWindow, qtbot, sessi
     with Session.open(session_copy) as s:
         assert s.explanation_maps("intrinsic").tobytes() == stored.tobytes()
     assert hashlib.sha256(session_copy.read_bytes()).hexdigest() == digest
+
+
+def test_smoothing_reads_neighbouring_maps_once(session_copy: Path) -> None:
+    """The player's reader keeps the smoothing's neighbouring maps (engine.temporal.MapRows): stepping
+    through the clip and seeking about draws exactly what the uncached smoothing gives, reading each
+    frame's rows about once instead of 2·radius + 1 times."""
+    from engine.overlay import frame_evidence
+    from engine.temporal import DEFAULT_MAP_SIGMA_S, gaussian_radius
+    from vidxai_gui.review import HeatmapReader
+
+    with Session.open(session_copy) as s:
+        T, fps, hw = s.frame_count, s.fps, (int(s.video["height"]), int(s.video["width"]))
+        w = s.head_weight()
+        expected = {k: frame_evidence(s, k, "gradcam", hw, None, w, DEFAULT_MAP_SIGMA_S) for k in range(T)}
+    reader = HeatmapReader(session_copy, "gradcam", hw, None, DEFAULT_MAP_SIGMA_S)
+    try:
+        order = [*range(T), T // 2, 3, T - 1, T // 3, T // 3 + 1]  # steps, then seeks
+        for k in order:
+            got, want = reader(k), expected[k]
+            if want is None:
+                assert got is None
+                continue
+            assert (got.heat is None) == (want.heat is None) and got.heat_level == want.heat_level
+            if want.heat is not None:
+                np.testing.assert_array_equal(got.heat, want.heat)
+        rows = reader._local.map_rows
+        radius = gaussian_radius(DEFAULT_MAP_SIGMA_S * fps)
+        assert radius >= 2 and rows.read_rows <= 2 * T  # uncached: (2·radius + 1) rows per frame asked
+        assert rows.read_rows < len(order) * (2 * radius + 1) / 3
+    finally:
+        reader.close()
