@@ -89,7 +89,7 @@ def test_ewma_control_is_tau_in_seconds(window: MainWindow, qtbot, session_copy:
 
 
 def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, qtbot, session_copy: Path) -> None:
-    from engine.temporal import stage_details
+    from engine.temporal import stage_details, stage_face
 
     with Session.open(session_copy) as s:
         shown = [(st.start, st.end, st.descriptor) for st in s.display_stages()]
@@ -116,6 +116,21 @@ def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, q
     info, panel = window.review.stage_info, window.stage_panel
     np.testing.assert_array_equal(info["mean_map"], expected["mean_map"])
     assert expected["mean_map"] is not None and not panel.map_label.pixmap().isNull()
+    # The mean map is laid over a face: the model input of the stage's most typical frame (the frame whose
+    # map is the most like the mean map), drawn as the window draws maps.
+    key = expected["key_frame"]
+    with Session.open(session_copy) as s:
+        valid = s.read("valid", slice(a, b)).astype(bool)
+        maps = s.explanation_maps("intrinsic", slice(a, b))[valid].astype(np.float64).reshape(valid.sum(), -1)
+        face = stage_face(s, key, expected["mean_map"])
+    m = expected["mean_map"].astype(np.float64).ravel()
+    assert key == a + np.flatnonzero(valid)[np.argmax(maps @ m / np.linalg.norm(maps, axis=1))]
+    assert face is not None and info["face"] is not None
+    np.testing.assert_array_equal(info["face"][0], face[0])
+    image = face[0]
+    assert image.ndim == 3 and image.shape[2] == 3 and image.std(axis=2).max() > 0  # a face in colour-mapped relevance
+    assert f"model input of frame {key}" in panel.map_caption.text()
+    assert panel.bar_text.text().startswith(f"{face[1]:.3g}")
     assert panel.title.text().startswith(f"<b>{label}</b>") and panel.summary.toolTip() == expected["tooltip"]
     # ProtoPNet: the stage's most active prototypes, in the engine's order.
     assert expected["prototypes"]
@@ -196,6 +211,21 @@ def test_smoothed_heatmaps_are_a_display_option(window: MainWindow, qtbot, sessi
     qtbot.waitUntil(lambda: np.allclose(item.image, raw), timeout=10_000)
     action.trigger()
     qtbot.waitUntil(lambda: np.allclose(item.image, smooth), timeout=10_000)
+
+    # The colour bar on the player says what the colours mean: the method, smoothing, the full-colour value.
+    legend = window.player.view.legend
+    title, ends, note = legend.texts()
+    assert legend.isVisible() and title == "the model's own evidence (intrinsic), smoothed over time"
+    assert ends.endswith(f"{item.levels[1]:.3g}") and "low → high evidence" in ends and "positive" in note
+    view = window.player.view
+    assert view.rect().contains(legend.geometry())  # inside the frame view, in its corner
+    window._set_top_x(True)
+    qtbot.waitUntil(lambda: legend.texts()[2].startswith("Top-25%"), timeout=5_000)
+    window._set_top_x(False)
+    window._pick_heat_method("gradcam")
+    qtbot.waitUntil(lambda: legend.texts()[0].startswith("Grad-CAM"), timeout=5_000)
+    window._heat_off()
+    qtbot.waitUntil(lambda: not item.isVisible() and not legend.isVisible(), timeout=10_000)
     window.save_session()
     qtbot.waitUntil(lambda: not window.jobs.is_busy() and not window.autosaver.busy, timeout=20_000)
     # Never altering what is stored: the maps and the session file are as they were.
