@@ -184,8 +184,8 @@ def _map_rows(session, method: str, a: int, b: int, align: bool
 class MapRows:
     """A rolling cache of what `session_smoothed_maps` reads, for a viewer that asks one frame at a time.
 
-    Each frame's stored map, valid flag and map-cell landmarks are read once, in blocks reaching `ahead`
-    frames past what was asked, and kept for the `keep` frames nearest the last frame asked, so stepping
+    Each frame's stored map, valid flag and map-cell landmarks are read once (moving on: in blocks reaching
+    `ahead` frames past what was asked) and kept for the `keep` frames nearest the last frame asked, so stepping
     or playing reads once every `ahead` frames instead of 2·radius + 1 rows each frame, and a seek reads
     one block. Committed session data never changes, so
     a row stays right until the session is re-opened at a newer commit (a running analysis): the owner
@@ -208,10 +208,14 @@ class MapRows:
             self._rows.clear()
         missing = [j for j in range(a, b) if j not in self._rows]
         if missing:
-            # One contiguous read, `ahead` frames wider on either side: a read costs about the same for 1
-            # or 30 rows (per-call overhead), so stepping or playing reads once every `ahead` frames.
-            lo = max(0, missing[0] - self.ahead)
-            hi = min(session.frame_count, missing[-1] + 1 + self.ahead)
+            # One contiguous read. Moving on from kept rows (a step, playback) it reaches `ahead` frames
+            # further in that direction: a read costs about the same for 1 or 16 rows (per-call overhead),
+            # so stepping or playing reads once every `ahead` frames. A seek reads what it needs only.
+            lo, hi = missing[0], missing[-1] + 1
+            if lo > a:
+                hi = min(session.frame_count, hi + self.ahead)
+            elif hi < b:
+                lo = max(0, lo - self.ahead)
             maps, valid, lm = _map_rows(session, method, lo, hi, align)
             self.read_rows += hi - lo
             for i, j in enumerate(range(lo, hi)):
@@ -248,7 +252,8 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
     ``name`` (the descriptor, e.g. "HAPPY_A"), ``tooltip`` (descriptor, frames, seconds, predicted classes
     and face coverage in words), ``start``/``end`` (frames, end exclusive), ``t0``/``t1`` (s),
     ``classes`` (share of the stage's frames with a face that each class is predicted on, largest first),
-    ``mean_map`` (the mean stored map of ``method`` over those frames, model-input space, or None) and,
+    ``mean_map`` (the mean stored map of ``method`` over those frames, model-input space, or None),
+    ``key_frame`` (the frame whose map is most like the mean map, cosine; −1 without maps) and,
     for a ProtoPNet, ``prototypes``: the ``top`` prototypes with the largest mean contribution W_cj·s_j to
     the stage's most predicted class c, as (index, mean contribution). Reads only."""
     desc = descriptor if isinstance(descriptor, str) else ", ".join(descriptor)
@@ -263,10 +268,17 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
     if ok.any():
         counts = np.bincount(np.argmax(probs[ok], axis=1), minlength=len(classes))
         shares = [(classes[i], float(counts[i] / ok.sum())) for i in np.argsort(-counts, kind="stable") if counts[i]]
-    mean_map = None
+    mean_map, key_frame = None, -1
     stored = session.explanation_maps(method, sl) if ok.any() else None
     if stored is not None:
-        mean_map = np.nanmean(stored[ok].astype(np.float64), axis=0).astype(np.float32)
+        maps = stored[ok].astype(np.float64)
+        mean_map = np.nanmean(maps, axis=0).astype(np.float32)
+        # The stage's most representative frame: its map is the most like the mean map (cosine), as the
+        # case report picks a stage's key frame.
+        flat = np.nan_to_num(maps.reshape(len(maps), -1))
+        m = np.nan_to_num(mean_map.astype(np.float64).ravel())
+        cos = flat @ m / (np.linalg.norm(flat, axis=1) * (np.linalg.norm(m) or 1.0) + 1e-12)
+        key_frame = int(start + np.flatnonzero(ok)[int(np.argmax(cos))])
     prototypes: list[tuple[int, float]] = []
     similarities = session.intrinsic("similarities", sl) if shares else None
     W = session.head_weight() if similarities is not None else None
@@ -281,4 +293,43 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
     tooltip = (f"{desc}: frames {start}–{end - 1}, {t0:.2f}–{t1:.2f} s ({t1 - t0:.2f} s); predicted {said}; "
                f"face in {int(ok.sum())} of {end - start} frames")
     return {"name": desc, "tooltip": tooltip, "start": int(start), "end": int(end), "t0": t0, "t1": t1,
-            "classes": shares, "mean_map": mean_map, "prototypes": prototypes}
+            "classes": shares, "mean_map": mean_map, "key_frame": key_frame, "prototypes": prototypes}
+
+
+def stage_face(session, k: int, mean_map: np.ndarray, video: str | None = None
+               ) -> tuple[np.ndarray, float] | None:
+    """A stage's mean map laid over a face: frame k's model input (the session's preprocessing of the frame
+    and its face, what the model saw) with the map's positive part drawn as the review window draws maps
+    (engine.figures.overlay: the overlay colours, opacity rising with the value, full colour at the 99th
+    percentile): (RGB uint8 S×S, the value drawn at full colour); None when frame k has no face or the video
+    cannot be read. ``video``: where
+    the video is now (default: the path the session recorded). Reads only."""
+    from PIL import Image
+
+    from engine.faces import FaceResult
+    from engine.figures import overlay
+    from engine.overlay import FrameEvidence, heat_level, shown_relevance
+    from engine.preprocess import PreprocessConfig, preprocess
+    from engine.video import VideoError, open_video
+
+    info = session.analysis_info()
+    faces = session.faces(slice(k, k + 1))
+    if info is None or k < 0 or k >= faces.frames_done or not faces.found[0]:
+        return None
+    try:
+        with open_video(video or session.video["path"]) as reader:
+            frame = reader.frame(k, full=True)
+    except (VideoError, OSError, KeyError):
+        return None
+    face = FaceResult(True, faces.box[0].copy(), faces.landmarks[0].copy(), float(faces.confidence[0]), 1)
+    prep = preprocess(frame, face, PreprocessConfig.from_json(info["preprocess"]))
+    if prep is None:
+        return None
+    image = prep.image if prep.image.ndim == 3 else prep.image[..., None]
+    image = np.ascontiguousarray(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image)
+    size = image.shape[1], image.shape[0]
+    heat = np.asarray(Image.fromarray(shown_relevance(mean_map)).resize(size, Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0, None).astype(np.float32)
+    level = heat_level(heat)
+    _crop, out = overlay(image, FrameEvidence(heat=heat, heat_origin=(0, 0), heat_level=level), pad=0)
+    return out, level
