@@ -241,12 +241,12 @@ def main() -> None:
     w.timeline.set_video(T, 25.0)
     w.timeline.set_scores([f"c{i}" for i in range(7)], probs, valid)
     times = []
-    for v in (2, 4, 6, 8, 10, 12):  # τ 0.1 … 0.6 s
+    for v in (2, 4, 6, 8, 10, 12):  # the τ control's steps (0.05 s each): α follows τ at the video's fps
         t0 = time.perf_counter()
         w.timeline.tau_slider.setValue(v)
         app.processEvents()
         times.append(time.perf_counter() - t0)
-    print(f"τ change, {T} frames × 7 classes (EWMA + 7 curves + repaint): {stats(times)}")
+    print(f"τ/α change, {T} frames × 7 classes (EWMA + 7 curves + repaint): {stats(times)}")
     w.shutdown()
 
 

@@ -287,7 +287,7 @@ class SessionActions:
             self.find_faces(person)
 
     def _start_people_load(self, session: Path, video: Path | None) -> None:
-        self.jobs.background(lambda: load_people(session, video), "load people", self.people_panel.set_people,
+        self.jobs.background(lambda: load_people(session, video), "load people", self.people_view.show,
                              lambda msg, _tb: self.statusBar().showMessage(f"People not shown: {msg}", 8000))
 
     @staticmethod
