@@ -167,6 +167,21 @@ def test_docks_show_the_frame_on_screen(window: MainWindow, qtbot, session_copy:
     assert tl.legend.items and tl.legend.isVisible()
     legend, data = tl.legend.sceneBoundingRect(), tl.scores_plot.vb.sceneBoundingRect()
     assert legend.bottom() <= data.top() + 1 and not legend.intersects(data.adjusted(0, 2, 0, 0))
+    # So is the occlusion track's key: what Δ means, then the parts drawn from data, in their curves' colours.
+    from vidxai_gui.timeline_tracks import OCCLUSION_HEADING, OCCLUSION_TIP
+
+    with Session.open(session_copy) as s:
+        conditions, deltas = s.occlusion_deltas()
+    drawn = [c for i, c in enumerate(conditions) if np.isfinite(deltas[:, i]).any()]
+    assert drawn
+    key = tl.occlusion_legend
+    names = [label.text for _sample, label in key.items]
+    assert names == [OCCLUSION_HEADING, *drawn] and key.isVisible()
+    for (sample, _label), c in zip(key.items[1:], drawn, strict=True):
+        assert sample.item is tl.occlusion_curves[c]  # each name beside its own curve's line
+    box, track = key.sceneBoundingRect(), tl.occlusion_plot.vb.sceneBoundingRect()
+    assert box.bottom() <= track.top() + 1 and not box.intersects(track.adjusted(0, 2, 0, 0))
+    assert "Below 0" in OCCLUSION_TIP and tl.occlusion_plot.toolTip() == OCCLUSION_TIP
 
     # Played to the end, every dock says the frame the player shows (docks update a third of the frames).
     window.timeline.seekRequested.emit(window.data.frame_count - 8)
