@@ -230,15 +230,16 @@ def test_smoothed_heatmaps_are_a_display_option(window: MainWindow, qtbot, sessi
     # The colour bar on the player says what the colours mean: the method, smoothing, the full-colour value.
     legend = window.player.view.legend
     title, ends, note = legend.texts()
-    assert legend.isVisible() and title == "the model's own evidence (intrinsic), smoothed over time"
-    assert ends.endswith(f"{item.levels[1]:.3g}") and "low → high evidence" in ends and "positive" in note
+    assert legend.isVisible() and title == "Heatmap: intrinsic (the model's own evidence)"
+    assert ends.endswith(f"{item.levels[1]:.3g}") and "low → high evidence" in ends
+    assert note.startswith("all positive relevance") and note.endswith("smoothed over time (σ 0.1 s)")
     view = window.player.view
     assert view.rect().contains(legend.geometry())  # inside the frame view, in its corner
     window._set_top_x(True)
     qtbot.waitUntil(lambda: legend.texts()[2].startswith("Top-25%"), timeout=5_000)
     window._set_top_x(False)
     window._pick_heat_method("gradcam")
-    qtbot.waitUntil(lambda: legend.texts()[0].startswith("Grad-CAM"), timeout=5_000)
+    qtbot.waitUntil(lambda: legend.texts()[0] == "Heatmap: Grad-CAM", timeout=5_000)
     window._heat_off()
     qtbot.waitUntil(lambda: not item.isVisible() and not legend.isVisible(), timeout=10_000)
     window.save_session()

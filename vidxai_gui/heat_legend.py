@@ -20,14 +20,14 @@ from engine.overlay import TOP_X
 
 # How each method's map is named on the frame (the Heatmap menu lists the session's method keys).
 METHOD_NAMES = {
-    "intrinsic": "the model's own evidence (intrinsic)",
+    "intrinsic": "intrinsic (the model's own evidence)",
     "gradcam": "Grad-CAM",
     "gxi": "gradient × input",
     "lrp": "LRP",
     "ig": "integrated gradients",
     "prp": "PRP (prototype relevance)",
 }
-WIDTH, BAR_H = 230, 10
+WIDTH, HEIGHT, BAR_H = 270, 76, 10
 
 
 def method_name(method: str) -> str:
@@ -36,12 +36,11 @@ def method_name(method: str) -> str:
 
 def legend_lines(method: str, top_x: bool, smooth: bool) -> tuple[str, str]:
     """(title, note) the colour bar shows for a heatmap of `method` with the Top-X and smoothing choices."""
-    title = method_name(method) + (", smoothed over time" if smooth else "")
     if top_x:
-        note = f"Top-{TOP_X:.0%}: only the strongest relevance making up {TOP_X:.0%} of the positive mass"
+        note = f"Top-{TOP_X:.0%}: only the strongest {TOP_X:.0%} of the positive relevance"
     else:
-        note = "all positive relevance; negative is not drawn"
-    return title, note
+        note = "all positive relevance (negative is not drawn)"
+    return f"Heatmap: {method_name(method)}", note + ("; smoothed over time (σ 0.1 s)" if smooth else "")
 
 
 def ramp(width: int, lut: np.ndarray) -> np.ndarray:
@@ -64,7 +63,7 @@ class HeatLegend(QWidget):
         self._ramp = ramp(WIDTH - 16, lut)
         self._image = QImage(self._ramp.data, self._ramp.shape[1], BAR_H, 4 * self._ramp.shape[1],
                              QImage.Format.Format_RGBA8888)
-        self.setFixedSize(WIDTH, 64)
+        self.setFixedSize(WIDTH, HEIGHT)
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, False)
         self.set_heat("", False, False)
 
@@ -105,6 +104,5 @@ class HeatLegend(QWidget):
         p.setPen(QColor("#d0d0d0"))
         p.drawText(QRectF(x, 31, w, 14), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, ends)
         p.setPen(QColor("#b0b0b0"))
-        p.drawText(QRectF(x, 45, w, 15), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   p.fontMetrics().elidedText(note, Qt.TextElideMode.ElideRight, w))
+        p.drawText(QRectF(x, 45, w, HEIGHT - 47), Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap, note)
         p.end()

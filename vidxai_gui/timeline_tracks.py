@@ -29,7 +29,7 @@ from vidxai_gui.timeline_items import (
     track_ticks,
 )
 
-OCCLUSION_HEADING = "part hidden → Δ score (< 0: it mattered):"
+OCCLUSION_HEADING = "part hidden → Δ score (below 0: it mattered):"  # LabelItem text is HTML: no "<"
 OCCLUSION_TIP = ("Occlusion Δ per frame: the predicted class's score with a facial part hidden minus its score "
                  "with the whole face. Below 0: hiding that part lowered the score, so the model used it; near 0: "
                  "the part did not matter; no line: no face (or no score) in that frame.")
