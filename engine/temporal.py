@@ -69,21 +69,26 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     s = np.asarray(src, dtype=np.float64)
     d = np.asarray(dst, dtype=np.float64)
     ok = np.isfinite(s).all(axis=1) & np.isfinite(d).all(axis=1)
-    s, d = s[ok], d[ok]
-    if len(s) < 2:
+    if ok.sum() < 2:
         return None
-    ms, md = s.mean(axis=0), d.mean(axis=0)
-    sc, dc = s - ms, d - md
-    var = float((sc**2).sum()) / len(s)
-    if var <= 1e-12:
-        return None
+    m = similarity_transforms(s[ok][None], d[ok])[0]
+    return None if np.isnan(m).any() else m
+
+
+def similarity_transforms(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """`similarity_transform` of each of n point sets ``src`` (n×N×2, all finite) onto one ``dst`` (N×2) at
+    once: n×2×3, NaN where a set is degenerate (all its points at one place)."""
     # In 2-D a rotation with uniform scale is a complex factor z: the least-squares z (Umeyama's
     # solution without reflection, in closed form) is Σ conj(src_c)·dst_c / Σ |src_c|².
-    zs, zd = sc[:, 0] + 1j * sc[:, 1], dc[:, 0] + 1j * dc[:, 1]
-    z = complex(np.vdot(zs, zd)) / (var * len(s))
-    a = np.array([[z.real, -z.imag], [z.imag, z.real]])
-    t = md - a @ ms
-    return np.hstack([a, t[:, None]])
+    zs = src[..., 0] + 1j * src[..., 1]
+    zd = dst[:, 0] + 1j * dst[:, 1]
+    ms, md = zs.mean(axis=1), zd.mean()
+    sc, dc = zs - ms[:, None], zd - md
+    var = (np.abs(sc) ** 2).sum(axis=1)
+    z = (np.conj(sc) * dc[None]).sum(axis=1) / np.where(var > 1e-12 * src.shape[1], var, np.nan)
+    t = md - z * ms
+    return np.stack([np.stack([z.real, -z.imag, t.real], axis=1), np.stack([z.imag, z.real, t.imag], axis=1)],
+                    axis=1)
 
 
 def map_landmarks(landmarks: np.ndarray, mappings: Sequence[dict | None], map_hw: tuple[int, int]) -> np.ndarray:
@@ -141,19 +146,23 @@ def smooth_maps(maps: np.ndarray, landmarks: np.ndarray | None, sigma_frames: fl
     weights = np.exp(-0.5 * (offsets / sigma_frames) ** 2)
     ones = np.ones((h, w), np.float32)
     rows = range(t_len) if frames is None else frames
+    full = np.zeros(t_len, bool) if lm is None else np.isfinite(lm).all(axis=(1, 2))
     for k in rows:
         if not ok[k]:
             continue
         acc = np.zeros((h, w), np.float64)
         cover = np.zeros((h, w), np.float64)
+        # The neighbours' transforms onto frame k, at once where both have every landmark.
+        near = [k + int(off) for off in offsets if off and 0 <= k + off < t_len and ok[k + off] and full[k + off]]
+        warps = dict(zip(near, similarity_transforms(lm[near], lm[k]), strict=True)) if near and full[k] else {}
         for off, g in zip(offsets, weights, strict=True):
             j = k + int(off)
             if j < 0 or j >= t_len or not ok[j]:
                 continue
             M = None
             if off != 0 and lm is not None:
-                M = similarity_transform(lm[j], lm[k])
-            if M is None:
+                M = warps[j] if j in warps else similarity_transform(lm[j], lm[k])
+            if M is None or np.isnan(M).any():
                 acc += g * m[j]
                 cover += g
                 continue
