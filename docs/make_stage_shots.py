@@ -61,6 +61,18 @@ def open_session(app, w, path: Path) -> None:
     settle(app)
 
 
+def start_window(width: int, height: int):
+    """The application and a main window of that size, shown, with settings in a fresh temporary folder."""
+    os.environ[SETTINGS_ENV] = tempfile.mkdtemp(prefix="vidxai-shot-")
+    app = ensure_app()
+    from vidxai_gui.main_window import MainWindow
+
+    w = MainWindow(app_settings())
+    w.resize(width, height)
+    w.show()
+    return app, w
+
+
 def settle(app, seconds: float = 1.0) -> None:
     t_end = time.monotonic() + seconds
     pump(app, lambda: time.monotonic() > t_end)
@@ -82,14 +94,8 @@ def main() -> None:
     ap.add_argument("--frame", type=int, default=-1, help="frame on screen (default: in the selected stage)")
     ap.add_argument("--out", type=Path, default=REPO / "docs")
     args = ap.parse_args()
-    os.environ[SETTINGS_ENV] = tempfile.mkdtemp(prefix="vidxai-shot-")
-    app = ensure_app()
+    app, w = start_window(1400, 900)
     from sessions import Session
-    from vidxai_gui.main_window import MainWindow
-
-    w = MainWindow(app_settings())
-    w.resize(1400, 900)
-    w.show()
 
     rows = []
     for path, what in ((args.published, "SpRAy as published (temporal weight 0, no minimum duration)"),
