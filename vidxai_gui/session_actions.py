@@ -415,12 +415,16 @@ class SessionActions:
             return
         st = stages[i]
         method = self.review.heat_method or "intrinsic"
+        video = str(self.player.source.path) if self.player.source is not None else None
 
         def details() -> dict:
-            from engine.temporal import stage_details
+            from engine.temporal import stage_details, stage_face
 
             with Session.open(path) as s:
                 info = stage_details(s, st.start, st.end, st.label, method=method)
+                # The mean map over the model input of the stage's most representative frame.
+                k, mean = info["key_frame"], info["mean_map"]
+                info["face"] = stage_face(s, k, mean, video) if mean is not None and k >= 0 else None
             info["method"] = method
             return info
 

@@ -29,9 +29,16 @@ from vidxai_gui.timeline_items import (
     track_ticks,
 )
 
+OCCLUSION_HEADING = "part hidden → Δ score (below 0: it mattered):"  # LabelItem text is HTML: no "<"
+OCCLUSION_TIP = ("Occlusion Δ per frame: the predicted class's score with a facial part hidden minus its score "
+                 "with the whole face. Below 0: hiding that part lowered the score, so the model used it; near 0: "
+                 "the part did not matter; no line: no face (or no score) in that frame.")
+
 
 class TimelineTracks:
     """Face, stage, occlusion and annotation tracks of the Timeline (x linked to its scores plot)."""
+
+    OCCLUSION_KEY_PX = 16  # the band above the occlusion track that holds its key
 
     TIER_ROW_PX = 24  # one annotation tier: room for one line of label text
     TIER_AXIS_PX = 40  # the time axis under the annotation track
@@ -44,11 +51,18 @@ class TimelineTracks:
         self.stage_plot = make_plot(self.view.ci, 2, 30)
         self.stage_plot.setYRange(0, 1, padding=0)
         track_ticks(self.stage_plot, [(0.5, "stages")])
-        self.occlusion_plot = make_plot(self.view.ci, 3, 50)
+        self.occlusion_plot = make_plot(self.view.ci, 3, 50 + self.OCCLUSION_KEY_PX)
         self.occlusion_plot.setYRange(-1, 1, padding=0.05)
         track_ticks(self.occlusion_plot, [(-1.0, "−1"), (0.0, "occl. Δ"), (1.0, "+1")])
-        self.occlusion_legend = self.occlusion_plot.addLegend(offset=(8, 0), labelTextSize="7pt", colCount=7,
-                                                              brush=pg.mkBrush(255, 255, 255, 200))
+        # Its key sits in a band above the track (the plot's title row), as the class key above the scores:
+        # what Δ means, then the facial parts that have data, in their curves' colours.
+        self.occlusion_legend = self.occlusion_plot.addLegend(offset=(8, 0), labelTextSize="7pt", colCount=8)
+        self.occlusion_plot.setTitle(" ", size="7pt")
+        self.occlusion_plot.layout.setRowFixedHeight(0, self.OCCLUSION_KEY_PX)
+        self.occlusion_legend.setParentItem(self.occlusion_plot)
+        self.occlusion_legend.layout.setContentsMargins(0, 0, 0, 0)
+        self.occlusion_legend.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(40, -2))
+        self.occlusion_plot.setToolTip(OCCLUSION_TIP)
         self.tier_plot = make_plot(self.view.ci, 4, self.TIER_AXIS_PX + self.TIER_ROW_PX)
         self.tier_plot.vb.marks = True
         self.tier_plot.vb.sigMark.connect(self._on_mark_drag)
@@ -171,11 +185,15 @@ class TimelineTracks:
         self.occlusion_legend.clear()
         self.occlusion_plot.setVisible(bool(deltas))
         self.occlusion_curves = {}
+        if deltas:  # the key's heading: an entry without a line
+            self.occlusion_legend.addItem(pg.PlotDataItem(pen=None), OCCLUSION_HEADING)
         for i, (name, values) in enumerate(deltas.items()):
             v = np.asarray(values, dtype=np.float64)
             pen = pg.mkPen(FALLBACK[i % len(FALLBACK)], width=1.5)
+            # Only the parts with data are named in the key (a part never scored draws nothing).
             self.occlusion_curves[name] = per_pixel(self.occlusion_plot.plot(
-                np.arange(len(v), dtype=np.float64), v, pen=pen, connect="finite", name=name))
+                np.arange(len(v), dtype=np.float64), v, pen=pen, connect="finite",
+                name=name if np.isfinite(v).any() else None))
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """Reviewer annotation tiers, one row per tier (top row = first tier), coloured by verdict."""
