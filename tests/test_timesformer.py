@@ -1,0 +1,142 @@
+"""engine.models.timesformer and engine.explain.spacetime (METHODS.md §5, issue 15's acceptance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.explain import hook_count
+from engine.explain.spacetime import (
+    chefer_matrix,
+    cls_maps,
+    record,
+    relevance,
+    rollout_matrix,
+    temporal_relevance,
+)
+from engine.models import ModelSpec, TimeSformer, build_model
+
+TINY = {"frames": 4, "dim": 16, "depth": 2, "heads": 2, "patch": 8, "tokens": "patch"}
+
+
+def _tiny(tokens: str = "patch", size: int = 24, seed: int = 0, **kw) -> TimeSformer:
+    torch.manual_seed(seed)
+    opts = {**TINY, "tokens": tokens, **kw}
+    spec = ModelSpec(arch="timesformer", classes=["a", "b", "c"], options=opts,
+                     preprocess={"size": size, "grayscale": True})
+    m = build_model(spec)
+    assert isinstance(m, TimeSformer)
+    return m.eval()
+
+
+def _perturb_temporal(m: TimeSformer) -> None:
+    """Give the zero-initialised temporal residual weights, as video training would."""
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.fc_t.weight.normal_(0, 0.3)
+            blk.time_embed.normal_(0, 0.3)
+
+
+@pytest.mark.parametrize("tokens,size", [("patch", 24), ("cnn", 48)])
+def test_zero_init_clip_equals_mean_of_frames(tokens: str, size: int) -> None:
+    m = _tiny(tokens, size)
+    with torch.no_grad():
+        # Random (not zero) time embeddings: the zero temporal residual alone must give the equivalence.
+        for blk in m.blocks:
+            blk.time_embed.normal_(0, 1.0)
+    x = torch.randn(2, 4, 1, size, size)
+    with torch.no_grad():
+        clip = m(x)
+        frames = torch.stack([m(x[:, k]) for k in range(4)], 1).mean(1)
+    assert torch.allclose(clip, frames, atol=1e-5)
+    _perturb_temporal(m)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), frames, atol=1e-3)   # the test can fail: time now matters
+
+
+def test_checkpoint_roundtrip(tmp_path) -> None:
+    m = _tiny()
+    _perturb_temporal(m)
+    save_checkpoint(tmp_path / "tsf", m, {"classes": m.spec.classes})
+    back, _ = load_checkpoint(tmp_path / "tsf")
+    assert isinstance(back, TimeSformer) and back.cfg == m.cfg
+    x = torch.randn(1, 3, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(back.eval()(x), m(x), atol=1e-6)
+
+
+def test_rollout_rows_sum_to_one() -> None:
+    m = _tiny()
+    x = torch.randn(2, 3, 1, 24, 24)
+    for fusion in ("mean", "max", "min"):
+        r = rollout_matrix(record(m, x), fusion)
+        assert r.shape == (2, 3, 10, 30)
+        assert torch.allclose(r.sum(-1), torch.ones(2, 3, 10), atol=1e-5)
+        assert (r >= 0).all()
+    r = rollout_matrix(record(m, x, target=1), grad=True)
+    assert torch.allclose(r.sum(-1), torch.ones(2, 3, 10), atol=1e-5)
+
+
+def _vit_rollout(atts: list[torch.Tensor], fusion: str) -> torch.Tensor:
+    """Plain ViT rollout written out with dense matrices (the reference the divided one must match)."""
+    r = torch.eye(atts[0].shape[-1]).expand(atts[0].shape[0], -1, -1)
+    for a in atts:
+        f = {"mean": a.mean(1), "max": a.amax(1), "min": a.amin(1)}[fusion]
+        f = f + torch.eye(f.shape[-1])
+        f = f / f.sum(-1, keepdim=True)
+        r = f @ r
+    return r[:, 0, 1:]
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+def test_divided_rollout_with_one_frame_is_vit_rollout(fusion: str) -> None:
+    m = _tiny(seed=1)
+    _perturb_temporal(m)   # a single frame must make the temporal operators identities anyway
+    x = torch.randn(2, 1, 1, 24, 24)
+    rec = record(m, x)
+    spatial = [a[:, 0] for a, k in zip(rec.attentions, rec.kinds) if k == "s"]     # N×H×L×L
+    want = _vit_rollout(spatial, fusion)
+    got = cls_maps(rollout_matrix(rec, fusion), m.grid).flatten(1)
+    assert torch.allclose(got, want, atol=1e-6)
+    # and the matrices are not trivial: the maps differ between fusions on these weights
+    assert not torch.allclose(cls_maps(rollout_matrix(rec, "mean"), m.grid),
+                              cls_maps(rollout_matrix(rec, "min"), m.grid))
+
+
+def test_zero_gradients_give_zero_chefer_map() -> None:
+    m = _tiny()
+    rec = record(m, torch.randn(2, 3, 1, 24, 24), target=0)
+    assert any(g.abs().sum() > 0 for g in rec.grads)
+    assert cls_maps(chefer_matrix(rec), m.grid).abs().sum() > 0
+    rec.grads = [torch.zeros_like(g) for g in rec.grads]
+    assert cls_maps(chefer_matrix(rec), m.grid).abs().max() == 0
+    assert temporal_relevance(cls_maps(chefer_matrix(rec), m.grid)).abs().max() == 0
+
+
+@pytest.mark.parametrize("method", ["rollout", "rollout-grad", "chefer", "gradcam"])
+def test_relevance_shapes_and_hygiene(method: str) -> None:
+    m = _tiny("cnn", 48)
+    _perturb_temporal(m)
+    m.train()
+    grads_before = [p.grad for p in m.parameters()]
+    x = torch.randn(2, 4, 1, 48, 48)
+    rel = relevance(m, x, method)
+    assert rel.maps.shape == (2, 4, 6, 6) and (rel.maps >= 0).all()
+    assert rel.temporal.shape == (2, 4)
+    assert torch.allclose(rel.temporal.sum(1), torch.ones(2), atol=1e-5)
+    assert m.training and hook_count(m) == 0
+    assert all(p.grad is g for p, g in zip(m.parameters(), grads_before))
+    with torch.no_grad():
+        assert torch.equal(rel.target, m.eval()(x).argmax(1))
+
+
+def test_still_image_is_a_one_frame_clip() -> None:
+    m = _tiny()
+    x = torch.randn(3, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(m(x), m(x[:, None]), atol=1e-6)
+    with pytest.raises(ValueError, match="at most 4"):
+        m(torch.randn(1, 5, 1, 24, 24))
+    np.testing.assert_equal(relevance(m, x, "rollout").maps.shape, (3, 1, 3, 3))
