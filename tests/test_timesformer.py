@@ -11,6 +11,7 @@ from engine.explain import hook_count
 from engine.explain.spacetime import (
     chefer_matrix,
     cls_maps,
+    cls_relevance,
     record,
     relevance,
     rollout_matrix,
@@ -114,6 +115,18 @@ def test_divided_rollout_with_one_frame_is_vit_rollout(fusion: str) -> None:
                               cls_maps(rollout_matrix(rec, "min"), m.grid))
 
 
+def test_row_vector_path_equals_the_matrices() -> None:
+    m = _tiny("cnn", 48, seed=2)
+    _perturb_temporal(m)
+    rec = record(m, torch.randn(2, 4, 1, 48, 48), target=1)
+    for fusion in ("mean", "max", "min"):
+        assert torch.allclose(cls_relevance(rec, "rollout", fusion), cls_maps(rollout_matrix(rec, fusion), m.grid),
+                              atol=1e-6)
+    assert torch.allclose(cls_relevance(rec, "rollout-grad"), cls_maps(rollout_matrix(rec, grad=True), m.grid),
+                          atol=1e-6)
+    assert torch.allclose(cls_relevance(rec, "chefer"), cls_maps(chefer_matrix(rec), m.grid), atol=1e-6)
+
+
 def test_zero_gradients_give_zero_chefer_map() -> None:
     m = _tiny()
     rec = record(m, torch.randn(2, 3, 1, 24, 24), target=0)
@@ -121,6 +134,7 @@ def test_zero_gradients_give_zero_chefer_map() -> None:
     assert cls_maps(chefer_matrix(rec), m.grid).abs().sum() > 0
     rec.grads = [torch.zeros_like(g) for g in rec.grads]
     assert cls_maps(chefer_matrix(rec), m.grid).abs().max() == 0
+    assert cls_relevance(rec, "chefer").abs().max() == 0
     assert temporal_relevance(cls_maps(chefer_matrix(rec), m.grid)).abs().max() == 0
 
 
