@@ -48,20 +48,23 @@ class Recorded:
     grid: int
 
 
-def record(model: TimeSformer, x: torch.Tensor, target: int | torch.Tensor | None = None) -> Recorded:
-    """Run ``model`` on clips ``x`` keeping every attention map; with a ``target`` (class per clip, or
-    one for all; "predicted" is ``None`` followed by ``predicted``) also their gradients of y_target."""
+def record(model: TimeSformer, x: torch.Tensor, target: int | torch.Tensor | None = None,
+           gradients: bool | None = None) -> Recorded:
+    """Run ``model`` on clips ``x`` keeping every attention map and, with ``gradients`` (default: when a
+    ``target`` is given), their gradients of y_target (class per clip or one for all; None: the
+    predicted class of this same forward pass)."""
     x = TimeSformer.as_clips(x).detach().to(model_device(model), torch.float32)
     n, t = x.shape[:2]
     raw: list[torch.Tensor] = []
-    grad = torch.enable_grad() if target is not None else torch.no_grad()
+    want = target is not None if gradients is None else gradients
+    grad = torch.enable_grad() if want else torch.no_grad()
     with eval_mode(model), preserved_grads(model), grad:
-        frame_logits, z = model.run(x.requires_grad_(target is not None), raw)
+        frame_logits, z = model.run(x.requires_grad_(want), raw)
         logits = frame_logits.mean(1)
         grads = token_grads = None
-        if target is not None:
+        if want:
             z.retain_grad()
-            tgt = target_indices(target, n).to(logits.device)
+            tgt = target_indices(logits.argmax(1) if target is None else target, n).to(logits.device)
             logits.gather(1, tgt[:, None]).sum().backward()
             grads = [a.grad if a.grad is not None else torch.zeros_like(a) for a in raw]
             token_grads = z.grad[:, :, 1:].detach()
@@ -200,14 +203,10 @@ def relevance(model: TimeSformer, x: torch.Tensor, method: str = "rollout",
     predicted class). Maps are on the model's token grid; upsample them onto the input per frame."""
     if method not in METHODS:
         raise ValueError(f"unknown clip relevance method {method!r}; expected one of {METHODS}")
-    if target is None:
-        with torch.no_grad(), eval_mode(model):
-            target = model(TimeSformer.as_clips(x).to(model_device(model), torch.float32)).argmax(1)
-    needs_grad = method != "rollout"
-    rec = record(model, x, target if needs_grad else None)
+    rec = record(model, x, target, gradients=method != "rollout")
     maps = gradcam_maps(rec) if method == "gradcam" else cls_relevance(rec, method, fusion)
     maps = maps.clamp_min(0)
-    tgt = target_indices(target, maps.shape[0])
+    tgt = target_indices(rec.logits.argmax(1) if target is None else target, maps.shape[0])
     return ClipRelevance(maps, temporal_relevance(maps), rec.logits, tgt)
 
 
