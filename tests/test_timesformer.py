@@ -214,3 +214,27 @@ def test_occlusion_sanity_one_patch_of_one_frame() -> None:
     assert c["morf"][0][0] == c["lerf"][0][0] == 1.0
     assert c["morf"][1][1] < 0.62          # chance is 0.5 (binary, 200 clips)
     assert c["lerf"][1][1] == 1.0
+
+
+def test_sliding_windows_per_frame_rule() -> None:
+    from engine.clips import score_windows, window_starts
+    from engine.models import to_input
+
+    assert window_starts(8, 4, 2) == [0, 2, 4] and window_starts(9, 4, 4) == [0, 4, 5]
+    assert window_starts(3, 4, 2) == [0] and window_starts(0, 4, 2) == []
+    m = _tiny()
+    _perturb_temporal(m)
+    valid = np.ones(10, bool)
+    valid[[3, 7]] = False
+    crops = np.random.default_rng(0).integers(0, 256, (8, 24, 24, 1), dtype=np.uint8)
+    out = score_windows(m, crops, valid, stride=2, methods=("rollout", "gradcam"), batch=2)
+    assert out.windows == 3 and np.isnan(out.probs[[3, 7]]).all() and np.isnan(out.maps["rollout"][3]).all()
+    x = to_input(crops, m.spec)
+    with torch.no_grad():
+        win = [torch.softmax(m(x[s:s + 4][None]), 1)[0].numpy() for s in (0, 2, 4)]
+    rows = np.flatnonzero(valid)
+    np.testing.assert_allclose(out.probs[rows[0]], win[0], atol=1e-5)             # in window 0 only
+    np.testing.assert_allclose(out.probs[rows[2]], (win[0] + win[1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(out.probs[rows[5]], (win[1] + win[2]) / 2, atol=1e-5)
+    assert out.maps["gradcam"].shape == (10, 3, 3)
+    assert np.all(out.temporal["rollout"][rows] > 0)
