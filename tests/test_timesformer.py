@@ -238,3 +238,24 @@ def test_sliding_windows_per_frame_rule() -> None:
     np.testing.assert_allclose(out.probs[rows[5]], (win[1] + win[2]) / 2, atol=1e-5)
     assert out.maps["gradcam"].shape == (10, 3, 3)
     assert np.all(out.temporal["rollout"][rows] > 0)
+
+
+def test_frame_analyzer_and_occlusion_methods(tmp_path) -> None:
+    """Read as a frame model (one-frame clips): the analyzer's intrinsic map is the rollout, and every
+    method `vidxai evaluate --occlusion` lists for it gives one map per image."""
+    from engine.analyzer import FrameAnalyzer
+    from engine.faithfulness import method_maps, methods_for
+
+    m = _tiny(size=24)
+    save_checkpoint(tmp_path / "tsf", m, {"classes": m.spec.classes})
+    a = FrameAnalyzer(tmp_path / "tsf")
+    images = np.random.default_rng(0).integers(0, 256, (3, 24, 24, 1), dtype=np.uint8)
+    _, probs, extra = a.run(images)
+    assert probs.shape == (3, 3) and extra["maps"].shape == (3, 3, 3)
+    x = torch.as_tensor(a.tensor(images))
+    want = relevance(m, x, "rollout", target=torch.as_tensor(probs.argmax(1))).maps[:, 0].numpy()
+    np.testing.assert_allclose(extra["maps"], want, atol=1e-6)
+    assert methods_for("timesformer") == ("intrinsic", "rollout-grad", "chefer", "gradcam-tokens", "gxi", "ig")
+    for method in methods_for("timesformer"):
+        maps = method_maps(a, method, images, probs.argmax(1))
+        assert maps.shape[0] == 3 and np.isfinite(maps).all(), method
