@@ -84,12 +84,15 @@ INTRINSIC_VARIANTS = {
     "protopnet": ("proto-sum", "proto-argmax", "proto-argmax-g1", "proto-occ"),
     "patchsae": ("latent-sum", "latent-signed"),
     "cnn": (),
+    "timesformer": ("rollout-grad", "chefer", "gradcam-tokens"),   # engine.explain.spacetime; intrinsic: rollout
 }
 
 
 def methods_for(arch: str) -> tuple[str, ...]:
     """Every explanation method `vidxai evaluate --occlusion` measures for a model of this architecture."""
     post = ("gxi", "prp", "lrp", "gradcam", "ig") if arch == "protopnet" else ("gxi", "lrp", "gradcam", "ig")
+    if arch == "timesformer":   # Zennit's rules and pytorch-grad-cam's conv layers do not apply to it
+        post = ("gxi", "ig")
     return ("intrinsic", *INTRINSIC_VARIANTS.get(arch, ()), *post)
 
 
@@ -104,6 +107,12 @@ def method_maps(analyzer: FrameAnalyzer, method: str, images: np.ndarray, target
     if method == "intrinsic":
         return analyzer.run(images)[2]["maps"]
     arch = analyzer.spec.arch
+    if arch == "timesformer" and method in INTRINSIC_VARIANTS["timesformer"]:
+        from engine.explain.spacetime import relevance
+
+        name = "gradcam" if method == "gradcam-tokens" else method
+        x = analyzer.tensor(images)
+        return relevance(analyzer.model, x, name, target=torch.as_tensor(target)).maps[:, 0].cpu().numpy()
     if method in INTRINSIC_VARIANTS.get(arch, ()):
         fn = {"proto-sum": evidence.proto_sum, "latent-sum": evidence.latent_sum,
               "latent-signed": evidence.latent_signed, "proto-argmax": evidence.proto_argmax}

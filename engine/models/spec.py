@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-ARCHS = ("protopnet", "patchsae", "cnn")
+ARCHS = ("protopnet", "patchsae", "cnn", "timesformer")
+CLIP_ARCHS = ("timesformer",)  # take N×T×C×S×S clips (a still image is a one-frame clip)
 BACKBONES = ("small", "vgg16_bn", "resnet18")
 
 DEFAULT_PREPROCESS: dict[str, Any] = {"mode": "face", "size": 48, "grayscale": True, "margin": 0.1}
@@ -43,6 +44,7 @@ class ModelSpec:
     n_latents: int = 512
     sae_l1: float = 8e-5
     pretrained: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # architecture-specific shape (timesformer)
 
     def __post_init__(self) -> None:
         if hasattr(self.preprocess, "to_json"):
@@ -66,6 +68,10 @@ class ModelSpec:
         return 1 if bool(self.preprocess.get("grayscale", True)) else 3
 
     @property
+    def is_clip(self) -> bool:
+        return self.arch in CLIP_ARCHS
+
+    @property
     def n_classes(self) -> int:
         return len(self.classes)
 
@@ -76,6 +82,8 @@ class ModelSpec:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["preprocess"] = _jsonable(self.preprocess)
+        if not self.options:
+            del d["options"]  # frame models' model.json stays as before
         return d
 
     @classmethod
