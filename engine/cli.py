@@ -303,6 +303,8 @@ def train_config(args: argparse.Namespace):
         base["epochs"] = args.epochs
     if args.batch_size is not None:
         base["batch_size"] = args.batch_size
+    if getattr(args, "au_guidance", None) is not None:
+        base["au_guidance"] = args.au_guidance
     try:
         return TrainConfig(**{**base, **over})
     except (TypeError, ValueError) as exc:
@@ -511,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
     s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training (and validation) items per class")
+    s.add_argument("--au-guidance", type=float, default=None, metavar="LAMBDA",
+                   help="AU-guided training: add λ·(1 − cos(feature map, AU map of the label)) to the loss "
+                        "(METHODS §7; CNN and ProtoPNet; about 4)")
     s.add_argument("--out", required=True, help="model folder to write")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training setting, e.g. --set last_layer_lr=1e-3")
