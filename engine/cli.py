@@ -305,6 +305,8 @@ def train_config(args: argparse.Namespace):
         base["batch_size"] = args.batch_size
     if getattr(args, "au_guidance", None) is not None:
         base["au_guidance"] = args.au_guidance
+    if getattr(args, "window", None) is not None:
+        base["sequence"] = {"window": args.window}
     try:
         return TrainConfig(**{**base, **over})
     except (TypeError, ValueError) as exc:
@@ -497,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")
-    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn"), default="protopnet",
+    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn", "landmark-lstm"), default="protopnet",
                    help="model kind: protopnet (prototype parts), patchsae (sparse autoencoder latents) or cnn "
                         "(black-box baseline); default protopnet")
     s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small",
@@ -513,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
     s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training (and validation) items per class")
+    s.add_argument("--window", type=int, default=None, metavar="P",
+                   help="landmark-lstm: frames per window (default 16; 1 on still images)")
     s.add_argument("--au-guidance", type=float, default=None, metavar="LAMBDA",
                    help="AU-guided training: add λ·(1 − cos(feature map, AU map of the label)) to the loss "
                         "(METHODS §7; CNN and ProtoPNet; about 4)")

@@ -132,6 +132,9 @@ class TrainConfig:
     # AU-guided training (METHODS §7, engine.au_guidance): λ of L = CE + λ(1 − cos(T_l, A)) with A the AU
     # map of the labelled class from each crop's landmarks; CNN and ProtoPNet (warm/joint). 0: off.
     au_guidance: float = 0.0
+    # landmark-lstm (engine.landmark_train): {"window": P, "points": [...], "channels", "hidden"}; epochs,
+    # batch_size, lr_cnn, seed and out_dir as above.
+    sequence: dict[str, Any] = field(default_factory=dict)
 
     # plain CNN (also PatchSAE's backbone pre-training)
     lr_cnn: float = 1e-3
@@ -1023,6 +1026,10 @@ def train(
     Raises ``Cancelled`` within one batch of ``cancel`` being set; ``out_dir/last/`` then holds the last
     completed step (loadable with ``load_checkpoint``) and ``resume=True`` continues from it.
     """
+    if cfg.arch == "landmark-lstm":  # landmark sequences, not face crops: its own loop, same contract
+        from engine.landmark_train import train_landmarks
+
+        return train_landmarks(data, cfg, progress, cancel, resume, on_record)
     seed_everything(cfg.seed)
     td = _as_train_data(data, cfg, progress, cancel)
     if len(td.train) == 0:

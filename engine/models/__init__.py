@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.models.backbones import Backbone, ReceptiveField, build_backbone
 from engine.models.base import FrameModel
 from engine.models.baseline import CNNClassifier
+from engine.models.landmark import LandmarkSequenceModel
 from engine.models.patchsae import LatentReferences, PatchSAEModel, SparseAutoencoder, sae_loss
 from engine.models.protopnet import (
     ProtoPNet,
@@ -20,7 +21,8 @@ from engine.models.protopnet import (
 from engine.models.spec import ARCHS, BACKBONES, ModelSpec, from_input, to_input
 
 __all__ = [
-    "ARCHS", "BACKBONES", "Backbone", "CNNClassifier", "FrameModel", "LatentReferences", "ModelSpec",
+    "ARCHS", "BACKBONES", "Backbone", "CNNClassifier", "FrameModel", "LandmarkSequenceModel", "LatentReferences",
+    "ModelSpec",
     "PatchSAEModel", "ProtoPNet", "ProtoPNetLossWeights", "ReceptiveField", "SparseAutoencoder",
     "build_backbone", "build_model", "from_input", "null_input_loss", "null_inputs", "percentile_box", "protopnet_loss", "provenance_to_json",
     "push_prototypes", "sae_loss", "similarity", "to_input",
@@ -28,6 +30,7 @@ __all__ = [
 
 _ARCH_CLASSES: dict[str, type[FrameModel]] = {"protopnet": ProtoPNet, "patchsae": PatchSAEModel,
                                               "cnn": CNNClassifier}
+_ARCH_CLASSES["landmark-lstm"] = LandmarkSequenceModel  # type: ignore[assignment]  # not a frame model
 
 
 def build_model(spec: ModelSpec) -> FrameModel:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-ARCHS = ("protopnet", "patchsae", "cnn")
+ARCHS = ("protopnet", "patchsae", "cnn", "landmark-lstm")
 BACKBONES = ("small", "vgg16_bn", "resnet18")
 
 DEFAULT_PREPROCESS: dict[str, Any] = {"mode": "face", "size": 48, "grayscale": True, "margin": 0.1}
@@ -43,6 +43,8 @@ class ModelSpec:
     n_latents: int = 512
     sae_l1: float = 8e-5
     pretrained: bool = False
+    # landmark-lstm only (engine.models.landmark): window P, landmark points, channels, hidden size.
+    sequence: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if hasattr(self.preprocess, "to_json"):
