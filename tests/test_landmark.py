@@ -15,7 +15,7 @@ from captum.attr import IntegratedGradients
 from engine.checkpoint import load_checkpoint
 from engine.data import DataConfig, SplitConfig, prepare
 from engine.data.landmarks import landmark_set
-from engine.explain.landmark_ig import baselines_for, clip_relevance, landmark_ig, rank_landmarks
+from engine.explain.landmark_ig import baselines_for, clip_relevance, landmark_ig
 from engine.jobs import Cancelled, CancelToken
 from engine.models import ModelSpec
 from engine.models.landmark import LandmarkSequenceModel, normalise_landmarks, windows
@@ -123,8 +123,6 @@ def test_trained_model_records_what_it_saw_and_ig_is_complete(tiny_landmark_mode
     # over-fitted model and stay a few per cent off at m = 50 (they converge as m grows).
     assert np.median(rel) < 0.001, np.sort(rel)
     assert np.mean(rel < 0.01) >= 0.8 and rel.max() < 0.05, np.sort(rel)
-    ranking = rank_landmarks(model, ls.x, ls.labels, steps=20, per_class=4)
-    assert sorted(ranking["overall"]) == list(range(68)) and set(ranking["ranking"]) == set(model.spec.classes)
 
 
 def test_cancel_then_resume(crema_data, tmp_path: Path, one_thread) -> None:
@@ -173,3 +171,18 @@ def test_clip_analysed_end_to_end(tiny_landmark_model: Path, hap_clip: Path, tmp
                         for b in baselines_for(model, c, "others")], axis=0)
         got = attr[t].astype(np.float32)
         assert np.allclose(got, want, atol=2e-3 * np.abs(want).max() + 1e-3), np.abs(got - want).max()
+
+
+def test_pruning_ladder_writes_the_table(tiny_landmark_model: Path, crema_dir: Path, tmp_path: Path) -> None:
+    from engine.landmark_eval import landmark_ranking
+
+    res = landmark_ranking(tiny_landmark_model, crema_dir, tmp_path, steps=10, per_class=3, epochs=5)
+    assert [r["landmarks"] for r in res["rows"]] == [68, 34, 17, 8]
+    assert all(r["accuracy"] is not None for r in res["rows"]) and res["split"].startswith("train")
+    assert res["rows"][3]["points"] == sorted(res["ranking_top"][:8])
+    m, _ = load_checkpoint(res["rows"][3]["model"])
+    assert m.points == res["rows"][3]["points"] and m.input_shape == (8, 8, 2)
+    table = (tmp_path / "ladder.md").read_text()
+    assert "| 8 |" in table and (tmp_path / "ranking.png").stat().st_size > 10_000
+    ranking = json.loads((tmp_path / "ranking.json").read_text())
+    assert set(ranking["ranking"]) == set(m.spec.classes) and sorted(ranking["overall"]) == list(range(68))
