@@ -40,6 +40,14 @@ def analyze_landmarks(video: str | Path, model_dir: str | Path, out_path: str | 
                       cancel: CancelToken | None = None) -> Path:
     """Ingest ``video`` into ``out_path`` (if not done yet), score it with the landmark model and store the
     scores, EWMA, decision and IG attributions. Returns the session path."""
+    from engine.landmark_train import single_thread
+
+    with single_thread():
+        return _analyze(video, model_dir, out_path, settings, progress, cancel)
+
+
+def _analyze(video: str | Path, model_dir: str | Path, out_path: str | Path, settings: LandmarkAnalyzeSettings | None,
+             progress: ProgressFn, cancel: CancelToken | None) -> Path:
     from engine.pipeline import ingest
     from sessions import Session
 

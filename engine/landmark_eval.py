@@ -52,6 +52,15 @@ def landmark_ranking(model_dir: str | Path, data: str | Path, out_dir: str | Pat
                      baseline: str = "others", steps: int = 50, per_class: int = 64, epochs: int | None = None,
                      progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> dict[str, Any]:
     """Rank, prune and retrain (see the module doc); returns what ``ladder.json`` holds."""
+    from engine.landmark_train import single_thread
+
+    with single_thread():
+        return _ladder(model_dir, data, out_dir, ladder, baseline, steps, per_class, epochs, progress, cancel)
+
+
+def _ladder(model_dir: str | Path, data: str | Path, out_dir: str | Path, ladder: tuple[int, ...], baseline: str,
+            steps: int, per_class: int, epochs: int | None, progress: ProgressFn,
+            cancel: CancelToken | None) -> dict[str, Any]:
     from engine.train import TrainConfig, train
 
     folder = resolve_model_dir(model_dir)

@@ -17,6 +17,8 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +96,27 @@ def accuracy(model: LandmarkSequenceModel, x: torch.Tensor, y: torch.Tensor, bat
     return float((pred == y).float().mean())
 
 
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op CPU thread while a landmark model runs: these models are tiny (a few thousand weights
+    per detector), so more threads only add synchronisation; on a busy machine they cost 10–100×."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def train_landmarks(data: Any, cfg: Any, progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
                     resume: bool = False, on_record: RecordFn = no_record) -> Path:
     """Train a landmark-lstm model (``cfg``: ``engine.train.TrainConfig`` with ``sequence`` settings)."""
+    with single_thread():
+        return _train_landmarks(data, cfg, progress, cancel, resume, on_record)
+
+
+def _train_landmarks(data: Any, cfg: Any, progress: ProgressFn, cancel: CancelToken | None, resume: bool,
+                     on_record: RecordFn) -> Path:
     torch.manual_seed(cfg.seed)
     prepared = _prepared(data, cfg)
     seq = sequence_settings(cfg.sequence)
@@ -207,4 +227,4 @@ def train_landmarks(data: Any, cfg: Any, progress: ProgressFn = no_progress, can
     return final
 
 
-__all__ = ["accuracy", "fill_baselines", "landmark_sets", "train_landmarks"]
+__all__ = ["accuracy", "fill_baselines", "landmark_sets", "single_thread", "train_landmarks"]
