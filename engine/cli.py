@@ -146,9 +146,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                spray_temporal_weight=args.spray_temporal_weight, min_stage_s=args.min_stage_s,
                                occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
 
+    landmark = _arch(model) == "landmark-lstm"
+
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
-            path = analyze(video, model, _out_path(video, args.out), settings, progress=bar, cancel=cancel)
+            if landmark:  # landmark sequences, not face crops (engine.landmark_analysis)
+                from engine.landmark_analysis import LandmarkAnalyzeSettings, analyze_landmarks
+
+                path = analyze_landmarks(video, model, _out_path(video, args.out),
+                                         LandmarkAnalyzeSettings(alpha=args.alpha, ewma_tau_s=args.ewma_tau,
+                                                                 detect_every=args.detect_every),
+                                         progress=bar, cancel=cancel)
+            else:
+                path = analyze(video, model, _out_path(video, args.out), settings, progress=bar, cancel=cancel)
         from sessions import Session
 
         with Session.open(path) as s:
@@ -303,6 +313,10 @@ def train_config(args: argparse.Namespace):
         base["epochs"] = args.epochs
     if args.batch_size is not None:
         base["batch_size"] = args.batch_size
+    if getattr(args, "au_guidance", None) is not None:
+        base["au_guidance"] = args.au_guidance
+    if getattr(args, "window", None) is not None:
+        base["sequence"] = {"window": args.window}
     try:
         return TrainConfig(**{**base, **over})
     except (TypeError, ValueError) as exc:
@@ -326,11 +340,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _batch([args.data], "train", one)
 
 
+def _arch(model: str | Path) -> str | None:
+    """The architecture a model folder declares (None when it cannot be read here; loading says why)."""
+    from engine.checkpoint import CheckpointError, read_checkpoint_json
+
+    try:
+        return str(read_checkpoint_json(model)["spec"]["arch"])
+    except (CheckpointError, OSError, KeyError):
+        return None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluate import evaluate, write_report
 
     def one(data: str, cancel: CancelToken) -> None:
         out = Path(args.out) if args.out else evaluation_folder(data, args.model)
+        if args.landmark_ranking or _arch(args.model) == "landmark-lstm":
+            if not args.landmark_ranking:
+                raise BadInput(f"{args.model} is a landmark-sequence model: evaluate it with --landmark-ranking")
+            from engine.landmark_eval import ladder_table, landmark_ranking
+
+            with progress_bar("landmark ranking") as bar:
+                res = landmark_ranking(args.model, data, out, progress=bar, cancel=cancel)
+            print(ladder_table(res))
+            print(f"report: {out}")
+            return
         try:  # before minutes of scoring: the report must have somewhere to go
             out.mkdir(parents=True, exist_ok=True)
             if not os.access(out, os.W_OK):
@@ -495,10 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")
-    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn", "timesformer"), default="protopnet",
+    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn", "timesformer", "landmark-lstm"),
+                   default="protopnet",
                    help="model kind: protopnet (prototype parts), patchsae (sparse autoencoder latents), cnn "
-                        "(black-box baseline) or timesformer (clip model: T-frame windows, --set "
-                        "timesformer='{\"frames\": 8}' clip_stride=4); default protopnet")
+                        "(black-box baseline), timesformer (clip model: T-frame windows, --set "
+                        "timesformer='{\"frames\": 8}' clip_stride=4) or landmark-lstm (one CNN+LSTM per emotion "
+                        "on landmark sequences, --window P); default protopnet")
     s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small",
                    help="feature extractor (default small; vgg16_bn/resnet18 use ImageNet weights if cached)")
     s.add_argument("--labels", default=None,
@@ -512,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
     s.add_argument("--limit-per-class", type=int, default=None, help="use at most N training (and validation) items per class")
+    s.add_argument("--window", type=int, default=None, metavar="P",
+                   help="landmark-lstm: frames per window (default 16; 1 on still images)")
+    s.add_argument("--au-guidance", type=float, default=None, metavar="LAMBDA",
+                   help="AU-guided training: add λ·(1 − cos(feature map, AU map of the label)) to the loss "
+                        "(METHODS §7; CNN and ProtoPNet; about 4)")
     s.add_argument("--out", required=True, help="model folder to write")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training setting, e.g. --set last_layer_lr=1e-3")
@@ -529,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument("--landmark-ranking", action="store_true",
+                   help="landmark-lstm models: rank the landmarks by IG, prune 68→34→17→8 with retraining, "
+                        "write the accuracy table and the ranking figure (METHODS §8)")
     s.add_argument("--record", action="store_true",
                    help="also store the result in the model's model.json (metadata.evaluations)")
     s.add_argument("--out", default=None, help="report folder (default: <data>.evaluation/<model name> beside "

@@ -130,6 +130,12 @@ class TrainConfig:
     # image of the gradient stages gets a random fraction in [0, occlusion_augment] of its 8×8 patches set
     # to the normalisation mean (engine.explain.occlusion.random_patch_occlusion). 0 switches it off.
     occlusion_augment: float = 0.0
+    # AU-guided training (METHODS §7, engine.au_guidance): λ of L = CE + λ(1 − cos(T_l, A)) with A the AU
+    # map of the labelled class from each crop's landmarks; CNN and ProtoPNet (warm/joint). 0: off.
+    au_guidance: float = 0.0
+    # landmark-lstm (engine.landmark_train): {"window": P, "points": [...], "channels", "hidden"}; epochs,
+    # batch_size, lr_cnn, seed and out_dir as above.
+    sequence: dict[str, Any] = field(default_factory=dict)
 
     # plain CNN (also PatchSAE's backbone pre-training)
     lr_cnn: float = 1e-3
@@ -380,15 +386,33 @@ class _Trainer:
         self.references: dict[str, Any] | None = None
         self.latent_patches: dict[tuple[int, int], np.ndarray] = {}  # PatchSAE: (latent, rank) → patch
         self.last_metrics: dict[str, Any] = {}
-        self.aug_ds = self._dataset(data.train, cfg.augment)
+        self.aug_ds = self._dataset(data.train, cfg.augment, self._au_maps() if cfg.au_guidance > 0 else None)
         self.plain_ds = self._dataset(data.train, None)
 
-    def _dataset(self, cache: FaceCache, augment: AugmentConfig | None) -> FaceDataset:
-        """Frames, or T-frame clips for a clip model on video samples (still images stay one-frame clips)."""
+    def _dataset(self, cache: FaceCache, augment: AugmentConfig | None,
+                 au_maps: np.ndarray | None = None) -> FaceDataset:
+        """Frames, or T-frame clips for a clip model on video samples (still images stay one-frame clips);
+        `au_maps`: AU guidance targets per sample (frame models only, see _au_maps)."""
         if self.spec.is_clip and bool((np.asarray(cache.frame_index) >= 0).any()):
             frames = int(getattr(self.model, "frames", 1))
             return ClipDataset(cache, frames, self.cfg.clip_stride, augment)
-        return FaceDataset(cache, augment)
+        return FaceDataset(cache, augment, au_maps)
+
+    def _au_maps(self) -> np.ndarray:
+        from engine.au_guidance import au_targets, cache_landmarks
+
+        if self.cfg.arch not in ("cnn", "protopnet") or self.cfg.preprocess.get("mode") == "reassembled":
+            raise ValueError("AU guidance needs a CNN or ProtoPNet on whole-face input (mode face or original), "
+                             f"not {self.cfg.arch} on {self.cfg.preprocess.get('mode')!r}")
+        lm = cache_landmarks(self.data.train, self.cfg.preprocess,
+                             lambda d, t, m: self.progress(d, t, m), self.cancel)
+        maps = au_targets(lm, np.asarray(self.data.train.labels), list(self.data.classes), self.spec.input_size)
+        n_with = int((maps.reshape(len(maps), -1).max(1) > 0).sum())
+        self.au_summary = {"lambda": self.cfg.au_guidance, "samples_with_map": n_with,
+                           "samples_without_landmarks": int((~np.isfinite(lm).all(axis=(1, 2))).sum())}
+        log.info("AU guidance λ=%g: %d of %d training crops have a target map", self.cfg.au_guidance, n_with,
+                 len(maps))
+        return maps
 
     # -- model pieces per stage --
     def _load_backbone(self, folder: str) -> None:
@@ -654,9 +678,11 @@ class _Trainer:
         shown = ""
         t0 = time.perf_counter()
         last_show = 0.0
-        for bi, (x_u8, y) in enumerate(loader):
+        guided = cfg.au_guidance > 0 and step.kind in ("cnn", "warm", "joint")
+        for bi, batch in enumerate(loader):
             if self.cancel is not None:
                 self.cancel.raise_if_cancelled()
+            x_u8, y = batch[0], batch[1]
             x = self._x(x_u8)
             y = y.to(self.device, non_blocking=True)
             if cfg.occlusion_augment > 0 and not sae_kind:
@@ -688,7 +714,7 @@ class _Trainer:
                     "l0": (terms["latents"] > 0).float().sum(-1).mean(),
                 }
             else:
-                with torch.autocast(self.device.type, enabled=self.amp):
+                with torch.autocast(self.device.type, enabled=self.amp), self._t_l(net, guided) as t_l:
                     if isinstance(self.model, ProtoPNet) and step.kind in ("warm", "joint", "last"):
                         out = self.model.forward_train(x)
                         w = ProtoPNetLossWeights(clst=cfg.clst, sep=cfg.sep, l1=cfg.l1)
@@ -711,6 +737,12 @@ class _Trainer:
                         logits = net(x)
                         loss = F.cross_entropy(logits, y)
                         logged = {"loss": loss, "ce": loss}
+                    if guided:
+                        from engine.au_guidance import guided_term
+
+                        au, cos = guided_term(t_l[0], batch[2].to(self.device), cfg.au_guidance)
+                        loss = loss + au
+                        logged.update(loss=loss, au=au, au_cos=cos)
                 opt.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(opt)
@@ -740,6 +772,14 @@ class _Trainer:
         rec["lr"] = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
         rec["train_time_s"] = time.perf_counter() - t0
         return rec
+
+    def _t_l(self, net: nn.Module, guided: bool) -> Any:
+        """Captures T_l's layer output while AU guidance is on (engine.au_guidance), else nothing."""
+        from contextlib import nullcontext
+
+        from engine.au_guidance import captured, feature_layer
+
+        return captured(feature_layer(net)) if guided else nullcontext()
 
     # -- non-gradient steps --
     def _push(self, step: Step, total: int) -> dict[str, Any]:
@@ -836,6 +876,8 @@ class _Trainer:
             meta["prototypes"] = self.provenance
         if self.references is not None:
             meta["latent_references"] = self.references
+        if getattr(self, "au_summary", None):
+            meta["training"]["au_guidance"] = self.au_summary
         return meta
 
     def save_last(self) -> None:
@@ -1020,6 +1062,10 @@ def train(
     Raises ``Cancelled`` within one batch of ``cancel`` being set; ``out_dir/last/`` then holds the last
     completed step (loadable with ``load_checkpoint``) and ``resume=True`` continues from it.
     """
+    if cfg.arch == "landmark-lstm":  # landmark sequences, not face crops: its own loop, same contract
+        from engine.landmark_train import train_landmarks
+
+        return train_landmarks(data, cfg, progress, cancel, resume, on_record)
     seed_everything(cfg.seed)
     td = _as_train_data(data, cfg, progress, cancel)
     if len(td.train) == 0:

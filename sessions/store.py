@@ -856,6 +856,26 @@ class Session:
         with self._mutex:
             return self.read(path, frames) if self.exists(path) else None
 
+    # Landmark-sequence models (engine.landmark_analysis): IG over the window that scored each frame.
+    def write_landmark_ig(self, start: int, rows: np.ndarray) -> None:
+        """IG attributions of frames [start, start+n): float16 n×P×L×2 over the window of the P frames
+        ending at each frame (landmark order: ``landmark_ig_info()["points"]``); NaN where unscored."""
+        self.write_frames("explanations/landmark_ig/attributions", start, np.asarray(rows, np.float16))
+
+    def landmark_ig(self, frames: slice | None = None) -> np.ndarray | None:
+        """The stored landmark IG attributions (float16 T×P×L×2), None if the analysis has none."""
+        path = "explanations/landmark_ig/attributions"
+        with self._mutex:
+            return self.read(path, frames) if self.exists(path) else None
+
+    def set_landmark_ig_info(self, **info: Any) -> None:
+        """How the attributions were made: points, window, baseline, steps, max |delta|, ranking…"""
+        self.set_attrs("explanations/landmark_ig", **info)
+
+    def landmark_ig_info(self) -> dict[str, Any]:
+        with self._mutex:
+            return self.attrs("explanations/landmark_ig") if self.exists("explanations/landmark_ig") else {}
+
     def write_mappings(self, start: int, mappings: Sequence[dict | None]) -> None:
         """The per-frame input→frame mapping (engine.preprocess.InputMapping.to_json()), shared by every
         map of that frame since all are in the same model-input space; None where no input was made."""

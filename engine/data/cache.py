@@ -79,6 +79,7 @@ class FaceCache:
     items: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    landmarks: np.ndarray | None = None  # float32 N×68×2 in crop pixels, NaN unknown; None: not stored
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -110,6 +111,7 @@ class FaceCache:
             self.items,
             self.path,
             self.meta,
+            None if self.landmarks is None else np.asarray(self.landmarks[index]),
         )
 
     def source(self, i: int) -> dict[str, Any]:
@@ -129,6 +131,8 @@ class FaceCache:
             raise DataError(
                 f"{folder}: unreadable face-crop cache ({e}); delete the folder to rebuild it"
             ) from e
+        lm_path = folder / "landmarks.npy"
+        landmarks = np.load(lm_path, allow_pickle=False) if lm_path.exists() else None
         return cls(
             arrays["images"],
             np.asarray(arrays["labels"]),
@@ -138,6 +142,7 @@ class FaceCache:
             meta["items"],
             folder,
             meta,
+            landmarks if landmarks is not None and len(landmarks) == len(arrays["labels"]) else None,
         )
 
 
@@ -198,18 +203,31 @@ def _fast_crop(rgb: np.ndarray, size: int, grayscale: bool) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
-def _crop_item(item: dict, pp: dict, sampling: dict) -> tuple[list[np.ndarray], list[int], str | None]:
-    """Crops of one file as (images, frame indices, reason when nothing came out)."""
+NO_LANDMARKS = np.full((68, 2), np.nan, np.float32)
+
+
+def crop_landmarks(out: Any, landmarks: np.ndarray | None) -> np.ndarray:
+    """A face's 68 landmarks in the crop's pixels (NaN when the crop has no single face geometry)."""
+    if landmarks is None or len(out.mapping.pieces) != 1:
+        return NO_LANDMARKS
+    return out.mapping.pieces[0].from_frame(np.asarray(landmarks, np.float64)).astype(np.float32)
+
+
+def _crop_item(item: dict, pp: dict, sampling: dict) -> tuple[list[np.ndarray], list[int], str | None, list[np.ndarray]]:
+    """Crops of one file as (images, frame indices, reason when nothing came out, landmarks in crop pixels)."""
     size, grey = int(pp["size"]), bool(pp.get("grayscale", True))
     if item["kind"] == "image":
         rgb = _read_image(item["path"])
         if sampling["fast"]:
-            return [_fast_crop(rgb, size, grey)], [-1], None
+            return [_fast_crop(rgb, size, grey)], [-1], None, [NO_LANDMARKS]
         from engine.faces import face_from_crop_image
         from engine.preprocess import PreprocessConfig, preprocess
 
-        out = preprocess(rgb, face_from_crop_image(rgb), PreprocessConfig.from_json(pp))
-        return ([out.image], [-1], None) if out is not None else ([], [], "no face")
+        face = face_from_crop_image(rgb)
+        out = preprocess(rgb, face, PreprocessConfig.from_json(pp))
+        if out is None:
+            return [], [], "no face", []
+        return [out.image], [-1], None, [crop_landmarks(out, face.landmarks)]
 
     from engine.faces import FaceTracker
     from engine.preprocess import PreprocessConfig, preprocess
@@ -219,6 +237,7 @@ def _crop_item(item: dict, pp: dict, sampling: dict) -> tuple[list[np.ndarray], 
     tracker = FaceTracker(detect_every=int(sampling["detect_every"]))
     images: list[np.ndarray] = []
     frames: list[int] = []
+    marks: list[np.ndarray] = []
     stride = int(sampling["stride"])
     with open_video(item["path"]) as reader:
         n = len(reader)
@@ -237,7 +256,8 @@ def _crop_item(item: dict, pp: dict, sampling: dict) -> tuple[list[np.ndarray], 
                 if out is not None:
                     images.append(out.image)
                     frames.append(k)
-    return images, frames, None if images else "no face in the sampled frames"
+                    marks.append(crop_landmarks(out, face.landmarks))
+    return images, frames, None if images else "no face in the sampled frames", marks
 
 
 def _crop_chunk(items: list[dict], pp: dict, sampling: dict) -> dict[str, Any]:
@@ -245,22 +265,25 @@ def _crop_chunk(items: list[dict], pp: dict, sampling: dict) -> dict[str, Any]:
     images: list[np.ndarray] = []
     item_pos: list[int] = []
     frames: list[int] = []
+    marks: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     for j, item in enumerate(items):
         try:
-            imgs, fr, reason = _crop_item(item, pp, sampling)
+            imgs, fr, reason, lms = _crop_item(item, pp, sampling)
         except Exception as e:  # noqa: BLE001 - one unreadable file must not end a multi-hour build
-            imgs, fr, reason = [], [], f"{type(e).__name__}: {e}"
+            imgs, fr, reason, lms = [], [], f"{type(e).__name__}: {e}", []
         if reason:
             skipped.append({"path": item["path"], "reason": reason})
         images.extend(imgs)
         item_pos.extend([j] * len(imgs))
         frames.extend(fr)
+        marks.extend(lms)
     arr = np.stack(images).astype(np.uint8) if images else np.zeros((0, size, size, channels), np.uint8)
     return {
         "images": arr,
         "item_pos": np.asarray(item_pos, np.int64),
         "frames": np.asarray(frames, np.int64),
+        "landmarks": np.stack(marks).astype(np.float32) if marks else np.zeros((0, 68, 2), np.float32),
         "skipped": skipped,
     }
 
@@ -378,6 +401,7 @@ def _build(
         _save_npy(partial / f"{start:08d}_images.npy", res["images"])
         _save_npy(partial / f"{start:08d}_items.npy", res["item_pos"] + start)
         _save_npy(partial / f"{start:08d}_frames.npy", res["frames"])
+        _save_npy(partial / f"{start:08d}_landmarks.npy", res["landmarks"])
         # The marker comes last: a chunk counts as done only when all its arrays are on disk.
         (partial / f"{start:08d}.json").write_text(json.dumps({"skipped": res["skipped"]}))
         done += int(sum(len(c) for s, c in chunks if s == start))
@@ -443,12 +467,15 @@ def _assemble(
     )
     item_index = np.empty(total, np.int64)
     frame_index = np.empty(total, np.int64)
+    landmarks = np.full((total, 68, 2), np.nan, np.float32)  # chunks of a build begun before: unknown
     skipped: list[dict] = []
     pos = 0
     for (s, _), n in zip(chunks, counts):
         images[pos : pos + n] = np.load(partial / f"{s:08d}_images.npy", allow_pickle=False)
         item_index[pos : pos + n] = np.load(partial / f"{s:08d}_items.npy", allow_pickle=False)
         frame_index[pos : pos + n] = np.load(partial / f"{s:08d}_frames.npy", allow_pickle=False)
+        if (partial / f"{s:08d}_landmarks.npy").exists():
+            landmarks[pos : pos + n] = np.load(partial / f"{s:08d}_landmarks.npy", allow_pickle=False)
         skipped += json.loads((partial / f"{s:08d}.json").read_text())["skipped"]
         pos += n
     images.flush()
@@ -457,6 +484,7 @@ def _assemble(
     np.save(staging / "labels.npy", labels, allow_pickle=False)
     np.save(staging / "item_index.npy", item_index, allow_pickle=False)
     np.save(staging / "frame_index.npy", frame_index, allow_pickle=False)
+    np.save(staging / "landmarks.npy", landmarks, allow_pickle=False)
     meta = {
         "version": CACHE_VERSION,
         "classes": classes,

@@ -26,8 +26,10 @@ class AugmentConfig:
 NO_AUGMENT = AugmentConfig(flip=False, shift=0.0, brightness=0.0)
 
 
-def augment_batch(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Augment uint8 N×S×S×C images (a new array; the cache is never written)."""
+def augment_batch(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+                  maps: np.ndarray | None = None) -> np.ndarray:
+    """Augment uint8 N×S×S×C images (a new array; the cache is never written). ``maps`` (N×S×S, e.g. the
+    AU target maps of AU-guided training) get the same flips and shifts, in place, zero-padded."""
     out = np.array(images, dtype=np.uint8, copy=True)
     n, s = out.shape[0], out.shape[1]
     if n == 0:
@@ -35,6 +37,8 @@ def augment_batch(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generat
     if cfg.flip:
         flip = rng.random(n) < 0.5
         out[flip] = out[flip, :, ::-1]
+        if maps is not None:
+            maps[flip] = maps[flip, :, ::-1]
     pad = round(cfg.shift * s)
     if pad > 0:
         padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
@@ -42,6 +46,10 @@ def augment_batch(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generat
         dx = rng.integers(0, 2 * pad + 1, n)
         for i in range(n):
             out[i] = padded[i, dy[i] : dy[i] + s, dx[i] : dx[i] + s]
+        if maps is not None:
+            mp = np.pad(maps, ((0, 0), (pad, pad), (pad, pad)))
+            for i in range(n):
+                maps[i] = mp[i, dy[i] : dy[i] + s, dx[i] : dx[i] + s]
     if cfg.brightness > 0:
         gain = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness, n).astype(np.float32)
         out = np.clip(out.astype(np.float32) * gain[:, None, None, None], 0, 255).round().astype(np.uint8)
@@ -55,11 +63,18 @@ class FaceDataset(Dataset):
     vectorised pass (use ``collate_fn=collate_batch``); the trainer normalises with
     ``engine.models.to_input`` on the model's device. Augmentation draws its seed from torch's RNG, so
     ``torch.manual_seed`` (and the DataLoader's worker seeding) makes it reproducible.
+
+    ``maps`` (N×S×S, one per sample: AU-guided training's target maps) make a batch a triple (images,
+    labels, maps as float32 N×S×S) with the maps flipped and shifted like their images.
     """
 
-    def __init__(self, cache: FaceCache, augment: AugmentConfig | None = None) -> None:
+    def __init__(self, cache: FaceCache, augment: AugmentConfig | None = None,
+                 maps: np.ndarray | None = None) -> None:
         self.cache = cache
         self.augment = augment if augment is not None else NO_AUGMENT
+        if maps is not None and len(maps) != len(cache):
+            raise ValueError(f"{len(maps)} maps for {len(cache)} samples")
+        self.maps = maps
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -68,23 +83,26 @@ class FaceDataset(Dataset):
         a = self.augment
         return a.flip or a.shift > 0 or a.brightness > 0
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         idx = np.asarray(indices, dtype=np.int64)
         # Sorted reads are far kinder to a memory-mapped cache; the order is restored after.
         order = np.argsort(idx, kind="stable")
         images = np.empty((len(idx), *self.cache.images.shape[1:]), np.uint8)
         images[order] = self.cache.images[idx[order]]
+        maps = None if self.maps is None else np.asarray(self.maps[idx], dtype=np.float32)
         if self._augmenting():
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-            images = augment_batch(images, self.augment, rng)
-        return torch.from_numpy(images), torch.from_numpy(np.asarray(self.cache.labels[idx], dtype=np.int64))
+            images = augment_batch(images, self.augment, rng, maps)
+        labels = torch.from_numpy(np.asarray(self.cache.labels[idx], dtype=np.int64))
+        if maps is None:
+            return torch.from_numpy(images), labels
+        return torch.from_numpy(images), labels, torch.from_numpy(maps)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([int(i)])
-        return x[0], y[0]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([int(i)]))
 
 
-def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """The DataLoader's collate_fn for :class:`FaceDataset`: the batch is already stacked."""
     return batch
 

@@ -112,9 +112,19 @@ def au_map(
     ``box`` (x0, y0, x1, y1) sets the face size; by default the landmarks' bounding box does.
     ``blur`` is the box-filter side in units of the face size. Neutral gives all zeros.
     """
+    return action_unit_map(landmarks, CODEBOOK[canonical_expression(expression)], shape, box, blur)
+
+
+def action_unit_map(
+    landmarks: np.ndarray,
+    aus: tuple[int, ...],
+    shape: tuple[int, int],
+    box: np.ndarray | None = None,
+    blur: float = 0.05,
+) -> np.ndarray:
+    """The map of any set of AUs (``au_map`` draws an expression's codebook entry through this)."""
     h, w = int(shape[0]), int(shape[1])
     out = np.zeros((h, w), dtype=np.float32)
-    aus = CODEBOOK[canonical_expression(expression)]
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2):
         raise ValueError(f"landmarks must be 68×2, got {lm.shape}")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-ARCHS = ("protopnet", "patchsae", "cnn", "timesformer")
+ARCHS = ("protopnet", "patchsae", "cnn", "timesformer", "landmark-lstm")
 CLIP_ARCHS = ("timesformer",)  # take N×T×C×S×S clips (a still image is a one-frame clip)
 BACKBONES = ("small", "vgg16_bn", "resnet18")
 
@@ -45,6 +45,8 @@ class ModelSpec:
     sae_l1: float = 8e-5
     pretrained: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # architecture-specific shape (timesformer)
+    # landmark-lstm only (engine.models.landmark): window P, landmark points, channels, hidden size.
+    sequence: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if hasattr(self.preprocess, "to_json"):
@@ -82,8 +84,9 @@ class ModelSpec:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["preprocess"] = _jsonable(self.preprocess)
-        if not self.options:
-            del d["options"]  # frame models' model.json stays as before
+        for name in ("options", "sequence"):
+            if not d[name]:
+                del d[name]  # frame models' model.json stays as before
         return d
 
     @classmethod
