@@ -31,6 +31,7 @@ from engine.model_card import (  # torch-free; re-exported here
     CheckpointError,
     _describe_non_safetensors,
     _sha256,
+    read_latent_patches,  # noqa: F401 - re-exported
     read_model_json,
     resolve_model_dir,
 )
