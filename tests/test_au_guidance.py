@@ -3,6 +3,7 @@ guided CNN on real FER2013 crops that agrees with the AU maps more than the same
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,15 @@ def test_guided_cnn_agrees_with_the_au_maps_more(fer_small, tmp_path: Path, one_
     maps = au_targets(cache.landmarks, np.asarray(cache.labels), fer_small.classes, 32)
     c_plain, c_guided = _cos_on_train(plain, cache, maps), _cos_on_train(guided, cache, maps)
     assert c_guided > c_plain + 0.05, (c_plain, c_guided)
+
+
+def test_guided_protopnet_trunk(fer_small, tmp_path: Path, one_thread) -> None:
+    cfg = TrainConfig(arch="protopnet", epochs=2, warmup_epochs=1, last_layer_epochs=1, push_on_face=False,
+                      prototypes_per_class=1, proto_dim=16, null_weight=0.0, batch_size=32, preprocess=PP,
+                      device="cpu", au_guidance=4.0, out_dir=str(tmp_path))
+    train(fer_small, cfg)
+    recs = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    by_stage = {r.get("stage"): r for r in recs if r["kind"] == "epoch"}
+    for stage in ("warm", "joint"):  # the add-on output z is T_l while the trunk trains
+        assert 0 < by_stage[stage]["au"] <= 8 and -1 <= by_stage[stage]["au_cos"] <= 1
+    assert "au" not in by_stage["last"]  # only the last layer trains: no gradient reaches T_l
