@@ -186,3 +186,13 @@ def test_pruning_ladder_writes_the_table(tiny_landmark_model: Path, crema_dir: P
     assert "| 8 |" in table and (tmp_path / "ranking.png").stat().st_size > 10_000
     ranking = json.loads((tmp_path / "ranking.json").read_text())
     assert set(ranking["ranking"]) == set(m.spec.classes) and sorted(ranking["overall"]) == list(range(68))
+
+
+def test_still_images_train_one_frame_sequences(fer_dir: Path, tmp_path: Path, one_thread) -> None:
+    dc = DataConfig(str(fer_dir), cache_root=str(tmp_path / "crops"), max_per_class={"train": 6, "val": 2})
+    out = train(dc, _cfg(tmp_path / "run", epochs=2, sequence={**SEQ, "window": 16}))
+    m, meta = load_checkpoint(out)
+    assert m.input_shape == (1, 68, 2)  # forced to one frame: a still image has no motion
+    seen = meta["training"]["input"]
+    assert seen["train"]["kind"] == "image" and seen["train"]["window"] == 1 and seen["train"]["windows"] >= 35
+    assert seen["val"]["kind"] == "image" and m.spec.sequence["window"] == 1
