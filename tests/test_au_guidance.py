@@ -125,3 +125,16 @@ def test_guided_protopnet_trunk(fer_small, tmp_path: Path, one_thread) -> None:
     for stage in ("warm", "joint"):  # the add-on output z is T_l while the trunk trains
         assert 0 < by_stage[stage]["au"] <= 8 and -1 <= by_stage[stage]["au_cos"] <= 1
     assert "au" not in by_stage["last"]  # only the last layer trains: no gradient reaches T_l
+
+
+def test_cam_cos_per_class(fer_small, one_thread) -> None:
+    from engine.au_guidance import cam_cos_per_class
+    from engine.models import ModelSpec, build_model
+
+    torch.manual_seed(0)  # an untrained CNN: the measure, not the model, is under test
+    model = build_model(ModelSpec(arch="cnn", classes=fer_small.classes, preprocess=PP)).eval()
+    cache = fer_small.cache("val")
+    res = cam_cos_per_class(model, cache, PP)
+    assert res["per_class"]["neutral"] is None and res["n"]["neutral"] == 0  # neutral has no AU map
+    have = [v for v in res["per_class"].values() if v is not None]
+    assert len(have) >= 5 and all(0.0 <= v <= 1.0 for v in have) and 0 < res["mean"] < 1
