@@ -7,7 +7,13 @@ explanations, model + LRP, + Grad-CAM), of `analyze` end to end with intrinsic e
 LRP, the wall time of analysing the demo clip, the peak RSS of `analyze` on the clip and on the same
 clip concatenated 4× and 16× (each in a fresh process), which must stay flat, and end-to-end frames/s on
 1080p and 4K wide shots of the clip (face ~130 px tall) next to the close-up's (target: within 0.7×;
-`--wide-only` runs just that).
+`--wide-only` runs just that, `--shots DIR` keeps the generated shots there for the next run).
+
+`--wide-stages` prints what each stage of the analysis costs per frame (CPU ms, one thread of work at a
+time, so the figures add up) on the close-up and the wide shots, read as RGB frames (the analysis before
+issue 11's speed work) and as the analysis reads them now (AnalysisFrames: luma, colour of regions only):
+FFmpeg decoding, turning the decoded frame into what the analysis reads, the face tracker (its detector
+passes, the shape predictor with its exact-grey crops, the rest), the model-input crop, and the model.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,9 +36,9 @@ import torch
 
 from engine.analyzer import FrameAnalyzer
 from engine.faces import FaceTracker
-from engine.pipeline import AnalyzeSettings, _post_hoc, analyze
+from engine.pipeline import AnalyzeSettings, _post_hoc, analyze, prepare_frame
 from engine.resources import default_model_dir, demo_clip
-from engine.video import open_video
+from engine.video import ReaderOptions, open_video
 
 MEM_SCRIPT = """
 import json, resource, sys, time
@@ -110,24 +117,167 @@ def end_to_end(video: Path, out: Path, analyzer: FrameAnalyzer, device: str) -> 
     return n, dt, found
 
 
-def wide_rates(clip: Path, analyzer: FrameAnalyzer, device: str, tmp: Path, times: int) -> None:
+WIDE = (("1080p wide", (1920, 1080)), ("4K wide", (3840, 2160)))
+
+
+def shots(clip: Path, times: int, where: Path) -> list[tuple[str, Path, float]]:
+    """(name, video, seconds to make it) of the close-up and the wide shots, the clip `times` over; made in
+    `where` unless there already (the same clip and times: the name says so)."""
+    out = []
+    for name, size in (("close-up", None), *WIDE):
+        video = where / f"{clip.stem}-x{times}-{'closeup' if size is None else size[1]}.mp4"
+        t0 = time.perf_counter()
+        if not video.exists():
+            part = video.with_suffix(".part.mp4")
+            concat(clip, times, part) if size is None else wide_shot(clip, size, part, times=times)
+            part.rename(video)
+        out.append((name, video, time.perf_counter() - t0))
+    return out
+
+
+def wide_rates(clip: Path, analyzer: FrameAnalyzer, device: str, tmp: Path, times: int,
+               where: Path | None = None) -> None:
     """End-to-end frames/s on 1080p and 4K wide shots of the clip, next to the close-up's (the same frames)."""
     print(f"\nwide shots: end to end (intrinsic, SpRAy off), the clip {times}× (frames/s, wall; the face "
-          "~130 px tall)")
-    closeup = concat(clip, times, tmp / "closeup.mp4")
+          f"~130 px tall; load average {os.getloadavg()[0]:.1f})")
+    made_shots = shots(clip, times, where or tmp)
     end_to_end(clip, tmp / "warm-up.vxs", analyzer, device)  # imports, caches, allocator: not in the figures
-    n, dt, found = end_to_end(closeup, tmp / "closeup.vxs", analyzer, device)
-    base = rate(n, dt)
-    print(f"  {'close-up':<18}{base:>9.1f}   ({dt:.1f} s for {n} frames, face in {found})")
-    for name, size in (("1080p wide", (1920, 1080)), ("4K wide", (3840, 2160))):
-        t0 = time.perf_counter()
-        video = wide_shot(clip, size, tmp / f"wide-{size[1]}.mp4", times=times)
-        made = time.perf_counter() - t0
-        n, dt, found = end_to_end(video, tmp / f"wide-{size[1]}.vxs", analyzer, device)
+    base = None
+    for name, video, made in made_shots:
+        n, dt, found = end_to_end(video, tmp / f"{video.stem}.vxs", analyzer, device)
+        dec = decode_alone(video)
+        if base is None:
+            base = rate(n, dt)
+            print(f"  {name:<18}{base:>9.1f}   ({dt:.1f} s for {n} frames, face in {found}; decoding alone "
+                  f"{dec:.0f} frames/s)", flush=True)
+            continue
         ratio = rate(n, dt) / base
         ok = "✓" if ratio >= 0.7 else "✗ (target ≥ 0.7×)"
         print(f"  {name:<18}{rate(n, dt):>9.1f}   ({dt:.1f} s for {n} frames, face in {found}; "
-              f"{ratio:.2f}× the close-up {ok}; made in {made:.0f} s)", flush=True)
+              f"{ratio:.2f}× the close-up {ok}; decoding alone {dec:.0f} frames/s = {dec / base:.2f}× the "
+              f"close-up's analysis; made in {made:.0f} s)", flush=True)
+    print(f"  (load average {os.getloadavg()[0]:.1f} at the end)")
+
+
+def decode_alone(video: Path) -> float:
+    """Wall frames/s of FFmpeg decoding the video with nothing else done (its threads as in the analysis):
+    what no analysis of it can beat."""
+    import av
+
+    with av.open(str(video)) as c:
+        stream = c.streams.video[0]
+        if stream.codec_context.width * stream.codec_context.height >= ReaderOptions().threaded_min_pixels:
+            stream.thread_type = "AUTO"
+        t0 = time.perf_counter()
+        n = sum(1 for _ in c.decode(stream))
+        return rate(n, time.perf_counter() - t0)
+
+
+class _CpuTimers:
+    """CPU seconds spent inside some functions of engine.faces (the detector's passes, the shape predictor,
+    descriptors), by wrapping them for the duration of a `with` block."""
+
+    def __init__(self) -> None:
+        from engine import faces
+
+        self.faces = faces
+        self.spent: dict[str, float] = {"detector": 0.0, "landmarks": 0.0, "descriptors": 0.0}
+        self.wrapped = {"detector": (faces._Detector, "_run"), "landmarks": (faces, "_landmarks"),
+                        "descriptors": (faces, "face_descriptor")}
+
+    def __enter__(self) -> Self:
+        self.saved = {}
+        for key, (owner, attr) in self.wrapped.items():
+            fn = getattr(owner, attr)
+            self.saved[key] = fn
+
+            def timed(*a, _fn=fn, _key=key, **kw):
+                t0 = time.process_time()
+                try:
+                    return _fn(*a, **kw)
+                finally:
+                    self.spent[_key] += time.process_time() - t0
+            setattr(owner, attr, timed)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for key, (owner, attr) in self.wrapped.items():
+            setattr(owner, attr, self.saved[key])
+
+
+def stage_costs(video: Path, analyzer: FrameAnalyzer, analysis: bool) -> dict[str, float]:
+    """CPU ms per frame of each analysis stage on `video`, the frames read as RGB (analysis False: every frame
+    converted, as before) or as the analysis reads them now. Decoding is measured on its own (FFmpeg's
+    threads as in the analysis); the rest one frame at a time on a single-threaded decoder, so nothing runs
+    beside the stage being timed."""
+    import av
+
+    options = ReaderOptions() if analysis else ReaderOptions(analysis_min_pixels=1 << 62)
+    out: dict[str, float] = {}
+    with open_video(video, options) as r:
+        n = r.frame_count
+        with av.open(str(video)) as c:
+            stream = c.streams.video[0]
+            if r.width * r.height >= options.threaded_min_pixels:
+                stream.thread_type = "AUTO"
+            t0 = time.process_time()
+            for _ in c.decode(stream):
+                pass
+            out["decode (FFmpeg)"] = time.process_time() - t0
+        t0 = time.process_time()
+        for _ in r.iter_frames(threads=False, analysis=True):
+            pass
+        read = time.process_time() - t0
+        with av.open(str(video)) as c:
+            t0 = time.process_time()
+            for _ in c.decode(c.streams.video[0]):
+                pass
+            out["to RGB" if not analysis else "to analysis frame"] = max(0.0, read - (time.process_time() - t0))
+        tracker = FaceTracker()
+        faces = prep = 0.0
+        images = []
+        with _CpuTimers() as timers:
+            for k, frame in r.iter_frames(threads=False, analysis=True):
+                t0 = time.process_time()
+                face = tracker.process(frame, k)
+                t1 = time.process_time()
+                pre = prepare_frame(analyzer, frame, face)
+                prep += time.process_time() - t1
+                faces += t1 - t0
+                if pre is not None:
+                    images.append(pre.image)
+        spent = timers.spent
+        out["faces: detector passes"] = spent["detector"]
+        out["faces: landmarks"] = spent["landmarks"]
+        out["faces: descriptors"] = spent["descriptors"]
+        out["faces: rest"] = faces - sum(spent.values())
+        out["model-input crop"] = prep
+    batches = [np.stack(images[i:i + 32]) for i in range(0, len(images), 32)]
+    analyzer.run(batches[0])
+    t0 = time.process_time()
+    for b in batches:
+        analyzer.run(b)
+    out["model (intrinsic)"] = time.process_time() - t0
+    return {k: 1000.0 * v / n for k, v in out.items()}
+
+
+def wide_stages(clip: Path, analyzer: FrameAnalyzer, tmp: Path, times: int, where: Path | None = None) -> None:
+    """The per-stage CPU table of the close-up and the wide shots, before (RGB frames) and now."""
+    print(f"\nper-stage CPU ms per frame, the clip {times}× (torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f}; CPU time, so load inflates it less than wall time)")
+    made = shots(clip, times, where or tmp)
+    cols = []
+    for name, video, _ in made:
+        for analysis in (False, True):
+            cols.append((f"{name.split()[0]} {'now' if analysis else 'RGB'}", stage_costs(video, analyzer, analysis)))
+    keys = list(dict.fromkeys(k for _, c in cols for k in c))
+    print(f"  {'stage':<24}" + "".join(f"{h:>15}" for h, _ in cols))
+    for key in keys:
+        print(f"  {key:<24}" + "".join(f"{c[key]:>15.2f}" if key in c else f"{'':>15}" for _, c in cols))
+    print(f"  {'total':<24}" + "".join(f"{sum(c.values()):>15.2f}" for _, c in cols))
+    close = sum(cols[1][1].values())
+    print("  close-up total / shot total (now; what the end-to-end ratio tends to where CPU is the limit): "
+          + ", ".join(f"{h.split()[0]} {close / sum(c.values()):.2f}×" for h, c in cols[3::2]))
 
 
 def stage_rates(clip: Path, analyzer: FrameAnalyzer, repeat: int) -> dict[str, float]:
@@ -171,7 +321,11 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the 1×/4×/16× memory runs")
     ap.add_argument("--wide-only", action="store_true",
                     help="only the wide shots (1080p, 4K) against the close-up, end to end")
-    ap.add_argument("--wide-times", type=int, default=2, help="the clip repeated this many times in each shot")
+    ap.add_argument("--wide-times", type=int, default=8, help="the clip repeated this many times in each shot")
+    ap.add_argument("--wide-stages", action="store_true",
+                    help="only the per-stage CPU table of the close-up and the wide shots (RGB frames vs now)")
+    ap.add_argument("--shots", type=Path, default=None,
+                    help="keep the generated close-up and wide shots in this folder (reused when there)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,9 +335,14 @@ def main() -> None:
     print(f"model {model} ({analyzer.spec.arch}/{analyzer.spec.backbone}), clip {clip.name}, "
           f"device {analyzer.device}, torch threads {torch.get_num_threads()}; machine: {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
-    if args.wide_only:
+    if args.shots:
+        args.shots.mkdir(parents=True, exist_ok=True)
+    if args.wide_only or args.wide_stages:
         with tempfile.TemporaryDirectory() as tmp:
-            wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times)
+            if args.wide_stages:
+                wide_stages(clip, analyzer, Path(tmp), args.wide_times, args.shots)
+            if args.wide_only:
+                wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times, args.shots)
         return
 
     print("\nstage alone (frames/s)")
@@ -223,7 +382,7 @@ def main() -> None:
                 d = json.loads(r.stdout.strip().splitlines()[-1])
                 print(f"  {times:>3}× ({n * times:>5} frames) {d['rss_mb']:>8.0f} MB  {d['s']:>6.1f} s")
 
-        wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times)
+        wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times, args.shots)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ subset) instead of measuring them again; the clips, the baseline and the ProtoPN
 Every model also gets a **centre-prior** row: one Gaussian (σ = 1.5 cells) at the input's centre, the same
 map for every face — a content-free baseline that a map must beat to say more than "the centre matters".
 
-Writes OUT.md (the table) and OUT.json. About 10 minutes on 2 CPU cores.
+``--table-from A.json B.json …`` measures nothing: it prints (and writes to OUT) one table of the rows of
+earlier runs' JSON files, in that order, naming each run's command and time — for models measured in
+separate runs.
+
+Writes OUT.md (the table) and OUT.json. About 10 minutes per model on 2 idle CPU cores.
 """
 
 from __future__ import annotations
@@ -158,7 +162,12 @@ def main() -> None:
     ap.add_argument("--from-record", action="store_true",
                     help="FER2013 curves from each model's model.json faithfulness record (see the docstring)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "explain_quality"))
+    ap.add_argument("--table-from", nargs="+", metavar="JSON", default=None,
+                    help="measure nothing: one table from the rows of these earlier runs' JSON files")
     args = ap.parse_args()
+    if args.table_from:
+        write_table(combine_runs([Path(f) for f in args.table_from]), Path(args.out))
+        return
     torch.set_num_threads(2)
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="vidxai-explain-quality-"))
@@ -245,11 +254,39 @@ def main() -> None:
                   f"CAM-COS {row['cam_cos'] if row['cam_cos'] is None else round(row['cam_cos'], 3)}  "
                   f"flicker {row['flicker']:.3f}  {row['ms_per_frame']:.1f} ms/frame", flush=True)
     total = time.perf_counter() - t_start
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": total,
            "limit": args.limit, "fill": "mean", "patch": 8, "rows": rows, "models": extras}
+    write_table(doc, Path(args.out))
+
+
+def combine_runs(files: list[Path]) -> dict:
+    """The rows and ProtoPNet checks of several runs' JSON files, in order, with each run's command and time."""
+    docs = [json.loads(f.read_text()) for f in files]
+    for f, d in zip(files, docs, strict=True):
+        if (d["limit"], d["fill"], d["patch"]) != (docs[0]["limit"], docs[0]["fill"], docs[0]["patch"]):
+            raise SystemExit(f"{f}: measured on another subset, fill or patch size than {files[0]}")
+    runs = [{"file": _shown(f), "command": d["command"], "seconds": d["seconds"],
+             "models": sorted({r["model"] for r in d["rows"]})} for f, d in zip(files, docs, strict=True)]
+    return {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "runs": runs,
+            "seconds": sum(d["seconds"] for d in docs), "limit": docs[0]["limit"], "fill": docs[0]["fill"],
+            "patch": docs[0]["patch"], "rows": [r for d in docs for r in d["rows"]],
+            "models": {k: v for d in docs for k, v in d["models"].items()}}
+
+
+def _shown(path: Path) -> str:
+    """A path as the repository names it (relative to its root, or to the shared folder beside it)."""
+    path = path.resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return str(path)
+
+
+def write_table(doc: dict, out: Path) -> None:
+    """OUT.json (``doc``) and OUT.md (the table, also printed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    rows, extras = doc["rows"], doc["models"]
     lines = [
         "| model | method | FER acc | Δ10 | Δ30 | Δ50 | mean Δ | clips acc | clips mean Δ | CAM-COS | flicker | ms/frame |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -271,9 +308,12 @@ def main() -> None:
             lines.append(f"| {name} | {frac} | {ex['flat_top_class']}, {ex['flat_top_p']:.2f} | "
                          f"{ex['flat_top_similarity']:.2f} | {ex['median_top_similarity_real']:.2f} |")
     lines.append("")
-    lines.append(f"FER2013: {args.limit}-image test subset, seed 0; clips: {DATA / 'videos' / 'crema-d'} "
-                 f"(frames with a face). Fill: normalisation mean; 8×8 patches; ⚠: Δ ≤ 0. "
-                 f"Run time {total / 60:.1f} min.")
+    runs = doc.get("runs")
+    when = (f"Run time {doc['seconds'] / 60:.1f} min." if not runs else
+            "Rows from " + "; ".join(f"`{r['command']}` ({', '.join(r['models'])}, {r['seconds'] / 60:.1f} min, "
+                                     f"{r['file']})" for r in runs) + ".")
+    lines.append(f"FER2013: {doc['limit']}-image test subset, seed 0; clips: {_shown(DATA / 'videos' / 'crema-d')} "
+                 f"(frames with a face). Fill: normalisation mean; 8×8 patches; ⚠: Δ ≤ 0. {when}")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

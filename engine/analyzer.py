@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 POST_HOC = ("lrp", "gradcam", "ig", "gxi", "prp")   # prp: ProtoPNet only
 # Which evidence map (engine.explain.evidence, docs/EXPLANATIONS.md) is a model's "intrinsic" map: the most
 # faithful of the candidates measured by bench/explain_quality.py.
-INTRINSIC_MAP = {"protopnet": "proto-occ", "patchsae": "latent-sum"}
+INTRINSIC_MAP = {"protopnet": "proto-occ", "patchsae": "latent-sum", "timesformer": "rollout"}
 TOP_LATENTS = 16
 
 
@@ -83,6 +83,13 @@ def condense(model: FrameModel, out: dict[str, torch.Tensor], x: torch.Tensor | 
         res["top_latents"] = idx.to(torch.int32).cpu().numpy()
         res["top_values"] = vals.cpu().numpy()
         res["top_maps"] = torch.gather(lm, 1, idx[:, :, None, None].expand(-1, -1, *lm.shape[2:])).cpu().numpy()
+    elif arch == "timesformer":
+        # A clip model reading single frames (one-frame clips): its attention rollout (min head fusion).
+        from engine.explain.spacetime import relevance
+
+        if x is None:
+            raise ValueError("the rollout map needs the model input x")
+        res["maps"] = relevance(model, x, INTRINSIC_MAP["timesformer"], target=pred).maps[:, 0].cpu().numpy()
     else:
         w = model.head.weight[pred]                                           # N×F
         res["maps"] = torch.einsum("nf,nfhw->nhw", w, out["features"]).clamp_min(0).cpu().numpy()

@@ -7,7 +7,6 @@ weight reaches the model, so a tampered or damaged folder is refused with a mess
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,30 +19,30 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from engine.model_card import (  # torch-free; re-exported here
+    FORMAT,
+    FORMAT_VERSION,
+    LATENT_PATCHES,
+    META,
+    PROTOTYPES,
+    WEIGHTS,
+    CheckpointError,
+    _describe_non_safetensors,
+    _sha256,
+    read_latent_patches,  # noqa: F401 - re-exported
+    read_model_json,
+    resolve_model_dir,
+)
 from engine.models import ARCHS, FrameModel, ModelSpec, build_model
 
 log = logging.getLogger(__name__)
 
-FORMAT = "vidxai-checkpoint"
-FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-META = "model.json"
-PROTOTYPES = "prototypes"
-LATENT_PATCHES = "latent_patches.safetensors"
 
-
-class CheckpointError(Exception):
-    """A checkpoint folder that cannot be loaded; the message names the file and what to do."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def read_checkpoint_json(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate ``model.json`` only, its architecture included (cheap: no weights are loaded)."""
+    return read_model_json(folder, ARCHS)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -176,26 +175,6 @@ def save_checkpoint(folder: str | os.PathLike[str], model: FrameModel, metadata:
     return folder
 
 
-def read_latent_patches(folder: str | os.PathLike[str]) -> dict[int, list[np.ndarray]]:
-    """A PatchSAE checkpoint's reference patches: latent → uint8 patches, best first ({} when it has none).
-    The file's sha256 must match model.json's record."""
-    folder = resolve_model_dir(folder)
-    entry = read_checkpoint_json(folder).get("latent_patches")
-    if not entry:
-        return {}
-    path = folder / str(entry.get("file", LATENT_PATCHES))
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing, but {folder / META} lists it; copy the whole model folder")
-    if _sha256(path) != entry.get("sha256"):
-        raise CheckpointError(f"{path} does not match the sha256 recorded in {folder / META}: it was modified "
-                              "or damaged; copy the model folder again")
-    out: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for key, t in load_file(str(path)).items():
-        j, _, r = key.partition(".")
-        out.setdefault(int(j), []).append((int(r), t.numpy()))
-    return {j: [a for _, a in sorted(v, key=lambda x: x[0])] for j, v in out.items()}
-
-
 def record_in_model_json(folder: str | os.PathLike[str], key: str, name: str, value: Any) -> Path:
     """Add ``value`` under ``doc[key][name]`` in a checkpoint's model.json (e.g. a test-set evaluation),
     atomically; the weights and their sha256 are untouched."""
@@ -205,50 +184,6 @@ def record_in_model_json(folder: str | os.PathLike[str], key: str, name: str, va
     section[name] = value
     _write_atomic(folder / META, json.dumps(doc, indent=1, allow_nan=False).encode("utf-8"))
     return folder / META
-
-
-def _describe_non_safetensors(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-        return ("it looks like a pickle / torch.save file, which VidXAI never loads because it can run code; "
-                "export the weights with safetensors instead")
-    return "it is truncated or not a safetensors file; copy the checkpoint again"
-
-
-def resolve_model_dir(folder: str | os.PathLike[str]) -> Path:
-    """The checkpoint folder a user meant: the folder itself, or the ``model/`` a training run wrote in it."""
-    folder = Path(folder)
-    if not (folder / META).is_file() and (folder / "model" / META).is_file():
-        return folder / "model"
-    return folder
-
-
-def read_checkpoint_json(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate ``model.json`` only (cheap: for listing models without loading weights)."""
-    folder = resolve_model_dir(folder)
-    meta_path = folder / META
-    if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path} not found: {folder} is not a VidXAI checkpoint folder; "
-                              "choose the folder that holds model.json and model.safetensors")
-    try:
-        doc = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is damaged ({e}); copy the checkpoint again") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a VidXAI model description (format field missing)")
-    version = doc.get("format_version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{meta_path} has no valid format_version; copy the checkpoint again")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path} was written by a newer VidXAI (checkpoint format {version}, this "
-                              f"version reads up to {FORMAT_VERSION}); update VidXAI to load it")
-    spec = doc.get("spec")
-    if not isinstance(spec, dict) or spec.get("arch") not in ARCHS:
-        arch = spec.get("arch") if isinstance(spec, dict) else None
-        raise CheckpointError(f"{meta_path} names an unknown model architecture {arch!r} (this VidXAI knows "
-                              f"{', '.join(ARCHS)}); update VidXAI or choose another checkpoint")
-    return doc
 
 
 def load_checkpoint(folder: str | os.PathLike[str], device: str | torch.device = "cpu"

@@ -529,9 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a frame model on an image or video corpus")
     s.add_argument("data", help="data folder: FER2013-style class folders, RAVDESS or CREMA-D videos, or a JSON list")
-    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn", "landmark-lstm"), default="protopnet",
-                   help="model kind: protopnet (prototype parts), patchsae (sparse autoencoder latents) or cnn "
-                        "(black-box baseline); default protopnet")
+    s.add_argument("--arch", choices=("protopnet", "patchsae", "cnn", "timesformer", "landmark-lstm"),
+                   default="protopnet",
+                   help="model kind: protopnet (prototype parts), patchsae (sparse autoencoder latents), cnn "
+                        "(black-box baseline), timesformer (clip model: T-frame windows, --set "
+                        "timesformer='{\"frames\": 8}' clip_stride=4) or landmark-lstm (one CNN+LSTM per emotion "
+                        "on landmark sequences, --window P); default protopnet")
     s.add_argument("--backbone", choices=("small", "vgg16_bn", "resnet18"), default="small",
                    help="feature extractor (default small; vgg16_bn/resnet18 use ImageNet weights if cached)")
     s.add_argument("--labels", default=None,

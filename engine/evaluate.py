@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.aggregate import NO_FACE, ewma, video_decision
+from engine.aggregate import DEFAULT_TAU_S, NO_FACE, alpha_from_tau, ewma, video_decision
 from engine.checkpoint import load_checkpoint
 from engine.data import DataConfig, FaceCache, PreparedData, prepare
 from engine.data.cache import build_cache, canonical_preprocess
@@ -37,13 +37,33 @@ class EvalResult:
     video_accuracy: float | None = None  # EWMA last-state decision per video (video corpora)
     video_confusion: list[list[int]] | None = None
     video_decisions: list[dict[str, Any]] = field(default_factory=list)
-    alpha: float | None = None
+    alpha: float | None = None  # one α for every video (`alpha=` given); else each decision records its own
+    tau_s: float | None = None  # the EWMA time constant, seconds (α per video from its fps and sampling)
     items: int = 0  # files (images or videos) the samples came from
     items_total: int = 0  # files of the split (some may give no sample: unreadable, no face in a video)
     reason: str = ""  # why this split / these items were used
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _video_fps(path: str) -> float | None:
+    """The frame rate of a video item (its header only); None when it cannot be read now."""
+    from engine.video import open_video
+
+    try:
+        with open_video(path) as r:
+            return float(r.fps) if r.fps and r.fps > 0 else None
+    except Exception as exc:  # noqa: BLE001 - the cache holds the crops; the file may have moved since
+        log.warning("%s: frame rate unreadable (%s); its video decision takes α at 25 fps", path, exc)
+        return None
+
+
+def _sampled_alpha(tau_s: float, fps: float, frames: np.ndarray) -> float:
+    """EWMA α for scores of every k-th frame (k: the median gap of the sampled frames) at time constant τ."""
+    gaps = np.diff(np.asarray(frames, np.int64))
+    k = float(np.median(gaps)) if len(gaps) else 1.0
+    return alpha_from_tau(tau_s, fps / max(k, 1.0))
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -105,9 +125,10 @@ def evaluate(
     cancel: CancelToken | None = None,
     limit: int | None = None,
     seed: int = 0,
-    alpha: float = 0.3,
+    alpha: float | None = None,
     batch_size: int = 128,
     device: str = "cpu",
+    tau_s: float = DEFAULT_TAU_S,
 ) -> EvalResult:
     """Score ``split`` of ``data`` with the checkpoint in ``model_dir``.
 
@@ -115,6 +136,9 @@ def evaluate(
     keeps a seeded random subset of that many samples (frame level; videos are kept or dropped whole).
     ``split`` None lets :func:`choose_split` decide (data from outside: whole, or its own test folder);
     ``"all"`` is every item. The result says how many items it used and why (``items``, ``reason``).
+    Video decisions are made as analysis makes them: the EWMA with time constant ``tau_s`` seconds, its α
+    from the video's fps and the frames sampled (every k-th frame: α = 1 − exp(−k/(fps·τ))); ``alpha``
+    fixes one α for every video instead.
     """
     model, _ = load_checkpoint(model_dir, device)
     spec = model.spec
@@ -200,16 +224,21 @@ def evaluate(
         for it in np.unique(items):
             rows = np.flatnonzero(items == it)
             rows = rows[np.argsort(frames[rows], kind="stable")]
-            decision = video_decision(ewma(probs[rows], alpha), spec.classes)
+            source = cache.items[int(it)]["path"]
+            fps = _video_fps(source) if alpha is None else None
+            a = alpha if alpha is not None else _sampled_alpha(tau_s, fps or 25.0, frames[rows])
+            decision = video_decision(ewma(probs[rows], a), spec.classes)
             true = int(labels[rows[0]])
             v_true.append(true)
             v_pred.append(spec.classes.index(decision) if decision != NO_FACE else -1)
             res.video_decisions.append(
                 {
-                    "source": cache.items[int(it)]["path"],
+                    "source": source,
                     "label": spec.classes[true],
                     "decision": decision,
                     "frames": len(rows),
+                    "fps": fps,  # None: α given, or the file unreadable now (α taken at 25 fps)
+                    "alpha": a,
                 }
             )
         vt, vp = np.array(v_true), np.array(v_pred)
@@ -217,7 +246,7 @@ def evaluate(
         res.video_accuracy = float((vt == vp).mean())
         ok = vp >= 0
         res.video_confusion = confusion_matrix(vt[ok], vp[ok], len(spec.classes)).tolist()
-        res.alpha = alpha
+        res.alpha, res.tau_s = alpha, (None if alpha is not None else tau_s)
     log.info(
         "%s on %s: accuracy %.4f over %d samples%s",
         model_dir,
@@ -279,7 +308,8 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
         _plot_confusion(
             np.array(result.video_confusion),
             result.classes,
-            f"videos (EWMA α={result.alpha}): {result.video_accuracy:.1%} (n={result.videos})",
+            f"videos (EWMA {f'α={result.alpha}' if result.alpha is not None else f'τ={result.tau_s} s'}): "
+            f"{result.video_accuracy:.1%} (n={result.videos})",
             paths["video_confusion"],
         )
     return paths

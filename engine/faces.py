@@ -42,6 +42,8 @@ import cv2
 import dlib
 import numpy as np
 
+from engine.video import AnalysisFrame
+
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 68
@@ -133,14 +135,26 @@ _recognizer: dlib.face_recognition_model_v1 | None = None
 _recognizer_lock = threading.Lock()
 
 
-def face_descriptor(frame: np.ndarray, det_box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+def face_descriptor(frame: np.ndarray | AnalysisFrame, det_box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """dlib's 128-d face descriptor (face-recognition ResNet) of one face: float32 (128,).
 
     Faces of one person are < 0.6 apart (Euclidean), dlib's recommended threshold. About 75 ms on one
     CPU core, so the tracker computes one per new track, not per frame.
     """
     global _recognizer
-    rgb = frame if frame.ndim == 3 and frame.shape[2] == 3 else np.repeat(_to_grey(frame)[:, :, None], 3, axis=2)
+    if isinstance(frame, AnalysisFrame):
+        # The chip (the face with 25 % padding, turned upright) lies well inside the box grown by its size on
+        # every side; only that region is converted to RGB. Even offsets keep rounding as on the whole frame.
+        size = float(max(det_box[2] - det_box[0], det_box[3] - det_box[1]))
+        x0, y0, x1, y1 = frame.clip((math.floor(det_box[0] - size), math.floor(det_box[1] - size),
+                                     math.ceil(det_box[2] + size), math.ceil(det_box[3] + size)))
+        rgb = frame.rgb((x0, y0, x1, y1))
+        det_box = np.asarray(det_box, np.float64) - (x0, y0, x0, y0)
+        landmarks = np.asarray(landmarks, np.float64) - (x0, y0)
+    elif frame.ndim == 3 and frame.shape[2] == 3:
+        rgb = frame
+    else:
+        rgb = np.repeat(_to_grey(frame)[:, :, None], 3, axis=2)
     pts = dlib.points([dlib.point(round(float(x)), round(float(y))) for x, y in landmarks])
     shape = dlib.full_object_detection(_rect(det_box), pts)
     chip = dlib.get_face_chip(np.ascontiguousarray(rgb), shape, size=150, padding=0.25)
@@ -237,9 +251,80 @@ def _rect(box: np.ndarray) -> dlib.rectangle:
     return dlib.rectangle(x0, y0, max(x0, x1 - 1), max(y0, y1 - 1))
 
 
-def _landmarks(predictor: dlib.shape_predictor, grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+def _landmarks(predictor: dlib.shape_predictor, grey: np.ndarray | _Grey, box: np.ndarray) -> np.ndarray:
+    if isinstance(grey, _Grey):
+        if grey.array is None:
+            img, x0, y0 = grey.near(box)
+            shape = predictor(img, _rect(np.asarray(box, np.float64) - (x0, y0, x0, y0)))
+            return np.array([(p.x + x0, p.y + y0) for p in shape.parts()], dtype=np.float32)
+        grey = grey.array
     shape = predictor(grey, _rect(box))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+# How far from its box the shape predictor reads pixels: at most 0.2 of the box size (measured: landmarks in a
+# crop with that margin equal those in the whole frame); crops around faces keep _NEAR_NEED, made with _NEAR_MAKE.
+_NEAR_NEED = 0.6
+_NEAR_MAKE = 0.8
+
+
+class _Grey:
+    """One frame as the tracker reads it.
+
+    From an array (RGB or grey): its grey, as always (``array``). From an :class:`AnalysisFrame` (a large
+    frame decoded for analysis): the detector's whole-frame passes read the luma scaled first and mapped to
+    grey after (``scaled``), and everything near a face (landmarks, the tracking patch, the re-detection
+    around a face) reads exact grey crops (``near``, ``crop``: the very values RGB2GRAY of the RGB frame
+    has), so landmarks are those of the RGB frame while no 8-Mpixel grey or RGB frame is ever made."""
+
+    def __init__(self, frame: np.ndarray | AnalysisFrame) -> None:
+        if isinstance(frame, AnalysisFrame):
+            self.frame: AnalysisFrame | None = frame
+            self.array: np.ndarray | None = None
+            self.shape: tuple[int, int] = (frame.height, frame.width)
+        else:
+            self.frame = None
+            self.array = _to_grey(frame)
+            self.shape = self.array.shape[:2]  # type: ignore[assignment]
+        self._near: list[tuple[int, int, int, int, np.ndarray]] = []
+
+    def scaled(self, scale: float) -> np.ndarray:
+        """The whole frame in grey, resized by ``scale`` (INTER_AREA down, INTER_LINEAR up)."""
+        h, w = self.shape
+        src = self.array if self.array is not None else self.frame.luma  # type: ignore[union-attr]
+        if abs(scale - 1.0) < 1e-3:
+            img = src
+        else:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        return img if self.frame is None else self.frame.grey_of_luma(img)
+
+    def crop(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Exact grey of pixels [y0:y1, x0:x1] (inside the frame)."""
+        if self.array is not None:
+            return self.array[y0:y1, x0:x1]
+        for cx0, cy0, cx1, cy1, img in self._near:
+            if cx0 <= x0 and cy0 <= y0 and x1 <= cx1 and y1 <= cy1:
+                return img[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+        return self.frame.grey((x0, y0, x1, y1))  # type: ignore[union-attr]
+
+    def near(self, box: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """(grey crop, x0, y0) holding ``box`` grown by _NEAR_NEED of its size (cut to the frame); x0, y0 even.
+        Crops are kept for the frame, so a face's landmarks, patch and re-detection convert one region."""
+        assert self.frame is not None
+        h, w = self.shape
+        size = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+        need = (max(0, math.floor(box[0] - _NEAR_NEED * size)), max(0, math.floor(box[1] - _NEAR_NEED * size)),
+                min(w, math.ceil(box[2] + _NEAR_NEED * size)), min(h, math.ceil(box[3] + _NEAR_NEED * size)))
+        for x0, y0, x1, y1, img in self._near:
+            if x0 <= need[0] and y0 <= need[1] and need[2] <= x1 and need[3] <= y1:
+                return img, x0, y0
+        m = _NEAR_MAKE * size
+        x0, y0, x1, y1 = self.frame.clip((math.floor(box[0] - m), math.floor(box[1] - m),
+                                          math.ceil(box[2] + m), math.ceil(box[3] + m)))
+        img = self.frame.grey((x0, y0, x1, y1))
+        self._near.append((x0, y0, x1, y1, img))
+        return img, x0, y0
 
 
 def _face_box(det_box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -276,7 +361,7 @@ def _canonical_box(landmarks: np.ndarray) -> np.ndarray:
     return np.array([centre[0] + r[0], centre[1] + r[1], centre[0] + r[2], centre[1] + r[3]], dtype=np.float32)
 
 
-def _fit(predictor: dlib.shape_predictor, grey: np.ndarray, det_box: np.ndarray,
+def _fit(predictor: dlib.shape_predictor, grey: np.ndarray | _Grey, det_box: np.ndarray,
          iterations: int = _FIT_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """(canonical box, landmarks) of a detected face: see _CANONICAL_REL. The box is the canonical box of
     the returned landmarks, as on tracked frames, so a track's state follows from its landmarks alone."""
@@ -286,7 +371,7 @@ def _fit(predictor: dlib.shape_predictor, grey: np.ndarray, det_box: np.ndarray,
     return _canonical_box(lm), lm
 
 
-def _patch(grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+def _patch(grey: _Grey, box: np.ndarray) -> np.ndarray | None:
     """Zero-mean unit-norm grey patch of the box (outside the frame counts as black)."""
     h, w = grey.shape
     x0, y0, x1, y1 = (round(float(v)) for v in box)
@@ -296,7 +381,7 @@ def _patch(grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     if cx1 <= cx0 or cy1 <= cy0:
         return None
     crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    crop[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = grey[cy0:cy1, cx0:cx1]
+    crop[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = grey.crop(cx0, cy0, cx1, cy1)
     p = cv2.resize(crop, (_PATCH, _PATCH), interpolation=cv2.INTER_AREA).astype(np.float32)
     p -= p.mean()
     norm = float(np.linalg.norm(p))
@@ -360,14 +445,10 @@ class _Detector:
         self.threshold = threshold
         self.min_face = min_face
 
-    def _run(self, grey: np.ndarray, scale: float, x0: int = 0, y0: int = 0,
+    def _run(self, grey: _Grey, scale: float, x0: int = 0, y0: int = 0,
              upsample: int = 0) -> list[Detection]:
         h, w = grey.shape
-        if abs(scale - 1.0) < 1e-3:
-            img = grey
-        else:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            img = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        img = grey.scaled(scale)
         sx, sy = w / img.shape[1], h / img.shape[0]
         rects, scores, _ = self.detector.run(img, upsample, self.threshold)
         return [(np.array([x0 + r.left() * sx, y0 + r.top() * sy, x0 + (r.right() + 1) * sx,
@@ -381,16 +462,16 @@ class _Detector:
         # 10 % margin so a min_face face is above the window, not at its edge
         return 1.1 * _HOG_WINDOW / (_BOX_PER_EYE_CHIN * self.min_face)
 
-    def cheap(self, grey: np.ndarray) -> list[Detection]:
+    def cheap(self, grey: _Grey) -> list[Detection]:
         return self._run(grey, self.cheap_scale(grey.shape), upsample=self.upsample)
 
-    def wide(self, grey: np.ndarray) -> list[Detection]:
+    def wide(self, grey: _Grey) -> list[Detection]:
         """Empty when the cheap pass already looks at this frame as finely (small frames)."""
         cheap = self.cheap_scale(grey.shape) * (2 ** self.upsample)
         scale = self.wide_scale()
         return [] if scale <= 1.05 * cheap else self._run(grey, scale)
 
-    def around(self, grey: np.ndarray, box: np.ndarray) -> list[Detection]:
+    def around(self, grey: _Grey, box: np.ndarray) -> list[Detection]:
         h, w = grey.shape
         size = float(max(box[2] - box[0], box[3] - box[1]))
         m = _AROUND_MARGIN * size
@@ -398,15 +479,17 @@ class _Detector:
         x1, y1 = min(w, math.ceil(box[2] + m)), min(h, math.ceil(box[3] + m))
         if x1 - x0 < 16 or y1 - y0 < 16:
             return []
-        return self._run(grey[y0:y1, x0:x1], _AROUND_BOX / max(size, 1.0), x0, y0)
+        if grey.frame is not None:
+            grey.near(box)  # the crop around this face, converted once for the re-detection and the fit
+        return self._run(_Grey(grey.crop(x0, y0, x1, y1)), _AROUND_BOX / max(size, 1.0), x0, y0)
 
-    def detect(self, grey: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+    def detect(self, grey: _Grey) -> tuple[list[np.ndarray], list[float]]:
         """Every face in a frame: the cheap pass, and the wide pass when it finds nothing."""
         found = self.cheap(grey) or self.wide(grey)
         found = _dedup(found)
         return [b for b, _ in found], [s for _, s in found]
 
-    def best(self, grey: np.ndarray) -> tuple[np.ndarray | None, float, int]:
+    def best(self, grey: _Grey) -> tuple[np.ndarray | None, float, int]:
         boxes, scores = self.detect(grey)
         if not boxes:
             return None, 0.0, 0
@@ -500,7 +583,7 @@ class _Track:
     person: int = -1
 
     @classmethod
-    def start(cls, grey: np.ndarray, box: np.ndarray, lm: np.ndarray, person: int = -1) -> _Track:
+    def start(cls, grey: _Grey, box: np.ndarray, lm: np.ndarray, person: int = -1) -> _Track:
         """A track from a fitted detection (_fit: `box` is canonical for `lm`)."""
         return cls(box, _CANONICAL_REL.copy(), _rigid_frame(lm)[1], _patch(grey, box), person)
 
@@ -557,8 +640,10 @@ class FaceTracker:
         self._since_detect = self.settings.detect_every
         self._fresh = False
 
-    def process(self, frame: np.ndarray, index: int | None = None) -> FaceResult:
-        grey = _to_grey(frame)
+    def process(self, frame: np.ndarray | AnalysisFrame, index: int | None = None) -> FaceResult:
+        """The followed person's face in ``frame`` (RGB or grey array, or an AnalysisFrame), every face in
+        ``.faces``; ``index``: the frame's number (default: one after the previous call's)."""
+        grey = _Grey(frame)
         k = self.next_index if index is None else int(index)
         self.next_index = k + 1
         s = self.settings
@@ -598,7 +683,7 @@ class FaceTracker:
         out = dataclasses.replace(out, faces=faces)
         return out
 
-    def _detect(self, frame: np.ndarray, grey: np.ndarray, k: int,
+    def _detect(self, frame: np.ndarray | AnalysisFrame, grey: _Grey, k: int,
                 verify: bool = False) -> list[tuple[FaceResult, float | None]]:
         s = self.settings
         self.n_detections += 1
@@ -663,7 +748,7 @@ class FaceTracker:
         self._tracks = tracks
         return results
 
-    def _verify(self, frame: np.ndarray, fits: list[tuple[np.ndarray, np.ndarray]], persons: list[int]) -> list[int]:
+    def _verify(self, frame: np.ndarray | AnalysisFrame, fits: list[tuple[np.ndarray, np.ndarray]], persons: list[int]) -> list[int]:
         """Who the tracked faces are, by descriptor, when several people are in the frame and a track may
         have jumped (after a failed tracking check, and at rescans): the closest face-person pairs first,
         so two tracks that swapped faces swap back; a face near nobody becomes a new person."""
@@ -688,7 +773,7 @@ class FaceTracker:
             log.debug("faces re-identified (old person, new person): %s", changed)
         return [out[i] for i in range(len(descs))]
 
-    def _track_all(self, grey: np.ndarray) -> list[tuple[FaceResult, float | None]] | None:
+    def _track_all(self, grey: _Grey) -> list[tuple[FaceResult, float | None]] | None:
         out = []
         for t in self._tracks:
             r = self._track(t, grey)
@@ -697,7 +782,7 @@ class FaceTracker:
             out.append((r, None))
         return out
 
-    def _track(self, t: _Track, grey: np.ndarray) -> FaceResult | None:
+    def _track(self, t: _Track, grey: _Grey) -> FaceResult | None:
         """Landmarks in the track's previous box; None when the result fails the quality checks."""
         s = self.settings
         h, w = grey.shape
@@ -741,7 +826,7 @@ def detect_single(frame: np.ndarray, upsample: int = 0, max_side: int = 320, min
     The cheap pass, then the wide pass if it finds nothing (faces down to ``min_face`` px eye-to-chin);
     the largest face, ``n_faces`` counts all of them.
     """
-    grey = _to_grey(frame)
+    grey = _Grey(frame)
     with _single_lock:
         det = _single_detector(upsample, max_side, min_face)
         det_box, score, n = det.best(grey)

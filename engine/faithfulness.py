@@ -26,6 +26,7 @@ from engine.evaluate import split_cache
 from engine.explain.occlusion import DEFAULT_FRACTIONS, faithfulness_curves
 from engine.explain.occlusion import confusion_matrix as confusion
 from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.model_card import FAITHFULNESS_KEY, PREFERRED_RECORD, most_faithful, recorded_deltas  # noqa: F401 (re-exported)
 from engine.preprocess import OCCLUSION_CONDITIONS
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,15 @@ INTRINSIC_VARIANTS = {
     "protopnet": ("proto-sum", "proto-argmax", "proto-argmax-g1", "proto-occ"),
     "patchsae": ("latent-sum", "latent-signed"),
     "cnn": (),
+    "timesformer": ("rollout-grad", "chefer", "gradcam-tokens"),   # engine.explain.spacetime; intrinsic: rollout
 }
 
 
 def methods_for(arch: str) -> tuple[str, ...]:
     """Every explanation method `vidxai evaluate --occlusion` measures for a model of this architecture."""
     post = ("gxi", "prp", "lrp", "gradcam", "ig") if arch == "protopnet" else ("gxi", "lrp", "gradcam", "ig")
+    if arch == "timesformer":   # Zennit's rules and pytorch-grad-cam's conv layers do not apply to it
+        post = ("gxi", "ig")
     return ("intrinsic", *INTRINSIC_VARIANTS.get(arch, ()), *post)
 
 
@@ -103,6 +107,12 @@ def method_maps(analyzer: FrameAnalyzer, method: str, images: np.ndarray, target
     if method == "intrinsic":
         return analyzer.run(images)[2]["maps"]
     arch = analyzer.spec.arch
+    if arch == "timesformer" and method in INTRINSIC_VARIANTS["timesformer"]:
+        from engine.explain.spacetime import relevance
+
+        name = "gradcam" if method == "gradcam-tokens" else method
+        x = analyzer.tensor(images)
+        return relevance(analyzer.model, x, name, target=torch.as_tensor(target)).maps[:, 0].cpu().numpy()
     if method in INTRINSIC_VARIANTS.get(arch, ()):
         fn = {"proto-sum": evidence.proto_sum, "latent-sum": evidence.latent_sum,
               "latent-signed": evidence.latent_signed, "proto-argmax": evidence.proto_argmax}
@@ -190,8 +200,6 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
     return rep
 
 
-FAITHFULNESS_KEY = "faithfulness"        # model.json metadata section written by `evaluate --occlusion --record`
-PREFERRED_RECORD = "fer2013:test:700:seed0"
 
 
 def record_faithfulness(model_dir: str | Path, name: str, rep: OcclusionReport, command: str = "",
@@ -215,22 +223,6 @@ def record_faithfulness(model_dir: str | Path, name: str, rep: OcclusionReport, 
     value = {"n": rep.n, "split": rep.split, "accuracy": rep.accuracy, "patch": rep.patch, "fill": rep.fill,
              "methods": methods, "command": command}
     return record_in_model_json(model_dir, FAITHFULNESS_KEY, name, value)
-
-
-def recorded_deltas(doc: dict[str, Any], name: str | None = None) -> dict[str, float]:
-    """Method → recorded mean Δ from a model.json document (``read_checkpoint_json``): the record
-    ``name``, else the FER2013 700-subset one, else the first; {} when nothing was recorded."""
-    recs = (doc.get("metadata") or {}).get(FAITHFULNESS_KEY) or {}
-    if not recs:
-        return {}
-    rec = recs.get(name or PREFERRED_RECORD) or recs.get(PREFERRED_RECORD) or next(iter(recs.values()))
-    return {m: float(v["mean_delta"]) for m, v in (rec.get("methods") or {}).items()}
-
-
-def most_faithful(deltas: dict[str, float], available: list[str] | tuple[str, ...]) -> str | None:
-    """The available method with the largest recorded Δ (None when none of them was measured)."""
-    have = [m for m in available if m in deltas]
-    return max(have, key=lambda m: deltas[m]) if have else None
 
 
 def write_occlusion_report(rep: OcclusionReport, out_dir: str | Path) -> dict[str, Path]:

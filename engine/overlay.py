@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     # engine.preprocess loads cv2 and dlib: imported where used, so the case report (which needs only
     # the pure helpers here) does without them
     from engine.preprocess import InputMapping
+    from engine.temporal import MapRows
     from sessions import Session
 
 TOP_X = 0.25  # METHODS §4: the paper's figures keep the top 25 % of the positive relevance
@@ -98,11 +99,12 @@ def percentile_box(frame_map: np.ndarray, percentile: float = BOX_PERCENTILE) ->
 
 
 def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], top_x: float | None = None,
-                   weight: np.ndarray | None = None, smooth_s: float | None = None) -> FrameEvidence | None:
+                   weight: np.ndarray | None = None, smooth_s: float | None = None,
+                   map_rows: MapRows | None = None) -> FrameEvidence | None:
     """Frame k's relevance map of `method` ("" for none) and top prototype box, mapped onto the frame;
     None where frame k has no model input. `weight` is the session's head (read once by the caller).
     `smooth_s`: show the map smoothed over time with σ in seconds (engine.temporal.session_smoothed_maps;
-    display only, reads only)."""
+    display only, reads only; `map_rows`: its rolling cache, for a viewer asking frame after frame)."""
     from engine.preprocess import InputMapping
 
     mapping = s.mappings(slice(k, k + 1))
@@ -113,14 +115,15 @@ def frame_evidence(s: Session, k: int, method: str, frame_hw: tuple[int, int], t
     def place(input_map: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         return np.nan_to_num(m.heatmap_to_frame(input_map, region_hw), nan=0.0), origin
 
-    out = evidence_on_frame(s, k, method, weight, place, top_x, smooth_s)
+    out = evidence_on_frame(s, k, method, weight, place, top_x, smooth_s, map_rows)
     out.heat_origin = origin
     return out
 
 
 def evidence_on_frame(s: Session, k: int, method: str, weight: np.ndarray | None,
                       place: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]],
-                      top_x: float | None = None, smooth_s: float | None = None) -> FrameEvidence:
+                      top_x: float | None = None, smooth_s: float | None = None,
+                      map_rows: MapRows | None = None) -> FrameEvidence:
     """The steps of an overlay, whatever lays a model-input map on the frame: frame k's shown relevance
     of `method` ("" for none) and its level, and the top prototype's percentile box. `place(map)` gives
     the map on (a region of) the frame and that region's origin (x, y): cv2 in the window
@@ -130,7 +133,7 @@ def evidence_on_frame(s: Session, k: int, method: str, weight: np.ndarray | None
     if method and smooth_s and s.has_maps(method):
         from engine.temporal import session_smoothed_maps
 
-        maps = session_smoothed_maps(s, method, slice(k, k + 1), smooth_s)  # reads frame k's map with the rest
+        maps = session_smoothed_maps(s, method, slice(k, k + 1), smooth_s, rows=map_rows)  # frame k's map with the rest
     else:
         maps = s.explanation_maps(method, slice(k, k + 1)) if method else None
     if maps is not None and np.isfinite(maps[0]).any():

@@ -25,10 +25,10 @@ from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, tau_from_alpha
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
 from engine.faces import FaceResult, FaceTracker, People
 from engine.jobs import CancelToken, ProgressFn, no_progress
-from engine.preprocess import PreprocessConfig
+from engine.preprocess import InputMapping, MappingPiece, PreprocessConfig, Preprocessed
 from engine.stream import Stage, batched
 from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT
-from engine.video import VideoReader, open_video
+from engine.video import AnalysisFrame, VideoReader, open_video
 from sessions import FaceTrack, Session, SessionError
 from sessions import people as people_store
 
@@ -162,9 +162,42 @@ def face_stages(reader: VideoReader, start: int, detect_every: int, cancel: Canc
         stored_or_tracked = lambda kf: (kf[0], kf[1], tracker.process(kf[1], kf[0]))
     else:
         stored_or_tracked = lambda kf: (kf[0], kf[1], stored(kf[0]))
-    decode = Stage("decode", source=reader.iter_frames(start), maxsize=maxsize, cancel=cancel)
+    # Large frames come as AnalysisFrames: luma for the tracker, RGB only of the regions that need colour.
+    decode = Stage("decode", source=reader.iter_frames(start, analysis=True), maxsize=maxsize, cancel=cancel)
     faces = Stage("faces", fn=stored_or_tracked, upstream=decode, maxsize=maxsize, cancel=cancel)
     return decode, faces
+
+
+def prepare_frame(analyzer: FrameAnalyzer, frame: np.ndarray | AnalysisFrame, face: FaceResult | None,
+                  cfg: PreprocessConfig | None = None) -> Preprocessed | None:
+    """``analyzer.prepare`` of a frame from the analysis reader. An AnalysisFrame gives the RGB of just the
+    region the model input is cut from (the face and parts with their margins, cut to the frame, at even
+    offsets): the same pixels, crops and mapping as the whole RGB frame gives, without converting it all."""
+    if not isinstance(frame, AnalysisFrame):
+        return analyzer.prepare(frame, face, cfg)
+    cfg = cfg or analyzer.preprocess_config
+    if cfg.mode == "original":
+        return analyzer.prepare(frame.rgb(), face, cfg)
+    if face is None or not face.found or (face.landmarks is None and face.box is None):
+        return None  # every other mode crops around the face (preprocess says None too)
+    pts = np.asarray(face.landmarks if face.landmarks is not None else np.reshape(face.box, (2, 2)), np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0) + 1.0
+    centre, reach = (lo + hi) / 2.0, float((hi - lo).max()) * (1.0 + cfg.margin) + 2.0
+    # A face crop spans (1 + 2·margin)·size around the face's centre, a part crop at most that around a
+    # point inside the face: all within `reach` of the centre.
+    x0, y0, x1, y1 = frame.clip((math.floor(centre[0] - reach), math.floor(centre[1] - reach),
+                                 math.ceil(centre[0] + reach), math.ceil(centre[1] + reach)))
+    off = np.array([x0, y0], np.float64)
+    moved = dataclasses.replace(
+        face, box=None if face.box is None else np.asarray(face.box, np.float64) - np.tile(off, 2),
+        landmarks=None if face.landmarks is None else np.asarray(face.landmarks, np.float64) - off)
+    pre = analyzer.prepare(frame.rgb((x0, y0, x1, y1)), moved, cfg)
+    if pre is None:
+        return None
+    pieces = [MappingPiece(p.name, p.input_rect, (p.frame_rect[0] + x0, p.frame_rect[1] + y0,
+                                                  p.frame_rect[2] + x0, p.frame_rect[3] + y0))
+              for p in pre.mapping.pieces]
+    return Preprocessed(pre.image, InputMapping(pre.mapping.input_size, pieces))
 
 
 class Committer:
@@ -444,7 +477,7 @@ class _BatchWriter:
         rows = np.flatnonzero(valid)
         if rows.size:
             for ci, cfg in enumerate(self.occ_cfgs):
-                imgs = [self.a.prepare(it[1], it[2], cfg) for it in good]
+                imgs = [prepare_frame(self.a, it[1], it[2], cfg) for it in good]
                 occ[rows, ci] = self.a.probs(np.stack([p.image for p in imgs]))
         self.s.write_occlusion(k0, occ, self.conditions)
 
@@ -670,7 +703,7 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
                 tracker = None if known else make_tracker(session, start, settings.detect_every)
                 decode, faces = face_stages(reader, start, settings.detect_every, cancel,
                                             stored=StoredFaces(session) if known else None, tracker=tracker)
-                prep = Stage("preprocess", fn=lambda it: (*it, analyzer.prepare(it[1], it[2], cfg)),
+                prep = Stage("preprocess", fn=lambda it: (*it, prepare_frame(analyzer, it[1], it[2], cfg)),
                              upstream=faces, cancel=cancel)
                 write = _BatchWriter(analyzer, session, settings, write_faces=not known,
                                      occlusion_only=occlusion_only, cfg=cfg,

@@ -69,23 +69,26 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     s = np.asarray(src, dtype=np.float64)
     d = np.asarray(dst, dtype=np.float64)
     ok = np.isfinite(s).all(axis=1) & np.isfinite(d).all(axis=1)
-    s, d = s[ok], d[ok]
-    if len(s) < 2:
+    if ok.sum() < 2:
         return None
-    ms, md = s.mean(axis=0), d.mean(axis=0)
-    sc, dc = s - ms, d - md
-    var = float((sc**2).sum()) / len(s)
-    if var <= 1e-12:
-        return None
-    cov = dc.T @ sc / len(s)
-    u, sv, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1.0
-    r = u @ e @ vt
-    scale = float(np.trace(np.diag(sv) @ e)) / var
-    t = md - scale * r @ ms
-    return np.hstack([scale * r, t[:, None]])
+    m = similarity_transforms(s[ok][None], d[ok])[0]
+    return None if np.isnan(m).any() else m
+
+
+def similarity_transforms(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """`similarity_transform` of each of n point sets ``src`` (n×N×2, all finite) onto one ``dst`` (N×2) at
+    once: n×2×3, NaN where a set is degenerate (all its points at one place)."""
+    # In 2-D a rotation with uniform scale is a complex factor z: the least-squares z (Umeyama's
+    # solution without reflection, in closed form) is Σ conj(src_c)·dst_c / Σ |src_c|².
+    zs = src[..., 0] + 1j * src[..., 1]
+    zd = dst[:, 0] + 1j * dst[:, 1]
+    ms, md = zs.mean(axis=1), zd.mean()
+    sc, dc = zs - ms[:, None], zd - md
+    var = (np.abs(sc) ** 2).sum(axis=1)
+    z = (np.conj(sc) * dc[None]).sum(axis=1) / np.where(var > 1e-12 * src.shape[1], var, np.nan)
+    t = md - z * ms
+    return np.stack([np.stack([z.real, -z.imag, t.real], axis=1), np.stack([z.imag, z.real, t.imag], axis=1)],
+                    axis=1)
 
 
 def map_landmarks(landmarks: np.ndarray, mappings: Sequence[dict | None], map_hw: tuple[int, int]) -> np.ndarray:
@@ -143,19 +146,23 @@ def smooth_maps(maps: np.ndarray, landmarks: np.ndarray | None, sigma_frames: fl
     weights = np.exp(-0.5 * (offsets / sigma_frames) ** 2)
     ones = np.ones((h, w), np.float32)
     rows = range(t_len) if frames is None else frames
+    full = np.zeros(t_len, bool) if lm is None else np.isfinite(lm).all(axis=(1, 2))
     for k in rows:
         if not ok[k]:
             continue
         acc = np.zeros((h, w), np.float64)
         cover = np.zeros((h, w), np.float64)
+        # The neighbours' transforms onto frame k, at once where both have every landmark.
+        near = [k + int(off) for off in offsets if off and 0 <= k + off < t_len and ok[k + off] and full[k + off]]
+        warps = dict(zip(near, similarity_transforms(lm[near], lm[k]), strict=True)) if near and full[k] else {}
         for off, g in zip(offsets, weights, strict=True):
             j = k + int(off)
             if j < 0 or j >= t_len or not ok[j]:
                 continue
             M = None
             if off != 0 and lm is not None:
-                M = similarity_transform(lm[j], lm[k])
-            if M is None:
+                M = warps[j] if j in warps else similarity_transform(lm[j], lm[k])
+            if M is None or np.isnan(M).any():
                 acc += g * m[j]
                 cover += g
                 continue
@@ -167,15 +174,10 @@ def smooth_maps(maps: np.ndarray, landmarks: np.ndarray | None, sigma_frames: fl
     return out
 
 
-def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = DEFAULT_MAP_SIGMA_S,
-                          align: bool = True) -> np.ndarray:
-    """Display maps of frames [start, stop) of one method of a session, smoothed (`smooth_maps`) with σ in
-    seconds (converted at the session's fps). Reads the stored maps, faces and input mappings of those
-    frames and of the frames around them the Gaussian reaches; reads only, never writes."""
-    T = session.frame_count
-    start, stop, _ = frames.indices(T)
-    radius = gaussian_radius(sigma_s * session.fps)
-    a, b = max(0, start - radius), min(T, stop + radius)
+def _map_rows(session, method: str, a: int, b: int, align: bool
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Frames [a, b) as smoothing needs them: stored maps (float32), valid flags, map-cell landmarks
+    (`map_landmarks`; None without `align`)."""
     stored = session.explanation_maps(method, slice(a, b))
     if stored is None:
         raise ValueError(f"{session.path} has no {method} maps")
@@ -185,6 +187,69 @@ def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = 
     if align:
         faces = session.faces(slice(a, b))
         lm = map_landmarks(faces.landmarks, session.mappings(slice(a, b)), maps.shape[1:])
+    return maps, valid, lm
+
+
+class MapRows:
+    """A rolling cache of what `session_smoothed_maps` reads, for a viewer that asks one frame at a time.
+
+    Each frame's stored map, valid flag and map-cell landmarks are read once (moving on: in blocks reaching
+    `ahead` frames past what was asked) and kept for the `keep` frames nearest the last frame asked, so stepping
+    or playing reads once every `ahead` frames instead of 2·radius + 1 rows each frame, and a seek reads
+    one block. Committed session data never changes, so
+    a row stays right until the session is re-opened at a newer commit (a running analysis): the owner
+    then calls `clear`. Not thread-safe: one per thread (the player's decode thread)."""
+
+    def __init__(self, keep: int = 128, ahead: int = 16) -> None:
+        self.keep, self.ahead = keep, ahead
+        self._key: tuple[str, bool] | None = None
+        self._rows: dict[int, tuple[np.ndarray, bool, np.ndarray | None]] = {}
+        self.read_rows = 0  # frames read from the session so far (for tests and benchmarks)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def get(self, session, method: str, a: int, b: int, align: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Frames [a, b) as `_map_rows` gives them, reading only the frames not kept."""
+        if self._key != (method, align):
+            self._key = (method, align)
+            self._rows.clear()
+        missing = [j for j in range(a, b) if j not in self._rows]
+        if missing:
+            # One contiguous read. Moving on from kept rows (a step, playback) it reaches `ahead` frames
+            # further in that direction: a read costs about the same for 1 or 16 rows (per-call overhead),
+            # so stepping or playing reads once every `ahead` frames. A seek reads what it needs only.
+            lo, hi = missing[0], missing[-1] + 1
+            if lo > a:
+                hi = min(session.frame_count, hi + self.ahead)
+            elif hi < b:
+                lo = max(0, lo - self.ahead)
+            maps, valid, lm = _map_rows(session, method, lo, hi, align)
+            self.read_rows += hi - lo
+            for i, j in enumerate(range(lo, hi)):
+                self._rows.setdefault(j, (maps[i], bool(valid[i]), None if lm is None else lm[i]))
+        rows = [self._rows[j] for j in range(a, b)]
+        centre = (a + b) // 2
+        if len(self._rows) > self.keep:
+            for j in sorted(self._rows, key=lambda j: abs(j - centre))[self.keep:]:
+                del self._rows[j]
+        lm = np.stack([r[2] for r in rows]) if align else None
+        return np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], bool), lm
+
+
+def session_smoothed_maps(session, method: str, frames: slice, sigma_s: float = DEFAULT_MAP_SIGMA_S,
+                          align: bool = True, rows: MapRows | None = None) -> np.ndarray:
+    """Display maps of frames [start, stop) of one method of a session, smoothed (`smooth_maps`) with σ in
+    seconds (converted at the session's fps). Reads the stored maps, faces and input mappings of those
+    frames and of the frames around them the Gaussian reaches (through `rows`, a `MapRows` cache, when
+    given: then only the frames it does not hold yet); reads only, never writes."""
+    T = session.frame_count
+    start, stop, _ = frames.indices(T)
+    radius = gaussian_radius(sigma_s * session.fps)
+    a, b = max(0, start - radius), min(T, stop + radius)
+    maps, valid, lm = rows.get(session, method, a, b, align) if rows is not None else \
+        _map_rows(session, method, a, b, align)
     out = smooth_maps(maps, lm, sigma_s * session.fps, valid, align, frames=np.arange(start - a, stop - a))
     return out[start - a: stop - a]
 
@@ -196,7 +261,8 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
     ``name`` (the descriptor, e.g. "HAPPY_A"), ``tooltip`` (descriptor, frames, seconds, predicted classes
     and face coverage in words), ``start``/``end`` (frames, end exclusive), ``t0``/``t1`` (s),
     ``classes`` (share of the stage's frames with a face that each class is predicted on, largest first),
-    ``mean_map`` (the mean stored map of ``method`` over those frames, model-input space, or None) and,
+    ``mean_map`` (the mean stored map of ``method`` over those frames, model-input space, or None),
+    ``key_frame`` (the frame whose map is most like the mean map, cosine; −1 without maps) and,
     for a ProtoPNet, ``prototypes``: the ``top`` prototypes with the largest mean contribution W_cj·s_j to
     the stage's most predicted class c, as (index, mean contribution). Reads only."""
     desc = descriptor if isinstance(descriptor, str) else ", ".join(descriptor)
@@ -211,10 +277,17 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
     if ok.any():
         counts = np.bincount(np.argmax(probs[ok], axis=1), minlength=len(classes))
         shares = [(classes[i], float(counts[i] / ok.sum())) for i in np.argsort(-counts, kind="stable") if counts[i]]
-    mean_map = None
+    mean_map, key_frame = None, -1
     stored = session.explanation_maps(method, sl) if ok.any() else None
     if stored is not None:
-        mean_map = np.nanmean(stored[ok].astype(np.float64), axis=0).astype(np.float32)
+        maps = stored[ok].astype(np.float64)
+        mean_map = np.nanmean(maps, axis=0).astype(np.float32)
+        # The stage's most representative frame: its map is the most like the mean map (cosine), as the
+        # case report picks a stage's key frame.
+        flat = np.nan_to_num(maps.reshape(len(maps), -1))
+        m = np.nan_to_num(mean_map.astype(np.float64).ravel())
+        cos = flat @ m / (np.linalg.norm(flat, axis=1) * (np.linalg.norm(m) or 1.0) + 1e-12)
+        key_frame = int(start + np.flatnonzero(ok)[int(np.argmax(cos))])
     prototypes: list[tuple[int, float]] = []
     similarities = session.intrinsic("similarities", sl) if shares else None
     W = session.head_weight() if similarities is not None else None
@@ -229,4 +302,43 @@ def stage_details(session, start: int, end: int, descriptor: Sequence[str] | str
     tooltip = (f"{desc}: frames {start}–{end - 1}, {t0:.2f}–{t1:.2f} s ({t1 - t0:.2f} s); predicted {said}; "
                f"face in {int(ok.sum())} of {end - start} frames")
     return {"name": desc, "tooltip": tooltip, "start": int(start), "end": int(end), "t0": t0, "t1": t1,
-            "classes": shares, "mean_map": mean_map, "prototypes": prototypes}
+            "classes": shares, "mean_map": mean_map, "key_frame": key_frame, "prototypes": prototypes}
+
+
+def stage_face(session, k: int, mean_map: np.ndarray, video: str | None = None
+               ) -> tuple[np.ndarray, float] | None:
+    """A stage's mean map laid over a face: frame k's model input (the session's preprocessing of the frame
+    and its face, what the model saw) with the map's positive part drawn as the review window draws maps
+    (engine.figures.overlay: the overlay colours, opacity rising with the value, full colour at the 99th
+    percentile): (RGB uint8 S×S, the value drawn at full colour); None when frame k has no face or the video
+    cannot be read. ``video``: where
+    the video is now (default: the path the session recorded). Reads only."""
+    from PIL import Image
+
+    from engine.faces import FaceResult
+    from engine.figures import overlay
+    from engine.overlay import FrameEvidence, heat_level, shown_relevance
+    from engine.preprocess import PreprocessConfig, preprocess
+    from engine.video import VideoError, open_video
+
+    info = session.analysis_info()
+    faces = session.faces(slice(k, k + 1))
+    if info is None or k < 0 or k >= faces.frames_done or not faces.found[0]:
+        return None
+    try:
+        with open_video(video or session.video["path"]) as reader:
+            frame = reader.frame(k, full=True)
+    except (VideoError, OSError, KeyError):
+        return None
+    face = FaceResult(True, faces.box[0].copy(), faces.landmarks[0].copy(), float(faces.confidence[0]), 1)
+    prep = preprocess(frame, face, PreprocessConfig.from_json(info["preprocess"]))
+    if prep is None:
+        return None
+    image = prep.image if prep.image.ndim == 3 else prep.image[..., None]
+    image = np.ascontiguousarray(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image)
+    size = image.shape[1], image.shape[0]
+    heat = np.asarray(Image.fromarray(shown_relevance(mean_map)).resize(size, Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0, None).astype(np.float32)
+    level = heat_level(heat)
+    _crop, out = overlay(image, FrameEvidence(heat=heat, heat_origin=(0, 0), heat_level=level), pad=0)
+    return out, level

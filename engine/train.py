@@ -42,7 +42,7 @@ from engine.data import (
     collate_batch,
     prepare,
 )
-from engine.data.dataset import AugmentConfig
+from engine.data.dataset import AugmentConfig, ClipDataset
 from engine.data.provenance import relative_source
 from engine.jobs import Cancelled, CancelToken, ProgressFn, RecordFn, no_progress, no_record
 from engine.models import (
@@ -63,6 +63,7 @@ from engine.models import (
     similarity,
     to_input,
 )
+from engine.models.timesformer import TimeSformer
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _default_preprocess() -> dict[str, Any]:
 class TrainConfig:
     """Every setting of a training run (written into model.json). Defaults follow METHODS.md §1/§2."""
 
-    arch: str = "protopnet"  # "protopnet" | "patchsae" | "cnn"
+    arch: str = "protopnet"  # "protopnet" | "patchsae" | "cnn" | "timesformer"
     backbone: str = "small"  # "small" | "vgg16_bn" | "resnet18"
     pretrained: bool = False  # ImageNet weights from torchvision's local cache when present
     label_setting: str | None = None  # None: what the data folder implies
@@ -152,6 +153,13 @@ class TrainConfig:
     head_lr: float = 1e-3
     references_top: int = 10
 
+    # TimeSformer (engine.models.timesformer): its shape (TimeSformerConfig fields: frames, dim, depth, heads,
+    # mlp_ratio, patch, tokens) and, on video corpora, the window stride in sampled frames (windows of
+    # `frames` consecutive samples of the frame sampler). Trained by plain CE at lr_cnn; with
+    # backbone_checkpoint its CNN trunk starts from that model's trunk and trains at lr_backbone.
+    timesformer: dict[str, Any] = field(default_factory=dict)
+    clip_stride: int = 4
+
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -209,6 +217,8 @@ def plan(cfg: TrainConfig) -> list[Step]:
     steps: list[Step] = []
     if cfg.arch == "cnn":
         return [Step("cnn", e) for e in range(cfg.epochs)]
+    if cfg.arch == "timesformer":
+        return [Step("clip", e) for e in range(cfg.epochs)]
     if cfg.arch == "protopnet" and cfg.epochs == 0:
         return [Step("push", 0)] + [Step("last", 0, i) for i in range(cfg.last_layer_epochs)]
     if cfg.arch == "protopnet":
@@ -234,7 +244,7 @@ def plan(cfg: TrainConfig) -> list[Step]:
         steps += [Step("head", e) for e in range(cfg.head_epochs)]
         steps.append(Step("refs", 0))
         return steps
-    raise ValueError(f"unknown arch {cfg.arch!r}; expected protopnet, patchsae or cnn")
+    raise ValueError(f"unknown arch {cfg.arch!r}; expected protopnet, patchsae, cnn or timesformer")
 
 
 def select_device(name: str) -> torch.device:
@@ -344,6 +354,7 @@ class _Trainer:
             n_latents=cfg.n_latents,
             sae_l1=cfg.sae_l1,
             pretrained=cfg.pretrained,
+            options=dict(cfg.timesformer) if cfg.arch == "timesformer" else {},
         )
         self.steps = plan(cfg)
         self.model: FrameModel = build_model(self.spec).to(self.device)
@@ -375,8 +386,17 @@ class _Trainer:
         self.references: dict[str, Any] | None = None
         self.latent_patches: dict[tuple[int, int], np.ndarray] = {}  # PatchSAE: (latent, rank) → patch
         self.last_metrics: dict[str, Any] = {}
-        self.aug_ds = FaceDataset(data.train, cfg.augment, self._au_maps() if cfg.au_guidance > 0 else None)
-        self.plain_ds = FaceDataset(data.train, None)
+        self.aug_ds = self._dataset(data.train, cfg.augment, self._au_maps() if cfg.au_guidance > 0 else None)
+        self.plain_ds = self._dataset(data.train, None)
+
+    def _dataset(self, cache: FaceCache, augment: AugmentConfig | None,
+                 au_maps: np.ndarray | None = None) -> FaceDataset:
+        """Frames, or T-frame clips for a clip model on video samples (still images stay one-frame clips);
+        `au_maps`: AU guidance targets per sample (frame models only, see _au_maps)."""
+        if self.spec.is_clip and bool((np.asarray(cache.frame_index) >= 0).any()):
+            frames = int(getattr(self.model, "frames", 1))
+            return ClipDataset(cache, frames, self.cfg.clip_stride, augment)
+        return FaceDataset(cache, augment, au_maps)
 
     def _au_maps(self) -> np.ndarray:
         from engine.au_guidance import au_targets, cache_landmarks
@@ -459,6 +479,17 @@ class _Trainer:
                     "lr": decay(cfg.lr_cnn, cfg.cnn_lr_step, step.epoch),
                 }
             ]
+        if kind == "clip":
+            assert isinstance(m, TimeSformer)
+            trunk = m.trunk_parameters()
+            ids = {id(p) for p in trunk}
+            rest = [p for p in m.parameters() if id(p) not in ids]
+            groups = [{"name": "transformer", "params": rest, "lr": decay(cfg.lr_cnn, cfg.cnn_lr_step, step.epoch)}]
+            if trunk:
+                lr = cfg.lr_backbone if cfg.backbone_checkpoint else cfg.lr_cnn
+                groups.append({"name": "trunk", "params": trunk, "lr": decay(lr, cfg.cnn_lr_step, step.epoch),
+                               "weight_decay": cfg.weight_decay})
+            return groups
         if kind == "sae":
             assert isinstance(m, PatchSAEModel)
             return [{"name": "sae", "params": list(m.sae.parameters()), "lr": cfg.sae_lr}]
@@ -520,7 +551,7 @@ class _Trainer:
         )
 
     def _n_batches(self, step: Step) -> int:
-        n = len(self.data.train)
+        n = len(self.data.train) if step.kind in ("push", "refs") else len(self.aug_ds)
         if step.kind == "sae":
             bs = self.cfg.sae_batch_size
         else:
@@ -530,6 +561,10 @@ class _Trainer:
         return n // bs if (n > bs and n % bs == 1) else math.ceil(n / bs)
 
     def _x(self, x_u8: torch.Tensor) -> torch.Tensor:
+        if x_u8.ndim == 5:  # clips N×T×S×S×C
+            n, t = x_u8.shape[:2]
+            x = to_input(x_u8.reshape(n * t, *x_u8.shape[2:]).numpy(), self.spec)
+            return x.view(n, t, *x.shape[1:]).to(self.device, non_blocking=True)
         return to_input(x_u8.numpy(), self.spec).to(self.device, non_blocking=True)
 
     def _ids(self, cache: FaceCache, start: int, stop: int) -> list[dict[str, Any]]:
@@ -553,18 +588,19 @@ class _Trainer:
         net.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         bs = max(self.cfg.batch_size, 64)
+        ds = self._dataset(cache, None)
         try:
-            for s in range(0, len(cache), bs):
+            for s in range(0, len(ds), bs):
                 if self.cancel is not None:
                     self.cancel.raise_if_cancelled()
-                x = self._x(torch.from_numpy(np.array(cache.images[s : s + bs])))
-                y = torch.from_numpy(np.array(cache.labels[s : s + bs])).to(self.device)
+                x_u8, y = ds.__getitems__(list(range(s, min(s + bs, len(ds)))))
+                x, y = self._x(x_u8), y.to(self.device)
                 with torch.autocast(self.device.type, enabled=self.amp):
                     logits = net(x)
                 correct += (logits.argmax(1) == y).sum()
         finally:
             net.train(was)
-        return float(correct.item()) / len(cache)
+        return float(correct.item()) / len(ds)
 
     # -- one epoch of gradient steps --
     def _last_cached(self, step: Step, total: int) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Self
 
 import av
+import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ class ReaderOptions:
     # `iter_frames` (the analysis's sequential decode) uses FFmpeg's decoder threads from this many pixels
     # per frame on (HD and up): there decoding is a large share of the work; below it a thread is plenty.
     threaded_min_pixels: int = 1280 * 720
+    # `iter_frames(analysis=True)` gives frames of at least this many pixels as AnalysisFrames (luma, and
+    # colour only where asked) instead of converting all of a 1080p or 4K frame to RGB; below it the RGB
+    # conversion costs next to nothing and the analysis reads the RGB frame as before.
+    analysis_min_pixels: int = 1280 * 720
 
 
 @dataclass
@@ -219,6 +224,89 @@ def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> i
                 return 0
     # The display matrix angle is counter-clockwise; the player turns the picture that way.
     return round(-ccw / 90.0) % 4 * 90
+
+
+# Pixel formats an AnalysisFrame reads directly: 8-bit 4:2:0 planar (what cameras and phones write).
+_PLANAR_420 = ("yuv420p", "yuvj420p")
+
+
+class AnalysisFrame:
+    """One decoded frame as the analysis reads it, without converting all of it to RGB.
+
+    A 4K frame is 8 M pixels; the face tracker needs grey, and colour only around faces (the model's
+    crop, face descriptors). This holds the decoder's frame and gives
+
+    * ``luma``: the Y plane (H×W uint8, a read-only view, no copy) for the face detector's whole-frame
+      passes, with ``grey_of_luma`` mapping luma values to the grey of a neutral pixel;
+    * ``rgb(rect)``: the RGB of any rectangle, exactly the pixels ``VideoReader`` frames have there (the
+      same FFmpeg conversion, on a sub-frame cut from the planes at even offsets, so chroma lines up);
+    * ``grey(rect)``: exactly ``cv2.cvtColor(rgb, RGB2GRAY)`` of that rectangle.
+
+    Only for 8-bit 4:2:0 frames of even width and height shown as stored (no rotation); see ``VideoReader.iter_frames``. Read-only and
+    safe to read from several threads (each call converts its own sub-frame).
+    """
+
+    def __init__(self, frame: av.VideoFrame, lut: np.ndarray) -> None:
+        self._frame = frame
+        self._format = frame.format.name
+        self._planes = [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: p.height, : p.width]
+                        for p in frame.planes]
+        self.luma = self._planes[0]
+        self.height, self.width = int(frame.height), int(frame.width)
+        self.shape = (self.height, self.width, 3)  # as the RGB frame would be
+        self.lut = lut
+
+    def grey_of_luma(self, img: np.ndarray) -> np.ndarray:
+        """Luma values (e.g. a scaled copy of ``luma``) as grey: what RGB2GRAY gives a neutral pixel."""
+        return cv2.LUT(img, self.lut)
+
+    def clip(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """``rect`` (x0, y0, x1, y1, x1/y1 exclusive) cut to the frame, x0/y0 rounded down to even."""
+        x0, y0, x1, y1 = (int(v) for v in rect)
+        x0, y0 = max(0, x0) & ~1, max(0, y0) & ~1
+        return x0, y0, max(x0, min(self.width, x1)), max(y0, min(self.height, y1))
+
+    def rgb(self, rect: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """RGB uint8 of ``rect`` cut to the frame (the whole frame without one)."""
+        x0, y0, x1, y1 = (0, 0, self.width, self.height) if rect is None else (int(v) for v in rect)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0), 3), np.uint8)
+        # Chroma samples cover 2×2 pixels from even offsets; FFmpeg converts even sizes as it does the whole
+        # (even-sized) frame, odd ones another way.
+        ex, ey = x0 & ~1, y0 & ~1
+        w, h = (x1 - ex + 1) & ~1, (y1 - ey + 1) & ~1
+        sub = av.VideoFrame(w, h, self._format)
+        sub.colorspace = self._frame.colorspace  # the conversion reads the matrix from the frame
+        cuts = ((ey, ey + h, ex, ex + w), (ey // 2, (ey + h) // 2, ex // 2, (ex + w) // 2))
+        for i, (plane, src) in enumerate(zip(sub.planes, self._planes, strict=True)):
+            r0, r1, c0, c1 = cuts[min(i, 1)]
+            np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: r1 - r0, : c1 - c0] = src[r0:r1, c0:c1]
+        return sub.to_ndarray(format="rgb24")[y0 - ey:y1 - ey, x0 - ex:x1 - ex]
+
+    def grey(self, rect: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Grey uint8 of ``rect`` cut to the frame: RGB2GRAY of ``rgb(rect)``."""
+        return cv2.cvtColor(np.ascontiguousarray(self.rgb(rect)), cv2.COLOR_RGB2GRAY)
+
+
+_luts: dict[tuple[str, int], np.ndarray] = {}
+
+
+def _luma_lut(frame: av.VideoFrame) -> np.ndarray:
+    """Grey (RGB2GRAY of FFmpeg's RGB) of a neutral pixel for each luma value, in this frame's format and
+    colour matrix: measured through the same conversion once, so limited/full range and the matrix are
+    whatever FFmpeg applies."""
+    key = (frame.format.name, int(frame.colorspace))
+    lut = _luts.get(key)
+    if lut is None:
+        ramp = av.VideoFrame(512, 2, frame.format.name)
+        ramp.colorspace = frame.colorspace
+        values = (np.repeat(np.arange(256, dtype=np.uint8), 2)[None], 128, 128)
+        for plane, v in zip(ramp.planes, values, strict=True):
+            np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width] = v
+        grey = cv2.cvtColor(ramp.to_ndarray(format="rgb24"), cv2.COLOR_RGB2GRAY)
+        lut = _luts[key] = np.ascontiguousarray(grey[0, ::2])
+    return lut
 
 
 class VideoReader:
@@ -633,10 +721,14 @@ class VideoReader:
         for _, rgb in self.iter_frames():
             yield rgb
 
-    def iter_frames(self, start: int = 0, stop: int | None = None,
-                    threads: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_frames(self, start: int = 0, stop: int | None = None, threads: bool | None = None,
+                    analysis: bool = False) -> Iterator[tuple[int, np.ndarray | AnalysisFrame]]:
         """Frames ``start <= k < stop`` in order as (k, rgb), decoded with a private decoder (on FFmpeg's
-        threads with ``threads``; None: for frames of at least ``options.threaded_min_pixels``)."""
+        threads with ``threads``; None: for frames of at least ``options.threaded_min_pixels``).
+
+        With ``analysis``, frames of at least ``options.analysis_min_pixels`` come as :class:`AnalysisFrame`
+        (luma, and exact RGB of the regions asked for) where the frame allows it (8-bit 4:2:0, no
+        rotation), the others as RGB arrays."""
         if self._closed:
             raise VideoError(f"{self.path}: the video reader was closed. Open the video again.")
         stop = self.frame_count if stop is None else min(int(stop), self.frame_count)
@@ -664,9 +756,16 @@ class VideoReader:
                 if j < expected:
                     continue
                 expected = j + 1
-                yield j, self._to_rgb(frame, full=True)
+                if analysis and self._analysable(frame):
+                    yield j, AnalysisFrame(frame, _luma_lut(frame))
+                else:
+                    yield j, self._to_rgb(frame, full=True)
         finally:
             dec.close()
+
+    def _analysable(self, frame: av.VideoFrame) -> bool:
+        return (not self.rotation and frame.format.name in _PLANAR_420 and frame.width % 2 == 0
+                and frame.height % 2 == 0 and frame.width * frame.height >= self.options.analysis_min_pixels)
 
     def __len__(self) -> int:
         return self.frame_count
@@ -701,4 +800,4 @@ def open_video(path: str | Path, options: ReaderOptions | None = None) -> VideoR
     return VideoReader(path, options)
 
 
-__all__ = ["DecodeCancelled", "ReaderOptions", "VideoError", "VideoInfo", "VideoReader", "open_video"]
+__all__ = ["AnalysisFrame", "DecodeCancelled", "ReaderOptions", "VideoError", "VideoInfo", "VideoReader", "open_video"]

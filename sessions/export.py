@@ -48,9 +48,10 @@ def _fmt(x: float) -> str:
 
 
 def _stage_class(session: Session) -> tuple[str | None, list[Stage]]:
-    """The stages to show: the video's temporal prototype; failing that, those of the decided class, else
-    of the first class that has SpRAy."""
-    video_stages = session.temporal_prototype()
+    """The stages to show: the video's temporal prototype as the strip shows it (merged to the minimum
+    stage duration, Session.display_stages); failing that, those of the decided class, else of the first
+    class that has SpRAy."""
+    video_stages = session.display_stages()
     if video_stages:
         return "video", video_stages
     spray = session.spray()
@@ -174,7 +175,8 @@ def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
         "alpha": info["alpha"] if info else None,
         "explanations": info["explanations"] if info else [],
         "mean_probs": mean_probs,
-        "stages": [dataclasses.asdict(s) for s in session.temporal_prototype()],
+        "stages": [dataclasses.asdict(s) for s in session.display_stages()],
+        "spray_stages": [dataclasses.asdict(s) for s in session.temporal_prototype()],
         "class_stages": {c: [dataclasses.asdict(s) for s in r.stages] for c, r in session.spray().items()},
         "annotation_count": len(ann.segments),
         "tiers": [t.name for t in ann.tiers],

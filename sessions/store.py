@@ -1074,7 +1074,9 @@ class Session:
         with self._mutex:
             a = self.analysis_info()
             faces_done = int(self._r()["faces"].attrs["frames_done"])
-            stages = [dataclasses.asdict(s) for s in self.temporal_prototype()]
+            # The stages a reviewer sees in the strip (merged to the minimum duration), and SpRAy's own.
+            stages = [dataclasses.asdict(s) for s in self.display_stages()]
+            spray_stages = [dataclasses.asdict(s) for s in self.temporal_prototype()]
             complete = bool(a["complete"]) if a else faces_done == self.frame_count
             from sessions.people import summary as people_summary
 
@@ -1089,6 +1091,7 @@ class Session:
                 "frames_done": a["frames_done"] if a else 0,
                 "classes": a["classes"] if a else [], "decision": a["decision"] if a else "",
                 "explanations": a["explanations"] if a else [], "stages": stages,
+                "spray_stages": spray_stages,
                 "annotations": len(self.annotations().segments),
                 "people": people, "person": person,
             }

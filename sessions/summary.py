@@ -73,7 +73,7 @@ def session_row(session: Session) -> dict[str, object]:
     for i, c in enumerate(classes):
         row[f"mean_prob_{c}"] = float(total[i] / scored) if scored else None
         row[f"share_{c}"] = float(top[i] / scored) if scored else None
-    row.update({"stages": len(session.temporal_prototype()), "annotations": len(segs), "agree": agree,
+    row.update({"stages": len(session.display_stages()), "annotations": len(segs), "agree": agree,
                 "disagree": disagree, "agreement_rate": agree / (agree + disagree) if agree + disagree else None,
                 "face_found_fraction": session.face_found_frames() / T if T else None})
     return row

@@ -172,8 +172,8 @@ def test_json_listing_disagreeing_with_file_refused(tmp_path):
 
 def test_unknown_arch_and_newer_format_refused(tmp_path):
     folder, _ = _saved(tmp_path)
-    _rewrite_json(folder, lambda d: d["spec"].__setitem__("arch", "timesformer"))
-    with pytest.raises(CheckpointError, match=r"unknown model architecture 'timesformer'"):
+    _rewrite_json(folder, lambda d: d["spec"].__setitem__("arch", "videomae"))
+    with pytest.raises(CheckpointError, match=r"unknown model architecture 'videomae'"):
         load_checkpoint(folder)
     folder2, _ = _saved(tmp_path / "b")
     _rewrite_json(folder2, lambda d: d.__setitem__("format_version", FORMAT_VERSION + 1))

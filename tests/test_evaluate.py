@@ -113,3 +113,29 @@ def test_video_level_uses_ewma_last_state(tmp_path: Path) -> None:
     assert res.videos == n_videos and res.video_accuracy == pytest.approx(correct / n_videos)
     paths = write_report(res, tmp_path / "r")
     assert paths["video_confusion"].is_file()
+
+
+def test_video_decision_alpha_follows_tau_fps_and_sampling(tmp_path: Path, hap_clip: Path) -> None:
+    """Without `alpha`, each video is smoothed as analysis smooths it: τ seconds at the video's fps, for
+    scores of every k-th frame (α = 1 − exp(−k/(fps·τ))); a file that cannot be read is taken at 25 fps."""
+    from engine.aggregate import alpha_from_tau
+    from engine.video import open_video
+
+    torch.manual_seed(0)
+    classes = ["neg", "pos"]
+    spec = ModelSpec(arch="cnn", classes=classes, preprocess={**PP, "size": 16})
+    folder = save_checkpoint(tmp_path / "m", build_model(spec), {"classes": classes})
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, 16, 16, 1), dtype=np.uint8)
+    cache = FaceCache(images, np.zeros(12, np.int64), classes, np.repeat([0, 1], 6),
+                      np.tile(np.arange(6) * 5, 2),  # every 5th frame
+                      [{"path": str(hap_clip), "label": "neg", "kind": "video"},
+                       {"path": str(tmp_path / "moved.mp4"), "label": "neg", "kind": "video"}])
+    res = evaluate(folder, cache, tau_s=0.5)
+    with open_video(hap_clip) as r:
+        fps = r.fps
+    real, moved = res.video_decisions
+    assert real["fps"] == pytest.approx(fps) and real["alpha"] == pytest.approx(alpha_from_tau(0.5, fps / 5))
+    assert moved["fps"] is None and moved["alpha"] == pytest.approx(alpha_from_tau(0.5, 25.0 / 5))
+    assert res.tau_s == 0.5 and res.alpha is None
+    assert real["alpha"] != pytest.approx(0.3)  # not the old fixed α

@@ -278,7 +278,7 @@ def test_overlay_refresh_never_undoes_a_pending_seek(window: MainWindow, qtbot, 
 
 
 def test_stage_strip_click_goes_to_the_stage_start(window: MainWindow, qtbot, clip: Path, reference) -> None:
-    from vidxai_gui.timeline import Segment
+    from vidxai_gui.timeline_items import Segment
 
     open_clip(qtbot, window, clip)
     tl = window.timeline

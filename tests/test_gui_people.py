@@ -40,6 +40,7 @@ def test_people_dock_lists_and_switches_person(window: MainWindow, qtbot, two_pe
     assert all(e.frames == 24 for e in panel.entries)
     first = next(e.id for e in panel.entries if e.analysed)
     other = 1 - first
+    assert window.review.person == first, "the review model knows who the session follows"
     window.docks["people"].raise_()
     window.player.seek(10)
     qtbot.wait(300)
@@ -56,6 +57,7 @@ def test_people_dock_lists_and_switches_person(window: MainWindow, qtbot, two_pe
                     and bool(window.data.analysis) and window.data.analysis.get("complete") is True,
                     timeout=240_000)
     qtbot.waitUntil(lambda: any(e.analysed and e.id == other for e in panel.entries), timeout=30_000)
+    assert window.review.person == other
     with Session.open(window.session_path) as s:
         assert s.info()["person"] == other and s.attrs("")["person"] == other
         box_after = s.faces().box

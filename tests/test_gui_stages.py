@@ -89,7 +89,7 @@ def test_ewma_control_is_tau_in_seconds(window: MainWindow, qtbot, session_copy:
 
 
 def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, qtbot, session_copy: Path) -> None:
-    from engine.temporal import stage_details
+    from engine.temporal import stage_details, stage_face
 
     with Session.open(session_copy) as s:
         shown = [(st.start, st.end, st.descriptor) for st in s.display_stages()]
@@ -116,6 +116,21 @@ def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, q
     info, panel = window.review.stage_info, window.stage_panel
     np.testing.assert_array_equal(info["mean_map"], expected["mean_map"])
     assert expected["mean_map"] is not None and not panel.map_label.pixmap().isNull()
+    # The mean map is laid over a face: the model input of the stage's most typical frame (the frame whose
+    # map is the most like the mean map), drawn as the window draws maps.
+    key = expected["key_frame"]
+    with Session.open(session_copy) as s:
+        valid = s.read("valid", slice(a, b)).astype(bool)
+        maps = s.explanation_maps("intrinsic", slice(a, b))[valid].astype(np.float64).reshape(valid.sum(), -1)
+        face = stage_face(s, key, expected["mean_map"])
+    m = expected["mean_map"].astype(np.float64).ravel()
+    assert key == a + np.flatnonzero(valid)[np.argmax(maps @ m / np.linalg.norm(maps, axis=1))]
+    assert face is not None and info["face"] is not None
+    np.testing.assert_array_equal(info["face"][0], face[0])
+    image = face[0]
+    assert image.ndim == 3 and image.shape[2] == 3 and image.std(axis=2).max() > 0  # a face in colour-mapped relevance
+    assert f"model input of frame {key}" in panel.map_caption.text()
+    assert panel.bar_text.text().startswith(f"{face[1]:.3g}")
     assert panel.title.text().startswith(f"<b>{label}</b>") and panel.summary.toolTip() == expected["tooltip"]
     # ProtoPNet: the stage's most active prototypes, in the engine's order.
     assert expected["prototypes"]
@@ -152,6 +167,21 @@ def test_docks_show_the_frame_on_screen(window: MainWindow, qtbot, session_copy:
     assert tl.legend.items and tl.legend.isVisible()
     legend, data = tl.legend.sceneBoundingRect(), tl.scores_plot.vb.sceneBoundingRect()
     assert legend.bottom() <= data.top() + 1 and not legend.intersects(data.adjusted(0, 2, 0, 0))
+    # So is the occlusion track's key: what Δ means, then the parts drawn from data, in their curves' colours.
+    from vidxai_gui.timeline_tracks import OCCLUSION_HEADING, OCCLUSION_TIP
+
+    with Session.open(session_copy) as s:
+        conditions, deltas = s.occlusion_deltas()
+    drawn = [c for i, c in enumerate(conditions) if np.isfinite(deltas[:, i]).any()]
+    assert drawn
+    key = tl.occlusion_legend
+    names = [label.text for _sample, label in key.items]
+    assert names == [OCCLUSION_HEADING, *drawn] and key.isVisible()
+    for (sample, _label), c in zip(key.items[1:], drawn, strict=True):
+        assert sample.item is tl.occlusion_curves[c]  # each name beside its own curve's line
+    box, track = key.sceneBoundingRect(), tl.occlusion_plot.vb.sceneBoundingRect()
+    assert box.bottom() <= track.top() + 1 and not box.intersects(track.adjusted(0, 2, 0, 0))
+    assert "Below 0" in OCCLUSION_TIP and tl.occlusion_plot.toolTip() == OCCLUSION_TIP
 
     # Played to the end, every dock says the frame the player shows (docks update a third of the frames).
     window.timeline.seekRequested.emit(window.data.frame_count - 8)
@@ -196,9 +226,56 @@ def test_smoothed_heatmaps_are_a_display_option(window: MainWindow, qtbot, sessi
     qtbot.waitUntil(lambda: np.allclose(item.image, raw), timeout=10_000)
     action.trigger()
     qtbot.waitUntil(lambda: np.allclose(item.image, smooth), timeout=10_000)
+
+    # The colour bar on the player says what the colours mean: the method, smoothing, the full-colour value.
+    legend = window.player.view.legend
+    title, ends, note = legend.texts()
+    assert legend.isVisible() and title == "Heatmap: intrinsic (the model's own evidence)"
+    assert ends.endswith(f"{item.levels[1]:.3g}") and "low → high evidence" in ends
+    assert note.startswith("all positive relevance") and note.endswith("smoothed over time (σ 0.1 s)")
+    view = window.player.view
+    assert view.rect().contains(legend.geometry())  # inside the frame view, in its corner
+    window._set_top_x(True)
+    qtbot.waitUntil(lambda: legend.texts()[2].startswith("Top-25%"), timeout=5_000)
+    window._set_top_x(False)
+    window._pick_heat_method("gradcam")
+    qtbot.waitUntil(lambda: legend.texts()[0] == "Heatmap: Grad-CAM", timeout=5_000)
+    window._heat_off()
+    qtbot.waitUntil(lambda: not item.isVisible() and not legend.isVisible(), timeout=10_000)
     window.save_session()
     qtbot.waitUntil(lambda: not window.jobs.is_busy() and not window.autosaver.busy, timeout=20_000)
     # Never altering what is stored: the maps and the session file are as they were.
     with Session.open(session_copy) as s:
         assert s.explanation_maps("intrinsic").tobytes() == stored.tobytes()
     assert hashlib.sha256(session_copy.read_bytes()).hexdigest() == digest
+
+
+def test_smoothing_reads_neighbouring_maps_once(session_copy: Path) -> None:
+    """The player's reader keeps the smoothing's neighbouring maps (engine.temporal.MapRows): stepping
+    through the clip and seeking about draws exactly what the uncached smoothing gives, reading each
+    frame's rows about once instead of 2·radius + 1 times."""
+    from engine.overlay import frame_evidence
+    from engine.temporal import DEFAULT_MAP_SIGMA_S, gaussian_radius
+    from vidxai_gui.review import HeatmapReader
+
+    with Session.open(session_copy) as s:
+        T, fps, hw = s.frame_count, s.fps, (int(s.video["height"]), int(s.video["width"]))
+        w = s.head_weight()
+        expected = {k: frame_evidence(s, k, "gradcam", hw, None, w, DEFAULT_MAP_SIGMA_S) for k in range(T)}
+    reader = HeatmapReader(session_copy, "gradcam", hw, None, DEFAULT_MAP_SIGMA_S)
+    try:
+        order = [*range(T), T // 2, 3, T - 1, T // 3, T // 3 + 1]  # steps, then seeks
+        for k in order:
+            got, want = reader(k), expected[k]
+            if want is None:
+                assert got is None
+                continue
+            assert (got.heat is None) == (want.heat is None) and got.heat_level == want.heat_level
+            if want.heat is not None:
+                np.testing.assert_array_equal(got.heat, want.heat)
+        rows = reader._local.map_rows
+        radius = gaussian_radius(DEFAULT_MAP_SIGMA_S * fps)
+        assert radius >= 2 and rows.read_rows <= 2 * T  # uncached: (2·radius + 1) rows per frame asked
+        assert rows.read_rows < len(order) * (2 * radius + 1) / 3
+    finally:
+        reader.close()

@@ -17,7 +17,7 @@ from engine.aggregate import ewma
 from sessions import Session
 from sessions.store import Annotations, Segment, Tier
 from vidxai_gui.player import face_crops
-from vidxai_gui.timeline import LabelPool, frame_strip
+from vidxai_gui.timeline_items import LabelPool, frame_strip
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # bench/long_video.py builds the wide shot and places a session in it

@@ -306,3 +306,31 @@ def test_stage_details_on_a_real_session(analysed: Path) -> None:
     assert all(d["name"] and d["tooltip"] for d in details)
     assert all(d["mean_map"] is not None and d["mean_map"].shape == hw for d in details)
     assert all(d["prototypes"] == [] for d in details)  # a CNN has no prototypes
+
+
+def test_exports_and_info_use_the_strips_stages(analysed: Path, tmp_path: Path) -> None:
+    """What a reviewer saw in the strip is what the CSV, the JSON summary, `vidxai info` and the corpus
+    row say (the merged stages); SpRAy's own stay in the summary and info as `spray_stages`."""
+    import csv
+    import dataclasses
+    import json
+
+    from sessions import Session
+    from sessions.export import export_csv, export_json
+    from sessions.summary import session_row
+
+    with Session.open(analysed) as s:
+        shown, raw = s.display_stages(), s.temporal_prototype()
+        assert len(shown) < len(raw), "the shared clip fragments: merging must have changed the stages"
+        info = s.info()
+        assert info["stages"] == [dataclasses.asdict(x) for x in shown]
+        assert info["spray_stages"] == [dataclasses.asdict(x) for x in raw]
+        summary = json.loads(export_json(s, tmp_path / "s.json").read_text(encoding="utf-8"))
+        assert summary["stages"] == info["stages"] and summary["spray_stages"] == info["spray_stages"]
+        assert session_row(s)["stages"] == len(shown)
+        with open(export_csv(s, tmp_path / "s.csv"), newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        per_frame = [""] * s.frame_count
+        for st in shown:
+            per_frame[st.start:st.end] = [st.descriptor] * (st.end - st.start)
+        assert [r["stage"] for r in rows] == per_frame

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from sessions import Segment as NoteSegment
 from vidxai_gui.annotations import model_verdict, now_iso
-from vidxai_gui.timeline import Segment
+from vidxai_gui.timeline_items import Segment
 from vidxai_gui.worker import JobWorker
 
 

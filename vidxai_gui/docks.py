@@ -68,9 +68,9 @@ def describe_source(path: str, frame: int) -> str:
 
 def load_prototypes(model_dir: Path) -> list[PrototypeInfo]:
     """Prototype crops and provenance of a checkpoint folder (worker thread)."""
-    from engine.checkpoint import read_checkpoint_json
+    from engine.model_card import read_model_json  # no torch
 
-    doc = read_checkpoint_json(model_dir)
+    doc = read_model_json(model_dir)
     spec = doc.get("spec", {})
     classes = list(spec.get("classes", []))
     per_class = int(spec.get("prototypes_per_class", 0) or 0)
@@ -221,7 +221,7 @@ class PrototypeGallery(QtWidgets.QWidget):
 
 def load_latent_patches(model_dir: Path) -> dict[int, list[QImage]]:
     """A PatchSAE checkpoint's reference patches as images, latent → best first (worker thread)."""
-    from engine.checkpoint import read_latent_patches
+    from engine.model_card import read_latent_patches  # no torch
 
     out: dict[int, list[QImage]] = {}
     for j, patches in read_latent_patches(model_dir).items():

@@ -11,6 +11,8 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
+from vidxai_gui.heat_legend import HeatLegend
+
 
 def face_crops(box: np.ndarray, found: np.ndarray, frame_hw: tuple[int, int], fps: float,
                aspect: float = 4 / 3, zoom: float = 2.4, window_s: float = 1.0) -> np.ndarray:
@@ -114,7 +116,15 @@ class FrameView(pg.GraphicsView):
         self.vb.addItem(self.note)
         self.frame_shape: tuple[int, int] | None = None
         self.crop: np.ndarray | None = None  # (x0, y0, x1, y1) shown in the face view, None: the whole frame
+        # The colour bar in the bottom-right corner: what the heatmap's colours mean (shown with a map).
+        self.legend = HeatLegend(self)
         self.set_overlays(FrameOverlays())
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        legend = getattr(self, "legend", None)  # pyqtgraph resizes the view while it is being built
+        if legend is not None:
+            legend.move(max(0, self.width() - legend.width() - 8), max(0, self.height() - legend.height() - 8))
 
     def show_message(self, text: str) -> None:
         """A line of text in the middle of the empty view (e.g. "drop a video here")."""
@@ -168,8 +178,10 @@ class FrameView(pg.GraphicsView):
             h, w = ov.heatmap.shape[:2]
             self.heat_item.setRect(QRectF(float(ov.heat_origin[0]), float(ov.heat_origin[1]), w, h))
             self.heat_item.setVisible(True)
+            self.legend.set_level(ov.heat_level)
         else:
             self.heat_item.setVisible(False)
+        self.legend.setVisible(ov.heatmap is not None and bool(self.legend.method))
         self._set_rect(self.box_item, ov.box)
         self._set_rect(self.proto_item, ov.proto_box)
         if ov.proto_box is not None and np.isfinite(ov.proto_box).all() and ov.proto_label:

@@ -32,7 +32,7 @@ from vidxai_gui.session_actions import APP_NAME, SessionActions
 from vidxai_gui.stage_panel import StagePanel
 from vidxai_gui.timeline import Timeline
 from vidxai_gui.training_actions import MAX_RECENT, TrainingActions
-from vidxai_gui.views import FrameDocks, PlayerView, TimelineView
+from vidxai_gui.views import FrameDocks, PeopleView, PlayerView, TimelineView
 from vidxai_gui.worker import JobRunner, JobWorker
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,8 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.player_view = PlayerView(self.review, self.player)
         self.frame_docks = FrameDocks(self.review, self.player, self.gallery, self.latents, self.preprocess,
                                       lambda: self.rescoring)
+        self.people_view = PeopleView(self.review, self.people_panel,
+                                      lambda text: self.statusBar().showMessage(text, 6000))
         self.review.sessionChanged.connect(self._show_annotations)
         self.review.rowsMerged.connect(lambda _a, _b: self._show_annotations())
         self.review.frameChanged.connect(self._on_frame_shown)

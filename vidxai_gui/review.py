@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.temporal import stage_details
+from engine.temporal import MapRows, stage_details
 from sessions import Annotations, Session
 
 log = logging.getLogger(__name__)
@@ -215,10 +215,11 @@ class HeatmapReader:
         if s is None:
             s = Session.open(self.path)
             self._local.session = s
+            self._local.map_rows = MapRows()  # the smoothing's neighbouring maps, read once per frame
             with self._lock:
                 self._sessions.append(s)
-        else:
-            s.refresh()
+        elif s.refresh():  # a newer commit (a running analysis): rows read before may have changed
+            self._local.map_rows.clear()
         return s
 
     def __call__(self, k: int) -> Any:
@@ -228,7 +229,8 @@ class HeatmapReader:
             s = self._session()
             if self._w is None:
                 self._w = s.head_weight()
-            return frame_evidence(s, k, self.method, self.frame_hw, self.top_x, self._w, self.smooth_s)
+            return frame_evidence(s, k, self.method, self.frame_hw, self.top_x, self._w, self.smooth_s,
+                                  self._local.map_rows)
         except Exception as exc:  # noqa: BLE001 - a missing map must never stop the video
             log.debug("no overlay data for frame %d: %s", k, exc)
             return None

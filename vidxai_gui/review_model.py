@@ -28,6 +28,7 @@ class ReviewModel(QObject):
     alphaChanged = Signal(float)  # EWMA α (what τ gives at the video's fps)
     tauChanged = Signal(float)  # EWMA time constant τ, seconds (the reviewer's setting)
     stageSelected = Signal(int)  # the selected stage of the strip (index in its order; -1: none)
+    personChanged = Signal(int)  # the person the session's scores and maps refer to (-1: not known yet)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -44,6 +45,7 @@ class ReviewModel(QObject):
         self.tau_s = DEFAULT_TAU_S
         self.stage = -1  # the selected stage of the strip (Session.display_stages(), in order)
         self.stage_info: dict | None = None  # engine.temporal.stage_details of the selected stage
+        self.person = -1  # the analysed person (sessions.people.analysed_person; -1: none or not loaded yet)
 
     @property
     def explain_methods(self) -> list[str]:
@@ -56,6 +58,8 @@ class ReviewModel(QObject):
         self.data = data
         self.stage, self.stage_info = -1, None
         self.session_path = data.path if data is not None and path is None else path
+        if data is None:
+            self.set_person(-1)
         if emit:
             self.sessionChanged.emit()
 
@@ -109,7 +113,7 @@ class ReviewModel(QObject):
             self.heatChanged.emit()
             return
         if self.heat_method not in methods or not self.heat_chosen:
-            from engine.faithfulness import most_faithful
+            from engine.model_card import most_faithful
 
             best = most_faithful(self.method_deltas, methods)
             if best is not None:
@@ -143,3 +147,10 @@ class ReviewModel(QObject):
         self.stage = i if i >= 0 else -1
         self.stage_info = info if self.stage >= 0 else None
         self.stageSelected.emit(self.stage)
+
+    def set_person(self, person: int | None) -> None:
+        """The person the open session follows (read with its people list; −1/None: none)."""
+        p = -1 if person is None else int(person)
+        if p != self.person:
+            self.person = p
+            self.personChanged.emit(p)

@@ -80,10 +80,9 @@ def _inside_resources(path: Path) -> bool:
 
 def _recorded_deltas(folder: Path) -> dict[str, float]:
     """The model's recorded faithfulness Δ per explanation method (worker thread)."""
-    from engine.checkpoint import read_checkpoint_json
-    from engine.faithfulness import recorded_deltas
+    from engine.model_card import read_model_json, recorded_deltas  # no torch: the window stays light
 
-    return recorded_deltas(read_checkpoint_json(folder))
+    return recorded_deltas(read_model_json(folder))
 
 
 class SessionActions:
@@ -287,7 +286,7 @@ class SessionActions:
             self.find_faces(person)
 
     def _start_people_load(self, session: Path, video: Path | None) -> None:
-        self.jobs.background(lambda: load_people(session, video), "load people", self.people_panel.set_people,
+        self.jobs.background(lambda: load_people(session, video), "load people", self.people_view.show,
                              lambda msg, _tb: self.statusBar().showMessage(f"People not shown: {msg}", 8000))
 
     @staticmethod
@@ -416,12 +415,16 @@ class SessionActions:
             return
         st = stages[i]
         method = self.review.heat_method or "intrinsic"
+        video = str(self.player.source.path) if self.player.source is not None else None
 
         def details() -> dict:
-            from engine.temporal import stage_details
+            from engine.temporal import stage_details, stage_face
 
             with Session.open(path) as s:
                 info = stage_details(s, st.start, st.end, st.label, method=method)
+                # The mean map over the model input of the stage's most representative frame.
+                k, mean = info["key_frame"], info["mean_map"]
+                info["face"] = stage_face(s, k, mean, video) if mean is not None and k >= 0 else None
             info["method"] = method
             return info
 

@@ -103,11 +103,17 @@ class StagePanel(QWidget):
             self.map_caption.setText(f"No {method or 'relevance'} maps in this stage.")
         else:
             rgb, level = mean_map_rgb(info["mean_map"])
-            self.map_label.setPixmap(array_to_pixmap(rgb).scaled(MAP_PX, MAP_PX, Qt.AspectRatioMode.KeepAspectRatio,
-                                                                 Qt.TransformationMode.SmoothTransformation))
+            face = info.get("face")  # (the map over the stage's most typical face, its full-colour value)
+            k = info.get("key_frame", -1)
+            shown, level = (rgb, level) if face is None else face
+            self.map_label.setPixmap(array_to_pixmap(shown).scaled(MAP_PX, MAP_PX,
+                                                                   Qt.AspectRatioMode.KeepAspectRatio,
+                                                                   Qt.TransformationMode.SmoothTransformation))
             self.bar_text.setText(f"{level:.3g}\n\n\n\n\n\n\n\n0")
-            self.map_caption.setText(f"Mean {method} map over the stage's frames with a face (model input; "
-                                     "positive part, bright = more relevant).")
+            where = (f"laid over the model input of frame {k}, the stage's most typical frame (its map is the "
+                     "most like the mean)" if face is not None else "model input space")
+            self.map_caption.setText(f"Mean {method} map over the stage's frames with a face, {where}; "
+                                     "positive part, brighter and more opaque = more relevant.")
         for j, contrib in info.get("prototypes", []):
             p = self.prototypes.get(j)
             text = f"#{j}" + (f" ({p.class_name})" if p is not None and p.class_name else "") + f": {contrib:+.3f}"

@@ -18,11 +18,13 @@ from engine.preprocess import PreprocessConfig, preprocess
 from engine.temporal import DEFAULT_MAP_SIGMA_S
 from sessions.tracks import occlusion_deltas
 from vidxai_gui.docks import LatentProfile, PrototypeGallery
+from vidxai_gui.people import PeoplePanel, PersonEntry
 from vidxai_gui.player import FrameOverlays, Player
 from vidxai_gui.preprocess_panel import PreprocessPanel
 from vidxai_gui.review import SIMILARITIES, TOP_LATENTS, TOP_VALUES, HeatmapReader, top_contributions
 from vidxai_gui.review_model import ReviewModel
-from vidxai_gui.timeline import Segment, Timeline
+from vidxai_gui.timeline import Timeline
+from vidxai_gui.timeline_items import Segment
 
 
 class TimelineView:
@@ -98,6 +100,7 @@ class PlayerView:
 
     def on_heat(self) -> None:
         info, m = self.player.info, self.model
+        self.player.view.legend.set_heat(m.heat_method, m.top_x, m.smooth_maps)  # the colour bar's words
         if info is None or m.session_path is None or not m.explain_methods:
             self.player.set_extras_provider(None)
             return
@@ -173,3 +176,17 @@ class FrameDocks:
         face = FaceResult(True, d.box[k].copy(), d.landmarks[k].copy(), float(d.confidence[k]), 1)
         prep = preprocess(frame, face, PreprocessConfig.from_json(cfg))
         return None if prep is None else prep.image
+
+
+class PeopleView:
+    """The People dock and the status bar: who the session follows (the list arrives from a background job)."""
+
+    def __init__(self, model: ReviewModel, panel: PeoplePanel, say: Callable[[str], None]) -> None:
+        self.model, self.panel = model, panel
+        model.personChanged.connect(lambda p: say(f"Scores, maps and exports refer to person {p}") if p >= 0
+                                    and len(panel.entries) > 1 else None)
+
+    def show(self, entries: list[PersonEntry]) -> None:
+        """The session's people, loaded: list them and tell the model which one is analysed."""
+        self.panel.set_people(entries)
+        self.model.set_person(next((e.id for e in entries if e.analysed), None))

@@ -19,7 +19,15 @@ from engine.data.cache import (
     canonical_preprocess,
     default_cache_root,
 )
-from engine.data.dataset import NO_AUGMENT, AugmentConfig, FaceDataset, augment_batch, collate_batch
+from engine.data.dataset import (
+    NO_AUGMENT,
+    AugmentConfig,
+    ClipDataset,
+    FaceDataset,
+    augment_batch,
+    clip_windows,
+    collate_batch,
+)
 from engine.data.labels import (
     FER_CLASSES,
     LABEL_SETTINGS,
@@ -132,6 +140,7 @@ __all__ = [
     "RAVDESS_EMOTIONS",
     "SPLIT_NAMES",
     "AugmentConfig",
+    "ClipDataset",
     "Corpus",
     "CremaName",
     "DataConfig",
@@ -149,6 +158,7 @@ __all__ = [
     "build_cache",
     "cache_key",
     "canonical_preprocess",
+    "clip_windows",
     "collate_batch",
     "default_cache_root",
     "discover",

@@ -105,3 +105,56 @@ class FaceDataset(Dataset):
 def collate_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """The DataLoader's collate_fn for :class:`FaceDataset`: the batch is already stacked."""
     return batch
+
+
+def clip_windows(cache: FaceCache, frames: int, stride: int) -> np.ndarray:
+    """Sample rows of T-frame windows, W×T int64: each video's cached frames (in frame order, the frame
+    sampler's ``stride`` apart) cut into windows of ``frames`` starting every ``stride`` samples, the last
+    window flush with the video's end; a video with fewer samples, or a still image, repeats its last one."""
+    if frames < 1 or stride < 1:
+        raise ValueError(f"clip windows need frames >= 1 and stride >= 1, got {frames}, {stride}")
+    order = np.lexsort((np.asarray(cache.frame_index), np.asarray(cache.item_index)))
+    items = np.asarray(cache.item_index)[order]
+    cuts = np.flatnonzero(np.diff(items)) + 1
+    out: list[np.ndarray] = []
+    for rows in np.split(order, cuts):
+        if len(rows) == 0:
+            continue
+        if len(rows) < frames:
+            out.append(np.concatenate([rows, np.repeat(rows[-1:], frames - len(rows))]))
+            continue
+        starts = list(range(0, len(rows) - frames + 1, stride))
+        if starts[-1] != len(rows) - frames:
+            starts.append(len(rows) - frames)
+        out.extend(rows[s:s + frames] for s in starts)
+    return np.stack(out).astype(np.int64) if out else np.zeros((0, frames), np.int64)
+
+
+class ClipDataset(FaceDataset):
+    """T-frame clips of a :class:`FaceCache` (``clip_windows``) as (uint8 N×T×S×S×C, int64 N) batches.
+    One augmentation per clip: every frame of a clip is flipped, shifted and brightened alike."""
+
+    def __init__(self, cache: FaceCache, frames: int, stride: int, augment: AugmentConfig | None = None) -> None:
+        super().__init__(cache, augment)
+        self.windows = clip_windows(cache, frames, stride)
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0])
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        win = self.windows[np.asarray(indices, dtype=np.int64)]              # N×T
+        n, t = win.shape
+        flat = win.ravel()
+        order = np.argsort(flat, kind="stable")
+        images = np.empty((flat.size, *self.cache.images.shape[1:]), np.uint8)
+        images[order] = self.cache.images[flat[order]]
+        clips = images.reshape(n, t, *images.shape[1:])
+        if self._augmenting():
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            # The clip's frames as channels of one image: augment_batch then treats them alike.
+            s, c = clips.shape[2], clips.shape[4]
+            stacked = clips.transpose(0, 2, 3, 1, 4).reshape(n, s, s, t * c)
+            stacked = augment_batch(stacked, self.augment, rng)
+            clips = stacked.reshape(n, s, s, t, c).transpose(0, 3, 1, 2, 4)
+        labels = np.asarray(self.cache.labels[win[:, 0]], dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(clips)), torch.from_numpy(labels)

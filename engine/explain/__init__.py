@@ -3,23 +3,40 @@
 Submodules: ``lrp`` (Zennit), ``gradcam`` (pytorch-grad-cam), ``ig`` (Captum), ``topx``, ``spray``
 (SpRAy + temporal prototypes), ``occlusion`` (MoRF/LeRF faithfulness), ``au`` (action-unit maps).
 Every explainer leaves the model's hooks, mode and parameters as it found them.
+
+The names below are imported on first use (PEP 562): Zennit, Captum and pytorch-grad-cam with what they
+pull in cost ~300 MB of memory, which a session that shows only intrinsic maps never needs
+(`tests/test_explain_lazy.py`).
 """
 
-from engine.explain.au import alignment_loss, au_map, cam_cos
-from engine.explain.gradcam import gradcam
-from engine.explain.hooks import hook_count
-from engine.explain.ig import integrated_gradients
-from engine.explain.lrp import lrp, lrp_explain
-from engine.explain.topx import top_x
+from __future__ import annotations
 
-__all__ = [
-    "alignment_loss",
-    "au_map",
-    "cam_cos",
-    "gradcam",
-    "hook_count",
-    "integrated_gradients",
-    "lrp",
-    "lrp_explain",
-    "top_x",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "alignment_loss": "au",
+    "au_map": "au",
+    "cam_cos": "au",
+    "gradcam": "gradcam",
+    "hook_count": "hooks",
+    "integrated_gradients": "ig",
+    "lrp": "lrp",
+    "lrp_explain": "lrp",
+    "top_x": "topx",
+}
+
+__all__ = ["alignment_loss", "au_map", "cam_cos", "gradcam", "hook_count", "integrated_gradients", "lrp",
+           "lrp_explain", "top_x"]  # the keys of _WHERE
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value  # the next lookup is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

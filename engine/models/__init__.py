@@ -18,18 +18,19 @@ from engine.models.protopnet import (
     push_prototypes,
     similarity,
 )
-from engine.models.spec import ARCHS, BACKBONES, ModelSpec, from_input, to_input
+from engine.models.spec import ARCHS, BACKBONES, CLIP_ARCHS, ModelSpec, from_input, to_input
+from engine.models.timesformer import TimeSformer, TimeSformerConfig
 
 __all__ = [
-    "ARCHS", "BACKBONES", "Backbone", "CNNClassifier", "FrameModel", "LandmarkSequenceModel", "LatentReferences",
-    "ModelSpec",
-    "PatchSAEModel", "ProtoPNet", "ProtoPNetLossWeights", "ReceptiveField", "SparseAutoencoder",
+    "ARCHS", "BACKBONES", "CLIP_ARCHS", "Backbone", "CNNClassifier", "FrameModel", "LandmarkSequenceModel",
+    "LatentReferences", "ModelSpec", "PatchSAEModel", "ProtoPNet", "ProtoPNetLossWeights", "ReceptiveField",
+    "SparseAutoencoder", "TimeSformer", "TimeSformerConfig",
     "build_backbone", "build_model", "from_input", "null_input_loss", "null_inputs", "percentile_box", "protopnet_loss", "provenance_to_json",
     "push_prototypes", "sae_loss", "similarity", "to_input",
 ]
 
 _ARCH_CLASSES: dict[str, type[FrameModel]] = {"protopnet": ProtoPNet, "patchsae": PatchSAEModel,
-                                              "cnn": CNNClassifier}
+                                              "cnn": CNNClassifier, "timesformer": TimeSformer}
 _ARCH_CLASSES["landmark-lstm"] = LandmarkSequenceModel  # type: ignore[assignment]  # not a frame model
 
 

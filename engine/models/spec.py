@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-ARCHS = ("protopnet", "patchsae", "cnn", "landmark-lstm")
+ARCHS = ("protopnet", "patchsae", "cnn", "timesformer", "landmark-lstm")
+CLIP_ARCHS = ("timesformer",)  # take N×T×C×S×S clips (a still image is a one-frame clip)
 BACKBONES = ("small", "vgg16_bn", "resnet18")
 
 DEFAULT_PREPROCESS: dict[str, Any] = {"mode": "face", "size": 48, "grayscale": True, "margin": 0.1}
@@ -43,6 +44,7 @@ class ModelSpec:
     n_latents: int = 512
     sae_l1: float = 8e-5
     pretrained: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # architecture-specific shape (timesformer)
     # landmark-lstm only (engine.models.landmark): window P, landmark points, channels, hidden size.
     sequence: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +70,10 @@ class ModelSpec:
         return 1 if bool(self.preprocess.get("grayscale", True)) else 3
 
     @property
+    def is_clip(self) -> bool:
+        return self.arch in CLIP_ARCHS
+
+    @property
     def n_classes(self) -> int:
         return len(self.classes)
 
@@ -78,6 +84,9 @@ class ModelSpec:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["preprocess"] = _jsonable(self.preprocess)
+        for name in ("options", "sequence"):
+            if not d[name]:
+                del d[name]  # frame models' model.json stays as before
         return d
 
     @classmethod
