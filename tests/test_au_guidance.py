@@ -57,6 +57,9 @@ def test_targets_follow_the_label_and_refuse_unknown_classes() -> None:
     assert not maps[1].any() and not maps[2].any()  # neutral; no landmarks
     with pytest.raises(ValueError, match="codebook"):
         au_targets(lm, np.array([0, 0, 0]), ["positive", "negative"], 32)
+    for bad in ({"arch": "patchsae"}, {"arch": "cnn", "preprocess": {**PP, "mode": "reassembled"}}):
+        with pytest.raises(ValueError, match="AU guidance"):  # refused before any data is cropped
+            TrainConfig(**{"preprocess": PP, **bad, "au_guidance": 4.0})
 
 
 @pytest.fixture(scope="module")
