@@ -142,6 +142,9 @@ def evaluate(
     """
     model, _ = load_checkpoint(model_dir, device)
     spec = model.spec
+    if spec.arch == "landmark-lstm":  # windows of landmarks, not face crops
+        raise ValueError(f"{model_dir} is a landmark-sequence model; evaluate it with the landmark ranking "
+                         "(vidxai evaluate DATA --model MODEL --landmark-ranking; engine.landmark_eval)")
     reason = "the samples given"
     if isinstance(data, FaceCache):
         cache = data

@@ -69,8 +69,11 @@ def _analyze(video: str | Path, model_dir: str | Path, out_path: str | Path, set
         alpha = st.alpha if st.alpha is not None else alpha_from_tau(st.ewma_tau_s, session.fps)
         identity = {"name": meta.get("name", folder.name), "path": str(folder.resolve()),
                     "sha256": meta["checkpoint"]["sha256"], "arch": model.spec.arch, "backbone": "",
-                    "label_setting": model.spec.label_setting, "preprocess": {"input": "landmarks",
-                                                                               **model.spec.sequence}}
+                    "label_setting": model.spec.label_setting,
+                    # A valid face-crop policy (readers build PreprocessConfig from it); what the model really
+                    # takes is "input".
+                    "preprocess": dict(model.spec.preprocess),
+                    "input": {"kind": "landmarks", **model.spec.sequence}}
         session.begin_analysis(identity, classes, ["landmark_ig"], alpha, resume=False)
         logits = np.full((T, len(classes)), np.nan, np.float32)
         attr = np.full((T, *model.input_shape), np.nan, np.float32)

@@ -182,6 +182,11 @@ class TrainConfig:
             raise ValueError("epochs and batch sizes must be at least 1 (epochs may be 0 only for a "
                              "ProtoPNet started from init_checkpoint: push and last layer only)")
 
+        if self.au_guidance < 0 or (self.au_guidance > 0 and (
+                self.arch not in ("cnn", "protopnet") or self.preprocess.get("mode") == "reassembled")):
+            raise ValueError("AU guidance (λ >= 0) needs a CNN or ProtoPNet on whole-face input (mode face or "
+                             f"original), not {self.arch} on {self.preprocess.get('mode')!r}")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -401,9 +406,6 @@ class _Trainer:
     def _au_maps(self) -> np.ndarray:
         from engine.au_guidance import au_targets, cache_landmarks
 
-        if self.cfg.arch not in ("cnn", "protopnet") or self.cfg.preprocess.get("mode") == "reassembled":
-            raise ValueError("AU guidance needs a CNN or ProtoPNet on whole-face input (mode face or original), "
-                             f"not {self.cfg.arch} on {self.cfg.preprocess.get('mode')!r}")
         lm = cache_landmarks(self.data.train, self.cfg.preprocess,
                              lambda d, t, m: self.progress(d, t, m), self.cancel)
         maps = au_targets(lm, np.asarray(self.data.train.labels), list(self.data.classes), self.spec.input_size)

@@ -3,6 +3,7 @@ guided CNN on real FER2013 crops that agrees with the AU maps more than the same
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,9 @@ def test_targets_follow_the_label_and_refuse_unknown_classes() -> None:
     assert not maps[1].any() and not maps[2].any()  # neutral; no landmarks
     with pytest.raises(ValueError, match="codebook"):
         au_targets(lm, np.array([0, 0, 0]), ["positive", "negative"], 32)
+    for bad in ({"arch": "patchsae"}, {"arch": "cnn", "preprocess": {**PP, "mode": "reassembled"}}):
+        with pytest.raises(ValueError, match="AU guidance"):  # refused before any data is cropped
+            TrainConfig(**{"preprocess": PP, **bad, "au_guidance": 4.0})
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +116,28 @@ def test_guided_cnn_agrees_with_the_au_maps_more(fer_small, tmp_path: Path, one_
     maps = au_targets(cache.landmarks, np.asarray(cache.labels), fer_small.classes, 32)
     c_plain, c_guided = _cos_on_train(plain, cache, maps), _cos_on_train(guided, cache, maps)
     assert c_guided > c_plain + 0.05, (c_plain, c_guided)
+
+
+def test_guided_protopnet_trunk(fer_small, tmp_path: Path, one_thread) -> None:
+    cfg = TrainConfig(arch="protopnet", epochs=2, warmup_epochs=1, last_layer_epochs=1, push_on_face=False,
+                      prototypes_per_class=1, proto_dim=16, null_weight=0.0, batch_size=32, preprocess=PP,
+                      device="cpu", au_guidance=4.0, out_dir=str(tmp_path))
+    train(fer_small, cfg)
+    recs = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    by_stage = {r.get("stage"): r for r in recs if r["kind"] == "epoch"}
+    for stage in ("warm", "joint"):  # the add-on output z is T_l while the trunk trains
+        assert 0 < by_stage[stage]["au"] <= 8 and -1 <= by_stage[stage]["au_cos"] <= 1
+    assert "au" not in by_stage["last"]  # only the last layer trains: no gradient reaches T_l
+
+
+def test_cam_cos_per_class(fer_small, one_thread) -> None:
+    from engine.au_guidance import cam_cos_per_class
+    from engine.models import ModelSpec, build_model
+
+    torch.manual_seed(0)  # an untrained CNN: the measure, not the model, is under test
+    model = build_model(ModelSpec(arch="cnn", classes=fer_small.classes, preprocess=PP)).eval()
+    cache = fer_small.cache("val")
+    res = cam_cos_per_class(model, cache, PP)
+    assert res["per_class"]["neutral"] is None and res["n"]["neutral"] == 0  # neutral has no AU map
+    have = [v for v in res["per_class"].values() if v is not None]
+    assert len(have) >= 5 and all(0.0 <= v <= 1.0 for v in have) and 0 < res["mean"] < 1

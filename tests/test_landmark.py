@@ -186,3 +186,21 @@ def test_pruning_ladder_writes_the_table(tiny_landmark_model: Path, crema_dir: P
     assert "| 8 |" in table and (tmp_path / "ranking.png").stat().st_size > 10_000
     ranking = json.loads((tmp_path / "ranking.json").read_text())
     assert set(ranking["ranking"]) == set(m.spec.classes) and sorted(ranking["overall"]) == list(range(68))
+
+
+def test_still_images_train_one_frame_sequences(fer_dir: Path, tmp_path: Path, one_thread) -> None:
+    dc = DataConfig(str(fer_dir), cache_root=str(tmp_path / "crops"), max_per_class={"train": 6, "val": 2})
+    out = train(dc, _cfg(tmp_path / "run", epochs=2, sequence={**SEQ, "window": 16}))
+    m, meta = load_checkpoint(out)
+    assert m.input_shape == (1, 68, 2)  # forced to one frame: a still image has no motion
+    seen = meta["training"]["input"]
+    assert seen["train"]["kind"] == "image" and seen["train"]["window"] == 1 and seen["train"]["windows"] >= 35
+    assert seen["val"]["kind"] == "image" and m.spec.sequence["window"] == 1
+    # Completeness on this trained model, every training image, m = 50: within 1 % each.
+    ls = landmark_set(prepare(dc, {"mode": "face"}), "train", 1)
+    x, y = torch.from_numpy(ls.x), ls.labels
+    _, delta = landmark_ig(m, x, y, "others", steps=50)
+    with torch.no_grad():
+        fb = torch.stack([m(baselines_for(m, int(c), "others"))[:, c].mean() for c in y])
+        diff = (m(x)[np.arange(len(y)), y] - fb).numpy()
+    assert (np.abs(delta) <= 0.01 * np.abs(diff)).all(), np.sort(np.abs(delta) / np.abs(diff))[-5:]
