@@ -146,19 +146,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                spray_temporal_weight=args.spray_temporal_weight, min_stage_s=args.min_stage_s,
                                occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
 
-    landmark = _arch(model) == "landmark-lstm"
-
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
-            if landmark:  # landmark sequences, not face crops (engine.landmark_analysis)
-                from engine.landmark_analysis import LandmarkAnalyzeSettings, analyze_landmarks
-
-                path = analyze_landmarks(video, model, _out_path(video, args.out),
-                                         LandmarkAnalyzeSettings(alpha=args.alpha, ewma_tau_s=args.ewma_tau,
-                                                                 detect_every=args.detect_every),
-                                         progress=bar, cancel=cancel)
-            else:
-                path = analyze(video, model, _out_path(video, args.out), settings, progress=bar, cancel=cancel)
+            # A landmark-sequence model is routed by analyze itself (engine.landmark_analysis).
+            path = analyze(video, model, _out_path(video, args.out), settings, progress=bar, cancel=cancel)
         from sessions import Session
 
         with Session.open(path) as s:

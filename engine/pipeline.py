@@ -639,6 +639,16 @@ def model_threads(settings: AnalyzeSettings, device: torch.device | str, cores: 
     return 1
 
 
+def _model_arch(model_dir: str | Path) -> str | None:
+    """The architecture a model folder declares (None when unreadable here: loading it says why)."""
+    from engine.model_card import CheckpointError, read_model_json
+
+    try:
+        return str(read_model_json(model_dir)["spec"]["arch"])
+    except (CheckpointError, OSError, KeyError):
+        return None
+
+
 def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Path,
             settings: AnalyzeSettings | None = None, progress: ProgressFn = no_progress,
             cancel: CancelToken | None = None, on_chunk: Callable[[int, int], None] | None = None,
@@ -647,10 +657,20 @@ def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Pat
 
     Faces already in the session (from `ingest` or an earlier analysis) are reused rather than tracked
     again, so re-analysing with another model, preprocessing mode or occlusion costs only the model.
+    A landmark-sequence model (arch ``landmark-lstm``) reads landmarks, not face crops: it goes to
+    `engine.landmark_analysis.analyze_landmarks` with the EWMA and face-tracking settings (the session is
+    written at the end; ``on_chunk`` is not called).
     """
     settings = settings or AnalyzeSettings()
     cancel = cancel or CancelToken()
     out_path = Path(out_path)
+    if analyzer is None and model_dir is not None and _model_arch(model_dir) == "landmark-lstm":
+        from engine.landmark_analysis import LandmarkAnalyzeSettings, analyze_landmarks
+
+        return analyze_landmarks(video, model_dir, out_path,
+                                 LandmarkAnalyzeSettings(alpha=settings.alpha, ewma_tau_s=settings.ewma_tau_s,
+                                                         detect_every=settings.detect_every),
+                                 progress=progress, cancel=cancel)
     bounded_heap()
     if analyzer is None:
         if model_dir is None:

@@ -143,9 +143,13 @@ def test_cancel_then_resume(crema_data, tmp_path: Path, one_thread) -> None:
 
 
 def test_clip_analysed_end_to_end(tiny_landmark_model: Path, hap_clip: Path, tmp_path: Path) -> None:
-    from engine.landmark_analysis import LandmarkAnalyzeSettings, analyze_landmarks
+    from engine.landmark_analysis import LandmarkAnalyzeSettings
+    from engine.pipeline import AnalyzeSettings, analyze
 
-    out = analyze_landmarks(hap_clip, tiny_landmark_model, tmp_path / "hap.vxs", LandmarkAnalyzeSettings(steps=20))
+    # What the window and the CLI call: engine.pipeline.analyze hands a landmark model to
+    # engine.landmark_analysis (IG with its default 50 steps).
+    out = analyze(hap_clip, tiny_landmark_model, tmp_path / "hap.vxs", AnalyzeSettings())
+    steps = LandmarkAnalyzeSettings().steps
     model, _ = load_checkpoint(tiny_landmark_model)
     with Session.open(out) as s:
         valid = s.read("valid")
@@ -157,7 +161,7 @@ def test_clip_analysed_end_to_end(tiny_landmark_model: Path, hap_clip: Path, tmp
         decision = s.analysis_info()["decision"]
     assert valid.sum() >= len(valid) - 8 and not valid[:7].any()
     assert attr.shape == (len(valid), 8, 68, 2) and np.isnan(attr[~valid].astype(np.float32)).all()
-    assert info["points"] == list(range(68)) and len(info["ranking"]) == 68 and info["steps"] == 20
+    assert info["points"] == list(range(68)) and len(info["ranking"]) == 68 and info["steps"] == steps
     assert decision == "happy"
     # The stored attributions of a frame = a direct Captum call on the window of the 8 frames ending there.
     lm = lm.astype(np.float32).copy()
@@ -166,7 +170,7 @@ def test_clip_analysed_end_to_end(tiny_landmark_model: Path, hap_clip: Path, tmp
     for t in np.flatnonzero(valid)[[0, -1]]:
         x = torch.from_numpy(norm[t - 7:t + 1][None].astype(np.float32))
         c = int(np.nanargmax(probs[t]))
-        want = np.mean([IntegratedGradients(model).attribute(x, baselines=b[None], target=c, n_steps=20,
+        want = np.mean([IntegratedGradients(model).attribute(x, baselines=b[None], target=c, n_steps=steps,
                                                              method="riemann_middle")[0].detach().numpy()
                         for b in baselines_for(model, c, "others")], axis=0)
         got = attr[t].astype(np.float32)
