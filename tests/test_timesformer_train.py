@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
@@ -23,17 +22,10 @@ from engine.data import (
 from engine.models import ModelSpec, build_model
 from engine.preprocess import PreprocessConfig
 from engine.train import TrainConfig, TrainData, train
+from tests.test_timesformer import _one_thread  # noqa: F401  (autouse: one torch thread here too)
 
 TINY = {"frames": 4, "dim": 16, "depth": 1, "heads": 2}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is quicker than two fighting for a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cache(frames_per_item: list[int], size: int = 8) -> FaceCache:

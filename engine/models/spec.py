@@ -91,11 +91,15 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"model spec has unknown fields {sorted(unknown)} (written by a newer VidXAI?)")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**known_fields(cls, d, "model spec has unknown fields {} (written by a newer VidXAI?)"))
+
+
+def known_fields(cls: type, d: dict[str, Any], message: str) -> dict[str, Any]:
+    """``d`` when every key is a field of dataclass ``cls``; else ValueError(message with the unknown keys)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(message.format(sorted(unknown)))
+    return dict(d)
 
 
 def _jsonable(v: Any) -> Any:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.base import FrameModel
-from engine.models.spec import ModelSpec
+from engine.models.spec import ModelSpec, known_fields
 
 TOKENS = ("cnn", "patch")
 
@@ -58,11 +58,8 @@ class TimeSformerConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TimeSformerConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(options) - names
-        if unknown:
-            raise ValueError(f"unknown timesformer options {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**options)
+        known = sorted(f.name for f in dataclasses.fields(cls))
+        return cls(**known_fields(cls, options, "unknown timesformer options {}; known: " + ", ".join(known)))
 
 
 class Attention(nn.Module):
