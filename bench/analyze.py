@@ -36,7 +36,7 @@ import torch
 
 from engine.analyzer import FrameAnalyzer
 from engine.faces import FaceTracker
-from engine.pipeline import AnalyzeSettings, _post_hoc, analyze, prepare_frame
+from engine.pipeline import AnalyzeSettings, _post_hoc, analyze, bounded_heap, model_threads, prepare_frame
 from engine.resources import default_model_dir, demo_clip
 from engine.video import ReaderOptions, open_video
 
@@ -253,17 +253,23 @@ def stage_costs(video: Path, analyzer: FrameAnalyzer, analysis: bool) -> dict[st
         out["faces: rest"] = faces - sum(spent.values())
         out["model-input crop"] = prep
     batches = [np.stack(images[i:i + 32]) for i in range(0, len(images), 32)]
-    analyzer.run(batches[0])
-    t0 = time.process_time()
-    for b in batches:
-        analyzer.run(b)
-    out["model (intrinsic)"] = time.process_time() - t0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(model_threads(AnalyzeSettings(device="cpu"), analyzer.device) or previous)  # as analyze
+    try:
+        analyzer.run(batches[0])
+        t0 = time.process_time()
+        for b in batches:
+            analyzer.run(b)
+        out["model (intrinsic)"] = time.process_time() - t0
+    finally:
+        torch.set_num_threads(previous)
     return {k: 1000.0 * v / n for k, v in out.items()}
 
 
 def wide_stages(clip: Path, analyzer: FrameAnalyzer, tmp: Path, times: int, where: Path | None = None) -> None:
     """The per-stage CPU table of the close-up and the wide shots, before (RGB frames) and now."""
-    print(f"\nper-stage CPU ms per frame, the clip {times}× (torch threads {torch.get_num_threads()}; "
+    bounded_heap()  # big buffers mmap-allocated, as in `analyze` (a 4K RGB frame is then ~6000 page faults)
+    print(f"\nper-stage CPU ms per frame, the clip {times}× (the model on the threads `analyze` gives it; "
           f"load average {os.getloadavg()[0]:.1f}; CPU time, so load inflates it less than wall time)")
     made = shots(clip, times, where or tmp)
     cols = []
