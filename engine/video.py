@@ -290,7 +290,8 @@ class AnalysisFrame:
         for i, (plane, src) in enumerate(zip(sub.planes, self._planes, strict=True)):
             r0, r1, c0, c1 = cuts[min(i, 1)]
             np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: r1 - r0, : c1 - c0] = src[r0:r1, c0:c1]
-        rgb = sub.to_ndarray(format="rgb24")[y0 - ey:y1 - ey, x0 - ex:x1 - ex]
+        # One thread: swscale's own threads (its default) cost more to start than such a region takes to convert.
+        rgb = sub.to_ndarray(format="rgb24", threads=1)[y0 - ey:y1 - ey, x0 - ex:x1 - ex]
         if keep:
             rgb.setflags(write=False)
             self._kept.append((x0, y0, x1, y1, rgb))  # a list append: safe beside readers on other threads
