@@ -36,7 +36,7 @@ import torch
 
 from engine.analyzer import FrameAnalyzer
 from engine.faces import FaceTracker
-from engine.pipeline import AnalyzeSettings, _post_hoc, analyze, prepare_frame
+from engine.pipeline import AnalyzeSettings, _post_hoc, analyze, bounded_heap, model_threads, prepare_frame
 from engine.resources import default_model_dir, demo_clip
 from engine.video import ReaderOptions, open_video
 
@@ -104,17 +104,32 @@ def wide_shot(clip: Path, size: tuple[int, int], out: Path, face_px: float = 130
     return out
 
 
-def end_to_end(video: Path, out: Path, analyzer: FrameAnalyzer, device: str) -> tuple[int, float, int]:
-    """(frames, seconds, frames with a face) of `analyze` with intrinsic explanations, SpRAy off."""
+def end_to_end(video: Path, out: Path, analyzer: FrameAnalyzer, device: str,
+               rgb_frames: bool = False) -> tuple[int, float, int, float]:
+    """(frames, seconds, frames with a face, CPU seconds of the process) of `analyze` with intrinsic
+    explanations, SpRAy off; with `rgb_frames`, every frame read as a whole RGB frame (how the analysis read
+    frames before AnalysisFrames). CPU time counts every thread; a loaded machine stretches it less than
+    wall time, and it does not favour a run with more threads (the scheduler shares the CPU per thread)."""
+    import resource
+
+    from engine import pipeline
     from sessions import Session
 
-    t0 = time.perf_counter()
-    analyze(video, None, out, AnalyzeSettings(device=device, spray=False), analyzer=analyzer)
-    dt = time.perf_counter() - t0
+    opened = pipeline.open_video
+    if rgb_frames:
+        pipeline.open_video = lambda path: open_video(path, ReaderOptions(analysis_min_pixels=1 << 62))
+    try:
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        analyze(video, None, out, AnalyzeSettings(device=device, spray=False), analyzer=analyzer)
+        dt = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        pipeline.open_video = opened
     with Session.open(out) as s:
         found = int(np.asarray(s.faces().found).sum())
         n = s.frame_count
-    return n, dt, found
+    return n, dt, found, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 WIDE = (("1080p wide", (1920, 1080)), ("4K wide", (3840, 2160)))
@@ -136,26 +151,32 @@ def shots(clip: Path, times: int, where: Path) -> list[tuple[str, Path, float]]:
 
 
 def wide_rates(clip: Path, analyzer: FrameAnalyzer, device: str, tmp: Path, times: int,
-               where: Path | None = None) -> None:
+               where: Path | None = None, compare_rgb: bool = False) -> None:
     """End-to-end frames/s on 1080p and 4K wide shots of the clip, next to the close-up's (the same frames)."""
     print(f"\nwide shots: end to end (intrinsic, SpRAy off), the clip {times}× (frames/s, wall; the face "
           f"~130 px tall; load average {os.getloadavg()[0]:.1f})")
     made_shots = shots(clip, times, where or tmp)
     end_to_end(clip, tmp / "warm-up.vxs", analyzer, device)  # imports, caches, allocator: not in the figures
-    base = None
+    base = base_cpu = None
     for name, video, made in made_shots:
-        n, dt, found = end_to_end(video, tmp / f"{video.stem}.vxs", analyzer, device)
+        n, dt, found, cpu = end_to_end(video, tmp / f"{video.stem}.vxs", analyzer, device)
         dec = decode_alone(video)
         if base is None:
-            base = rate(n, dt)
-            print(f"  {name:<18}{base:>9.1f}   ({dt:.1f} s for {n} frames, face in {found}; decoding alone "
-                  f"{dec:.0f} frames/s)", flush=True)
+            base, base_cpu = rate(n, dt), 1000 * cpu / n
+            print(f"  {name:<18}{base:>9.1f}   ({dt:.1f} s for {n} frames, face in {found}; CPU {base_cpu:.1f} ms "
+                  f"per frame; decoding alone {dec:.0f} frames/s)", flush=True)
             continue
         ratio = rate(n, dt) / base
         ok = "✓" if ratio >= 0.7 else "✗ (target ≥ 0.7×)"
         print(f"  {name:<18}{rate(n, dt):>9.1f}   ({dt:.1f} s for {n} frames, face in {found}; "
-              f"{ratio:.2f}× the close-up {ok}; decoding alone {dec:.0f} frames/s = {dec / base:.2f}× the "
+              f"{ratio:.2f}× the close-up {ok}; CPU {1000 * cpu / n:.1f} ms per frame, the close-up's / this "
+              f"{base_cpu * n / (1000 * cpu):.2f}×; decoding alone {dec:.0f} frames/s = {dec / base:.2f}× the "
               f"close-up's analysis; made in {made:.0f} s)", flush=True)
+        if compare_rgb:
+            n, dt, found, cpu = end_to_end(video, tmp / f"{video.stem}-rgb.vxs", analyzer, device, rgb_frames=True)
+            print(f"  {name + ', RGB':<18}{rate(n, dt):>9.1f}   ({dt:.1f} s, face in {found}; "
+                  f"{rate(n, dt) / base:.2f}× the close-up; CPU {1000 * cpu / n:.1f} ms per frame, "
+                  f"{base_cpu * n / (1000 * cpu):.2f}×: every frame read as RGB, as before)", flush=True)
     print(f"  (load average {os.getloadavg()[0]:.1f} at the end)")
 
 
@@ -253,17 +274,23 @@ def stage_costs(video: Path, analyzer: FrameAnalyzer, analysis: bool) -> dict[st
         out["faces: rest"] = faces - sum(spent.values())
         out["model-input crop"] = prep
     batches = [np.stack(images[i:i + 32]) for i in range(0, len(images), 32)]
-    analyzer.run(batches[0])
-    t0 = time.process_time()
-    for b in batches:
-        analyzer.run(b)
-    out["model (intrinsic)"] = time.process_time() - t0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(model_threads(AnalyzeSettings(device="cpu"), analyzer.device) or previous)  # as analyze
+    try:
+        analyzer.run(batches[0])
+        t0 = time.process_time()
+        for b in batches:
+            analyzer.run(b)
+        out["model (intrinsic)"] = time.process_time() - t0
+    finally:
+        torch.set_num_threads(previous)
     return {k: 1000.0 * v / n for k, v in out.items()}
 
 
 def wide_stages(clip: Path, analyzer: FrameAnalyzer, tmp: Path, times: int, where: Path | None = None) -> None:
     """The per-stage CPU table of the close-up and the wide shots, before (RGB frames) and now."""
-    print(f"\nper-stage CPU ms per frame, the clip {times}× (torch threads {torch.get_num_threads()}; "
+    bounded_heap()  # big buffers mmap-allocated, as in `analyze` (a 4K RGB frame is then ~6000 page faults)
+    print(f"\nper-stage CPU ms per frame, the clip {times}× (the model on the threads `analyze` gives it; "
           f"load average {os.getloadavg()[0]:.1f}; CPU time, so load inflates it less than wall time)")
     made = shots(clip, times, where or tmp)
     cols = []
@@ -324,6 +351,8 @@ def main() -> None:
     ap.add_argument("--wide-times", type=int, default=8, help="the clip repeated this many times in each shot")
     ap.add_argument("--wide-stages", action="store_true",
                     help="only the per-stage CPU table of the close-up and the wide shots (RGB frames vs now)")
+    ap.add_argument("--compare-rgb", action="store_true",
+                    help="with --wide-only: each wide shot also analysed with frames read as whole RGB frames")
     ap.add_argument("--shots", type=Path, default=None,
                     help="keep the generated close-up and wide shots in this folder (reused when there)")
     args = ap.parse_args()
@@ -342,7 +371,7 @@ def main() -> None:
             if args.wide_stages:
                 wide_stages(clip, analyzer, Path(tmp), args.wide_times, args.shots)
             if args.wide_only:
-                wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times, args.shots)
+                wide_rates(clip, analyzer, args.device, Path(tmp), args.wide_times, args.shots, args.compare_rgb)
         return
 
     print("\nstage alone (frames/s)")

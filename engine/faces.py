@@ -322,7 +322,7 @@ class _Grey:
         m = _NEAR_MAKE * size
         x0, y0, x1, y1 = self.frame.clip((math.floor(box[0] - m), math.floor(box[1] - m),
                                           math.ceil(box[2] + m), math.ceil(box[3] + m)))
-        img = self.frame.grey((x0, y0, x1, y1))
+        img = self.frame.grey((x0, y0, x1, y1), keep=True)  # its RGB serves the model's crop too
         self._near.append((x0, y0, x1, y1, img))
         return img, x0, y0
 

@@ -723,7 +723,11 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
                 tracker = None if known else make_tracker(session, start, settings.detect_every)
                 decode, faces = face_stages(reader, start, settings.detect_every, cancel,
                                             stored=StoredFaces(session) if known else None, tracker=tracker)
-                prep = Stage("preprocess", fn=lambda it: (*it, prepare_frame(analyzer, it[1], it[2], cfg)),
+                # The frame goes on to the batch only for occlusion; otherwise a batch and the queue before it
+                # would hold ~64 decoded frames (~0.8 GB of 4K) for nothing.
+                keep = settings.occlusion
+                prep = Stage("preprocess", fn=lambda it: (it[0], it[1] if keep else None, it[2],
+                                                          prepare_frame(analyzer, it[1], it[2], cfg)),
                              upstream=faces, cancel=cancel)
                 write = _BatchWriter(analyzer, session, settings, write_faces=not known,
                                      occlusion_only=occlusion_only, cfg=cfg,

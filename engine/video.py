@@ -255,6 +255,7 @@ class AnalysisFrame:
         self.height, self.width = int(frame.height), int(frame.width)
         self.shape = (self.height, self.width, 3)  # as the RGB frame would be
         self.lut = lut
+        self._kept: list[tuple[int, int, int, int, np.ndarray]] = []  # regions converted with keep=True
 
     def grey_of_luma(self, img: np.ndarray) -> np.ndarray:
         """Luma values (e.g. a scaled copy of ``luma``) as grey: what RGB2GRAY gives a neutral pixel."""
@@ -266,12 +267,19 @@ class AnalysisFrame:
         x0, y0 = max(0, x0) & ~1, max(0, y0) & ~1
         return x0, y0, max(x0, min(self.width, x1)), max(y0, min(self.height, y1))
 
-    def rgb(self, rect: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        """RGB uint8 of ``rect`` cut to the frame (the whole frame without one)."""
-        x0, y0, x1, y1 = (0, 0, self.width, self.height) if rect is None else (int(v) for v in rect)
+    def rgb(self, rect: tuple[int, int, int, int] | None = None, keep: bool = False) -> np.ndarray:
+        """RGB uint8 of ``rect`` cut to the frame (the whole frame without one). Read-only where it comes from a
+        region converted before with ``keep`` (the tracker keeps the region around each face, which then also
+        holds the model's crop of it)."""
+        if rect is None:
+            return self._frame.to_ndarray(format="rgb24")
+        x0, y0, x1, y1 = (int(v) for v in rect)
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
         if x1 <= x0 or y1 <= y0:
             return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0), 3), np.uint8)
+        for kx0, ky0, kx1, ky1, kept in self._kept:
+            if kx0 <= x0 and ky0 <= y0 and x1 <= kx1 and y1 <= ky1:
+                return kept[y0 - ky0:y1 - ky0, x0 - kx0:x1 - kx0]
         # Chroma samples cover 2×2 pixels from even offsets; FFmpeg converts even sizes as it does the whole
         # (even-sized) frame, odd ones another way.
         ex, ey = x0 & ~1, y0 & ~1
@@ -282,11 +290,16 @@ class AnalysisFrame:
         for i, (plane, src) in enumerate(zip(sub.planes, self._planes, strict=True)):
             r0, r1, c0, c1 = cuts[min(i, 1)]
             np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: r1 - r0, : c1 - c0] = src[r0:r1, c0:c1]
-        return sub.to_ndarray(format="rgb24")[y0 - ey:y1 - ey, x0 - ex:x1 - ex]
+        # One thread: swscale's own threads (its default) cost more to start than such a region takes to convert.
+        rgb = sub.to_ndarray(format="rgb24", threads=1)[y0 - ey:y1 - ey, x0 - ex:x1 - ex]
+        if keep:
+            rgb.setflags(write=False)
+            self._kept.append((x0, y0, x1, y1, rgb))  # a list append: safe beside readers on other threads
+        return rgb
 
-    def grey(self, rect: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        """Grey uint8 of ``rect`` cut to the frame: RGB2GRAY of ``rgb(rect)``."""
-        return cv2.cvtColor(np.ascontiguousarray(self.rgb(rect)), cv2.COLOR_RGB2GRAY)
+    def grey(self, rect: tuple[int, int, int, int] | None = None, keep: bool = False) -> np.ndarray:
+        """Grey uint8 of ``rect`` cut to the frame: RGB2GRAY of ``rgb(rect, keep)``."""
+        return cv2.cvtColor(np.ascontiguousarray(self.rgb(rect, keep)), cv2.COLOR_RGB2GRAY)
 
 
 _luts: dict[tuple[str, int], np.ndarray] = {}
