@@ -23,6 +23,14 @@ map for every face — a content-free baseline that a map must beat to say more 
 earlier runs' JSON files, in that order, naming each run's command and time — for models measured in
 separate runs.
 
+``--temporal-only`` measures only the temporal columns (issue 14) with bench/temporal_quality.py's functions,
+on sessions of the same clips (made in --work unless there; intrinsic plus --temporal-methods): flicker of the
+stored maps raw and smoothed in face-aligned coordinates (σ default), SpRAy stage reduction 1 − stages/frames
+raw (temporal term on, what the session keeps) and merged (minimum stage duration, what the strip shows), each
+with the mean frame-to-stage cosine; written to OUT_temporal.json. ``--table-from`` takes such a file among
+its JSON files and adds its columns to the rows of the same model × method (a model's "intrinsic" session
+map is also its INTRINSIC_MAP variant's row; "–" where not measured).
+
 Writes OUT.md (the table) and OUT.json. About 10 minutes per model on 2 idle CPU cores.
 """
 
@@ -164,7 +172,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "explain_quality"))
     ap.add_argument("--table-from", nargs="+", metavar="JSON", default=None,
                     help="measure nothing: one table from the rows of these earlier runs' JSON files")
+    ap.add_argument("--temporal-only", action="store_true",
+                    help="measure only the temporal columns (flicker smoothed, stage reduction) into OUT_temporal.json")
+    ap.add_argument("--temporal-methods", default="gxi,prp,lrp,gradcam",
+                    help="post-hoc methods of the --temporal-only sessions (intrinsic always; default skips ig: slow)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vidxai_explain_temporal",
+                    help="--temporal-only: folder of the clip sessions (kept, reused)")
     args = ap.parse_args()
+    if args.temporal_only:
+        temporal_run(args)
+        return
     if args.table_from:
         write_table(combine_runs([Path(f) for f in args.table_from]), Path(args.out))
         return
@@ -259,17 +276,79 @@ def main() -> None:
     write_table(doc, Path(args.out))
 
 
+def temporal_run(args: argparse.Namespace) -> None:
+    """--temporal-only: the temporal columns per model × method on sessions of the shared clips."""
+    from bench.temporal_quality import flicker_table, sessions_for, summary_table
+    from engine.analyzer import INTRINSIC_MAP
+    from engine.temporal import DEFAULT_MAP_SIGMA_S, DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT
+
+    torch.set_num_threads(2)
+    t_start = time.perf_counter()
+    rows, measured = [], {}
+    for name in [n for n in args.models.split(",") if n]:
+        mdir = ROOT / "resources" / "models" / name
+        arch = FrameAnalyzer(mdir).spec.arch
+        post = tuple(m for m in args.temporal_methods.split(",") if m in methods_for(arch))
+        sessions = {name: sessions_for(args.work, name, post)}
+        methods = ("intrinsic", *post)
+        summary = summary_table(sessions, flicker_table(sessions, methods, (DEFAULT_MAP_SIGMA_S,)), methods)
+        for r in summary:
+            rows.append(r)
+            if r["method"] == "intrinsic" and arch in INTRINSIC_MAP:  # the same map under its variant's name
+                rows.append({**r, "method": INTRINSIC_MAP[arch], "same_as": "intrinsic"})
+        measured[name] = [r["method"] for r in rows if r["model"] == name]
+        print(f"{name}: {', '.join(measured[name])} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    doc = {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": time.perf_counter() - t_start,
+           "temporal": {"temporal_weight": DEFAULT_TEMPORAL_WEIGHT, "min_stage_s": DEFAULT_MIN_STAGE_S,
+                        "map_sigma_s": DEFAULT_MAP_SIGMA_S, "clips": _shown(DATA / "videos" / "crema-d")},
+           "measured": measured, "rows": rows}
+    out = Path(args.out + "_temporal.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print(f"written {out}")
+
+
+TEMPORAL_KEYS = ("flicker_raw", "flicker_smoothed", "reduction_raw", "cosine_raw", "reduction_merged", "cosine_merged")
+
+
+def merge_temporal(rows: list[dict], temporal: list[dict]) -> list[dict]:
+    """``rows`` with the TEMPORAL_KEYS of the ``temporal`` row of the same model and method added under
+    ``t_<key>`` (None where that model × method was not measured); a model × method measured twice is an error."""
+    by_key: dict[tuple[str, str], dict] = {}
+    for t in temporal:
+        key = (t["model"], t["method"])
+        if key in by_key:
+            raise SystemExit(f"temporal columns of {key[0]} × {key[1]} measured twice")
+        by_key[key] = t
+    out = []
+    for r in rows:
+        t = by_key.get((r["model"], r["method"]), {})
+        out.append({**r, **{f"t_{k}": (None if t.get(k) is None else float(t[k])) for k in TEMPORAL_KEYS}})
+    return out
+
+
 def combine_runs(files: list[Path]) -> dict:
-    """The rows and ProtoPNet checks of several runs' JSON files, in order, with each run's command and time."""
+    """The rows and ProtoPNet checks of several runs' JSON files, in order, with each run's command and time;
+    the temporal columns of --temporal-only files added to the rows they measure."""
     docs = [json.loads(f.read_text()) for f in files]
+    temporal = [(f, d) for f, d in zip(files, docs, strict=True) if "temporal" in d]
+    files = [f for f, d in zip(files, docs, strict=True) if "temporal" not in d]
+    docs = [d for d in docs if "temporal" not in d]
+    if not docs:
+        raise SystemExit("--table-from needs at least one full run's JSON besides --temporal-only files")
     for f, d in zip(files, docs, strict=True):
         if (d["limit"], d["fill"], d["patch"]) != (docs[0]["limit"], docs[0]["fill"], docs[0]["patch"]):
             raise SystemExit(f"{f}: measured on another subset, fill or patch size than {files[0]}")
     runs = [{"file": _shown(f), "command": d["command"], "seconds": d["seconds"],
              "models": sorted({r["model"] for r in d["rows"]})} for f, d in zip(files, docs, strict=True)]
+    rows = [r for d in docs for r in d["rows"]]
+    if temporal:
+        rows = merge_temporal(rows, [r for _, d in temporal for r in d["rows"]])
     return {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "runs": runs,
+            "temporal_runs": [{"file": _shown(f), "command": d["command"], "seconds": d["seconds"], **d["temporal"]}
+                              for f, d in temporal],
             "seconds": sum(d["seconds"] for d in docs), "limit": docs[0]["limit"], "fill": docs[0]["fill"],
-            "patch": docs[0]["patch"], "rows": [r for d in docs for r in d["rows"]],
+            "patch": docs[0]["patch"], "rows": rows,
             "models": {k: v for d in docs for k, v in d["models"].items()}}
 
 
@@ -282,23 +361,61 @@ def _shown(path: Path) -> str:
     return str(path)
 
 
+def _temporal_cells(r: dict) -> list[str]:
+    """The four temporal cells of a row ("–" where not measured)."""
+    def num(k: str) -> str:
+        return "–" if r.get(k) is None else f"{r[k]:.3f}"
+
+    def stage(k: str) -> str:
+        red, cos = r.get(f"t_reduction_{k}"), r.get(f"t_cosine_{k}")
+        return "–" if red is None else f"{red:.1%} ({cos:.2f})"
+
+    return [num("t_flicker_raw"), num("t_flicker_smoothed"), stage("raw"), stage("merged")]
+
+
+def _temporal_note(temporal: list[dict], rows: list[dict]) -> str:
+    """Where the temporal columns come from, and which rows they leave blank."""
+    blank = sorted({r["method"] for r in rows if r.get("t_flicker_raw") is None})
+    t = temporal[0]
+    return ("Temporal columns (issue 14) from " + "; ".join(f"`{x['command']}` ({x['seconds'] / 60:.1f} min, {x['file']})"
+                                                           for x in temporal) +
+            f": on analysed sessions of the same clips ({t['clips']}), stored maps' positive part; flicker = mean "
+            f"frame-to-frame 1 − cos over frames with a face, smoothed in face-aligned coordinates with σ = "
+            f"{t['map_sigma_s']} s; stage reduction = 1 − stages/frames of SpRAy with temporal weight "
+            f"{t['temporal_weight']} (raw) and merged to ≥ {t['min_stage_s']} s (merged), in brackets the mean "
+            f"frame-to-stage cosine; mean over clips. A model's intrinsic map is also its variant's row "
+            "(proto-occ, latent-sum). Not measured (–): " +
+            "; ".join(f"{m} ({_NOT_MEASURED.get(m, 'not a session map')})" for m in blank) + ".")
+
+
+_NOT_MEASURED = {"ig": "too slow for this run, see --temporal-methods",
+                 "centre-prior": "content-free: the same map on every frame"}
+
+
 def write_table(doc: dict, out: Path) -> None:
     """OUT.json (``doc``) and OUT.md (the table, also printed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     rows, extras = doc["rows"], doc["models"]
-    lines = [
-        "| model | method | FER acc | Δ10 | Δ30 | Δ50 | mean Δ | clips acc | clips mean Δ | CAM-COS | flicker | ms/frame |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    temporal = doc.get("temporal_runs")
+    head = "| model | method | FER acc | Δ10 | Δ30 | Δ50 | mean Δ | clips acc | clips mean Δ | CAM-COS | flicker | ms/frame |"
+    if temporal:
+        head += " flicker session raw | flicker smoothed | stages raw: reduction (cos) | stages merged: reduction (cos) |"
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for r in rows:
         flag = " ⚠" if r["mean_delta"] <= 0 else ""
         cam = "–" if r["cam_cos"] is None else f"{r['cam_cos']:.3f}"
-        lines.append(f"| {r['model']} | {r['method']} | {r['fer_accuracy']:.1%} | {r['delta10']:+.2f} | "
-                     f"{r['delta30']:+.2f} | {r['delta50']:+.2f} | **{r['mean_delta']:+.3f}**{flag} | "
-                     f"{r['clip_accuracy']:.1%} | {r['clip_mean_delta']:+.3f} | {cam} | {r['flicker']:.3f} | "
-                     f"{r['ms_per_frame']:.1f} |")
+        line = (f"| {r['model']} | {r['method']} | {r['fer_accuracy']:.1%} | {r['delta10']:+.2f} | "
+                f"{r['delta30']:+.2f} | {r['delta50']:+.2f} | **{r['mean_delta']:+.3f}**{flag} | "
+                f"{r['clip_accuracy']:.1%} | {r['clip_mean_delta']:+.3f} | {cam} | {r['flicker']:.3f} | "
+                f"{r['ms_per_frame']:.1f} |")
+        if temporal:
+            line += " " + " | ".join(_temporal_cells(r)) + " |"
+        lines.append(line)
     lines.append("")
+    if temporal:
+        lines.append(_temporal_note(temporal, rows))
+        lines.append("")
     lines.append("| ProtoPNet | prototypes on the face (hull test) | flat input: top class, p | flat input top "
                  "similarity | median top similarity, real test faces |")
     lines.append("|---|---|---|---|---|")

@@ -70,7 +70,9 @@ SIGMAS = (0.05, 0.1, 0.2)
 CHANGE_S = 0.3  # a change of the raw per-frame decision lasting this long must show in the smoothed one
 
 
-def sessions_for(work: Path, model: str) -> list[Path]:
+def sessions_for(work: Path, model: str, methods: tuple[str, ...] = METHODS[1:]) -> list[Path]:
+    """A session per shared clip analysed with `model` (intrinsic plus post-hoc `methods`), made in
+    work/model unless already there."""
     clips = sorted(CREMA.glob("1001_*.flv"))
     if not clips:
         sys.exit(f"no CREMA-D clips in {CREMA}: this bench needs ../shared/data")
@@ -78,8 +80,9 @@ def sessions_for(work: Path, model: str) -> list[Path]:
     for clip in clips:
         path = work / model / f"{clip.stem}.vxs"
         if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
             analyze(clip, REPO / "resources" / "models" / model, path,
-                    AnalyzeSettings(explain=METHODS[1:], spray=False))
+                    AnalyzeSettings(explain=methods, spray=False))
         out.append(path)
     return out
 
@@ -209,25 +212,27 @@ def map_flicker(s: Session, method: str, sigmas: tuple[float, ...]) -> dict:
     return out
 
 
-def flicker_table(sessions_by_model: dict[str, list[Path]]) -> list[dict]:
+def flicker_table(sessions_by_model: dict[str, list[Path]], methods: tuple[str, ...] = METHODS,
+                  sigmas: tuple[float, ...] = SIGMAS) -> list[dict]:
     rows = []
     for model, ps in sessions_by_model.items():
-        for method in METHODS:
+        for method in methods:
             vals = []
             for p in ps:
                 with Session.open(p) as s:
                     if s.has_maps(method):
-                        vals.append(map_flicker(s, method, SIGMAS))
+                        vals.append(map_flicker(s, method, sigmas))
             if vals:
                 rows.append({"model": model, "method": method,
                              **{k: float(np.nanmean([v[k] for v in vals])) for k in vals[0]}})
     return rows
 
 
-def summary_table(sessions_by_model: dict[str, list[Path]], flick: list[dict]) -> list[dict]:
+def summary_table(sessions_by_model: dict[str, list[Path]], flick: list[dict],
+                  methods: tuple[str, ...] = METHODS) -> list[dict]:
     rows = []
     for model, ps in sessions_by_model.items():
-        for method in METHODS:
+        for method in methods:
             st, plain = [], []
             for p in ps:
                 with Session.open(p) as s:
