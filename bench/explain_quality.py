@@ -375,7 +375,8 @@ def _temporal_cells(r: dict) -> list[str]:
 
 def _temporal_note(temporal: list[dict], rows: list[dict]) -> str:
     """Where the temporal columns come from, and which rows they leave blank."""
-    blank = sorted({r["method"] for r in rows if r.get("t_flicker_raw") is None})
+    models = {r["model"] for r in rows if r.get("t_flicker_raw") is not None}
+    blank = sorted({r["method"] for r in rows if r["model"] in models and r.get("t_flicker_raw") is None})
     t = temporal[0]
     return ("Temporal columns (issue 14) from " + "; ".join(f"`{x['command']}` ({x['seconds'] / 60:.1f} min, {x['file']})"
                                                            for x in temporal) +
