@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -254,7 +255,7 @@ def main() -> None:
                   f"CAM-COS {row['cam_cos'] if row['cam_cos'] is None else round(row['cam_cos'], 3)}  "
                   f"flicker {row['flicker']:.3f}  {row['ms_per_frame']:.1f} ms/frame", flush=True)
     total = time.perf_counter() - t_start
-    doc = {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": total,
+    doc = {"command": shlex.join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": total,
            "limit": args.limit, "fill": "mean", "patch": 8, "rows": rows, "models": extras}
     write_table(doc, Path(args.out))
 
@@ -267,7 +268,7 @@ def combine_runs(files: list[Path]) -> dict:
             raise SystemExit(f"{f}: measured on another subset, fill or patch size than {files[0]}")
     runs = [{"file": _shown(f), "command": d["command"], "seconds": d["seconds"],
              "models": sorted({r["model"] for r in d["rows"]})} for f, d in zip(files, docs, strict=True)]
-    return {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "runs": runs,
+    return {"command": shlex.join(["bench/explain_quality.py", *sys.argv[1:]]), "runs": runs,
             "seconds": sum(d["seconds"] for d in docs), "limit": docs[0]["limit"], "fill": docs[0]["fill"],
             "patch": docs[0]["patch"], "rows": [r for d in docs for r in d["rows"]],
             "models": {k: v for d in docs for k, v in d["models"].items()}}
