@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -271,7 +272,7 @@ def main() -> None:
                   f"CAM-COS {row['cam_cos'] if row['cam_cos'] is None else round(row['cam_cos'], 3)}  "
                   f"flicker {row['flicker']:.3f}  {row['ms_per_frame']:.1f} ms/frame", flush=True)
     total = time.perf_counter() - t_start
-    doc = {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": total,
+    doc = {"command": shlex.join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": total,
            "limit": args.limit, "fill": "mean", "patch": 8, "rows": rows, "models": extras}
     write_table(doc, Path(args.out))
 
@@ -298,7 +299,7 @@ def temporal_run(args: argparse.Namespace) -> None:
                 rows.append({**r, "method": INTRINSIC_MAP[arch], "same_as": "intrinsic"})
         measured[name] = [r["method"] for r in rows if r["model"] == name]
         print(f"{name}: {', '.join(measured[name])} ({time.perf_counter() - t_start:.0f} s)", flush=True)
-    doc = {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": time.perf_counter() - t_start,
+    doc = {"command": shlex.join(["bench/explain_quality.py", *sys.argv[1:]]), "seconds": time.perf_counter() - t_start,
            "temporal": {"temporal_weight": DEFAULT_TEMPORAL_WEIGHT, "min_stage_s": DEFAULT_MIN_STAGE_S,
                         "map_sigma_s": DEFAULT_MAP_SIGMA_S, "clips": _shown(DATA / "videos" / "crema-d")},
            "measured": measured, "rows": rows}
@@ -344,7 +345,7 @@ def combine_runs(files: list[Path]) -> dict:
     rows = [r for d in docs for r in d["rows"]]
     if temporal:
         rows = merge_temporal(rows, [r for _, d in temporal for r in d["rows"]])
-    return {"command": " ".join(["bench/explain_quality.py", *sys.argv[1:]]), "runs": runs,
+    return {"command": shlex.join(["bench/explain_quality.py", *sys.argv[1:]]), "runs": runs,
             "temporal_runs": [{"file": _shown(f), "command": d["command"], "seconds": d["seconds"], **d["temporal"]}
                               for f, d in temporal],
             "seconds": sum(d["seconds"] for d in docs), "limit": docs[0]["limit"], "fill": docs[0]["fill"],
@@ -386,7 +387,8 @@ def _temporal_note(temporal: list[dict], rows: list[dict]) -> str:
             f"{t['temporal_weight']} (raw) and merged to ≥ {t['min_stage_s']} s (merged), in brackets the mean "
             f"frame-to-stage cosine; mean over clips. A model's intrinsic map is also its variant's row "
             "(proto-occ, latent-sum). Not measured (–): " +
-            "; ".join(f"{m} ({_NOT_MEASURED.get(m, 'not a session map')})" for m in blank) + ".")
+            "; ".join(f"{m} ({_NOT_MEASURED.get(m, 'not a session map')})" for m in blank) + "." +
+            "".join(f" {m}: not measured." for m in dict.fromkeys(r["model"] for r in rows) if m not in models))
 
 
 _NOT_MEASURED = {"ig": "not run: its sessions cost about 0.5 s/frame per model, add it with --temporal-methods",

@@ -137,9 +137,10 @@ class FrameAnalyzer:
 
     @property
     def identity(self) -> dict:
-        """What a session records about the model."""
+        """What a session records about the model. ``sha256`` is that of its weights (model.json records it):
+        a session analysed by one model is re-analysed, not resumed, by another."""
         return {"name": self.meta.get("name", self.model_dir.name), "path": str(self.model_dir.resolve()),
-                "sha256": self.meta.get("sha256", ""), "arch": self.spec.arch, "backbone": self.spec.backbone,
+                "sha256": str((self.meta.get("checkpoint") or {}).get("sha256", "")), "arch": self.spec.arch, "backbone": self.spec.backbone,
                 "label_setting": self.spec.label_setting, "preprocess": self.spec.preprocess}
 
     def config(self, mode: str | None = None, occlude: frozenset[str] | None = None) -> PreprocessConfig:

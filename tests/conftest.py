@@ -126,3 +126,15 @@ def analysed_session(tmp_path_factory: pytest.TempPathFactory, hap_clip: Path, t
     out = tmp_path_factory.mktemp("analysed") / f"{hap_clip.stem}.vxs"
     settings = AnalyzeSettings(explain=("intrinsic", "gradcam"), occlusion=True, batch_size=16, au=False)
     return Path(analyze(hap_clip, tiny_protopnet, out, settings))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared, loaded CPU: one torch thread trains them several times faster than two
+    fighting over the cores (measured ~6–10×); the count is restored after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -94,13 +94,6 @@ def _cos_on_train(model_dir: Path, cache: FaceCache, maps: np.ndarray) -> float:
     return float(cos)
 
 
-@pytest.fixture
-def one_thread():
-    # Under a shared, loaded CPU one thread trains these tiny models ~10× faster than the default.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_guided_cnn_agrees_with_the_au_maps_more(fer_small, tmp_path: Path, one_thread) -> None:

@@ -363,7 +363,9 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
     k = 30
     window.timeline.seekRequested.emit(k)
     qtbot.waitUntil(lambda: window.player.current == k, timeout=10_000)
-    window.docks["latents"].raise_()
+    # A PatchSAE session brings its latents to the front of the tabbed docks (not the empty prototypes).
+    assert not window.docks["latents"].visibleRegion().isEmpty()
+    assert window.docks["prototypes"].visibleRegion().isEmpty()
     bars = window.latents.bars.opts
     shown = np.sort(np.asarray(bars["width"], float))[::-1]
     expected = np.sort(val[k][(val[k] > 0) & (idx[k] >= 0)])[::-1][: window.latents.TOP]

@@ -31,12 +31,6 @@ def _cfg(out: Path, **kw) -> TrainConfig:
                           "weight_decay": 0.1, "sequence": SEQ, "device": "cpu", "out_dir": str(out), **kw})
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared, loaded CPU: one thread is far quicker
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

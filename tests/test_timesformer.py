@@ -22,13 +22,7 @@ from engine.models import ModelSpec, TimeSformer, build_model
 TINY = {"frames": 4, "dim": 16, "depth": 2, "heads": 2, "patch": 8, "tokens": "patch"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is quicker than two fighting for a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _tiny(tokens: str = "patch", size: int = 24, seed: int = 0, **kw) -> TimeSformer:

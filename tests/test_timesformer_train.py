@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
@@ -22,7 +23,8 @@ from engine.data import (
 from engine.models import ModelSpec, build_model
 from engine.preprocess import PreprocessConfig
 from engine.train import TrainConfig, TrainData, train
-from tests.test_timesformer import _one_thread  # noqa: F401  (autouse: one torch thread here too)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 TINY = {"frames": 4, "dim": 16, "depth": 1, "heads": 2}
 

@@ -354,6 +354,12 @@ class SessionActions:
         self._update_actions()
 
     def _start_prototype_load(self, data: ReviewData) -> None:
+        # The model's own explanation dock comes to the front: the SAE latents for a PatchSAE, the
+        # prototypes for a ProtoPNet (not an empty Prototypes tab over the latents).
+        if TOP_LATENTS in data.extra:
+            self.docks["latents"].raise_()
+        elif SIMILARITIES in data.extra:
+            self.docks["prototypes"].raise_()
         model = (data.analysis or {}).get("model") or {}
         candidates = [model.get(key) for key in ("folder", "dir", "path", "model_dir")] + [self.model_dir]
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)
