@@ -24,7 +24,7 @@ earlier runs' JSON files, in that order, naming each run's command and time — 
 separate runs.
 
 ``--temporal-only`` measures only the temporal columns (issue 14) with bench/temporal_quality.py's functions,
-on sessions of the same clips (made in --work unless there; intrinsic plus --temporal-methods): flicker of the
+on sessions of the same clips (made in --work unless there; the --temporal-methods): flicker of the
 stored maps raw and smoothed in face-aligned coordinates (σ default), SpRAy stage reduction 1 − stages/frames
 raw (temporal term on, what the session keeps) and merged (minimum stage duration, what the strip shows), each
 with the mean frame-to-stage cosine; written to OUT_temporal.json. ``--table-from`` takes such a file among
@@ -175,8 +175,8 @@ def main() -> None:
                     help="measure nothing: one table from the rows of these earlier runs' JSON files")
     ap.add_argument("--temporal-only", action="store_true",
                     help="measure only the temporal columns (flicker smoothed, stage reduction) into OUT_temporal.json")
-    ap.add_argument("--temporal-methods", default="gxi,prp,lrp,gradcam",
-                    help="post-hoc methods of the --temporal-only sessions (intrinsic always; default skips ig: slow)")
+    ap.add_argument("--temporal-methods", default="intrinsic,gxi,prp,lrp,gradcam",
+                    help="methods measured by --temporal-only (default skips ig: slow); the sessions always have intrinsic")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vidxai_explain_temporal",
                     help="--temporal-only: folder of the clip sessions (kept, reused)")
     args = ap.parse_args()
@@ -289,9 +289,8 @@ def temporal_run(args: argparse.Namespace) -> None:
     for name in [n for n in args.models.split(",") if n]:
         mdir = ROOT / "resources" / "models" / name
         arch = FrameAnalyzer(mdir).spec.arch
-        post = tuple(m for m in args.temporal_methods.split(",") if m in methods_for(arch))
-        sessions = {name: sessions_for(args.work, name, post)}
-        methods = ("intrinsic", *post)
+        methods = tuple(m for m in args.temporal_methods.split(",") if m in methods_for(arch))
+        sessions = {name: sessions_for(args.work, name, tuple(m for m in methods if m != "intrinsic"))}
         summary = summary_table(sessions, flicker_table(sessions, methods, (DEFAULT_MAP_SIGMA_S,)), methods)
         for r in summary:
             rows.append(r)
