@@ -380,7 +380,7 @@ def _temporal_note(temporal: list[dict], rows: list[dict]) -> str:
     t = temporal[0]
     return ("Temporal columns (issue 14) from " + "; ".join(f"`{x['command']}` ({x['seconds'] / 60:.1f} min, {x['file']})"
                                                            for x in temporal) +
-            f": on analysed sessions of the same clips ({t['clips']}), stored maps' positive part; flicker = mean "
+            f": on sessions of the same clips ({t['clips']}) analysed with the app's default settings, stored maps' positive part; flicker = mean "
             f"frame-to-frame 1 − cos over frames with a face, smoothed in face-aligned coordinates with σ = "
             f"{t['map_sigma_s']} s; stage reduction = 1 − stages/frames of SpRAy with temporal weight "
             f"{t['temporal_weight']} (raw) and merged to ≥ {t['min_stage_s']} s (merged), in brackets the mean "
@@ -390,7 +390,7 @@ def _temporal_note(temporal: list[dict], rows: list[dict]) -> str:
             "".join(f" {m}: not measured." for m in dict.fromkeys(r["model"] for r in rows) if m not in models))
 
 
-_NOT_MEASURED = {"ig": "not run: its sessions cost about 0.5 s/frame per model, add it with --temporal-methods",
+_NOT_MEASURED = {"ig": "not in these runs, see --temporal-methods",
                  "centre-prior": "content-free: the same map on every frame"}
 
 
