@@ -409,9 +409,13 @@ def _post_hoc(method: str, analyzer: FrameAnalyzer, images: np.ndarray, target: 
     x = analyzer.tensor(images)
     tgt = torch.as_tensor(target, dtype=torch.long, device=x.device)
     if method == "lrp":
-        return explain.lrp(analyzer.model, x, tgt)
+        from engine.explain.lrp import lrp
+
+        return lrp(analyzer.model, x, tgt)
     if method == "gradcam":
-        return explain.gradcam(analyzer.model, x, tgt, analyzer.model.target_layer())
+        from engine.explain.gradcam import gradcam
+
+        return gradcam(analyzer.model, x, tgt, analyzer.model.target_layer())
     if method == "ig":
         return explain.integrated_gradients(analyzer.model, x, tgt, steps=ig_steps)[0]
     if method == "gxi":

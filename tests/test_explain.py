@@ -9,8 +9,9 @@ from torch import nn
 from torchvision.models import resnet18
 from zennit.attribution import Gradient
 
-from engine.explain import gradcam, hook_count, integrated_gradients, lrp, lrp_explain, top_x
-from engine.explain.lrp import canonizers_for, make_composite
+from engine.explain import hook_count, integrated_gradients, lrp_explain, top_x
+from engine.explain.gradcam import gradcam
+from engine.explain.lrp import canonizers_for, lrp, make_composite
 
 torch.set_num_threads(1)
 

@@ -23,9 +23,22 @@ def test_intrinsic_analysis_imports_leave_the_explainer_libraries_unloaded() -> 
 
 
 def test_each_explainer_loads_its_library_on_first_use() -> None:
-    assert _loaded_after("from engine.explain import lrp") == {"zennit"}
-    assert _loaded_after("from engine import explain; explain.gradcam") >= {"pytorch_grad_cam"}
+    assert _loaded_after("from engine.explain import lrp_explain") == {"zennit"}
+    assert _loaded_after("from engine.explain.gradcam import gradcam") >= {"pytorch_grad_cam"}
     assert "captum" in _loaded_after("from engine.explain import integrated_gradients")
+
+
+def test_lazy_names_are_the_functions_whatever_was_imported_before() -> None:
+    """A submodule imported first must not shadow a lazy name (the bug: `lrp` became the module)."""
+    import importlib
+    import pkgutil
+
+    import engine.explain as pkg
+
+    for m in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"engine.explain.{m.name}")
+    for name in pkg.__all__:
+        assert callable(getattr(pkg, name)) and not isinstance(getattr(pkg, name), type(pkg)), name
 
 
 WINDOW_PROBE = """
