@@ -339,3 +339,18 @@ def test_prototype_source_reads_the_training_file_or_says_it_is_not_here(clip: P
     gone = tmp_path / "elsewhere" / "Training_1.jpg"
     with pytest.raises(FileNotFoundError, match="Training_1.jpg is not on this machine"):
         load_source_image(PrototypeInfo(0, "angry", gone.name, None, str(gone), -1))
+
+
+def test_a_late_opened_signal_after_close_is_ignored(qtbot, hap_clip: Path) -> None:
+    """The decode thread's `opened` can be delivered after the video was closed (closing the window while a
+    video opens): the player then has no source and must drop it, not fail on it."""
+    from engine.video import VideoInfo
+    from vidxai_gui.player import Player
+
+    player = Player()
+    qtbot.addWidget(player)
+    player.open(hap_clip)
+    player.close_video()
+    info = VideoInfo(str(hap_clip), 30.0, 10, 480, 360, 1 / 3, 0, "flv1")
+    player._on_opened(info, np.arange(10) / 30.0)  # no sender, no source: as a queued call after close
+    assert player.info is None and player.source is None

@@ -225,9 +225,14 @@ class Player(PlayerControls, QWidget):
         self._display_size = None
         self._set_enabled(False)
 
+    def _from_current_source(self) -> bool:
+        """Whether the signal being handled comes from the open video's source. A queued signal can arrive
+        after the video was closed (then sender() is None and so is the source: not current)."""
+        return self.source is not None and self.sender() is self.source
+
     @Slot(object, object, object)
     def _on_opened(self, info: VideoInfo, timestamps: np.ndarray, first: np.ndarray | None = None) -> None:
-        if self.sender() is not self.source:
+        if not self._from_current_source():
             return
         self.info = info
         ts = np.asarray(timestamps, dtype=np.float64)
@@ -252,7 +257,7 @@ class Player(PlayerControls, QWidget):
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
-        if self.sender() is not self.source:
+        if not self._from_current_source():
             return
         self.close_video()
         self.view.show_message("The video could not be opened")
@@ -292,7 +297,7 @@ class Player(PlayerControls, QWidget):
 
     @Slot(int, object, object, int)
     def _on_frame_ready(self, k: int, frame: np.ndarray, extras: Any, generation: int) -> None:
-        if self.sender() is not self.source or generation != self._pending_generation or self._playing:
+        if not self._from_current_source() or generation != self._pending_generation or self._playing:
             return  # a newer request is on its way; showing this one would make the view jump back
         self._show(k, frame, extras)
 
