@@ -331,22 +331,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _batch([args.data], "train", one)
 
 
-def _arch(model: str | Path) -> str | None:
-    """The architecture a model folder declares (None when it cannot be read here; loading says why)."""
-    from engine.checkpoint import CheckpointError, read_checkpoint_json
-
-    try:
-        return str(read_checkpoint_json(model)["spec"]["arch"])
-    except (CheckpointError, OSError, KeyError):
-        return None
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluate import evaluate, write_report
+    from engine.model_card import model_arch
 
     def one(data: str, cancel: CancelToken) -> None:
         out = Path(args.out) if args.out else evaluation_folder(data, args.model)
-        if args.landmark_ranking or _arch(args.model) == "landmark-lstm":
+        if args.landmark_ranking or model_arch(args.model) == "landmark-lstm":
             if not args.landmark_ranking:
                 raise BadInput(f"{args.model} is a landmark-sequence model: evaluate it with --landmark-ranking")
             from engine.landmark_eval import ladder_table, landmark_ranking

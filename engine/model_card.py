@@ -85,6 +85,14 @@ def read_model_json(folder: str | os.PathLike[str], archs: tuple[str, ...] | lis
     return doc
 
 
+def model_arch(folder: str | os.PathLike[str]) -> str | None:
+    """The architecture a model folder declares (None when unreadable here: loading it says why)."""
+    try:
+        return str(read_model_json(folder)["spec"]["arch"])
+    except (CheckpointError, OSError, KeyError):
+        return None
+
+
 def read_latent_patches(folder: str | os.PathLike[str]) -> dict[int, list[np.ndarray]]:
     """A PatchSAE checkpoint's reference patches: latent → uint8 patches, best first ({} when it has none).
     The file's sha256 must match model.json's record."""

@@ -25,6 +25,7 @@ from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, tau_from_alpha
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
 from engine.faces import FaceResult, FaceTracker, People
 from engine.jobs import CancelToken, ProgressFn, no_progress
+from engine.model_card import model_arch
 from engine.preprocess import InputMapping, MappingPiece, PreprocessConfig, Preprocessed
 from engine.stream import Stage, batched
 from engine.temporal import DEFAULT_MIN_STAGE_S, DEFAULT_TEMPORAL_WEIGHT
@@ -643,16 +644,6 @@ def model_threads(settings: AnalyzeSettings, device: torch.device | str, cores: 
     return 1
 
 
-def _model_arch(model_dir: str | Path) -> str | None:
-    """The architecture a model folder declares (None when unreadable here: loading it says why)."""
-    from engine.model_card import CheckpointError, read_model_json
-
-    try:
-        return str(read_model_json(model_dir)["spec"]["arch"])
-    except (CheckpointError, OSError, KeyError):
-        return None
-
-
 def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Path,
             settings: AnalyzeSettings | None = None, progress: ProgressFn = no_progress,
             cancel: CancelToken | None = None, on_chunk: Callable[[int, int], None] | None = None,
@@ -668,7 +659,7 @@ def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Pat
     settings = settings or AnalyzeSettings()
     cancel = cancel or CancelToken()
     out_path = Path(out_path)
-    if analyzer is None and model_dir is not None and _model_arch(model_dir) == "landmark-lstm":
+    if analyzer is None and model_dir is not None and model_arch(model_dir) == "landmark-lstm":
         from engine.landmark_analysis import LandmarkAnalyzeSettings, analyze_landmarks
 
         return analyze_landmarks(video, model_dir, out_path,
