@@ -103,6 +103,7 @@ class LandmarkPanel(QWidget):
 
     def clear(self, message: str) -> None:
         self.header.setText(message)
+        self.view.setVisible(False)  # no empty charts: the message says what would be here
         self.frame_top, self.frame_parts, self.clip_top, self.clip_parts = [], {}, [], {}
         for i in range(4):
             self._draw(i, [])
@@ -110,6 +111,7 @@ class LandmarkPanel(QWidget):
     def show_clip(self, relevance: np.ndarray, points: list[int], parts: dict[str, float], decision: str,
                   window: int) -> None:
         """The clip's record: |IG| summed per landmark (over ``points``) and per part over the video."""
+        self.view.setVisible(True)
         self.clip_top = top_landmarks(relevance, points)
         total = sum(parts.values())
         self.clip_parts = {p: (100.0 * parts.get(p, 0.0) / total if total > 0 else 0.0) for p in PARTS}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QLabel, QWidget
 
 from engine.frame_au import (
@@ -37,6 +37,7 @@ from engine.frame_au import (
     landmark_frame_evidence,
     predicted,
 )
+from vidxai_gui.heat_legend import BAR_H, HeatLegend, method_name
 from vidxai_gui.landmark_panel import LandmarkPanel
 from vidxai_gui.preprocess_panel import ScrollPanel
 
@@ -129,19 +130,17 @@ class Corner(QObject):
         return False
 
 
-class LandmarkLegend(QWidget):
-    """The points' key: the diverging ramp from against to for the predicted class, and what size means."""
-
-    WIDTH, HEIGHT = 290, 78
+class LandmarkLegend(HeatLegend):
+    """The points' key, drawn as the heatmap's colour bar is: the diverging ramp from against to for the
+    predicted class, and what a dot's size means."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setFixedSize(self.WIDTH, self.HEIGHT)
-        row = DIVERGING.map(np.linspace(0, 1, self.WIDTH - 16), mode="byte")
-        self._ramp = np.ascontiguousarray(np.repeat(row[None], 10, axis=0))
-        self._image = QImage(self._ramp.data, self._ramp.shape[1], 10, 4 * self._ramp.shape[1],
-                             QImage.Format.Format_RGBA8888)
         self.cls, self.scale, self.window = "", 1.0, 0
+        row = DIVERGING.map(np.linspace(0, 1, self.width() - 16), mode="byte")
+        self._ramp = np.ascontiguousarray(np.repeat(row[None], BAR_H, axis=0))
+        self._image = QImage(self._ramp.data, self._ramp.shape[1], BAR_H, 4 * self._ramp.shape[1],
+                             QImage.Format.Format_RGBA8888)
         self.setToolTip("Each dot is a facial landmark (dlib's 68 points). Colour: its integrated gradient "
                         "summed over the model's window and x, y (red pushed the predicted class up, blue pushed "
                         "it down, white ≈ no effect; one scale for the whole clip). Size: its |IG|, how much it "
@@ -152,29 +151,10 @@ class LandmarkLegend(QWidget):
         self.update()
 
     def texts(self) -> tuple[str, str, str]:
-        return (f"Landmarks: integrated gradients ({self.window}-frame window)",
-                f"against {self.cls or '—'}  ← −{self.scale:.2g} · 0 · +{self.scale:.2g} →  for {self.cls or '—'}",
+        c = self.cls or "—"
+        return (f"Landmarks: integrated gradients, {self.window}-frame window",
+                f"against {c} ← −{self.scale:.2g} · 0 · +{self.scale:.2g} → for {c}",
                 "dot size = |IG|: how much the landmark mattered")
-
-    def paintEvent(self, _event) -> None:
-        title, ends, note = self.texts()
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor(0, 0, 0, 170))
-        p.drawRoundedRect(QRectF(self.rect()), 5, 5)
-        font = QFont(self.font())
-        font.setPointSizeF(max(6.5, font.pointSizeF() * 0.85))
-        p.setFont(font)
-        x, w = 8, self.width() - 16
-        p.setPen(QColor("#f0f0f0"))
-        p.drawText(QRectF(x, 3, w, 15), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
-        p.drawImage(QRectF(x, 21, w, 10), self._image)
-        p.setPen(QColor("#d0d0d0"))
-        p.drawText(QRectF(x, 33, w, 14), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, ends)
-        p.setPen(QColor("#b0b0b0"))
-        p.drawText(QRectF(x, 49, w, 26), Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap, note)
-        p.end()
 
 
 class LandmarkOverlay:
@@ -262,10 +242,11 @@ def au_text(cls: str, cos: float | None, method: str) -> str:
     if not aus:
         return f"<b>{cls}</b>: no facial action units expected (no regions, no agreement)."
     names = ", ".join(f"AU{a} {AU_NAMES.get(a, '')}" for a in aus)
-    shown = "landmark relevance" if method == LANDMARK_METHOD else f"the {method} map"
+    shown = "landmark relevance" if method == LANDMARK_METHOD else f"the {method_name(method)} map"
     agree = "—" if cos is None or not np.isfinite(cos) else f"{cos:.2f}"
     return (f"<span style='color:#18ffff'>■</span> Expected AU regions of <b>{cls}</b>: {names}<br>"
-            f"AU agreement (cos of {shown} with these regions): <b>{agree}</b>")
+            f"AU agreement (cos of {shown} with these regions): <b>{agree}</b> "
+            "<span style='color:#b0b0b0'>(1: same place, 0: elsewhere)</span>")
 
 
 class LandmarkView(QObject):
@@ -314,7 +295,8 @@ class LandmarkView(QObject):
         worker.finished.connect(lambda ev, key=key: self._loaded(key, ev))
 
     def _loaded(self, key: tuple, ev: LandmarkEvidence | None) -> None:
-        self._cache = {key: ev}  # one session at a time: the newest only
+        self._cache = {k: v for k, v in self._cache.items() if k[0] == key[0] and k[1] == key[1]}
+        self._cache[key] = ev  # this session file's methods only
         if key == self._key:
             self._set(key, ev)
 
@@ -323,6 +305,7 @@ class LandmarkView(QObject):
         self.w.timeline.set_au_agreement(ev.au if ev is not None else None)
         if ev is not None and ev.has_landmarks:
             self.panel.show_clip(ev.clip_relevance, ev.points, ev.clip_parts, ev.decision, ev.window)
+            self.w.docks["landmarks"].raise_()  # a landmark model has no prototypes: show its own dock
         else:
             self.panel.clear("This session's model is not a landmark model: the Landmarks dock shows a "
                              "landmark-lstm model's evidence." if ev is not None else
