@@ -28,6 +28,7 @@ from PySide6.QtWidgets import QLabel, QWidget
 
 from engine.frame_au import (
     AU_NAMES,
+    BLOCK,
     FACE_PX,
     LANDMARK_METHOD,
     FaceSquare,
@@ -45,6 +46,8 @@ from vidxai_gui.preprocess_panel import ScrollPanel
 DIVERGING = pg.ColorMap(pos=[0.0, 0.5, 1.0], color=[(33, 102, 172), (247, 247, 247), (178, 24, 43)])
 SIZE_MIN, SIZE_MAX = 5.0, 18.0  # screen pixels: a landmark with no |IG| … with the clip's largest
 SCALE_PERCENTILE = 99  # colour and size scales: this percentile over the clip's scored frames
+COLOUR_LEVELS = 21  # steps of the diverging map the dots are drawn in (0 is the middle one)
+PALETTE = DIVERGING.map(np.linspace(0.0, 1.0, COLOUR_LEVELS), mode="byte")
 AU_COLOUR = (24, 255, 255)  # the AU regions' outline and fill (cyan: apart from the points and heatmaps)
 
 
@@ -87,26 +90,39 @@ def load_evidence(path: Path, method: str) -> LandmarkEvidence | None:
             return None
         ev = LandmarkEvidence(Path(path), method, list(info["classes"]), predicted(s.read("probs")),
                               au_agreement(s, method), decision=str(info.get("decision") or ""))
-        attr = s.landmark_ig() if method == LANDMARK_METHOD else None
-        if attr is not None:
-            li = s.landmark_ig_info()
-            ev.points, ev.window = list(li["points"]), int(li.get("window", attr.shape[1]))
-            ev.signed, ev.magnitude = landmark_frame_evidence(attr)
+        li = s.landmark_ig_info() if method == LANDMARK_METHOD else {}
+        if li.get("points"):
+            from vidxai_gui.landmark_panel import landmark_parts
+
+            landmark_parts()  # its module (torch) is imported here, not on the GUI thread
+            T, L = s.frame_count, len(li["points"])
+            ev.points, ev.window = list(li["points"]), int(li.get("window", 0))
+            ev.signed, ev.magnitude = np.full((T, L), np.nan, np.float32), np.full((T, L), np.nan, np.float32)
+            for a in range(0, T, BLOCK):  # a block at a time: the windows are T×P×L×2
+                sl = slice(a, min(a + BLOCK, T))
+                ev.signed[sl], ev.magnitude[sl] = landmark_frame_evidence(s.landmark_ig(sl))
             ev.signed_scale, ev.size_scale = _scale(ev.signed), _scale(ev.magnitude)
             ev.clip_relevance = np.asarray(li["clip_relevance"], np.float64)
             ev.clip_parts = {k: float(v) for k, v in li.get("parts", {}).items()}
     return ev
 
 
-def point_colours(signed: np.ndarray, scale: float) -> np.ndarray:
-    """N×4 uint8 RGBA of the diverging map for signed IG values (±scale and beyond at the ends)."""
+def colour_levels(signed: np.ndarray, scale: float) -> np.ndarray:
+    """Signed IG → the index of its colour among COLOUR_LEVELS steps of the diverging map (±scale and beyond
+    at the ends). Few distinct colours and sizes let pyqtgraph draw each dot from its symbol cache."""
     t = np.clip(0.5 + 0.5 * np.nan_to_num(np.asarray(signed, np.float64)) / scale, 0.0, 1.0)
-    return DIVERGING.map(t, mode="byte")
+    return np.rint(t * (COLOUR_LEVELS - 1)).astype(np.int64)
+
+
+def point_colours(signed: np.ndarray, scale: float) -> np.ndarray:
+    """N×4 uint8 RGBA of the diverging map for signed IG values."""
+    return PALETTE[colour_levels(signed, scale)]
 
 
 def point_sizes(magnitude: np.ndarray, scale: float) -> np.ndarray:
+    """|IG| → the dot's size in whole screen pixels, SIZE_MIN … SIZE_MAX."""
     m = np.clip(np.nan_to_num(np.asarray(magnitude, np.float64)) / scale, 0.0, 1.0)
-    return SIZE_MIN + (SIZE_MAX - SIZE_MIN) * m
+    return np.rint(SIZE_MIN + (SIZE_MAX - SIZE_MIN) * m)
 
 
 class Corner(QObject):
@@ -167,6 +183,7 @@ class LandmarkOverlay:
         view.vb.addItem(self.scatter)
         self.legend = LandmarkLegend(view)
         self.corner = Corner(view, self.legend, "bottom-left")
+        self.brushes = {tuple(c): pg.mkBrush(*c) for c in PALETTE.tolist()}  # one per colour level
         self.colours = np.zeros((0, 4), np.uint8)  # as drawn (for tests)
         self.sizes = np.zeros(0)
         self.hide()
@@ -174,7 +191,7 @@ class LandmarkOverlay:
     def show(self, xy: np.ndarray, colours: np.ndarray, sizes: np.ndarray) -> None:
         self.colours, self.sizes = colours, sizes
         self.scatter.setData(pos=np.asarray(xy, np.float64), size=sizes,
-                             brush=[pg.mkBrush(*c) for c in colours.tolist()])
+                             brush=[self.brushes[tuple(c)] for c in colours.tolist()])
         self.scatter.setVisible(True)
         self.legend.setVisible(True)
         self.corner.place()
