@@ -72,7 +72,9 @@ def test_landmark_session_points_bars_and_au(window: MainWindow, qtbot, landmark
         probs = s.read("probs")
         valid = s.read("valid")
         classes = s.analysis_info()["classes"]
-    assert info["points"] == list(range(68))  # the session names its landmark order
+    # The session names its landmark order and grouping; the window groups by what it says.
+    assert info["points"] == list(range(68))
+    assert {p: list(v) for p, v in info["groups"].items()} == {p: list(v) for p, v in LANDMARK_PARTS.items()}
     _open(qtbot, window, landmark_session, K)
     lv = window.landmark_view
 

@@ -7,7 +7,8 @@ frames and x, y: ``engine.frame_au.landmark_frame_evidence``):
   whole clip: the top landmarks of the clip ranking
 The clip values are the session's record (``Session.landmark_ig_info``: ``clip_relevance`` and ``parts``,
 summed |IG| per landmark / part over the video). Bars are coloured by facial part (PART_COLOURS); the
-landmark numbers are dlib's 68-point order (0-based) as the session's ``points`` say.
+landmark numbers are dlib's 68-point order (0-based) as the session's ``points`` say, grouped into parts as
+its ``groups`` say (sessions from before that record: engine.models.landmark.LANDMARK_PARTS).
 """
 
 from __future__ import annotations
@@ -22,27 +23,29 @@ PART_COLOURS = {"brows": "#7570b3", "eyes": "#1b9e77", "nose": "#a6761d", "mouth
 TOP = 10  # landmarks shown per chart
 
 
-def landmark_parts() -> dict[str, tuple[int, ...]]:
-    """engine.models.landmark.LANDMARK_PARTS (imported when first needed: that module loads torch)."""
+def landmark_parts() -> dict[str, list[int]]:
+    """engine.models.landmark.LANDMARK_PARTS, for sessions that did not record their grouping (imported when
+    first needed: that module loads torch)."""
     from engine.models.landmark import LANDMARK_PARTS
 
-    return LANDMARK_PARTS
+    return {p: list(idx) for p, idx in LANDMARK_PARTS.items()}
 
 
-def part_of_point(point: int) -> str:
-    return next(p for p, idx in landmark_parts().items() if point in idx)
+def part_of_point(point: int, groups: dict[str, list[int]]) -> str:
+    return next(p for p, idx in groups.items() if point in idx)
 
 
-def part_shares(relevance: np.ndarray, points: list[int]) -> dict[str, float]:
-    """Per-landmark |IG| (over ``points``) → per cent of the total per facial part (sums to 100; 0s if no IG)."""
+def part_shares(relevance: np.ndarray, points: list[int], groups: dict[str, list[int]]) -> dict[str, float]:
+    """Per-landmark |IG| (over ``points``) → per cent of the total per facial part of ``groups`` (the
+    session's grouping; sums to 100; 0s if no IG)."""
     r = np.nan_to_num(np.asarray(relevance, np.float64))
     total = r.sum()
-    parts = landmark_parts()
-    sums = {p: float(r[[j for j, q in enumerate(points) if q in parts[p]]].sum()) for p in PARTS}
+    sums = {p: float(r[[j for j, q in enumerate(points) if q in groups[p]]].sum()) for p in PARTS}
     return {p: (100.0 * v / total if total > 0 else 0.0) for p, v in sums.items()}
 
 
-def top_landmarks(relevance: np.ndarray, points: list[int], n: int = TOP) -> list[tuple[int, str, float]]:
+def top_landmarks(relevance: np.ndarray, points: list[int], groups: dict[str, list[int]],
+                  n: int = TOP) -> list[tuple[int, str, float]]:
     """The n landmarks with the largest |IG|, as (point, part, per cent of the total), grouped by part in
     PARTS order and largest first within a part."""
     r = np.nan_to_num(np.asarray(relevance, np.float64))
@@ -50,7 +53,7 @@ def top_landmarks(relevance: np.ndarray, points: list[int], n: int = TOP) -> lis
     if total <= 0:
         return []
     best = np.argsort(-r, kind="stable")[:n]
-    rows = [(int(points[j]), part_of_point(int(points[j])), 100.0 * float(r[j]) / total) for j in best]
+    rows = [(int(points[j]), part_of_point(int(points[j]), groups), 100.0 * float(r[j]) / total) for j in best]
     return sorted(rows, key=lambda row: (PARTS.index(row[1]), -row[2]))
 
 
@@ -98,6 +101,7 @@ class LandmarkPanel(QWidget):
         self.frame_parts: dict[str, float] = {}
         self.clip_top: list[tuple[int, str, float]] = []
         self.clip_parts: dict[str, float] = {}
+        self.groups: dict[str, list[int]] = {}
         self.clear("Open a session analysed by a landmark model (--arch landmark-lstm) to see which landmarks "
                    "it used.")
 
@@ -109,10 +113,12 @@ class LandmarkPanel(QWidget):
             self._draw(i, [])
 
     def show_clip(self, relevance: np.ndarray, points: list[int], parts: dict[str, float], decision: str,
-                  window: int) -> None:
-        """The clip's record: |IG| summed per landmark (over ``points``) and per part over the video."""
+                  window: int, groups: dict[str, list[int]]) -> None:
+        """The clip's record: |IG| summed per landmark (over ``points``) and per part over the video;
+        ``groups``: the session's facial parts (dlib indices), used for the frame's bars too."""
         self.view.setVisible(True)
-        self.clip_top = top_landmarks(relevance, points)
+        self.groups = groups
+        self.clip_top = top_landmarks(relevance, points, groups)
         total = sum(parts.values())
         self.clip_parts = {p: (100.0 * parts.get(p, 0.0) / total if total > 0 else 0.0) for p in PARTS}
         self._draw(2, [(f"{part} {pt}", part, v) for pt, part, v in self.clip_top])
@@ -130,8 +136,8 @@ class LandmarkPanel(QWidget):
             self.header.setText(f"Frame {k}: not scored (no face, or fewer frames with a face before it than "
                                 f"the model's window). {note}")
             return
-        self.frame_top = top_landmarks(relevance, points)
-        self.frame_parts = part_shares(relevance, points)
+        self.frame_top = top_landmarks(relevance, points, self.groups)
+        self.frame_parts = part_shares(relevance, points, self.groups)
         self._draw(0, [(f"{part} {pt}", part, v) for pt, part, v in self.frame_top])
         self._draw(1, [(p, p, self.frame_parts[p]) for p in PARTS])
         self.header.setText(f"Frame {k}: evidence for <b>{predicted}</b> (its window of frames). {note}")

@@ -69,6 +69,7 @@ class LandmarkEvidence:
     size_scale: float = 1.0  # |IG| drawn at SIZE_MAX
     clip_relevance: np.ndarray | None = None  # L, summed |IG| over the video (the session's record)
     clip_parts: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, list[int]] = field(default_factory=dict)  # facial part → landmarks (the session's record)
 
     @property
     def has_landmarks(self) -> bool:
@@ -94,7 +95,7 @@ def load_evidence(path: Path, method: str) -> LandmarkEvidence | None:
         if li.get("points"):
             from vidxai_gui.landmark_panel import landmark_parts
 
-            landmark_parts()  # its module (torch) is imported here, not on the GUI thread
+            ev.groups = {p: [int(i) for i in idx] for p, idx in (li.get("groups") or landmark_parts()).items()}
             T, L = s.frame_count, len(li["points"])
             ev.points, ev.window = list(li["points"]), int(li.get("window", 0))
             ev.signed, ev.magnitude = np.full((T, L), np.nan, np.float32), np.full((T, L), np.nan, np.float32)
@@ -321,7 +322,8 @@ class LandmarkView(QObject):
         self._key, self.evidence = key, ev
         self.w.timeline.set_au_agreement(ev.au if ev is not None else None)
         if ev is not None and ev.has_landmarks:
-            self.panel.show_clip(ev.clip_relevance, ev.points, ev.clip_parts, ev.decision, ev.window)
+            self.panel.show_clip(ev.clip_relevance, ev.points, ev.clip_parts, ev.decision, ev.window,
+                                 ev.groups)
             self.w.docks["landmarks"].raise_()  # a landmark model has no prototypes: show its own dock
         else:
             self.panel.clear("This session's model is not a landmark model: the Landmarks dock shows a "
