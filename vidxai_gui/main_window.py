@@ -85,6 +85,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.resizeDocks([self.docks["prototypes"], self.docks["annotations"]], [480, 260], Qt.Orientation.Vertical)
         self.splitter.setSizes([430, 330])
         self._restore_state()
+        self.player.bind_settings(settings)  # volume, mute, sound when stepping
         self._update_actions()
 
     # ---- the review model's state, for scripts and tests that read it off the window
@@ -171,6 +172,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)
+        self.player.soundNote.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.player.videoOpened.connect(self._on_video_opened)
         self.player.videoFailed.connect(lambda msg: self.show_error("The video could not be opened", msg,
                                                                     "Choose another file, or convert this one "

@@ -1,0 +1,119 @@
+"""Sound (issue 18): decoding a CREMA-D clip's speech with PyAV, the player feeding exactly the played frames'
+samples to the sink (a FakeSink that records them; CI has no audio device), the audio clock leading the video,
+the waveform envelope, and videos without sound playing as before with a status note."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engine.audio import AudioReader, audio_info, envelope, sample_at
+
+
+def _pyav_samples(path: Path) -> np.ndarray:
+    """The whole sound track decoded straight through with PyAV (no seeking), float32 (n, channels)."""
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        parts = []
+        for frame in c.decode(s):
+            a = frame.to_ndarray()
+            parts.append(a.T if frame.format.is_planar else a.reshape(-1, s.channels))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _digest(x: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
+
+
+def test_decode_the_speech_of_a_crema_clip(hap_clip: Path) -> None:
+    info = audio_info(hap_clip)
+    assert info is not None and info.sample_rate == 44100 and info.channels == 1
+    assert info.offset == pytest.approx(-0.027)  # audio at 0 ms, video at 27 ms (FLV)
+    ref = _pyav_samples(hap_clip)
+    got = AudioReader(hap_clip, info).read()
+    assert got.shape == ref.shape and _digest(got) == _digest(ref)
+    assert np.abs(ref).max() > 0.1  # speech, not silence
+    # A stretch from the middle (seeks to a keyframe, then counts samples) is the same stretch.
+    for start in (30_000, 61_234):
+        part = AudioReader(hap_clip, info).read(start, start + 9_000)
+        assert _digest(part) == _digest(ref[start:start + 9_000])
+
+
+def _open_player(qtbot, clip: Path, sink):
+    from vidxai_gui.player import Player
+
+    player = Player()
+    qtbot.addWidget(player)
+    player.audio.sink = sink
+    with qtbot.waitSignals([player.videoOpened, player.audio.infoReady], timeout=10_000):
+        player.open(clip)
+    qtbot.waitUntil(lambda: player.current == 0, timeout=5000)
+    return player
+
+
+def test_the_sink_gets_exactly_the_samples_of_the_played_frames(qtbot, hap_clip: Path) -> None:
+    from vidxai_gui.audio import FakeSink
+
+    sink = FakeSink()
+    player = _open_player(qtbot, hap_clip, sink)
+    shown: list[tuple[int, float]] = []
+    player.frameShown.connect(lambda k: shown.append((k, player.audio.clock())))
+    a, b = 12, 40
+    player.play_range(a, b)
+    qtbot.waitUntil(lambda: player.sound_on, timeout=5000)  # once frame a is decoded (pre-roll)
+    qtbot.waitUntil(lambda: not player.playing, timeout=10_000)
+    ts, info = player.timestamps, player.audio.info
+    ref = _pyav_samples(hap_clip)[sample_at(info, ts[a]):sample_at(info, ts[b])]
+    got = sink.samples
+    assert len(got) == len(ref) == sample_at(info, ts[b]) - sample_at(info, ts[a])
+    assert _digest(got) == _digest(ref)
+    # The video followed the audio clock: frames in order, inside the range, each shown once its time came.
+    frames = [k for k, _ in shown]
+    assert frames == sorted(frames) and frames[0] == a and frames[-1] == b - 1
+    assert all(c >= ts[k] - 1e-3 for k, c in shown[1:])
+    assert player.current == b - 1
+
+
+def test_loop_plays_the_range_again_until_stopped(qtbot, hap_clip: Path) -> None:
+    from vidxai_gui.audio import FakeSink
+
+    sink = FakeSink()
+    player = _open_player(qtbot, hap_clip, sink)
+    player.play_range(20, 26, loop=True)
+    qtbot.waitUntil(lambda: sink.opens >= 3, timeout=10_000)  # started twice again
+    assert player.playing and player.looping
+    player.stop_range()
+    assert not player.playing and not player.audio.active and player.loop_range is None
+
+
+def test_waveform_of_the_demo_clip_is_the_envelope_of_pyav_samples(tmp_path: Path) -> None:
+    from engine.resources import demo_clip
+    from engine.video import open_video
+    from sessions import Session
+
+    clip = demo_clip()
+    wave = envelope(clip)
+    x = _pyav_samples(clip)
+    assert wave is not None and wave.samples == len(x)
+    mono_lo, mono_hi = x.min(axis=1), x.max(axis=1)
+    for level, b in enumerate(wave.bins):  # every level: min/max of each run of b samples, straight from PyAV
+        starts = np.arange(0, len(x), b)
+        assert np.array_equal(wave.mins[level], np.minimum.reduceat(mono_lo, starts))
+        assert np.array_equal(wave.maxs[level], np.maximum.reduceat(mono_hi, starts))
+    # Per pixel column: whatever level is drawn, each column spans whole bins and holds their extremes.
+    xs, lo, hi = wave.columns(0, wave.samples, 97)
+    assert len(xs) == len(lo) == 97 and lo.min() == mono_lo.min() and hi.max() == mono_hi.max()
+    # Cached in the session through its typed writer and reader.
+    with open_video(clip) as r:
+        info, ts = r.info, r.timestamps
+    with Session.create(tmp_path / "demo.vxs", info, ts) as s:
+        s.write_waveform(wave)
+    with Session.open(tmp_path / "demo.vxs") as s:
+        back = s.waveform()
+    assert back is not None and back.bins == wave.bins and back.samples == wave.samples
+    assert back.sample_rate == 44100 and back.offset == pytest.approx(wave.offset)
+    assert all(np.array_equal(a, b) for a, b in zip(back.mins + back.maxs, wave.mins + wave.maxs, strict=True))
