@@ -10,7 +10,7 @@ start minus the video stream's start (CREMA-D's FLV clips: audio at 0 ms, video 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -98,8 +98,9 @@ class AudioReader:
         self.info = info
 
     def chunks(self, start: int = 0, stop: int | None = None,
-               stopped: object = None) -> Iterator[np.ndarray]:
-        """Float32 (n, channels) chunks covering samples [start, stop) (stop None: to the end)."""
+               stopped: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
+        """Float32 (n, channels) chunks covering samples [start, stop) (stop None: to the end); ends early
+        once `stopped()` says so."""
         start = max(int(start), 0)
         with av.open(str(self.path)) as c:
             stream = c.streams.audio[0]
@@ -115,7 +116,7 @@ class AudioReader:
             tol = max(int(0.02 * self.info.sample_rate), int(2 * float(tb) * self.info.sample_rate))
             for packet in c.demux(stream):
                 for frame in packet.decode():
-                    if bool(getattr(stopped, "is_set", lambda: False)()):
+                    if stopped is not None and stopped():
                         return
                     x = to_float(frame, self.info.channels)
                     at = None
@@ -194,7 +195,7 @@ class Tempo:
 
 def envelope(path: str | Path, info: AudioInfo | None = None, bin_samples: int = ENVELOPE_BIN,
              factor: int = ENVELOPE_FACTOR, levels: int = ENVELOPE_LEVELS,
-             cancelled: object = None) -> Waveform | None:
+             cancelled: Callable[[], bool] | None = None) -> Waveform | None:
     """The min/max envelope of the whole sound track (over all channels) at `levels` resolutions; None without
     audio. Level 0 has one (min, max) per `bin_samples` samples (the last bin may be short), level i+1 merges
     `factor` bins of level i. Streams the samples: an hour costs its decoding time, not its size in memory."""
@@ -205,9 +206,8 @@ def envelope(path: str | Path, info: AudioInfo | None = None, bin_samples: int =
     maxs: list[np.ndarray] = []
     carry = np.zeros(0, np.float32)
     total = 0
-    stop = getattr(cancelled, "is_set", None)
     for x in AudioReader(path, info).chunks(stopped=cancelled):
-        if stop is not None and stop():
+        if cancelled is not None and cancelled():
             return None
         total += len(x)
         lo, hi = x.min(axis=1), x.max(axis=1)

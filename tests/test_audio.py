@@ -117,3 +117,60 @@ def test_waveform_of_the_demo_clip_is_the_envelope_of_pyav_samples(tmp_path: Pat
     assert back is not None and back.bins == wave.bins and back.samples == wave.samples
     assert back.sample_rate == 44100 and back.offset == pytest.approx(wave.offset)
     assert all(np.array_equal(a, b) for a, b in zip(back.mins + back.maxs, wave.mins + wave.maxs, strict=True))
+
+
+def _without_sound(src: Path, out: Path) -> Path:
+    """The clip's video stream alone (stream copy with PyAV): a video that has no sound track."""
+    with av.open(str(src)) as inp, av.open(str(out), "w", format="flv") as dst:
+        vs = inp.streams.video[0]
+        o = dst.add_stream_from_template(vs, opaque=True)
+        for packet in inp.demux(vs):
+            if packet.dts is None:
+                continue
+            packet.stream = o
+            dst.mux(packet)
+    return out
+
+
+@pytest.mark.gui
+def test_window_draws_the_waveform_and_caches_it_in_the_session(window, qtbot, analysed_session: Path,
+                                                                 tmp_path: Path) -> None:
+    import shutil
+
+    from sessions import Session
+
+    session = tmp_path / analysed_session.name
+    shutil.copy(analysed_session, session)
+    with Session.open(session) as s:
+        assert s.waveform() is None
+    window.open_path(session)
+    qtbot.waitUntil(lambda: window.waveform_loader.loaded == 1, timeout=20_000)
+    tl = window.timeline
+    assert tl.wave_plot.isVisible() and tl.wave_plot in tl.plots
+    x, lo, hi = tl.wave_columns()
+    assert len(x) > 50 and hi.max() > 0.1 and lo.min() < -0.1  # speech
+    assert -1 <= x[0] and x[-1] <= window.player.frame_count  # on the frames' axis
+    # Cached in the session (on the autosave lane), read from there next time.
+    qtbot.waitUntil(lambda: not window.jobs.lane_busy("autosave"), timeout=20_000)
+    with Session.open(session) as s:
+        cached = s.waveform()
+    assert cached is not None and np.array_equal(cached.maxs[0], window.waveform_loader.wave.maxs[0])
+    # A click on the waveform seeks like the rest of the timeline.
+    with qtbot.waitSignal(tl.seekRequested, timeout=2000) as sig:
+        tl.wave_plot.vb.sigScrub.emit(30.0)
+    assert sig.args == [30]
+
+
+@pytest.mark.gui
+def test_a_video_without_sound_plays_with_a_status_note(window, qtbot, hap_clip: Path, tmp_path: Path) -> None:
+    silent = _without_sound(hap_clip, tmp_path / "silent.flv")
+    assert audio_info(silent) is None
+    window.open_path(silent)
+    qtbot.waitUntil(lambda: "no sound track" in window.statusBar().currentMessage(), timeout=10_000)
+    assert not hasattr(window, "last_error")  # a note, never a dialog
+    qtbot.waitUntil(lambda: window.waveform_loader.loaded == 1, timeout=10_000)
+    assert not window.timeline.wave_plot.isVisible()
+    window.player.play()
+    qtbot.waitUntil(lambda: window.player.current >= 20, timeout=10_000)  # plays on the wall clock
+    assert not window.player.sound_on
+    window.player.pause()

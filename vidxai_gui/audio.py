@@ -309,7 +309,7 @@ class AudioPlayer(QObject):
             tempo = Tempo(info.sample_rate, info.channels, speed) if abs(speed - 1.0) > 1e-9 else None
             if pad and not self._put(gen, np.zeros((pad, info.channels), np.float32), cap):
                 return
-            for x in AudioReader(path, info).chunks(n0, n1, stopped=stop):
+            for x in AudioReader(path, info).chunks(n0, n1, stopped=stop.is_set):
                 for y in (tempo.process(x) if tempo is not None else [x]):
                     if not self._put(gen, y, cap):
                         return

@@ -33,6 +33,7 @@ from vidxai_gui.stage_panel import StagePanel
 from vidxai_gui.timeline import Timeline
 from vidxai_gui.training_actions import MAX_RECENT, TrainingActions
 from vidxai_gui.views import FrameDocks, PeopleView, PlayerView, TimelineView
+from vidxai_gui.waveform import WaveformLoader
 from vidxai_gui.worker import JobRunner, JobWorker
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.review.sessionChanged.connect(self._show_annotations)
         self.review.rowsMerged.connect(lambda _a, _b: self._show_annotations())
         self.review.frameChanged.connect(self._on_frame_shown)
+        self.waveform_loader = WaveformLoader(self)  # the sound's waveform on the timeline, cached in the session
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)
