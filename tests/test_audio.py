@@ -159,6 +159,22 @@ def test_window_draws_the_waveform_and_caches_it_in_the_session(window, qtbot, a
     with qtbot.waitSignal(tl.seekRequested, timeout=2000) as sig:
         tl.wave_plot.vb.sigScrub.emit(30.0)
     assert sig.args == [30]
+    # An annotation, selected, loops with its sound on L; the range is shaded over the waveform; Esc stops.
+    from PySide6.QtCore import Qt
+
+    from vidxai_gui.audio import FakeSink
+
+    window.player.audio.sink = sink = FakeSink()
+    window.add_annotation_segment("happy", 20, 28, tier="reviewer emotion")
+    assert tl.wave_ranges.isVisible()
+    window.annotation_panel.table.selectRow(0)
+    qtbot.keyClick(window, Qt.Key.Key_L)
+    assert window.player.looping and window.stop_loop_action.isEnabled()
+    qtbot.waitUntil(lambda: sink.opens >= 2, timeout=10_000)  # the range came round again
+    info, ts = window.player.audio.info, window.player.timestamps
+    assert sink.passes[-1] == sample_at(info, ts[28]) - sample_at(info, ts[20])  # the whole range, each pass
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert not window.player.playing and not window.player.looping and not window.stop_loop_action.isEnabled()
 
 
 @pytest.mark.gui

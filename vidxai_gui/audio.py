@@ -50,9 +50,12 @@ class FakeSink:
         self.chunks: list[np.ndarray] = []
         self.written = 0
         self.opens = 0
+        self.passes: list[int] = []  # frames written between one open and the next
         self._t0 = 0.0
 
     def open(self, sample_rate: int, channels: int) -> bool:
+        if self.opens:
+            self.passes.append(self.written)
         self.rate, self.channels = sample_rate, channels
         self.chunks, self.written, self._t0 = [], 0, self.clock()
         self.opens += 1
