@@ -190,3 +190,15 @@ def test_a_video_without_sound_plays_with_a_status_note(window, qtbot, hap_clip:
     qtbot.waitUntil(lambda: window.player.current >= 20, timeout=10_000)  # plays on the wall clock
     assert not window.player.sound_on
     window.player.pause()
+
+
+def test_self_test_checks_the_demo_clip_sound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.resources import DEMO_CLIP, demo_clip
+    from vidxai_gui.selftest import check_audio
+
+    assert check_audio() == []
+    res = tmp_path / "res"
+    res.mkdir()
+    _without_sound(demo_clip(), res / DEMO_CLIP)
+    monkeypatch.setenv("VIDXAI_RESOURCES", str(res))
+    assert check_audio() == [f"no audio stream found in the demo clip {res / DEMO_CLIP} (PyAV)"]
