@@ -33,6 +33,7 @@ from vidxai_gui.stage_panel import StagePanel
 from vidxai_gui.timeline import Timeline
 from vidxai_gui.training_actions import MAX_RECENT, TrainingActions
 from vidxai_gui.views import FrameDocks, PeopleView, PlayerView, TimelineView
+from vidxai_gui.waveform import WaveformLoader
 from vidxai_gui.worker import JobRunner, JobWorker
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.resizeDocks([self.docks["prototypes"], self.docks["annotations"]], [480, 260], Qt.Orientation.Vertical)
         self.splitter.setSizes([430, 330])
         self._restore_state()
+        self.player.bind_settings(settings)  # volume, mute, sound when stepping
         self._update_actions()
 
     # ---- the review model's state, for scripts and tests that read it off the window
@@ -179,9 +181,11 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.review.sessionChanged.connect(self._show_annotations)
         self.review.rowsMerged.connect(lambda _a, _b: self._show_annotations())
         self.review.frameChanged.connect(self._on_frame_shown)
+        self.waveform_loader = WaveformLoader(self)  # the sound's waveform on the timeline, cached in the session
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)
+        self.player.soundNote.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.player.videoOpened.connect(self._on_video_opened)
         self.player.videoFailed.connect(lambda msg: self.show_error("The video could not be opened", msg,
                                                                     "Choose another file, or convert this one "
