@@ -17,6 +17,7 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QTabBar, QWidget
 
 from engine.temporal import DEFAULT_TAU_S
+from vidxai_gui import landmark_view
 from vidxai_gui.annotation_actions import AnnotationActions
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver
 from vidxai_gui.docks import LatentProfile, PrototypeGallery, PrototypeInfo
@@ -182,6 +183,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.review.rowsMerged.connect(lambda _a, _b: self._show_annotations())
         self.review.frameChanged.connect(self._on_frame_shown)
         self.waveform_loader = WaveformLoader(self)  # the sound's waveform on the timeline, cached in the session
+        self.landmark_view = landmark_view.plug_in(self)  # issue 16: landmark models, AU regions and track
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)
