@@ -144,7 +144,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                explain=tuple(args.explain.split(",")) if args.explain else (),
                                batch_size=args.batch_size, device=args.device, spray=not args.no_spray,
                                spray_temporal_weight=args.spray_temporal_weight, min_stage_s=args.min_stage_s,
-                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
+                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person,
+                               stride=args.stride, fusion=args.fusion)
 
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
@@ -437,7 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alpha", type=float, default=None,
                    help="EWMA smoothing factor in (0, 1] per frame, instead of --ewma-tau")
     s.add_argument("--explain", default="intrinsic",
-                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic)")
+                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic); a clip model "
+                        "(TimeSformer): rollout (its intrinsic map), rollout-grad, chefer, gradcam")
+    s.add_argument("--stride", type=int, default=4, metavar="FRAMES",
+                   help="clip models: a T-frame window starts every FRAMES face frames, 1..T; a frame's score is "
+                        "the mean of the windows containing it (default 4)")
+    s.add_argument("--fusion", choices=("min", "mean", "max"), default="min",
+                   help="clip models: how attention rollout fuses the heads (default min, as seed 004)")
     s.add_argument("--occlusion", action="store_true", help="also score the seven facial-part occlusions per frame")
     s.add_argument("--no-spray", action="store_true", help="skip SpRAy temporal prototypes")
     s.add_argument("--spray-temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="W",
