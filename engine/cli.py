@@ -345,6 +345,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             with progress_bar("landmark ranking") as bar:
                 res = landmark_ranking(args.model, data, out, progress=bar, cancel=cancel)
             print(ladder_table(res))
+            if args.record:
+                _record_ladder(args.model, data, res, out)
             print(f"report: {out}")
             return
         try:  # before minutes of scoring: the report must have somewhere to go
@@ -400,6 +402,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {out}")
 
     return _batch([args.data], "evaluate", one)
+
+
+def _record_ladder(model: str, data: str, res: dict, out: Path) -> None:
+    """``--landmark-ranking --record``: the ranking and the pruning ladder under
+    ``metadata.evaluations["<data>:<split>:landmark-ladder"]`` of the ranked model (the retrained models'
+    folders stay in the report folder and are not recorded)."""
+    from engine.checkpoint import record_in_model_json
+
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in res["rows"]]
+    ranking = json.loads((out / "ranking.json").read_text())
+    summary = {**{k: v for k, v in res.items() if k not in ("model", "data", "rows")}, "rows": rows,
+               "accuracy": rows[0]["accuracy"], "ranking_overall": ranking["overall"],
+               "ranking_per_class": ranking["ranking"], "samples": ranking["samples"],
+               "command": "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""}
+    name = f"{Path(data).name}:{res['split']}:landmark-ladder"
+    print(f"recorded as evaluations[{name!r}] in {record_in_model_json(model, 'evaluations', name, summary)}")
 
 
 def _cam_cos_lines(cc: dict) -> str:
