@@ -346,6 +346,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             with progress_bar("landmark ranking") as bar:
                 res = landmark_ranking(args.model, data, out, progress=bar, cancel=cancel)
             print(ladder_table(res))
+            if args.record:
+                _record_ladder(args.model, data, res, out)
             print(f"report: {out}")
             return
         try:  # before minutes of scoring: the report must have somewhere to go
@@ -357,7 +359,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            "choose a folder with --out") from exc
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
-                              device=args.device, progress=bar, cancel=cancel)
+                              device=args.device, progress=bar, cancel=cancel, cam_cos=args.cam_cos)
         try:
             write_report(result, out)
         except OSError as exc:
@@ -370,6 +372,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  recall {c:<10} {'n/a' if r is None else f'{r:.3f}'}")
         if result.video_accuracy is not None:
             print(f"video accuracy (EWMA last state) {result.video_accuracy:.4f} on {result.videos} videos")
+        if result.cam_cos is not None:
+            print(_cam_cos_lines(result.cam_cos))
         if args.record:
             from engine.checkpoint import record_in_model_json
 
@@ -399,6 +403,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {out}")
 
     return _batch([args.data], "evaluate", one)
+
+
+def _record_ladder(model: str, data: str, res: dict, out: Path) -> None:
+    """``--landmark-ranking --record``: the ranking and the pruning ladder under
+    ``metadata.evaluations["<data>:<split>:landmark-ladder"]`` of the ranked model (the retrained models'
+    folders stay in the report folder and are not recorded)."""
+    from engine.checkpoint import record_in_model_json
+
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in res["rows"]]
+    ranking = json.loads((out / "ranking.json").read_text())
+    summary = {**{k: v for k, v in res.items() if k not in ("model", "data", "rows")}, "rows": rows,
+               "accuracy": rows[0]["accuracy"], "ranking_overall": ranking["overall"],
+               "ranking_per_class": ranking["ranking"], "samples": ranking["samples"],
+               "command": "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""}
+    name = f"{Path(data).name}:{res['split']}:landmark-ladder"
+    print(f"recorded as evaluations[{name!r}] in {record_in_model_json(model, 'evaluations', name, summary)}")
+
+
+def _cam_cos_lines(cc: dict) -> str:
+    """``vidxai evaluate --cam-cos``'s printout: the mean and one line per labelled class."""
+    mean = "n/a" if cc["mean"] is None else f"{cc['mean']:.3f}"
+    lines = [f"CAM-COS (Grad-CAM of the label vs its AU map) {mean} on {sum(cc['n'].values())} samples"]
+    for c, v in cc["per_class"].items():
+        lines.append(f"  cam-cos {c:<10} {'n/a (no AU map)' if v is None else f'{v:.3f}'} (n={cc['n'][c]})")
+    return "\n".join(lines)
 
 
 def evaluation_folder(data: str, model: str) -> Path:
@@ -559,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument("--cam-cos", action="store_true",
+                   help="also CAM-COS per labelled class: cosine of the label's Grad-CAM and its AU map on the "
+                        "same samples (METHODS §7; neutral has no map); --record stores it with the accuracy")
     s.add_argument("--landmark-ranking", action="store_true",
                    help="landmark-lstm models: rank the landmarks by IG, prune 68→34→17→8 with retraining, "
                         "write the accuracy table and the ranking figure (METHODS §8)")
