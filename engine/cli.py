@@ -327,12 +327,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                       max_per_class={"train": args.limit_per_class, "val": args.limit_per_class}
                       if args.limit_per_class else {})
 
+    from engine import distributed
+
+    if args.ddp and not distributed.launched():
+        raise BadInput("--ddp trains in the processes torchrun starts: torchrun --nproc-per-node N "
+                       "-m engine.train DATA --out DIR … (README: Beyond one workstation)")
+    group = distributed.init(cfg.device) if distributed.launched() else None
+
     def one(path: str, cancel: CancelToken) -> None:
         with progress_bar(f"train {cfg.arch}") as bar:
             out = train(data, cfg, progress=bar, cancel=cancel, resume=args.resume)
-        print(out)
+        if group is None or group.main:
+            print(out)
 
-    return _batch([args.data], "train", one)
+    try:
+        return _batch([args.data], "train", one)
+    finally:
+        if group is not None:
+            distributed.shutdown()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -557,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AU-guided training: add λ·(1 − cos(feature map, AU map of the label)) to the loss "
                         "(METHODS §7; CNN and ProtoPNet; about 4)")
     s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument("--ddp", action="store_true",
+                   help="data-parallel over the processes torchrun started (implied under torchrun): same "
+                        "result as one process with the same --batch-size (the global batch) and seed")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training setting, e.g. --set last_layer_lr=1e-3")
     s.set_defaults(fn=cmd_train)

@@ -45,8 +45,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, crema_clips: list[Path]) ->
     d = tmp_path_factory.mktemp("corpus")
     bad = d / "corrupt.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
-    videos = [str(c) for c in crema_clips[:3]] + [str(bad)]
-    (d / "videos.txt").write_text("\n".join(videos) + "\n")
+    videos = [str(c) for c in crema_clips[:3]] + [str(bad)]  # the first two: test 1; all three: test 2
     return videos
 
 
@@ -62,10 +61,12 @@ SERIAL = ["--device", "cpu", "--no-spray", "--detect-every", "25"]
 def test_ray_corpus_equals_serial_and_reports_the_corrupt_file(local_ray, model_dir: Path, corpus: list[str],
                                                                tmp_path: Path, capsys) -> None:
     serial, ray_out = tmp_path / "serial", tmp_path / "ray"
+    corpus = [*corpus[:2], corpus[-1]]
+    lst = Path(corpus[-1]).parent / "two.txt"
+    lst.write_text("\n".join(corpus) + "\n")
     assert cli.main(["analyze", *corpus, "--out", str(serial), "--model", str(model_dir), *SERIAL]) == 2
     serial_err = next(ln for ln in capsys.readouterr().err.splitlines() if "corrupt.mp4" in ln)
-    lst = str(Path(corpus[-1]).parent / "videos.txt")
-    assert cli.main(["analyze", lst, "--out", str(ray_out), "--model", str(model_dir), *SERIAL,
+    assert cli.main(["analyze", str(lst), "--out", str(ray_out), "--model", str(model_dir), *SERIAL,
                      "--engine", "ray", "--workers", "2"]) == 2
     doc = json.loads((ray_out / "corpus.json").read_text())
     _validate(doc)
@@ -83,7 +84,7 @@ def test_ray_corpus_equals_serial_and_reports_the_corrupt_file(local_ray, model_
             assert a.info()["decision"] == b.info()["decision"] == e["decision"]
     # Running again skips what is finished and tries the corrupt file once more.
     before = {n: (ray_out / (Path(n).stem + ".vxs")).stat().st_mtime_ns for n in entries}
-    assert cli.main(["analyze", lst, "--out", str(ray_out), "--model", str(model_dir), *SERIAL,
+    assert cli.main(["analyze", str(lst), "--out", str(ray_out), "--model", str(model_dir), *SERIAL,
                      "--engine", "ray", "--workers", "2"]) == 2
     doc = json.loads((ray_out / "corpus.json").read_text())
     assert {Path(e["video"]).name: e["status"] for e in doc["videos"].values()} == \
