@@ -49,14 +49,14 @@ class TimelineTracks:
     TIER_AXIS_PX = 40  # the time axis under the annotation track
 
     def _build_track_plots(self) -> None:
-        """The four track plots, rows 1–4 of the timeline's layout (row 0: the scores)."""
-        self.face_plot = make_plot(self.view.ci, 1, 40)
+        """The four track plots, rows 2–5 of the timeline's layout (row 0: the scores, 1: the waveform)."""
+        self.face_plot = make_plot(self.view.ci, 2, 40)
         self.face_plot.setYRange(0, 1, padding=0.08)
         track_ticks(self.face_plot, [(0.0, "0"), (0.5, "face conf."), (1.0, "1")])
-        self.stage_plot = make_plot(self.view.ci, 2, 30)
+        self.stage_plot = make_plot(self.view.ci, 3, 30)
         self.stage_plot.setYRange(0, 1, padding=0)
         track_ticks(self.stage_plot, [(0.5, "stages")])
-        self.occlusion_plot = make_plot(self.view.ci, 3, 50 + self.OCCLUSION_KEY_PX)
+        self.occlusion_plot = make_plot(self.view.ci, 4, 50 + self.OCCLUSION_KEY_PX)
         self.occlusion_plot.setYRange(-1, 1, padding=0.05)
         track_ticks(self.occlusion_plot, [(-1.0, "−1"), (0.0, "occl. Δ"), (1.0, "+1")])
         # Its key sits in a band above the track (the plot's title row), as the class key above the scores:
@@ -68,8 +68,8 @@ class TimelineTracks:
         self.occlusion_legend.layout.setContentsMargins(0, 0, 0, 0)
         self.occlusion_legend.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(40, -2))
         self.occlusion_plot.setToolTip(OCCLUSION_TIP)
-        self._build_au_plot(4)
-        self.tier_plot = make_plot(self.view.ci, 5, self.TIER_AXIS_PX + self.TIER_ROW_PX)
+        self._build_au_plot(5)
+        self.tier_plot = make_plot(self.view.ci, 6, self.TIER_AXIS_PX + self.TIER_ROW_PX)
         self.tier_plot.vb.marks = True
         self.tier_plot.vb.sigMark.connect(self._on_mark_drag)
         self.tier_plot.getAxis("bottom").setStyle(showValues=True)
