@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sessions.tracks import predicted
+
 FACE_PX = 96  # the face square's side in map pixels
 MARGIN = 0.15  # the square reaches this fraction of the face size beyond the box on each side
 SPLAT_SIGMA = 0.05  # a landmark's Gaussian in the relevance map, in units of the face size
@@ -113,13 +115,6 @@ def landmark_frame_evidence(attr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.sum(axis=(-1, -3)), np.abs(a).sum(axis=(-1, -3))  # the second: landmark_ig.clip_relevance
 
 
-def predicted(probs: np.ndarray) -> np.ndarray:
-    """The predicted class per frame (−1 where a frame has no scores)."""
-    p = np.asarray(probs, np.float64)
-    ok = np.isfinite(p).all(axis=1)
-    return np.where(ok, np.argmax(np.nan_to_num(p, nan=-np.inf), axis=1), -1)
-
-
 def au_agreement(session, method: str) -> np.ndarray | None:
     """The per-frame AU agreement of an analysed session (float32 T, NaN where undefined), None when the
     session has none for ``method`` (no analysis, or a frame model's maps without a stored cosine)."""
@@ -139,12 +134,12 @@ def au_agreement(session, method: str) -> np.ndarray | None:
         if attr is None:
             return None
         faces = session.faces(sl)
-        pred = predicted(session.read("probs", sl))
+        pred = predicted(session.read("probs", sl), session.read("valid", sl))
         rel = landmark_frame_evidence(attr)[1]
         for i in np.flatnonzero((pred >= 0) & np.asarray(faces.found, bool)):
             out[s + i] = landmark_au_cos(faces.landmarks[i], faces.box[i], rel[i], points, classes[pred[i]])
     return out
 
 
-__all__ = ["AU_NAMES", "FACE_PX", "LANDMARK_METHOD", "FaceSquare", "au_agreement", "expected_au_map", "expression_aus",
-           "landmark_au_cos", "landmark_frame_evidence", "landmark_relevance_map", "predicted"]
+__all__ = ["AU_NAMES", "BLOCK", "FACE_PX", "LANDMARK_METHOD", "FaceSquare", "au_agreement", "expected_au_map", "expression_aus",
+           "landmark_au_cos", "landmark_frame_evidence", "landmark_relevance_map"]

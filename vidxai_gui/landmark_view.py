@@ -36,8 +36,8 @@ from engine.frame_au import (
     expected_au_map,
     expression_aus,
     landmark_frame_evidence,
-    predicted,
 )
+from sessions.tracks import predicted
 from vidxai_gui.heat_legend import BAR_H, HeatLegend, method_name
 from vidxai_gui.landmark_panel import LandmarkPanel
 from vidxai_gui.preprocess_panel import ScrollPanel
@@ -89,7 +89,7 @@ def load_evidence(path: Path, method: str) -> LandmarkEvidence | None:
         info = s.analysis_info()
         if info is None:
             return None
-        ev = LandmarkEvidence(Path(path), method, list(info["classes"]), predicted(s.read("probs")),
+        ev = LandmarkEvidence(Path(path), method, list(info["classes"]), predicted(s.read("probs"), s.read("valid")),
                               au_agreement(s, method), decision=str(info.get("decision") or ""))
         li = s.landmark_ig_info() if method == LANDMARK_METHOD else {}
         if li.get("points"):
