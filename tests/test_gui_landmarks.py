@@ -64,7 +64,19 @@ def _direct_au_cos(lm: np.ndarray, box: np.ndarray, rel: np.ndarray, cls: str) -
 
 
 def test_landmark_session_points_bars_and_au(window: MainWindow, qtbot, landmark_session: Path,
-                                            artifacts_dir: Path) -> None:
+                                            artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from vidxai_gui import landmark_view
+
+    threads = []  # where the evidence and the AU track are computed: never on the GUI thread
+
+    def load(*args):
+        threads.append(threading.current_thread())
+        return real_load(*args)
+
+    real_load = landmark_view.load_evidence
+    monkeypatch.setattr(landmark_view, "load_evidence", load)
     with Session.open(landmark_session) as s:
         attr = s.landmark_ig().astype(np.float64)
         info = s.landmark_ig_info()
@@ -77,6 +89,7 @@ def test_landmark_session_points_bars_and_au(window: MainWindow, qtbot, landmark
     assert {p: list(v) for p, v in info["groups"].items()} == {p: list(v) for p, v in LANDMARK_PARTS.items()}
     _open(qtbot, window, landmark_session, K)
     lv = window.landmark_view
+    assert threads and threading.main_thread() not in threads
 
     # The points: on frame K's landmarks, coloured by the signed IG of the window ending at K.
     signed = attr[K].sum(axis=(0, 2))
