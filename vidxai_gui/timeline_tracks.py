@@ -218,6 +218,8 @@ class TimelineTracks:
             return
         v = np.asarray(values, dtype=np.float64)
         self.au_curve.setData(np.arange(len(v), dtype=np.float64), v)
+        low = float(np.nanmin(v)) if np.isfinite(v).any() else 0.0
+        self.au_plot.setYRange(min(low, 0.0), 1, padding=0.08)  # a signed map's cosine can fall below 0
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """Reviewer annotation tiers, one row per tier (top row = first tier), coloured by verdict."""
