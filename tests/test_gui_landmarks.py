@@ -89,6 +89,10 @@ def test_landmark_session_points_bars_and_au(window: MainWindow, qtbot, landmark
     assert {p: list(v) for p, v in info["groups"].items()} == {p: list(v) for p, v in LANDMARK_PARTS.items()}
     _open(qtbot, window, landmark_session, K)
     lv = window.landmark_view
+    # Landmark attributions are points, not a heatmap: the Heatmap menu offers no map, nothing reads one.
+    window._fill_heat_menu()
+    assert [a.text() for a in window.heat_menu.actions() if a.text()][0] == "(no maps in this session)"
+    assert window.player.extras_provider is None
     assert threads and threading.main_thread() not in threads
 
     # The points: on frame K's landmarks, coloured by the signed IG of the window ending at K.

@@ -42,7 +42,7 @@ class HeatActions:
 
     def _fill_heat_menu(self) -> None:
         self.heat_menu.clear()
-        methods = self.review.data.explain_methods if self.review.data is not None else []
+        methods = self.review.map_methods
         if not methods:
             self.heat_menu.addAction("(no maps in this session)").setEnabled(False)
         for m in methods:

@@ -53,6 +53,11 @@ class ReviewModel(QObject):
     def explain_methods(self) -> list[str]:
         return self.data.explain_methods if self.data is not None else []
 
+    @property
+    def map_methods(self) -> list[str]:
+        """The session's explanations that are heatmaps (the Heatmap menu's choices)."""
+        return self.data.map_methods if self.data is not None else []
+
     # ---- the session
     def set_session(self, data: ReviewData | None, path: Path | None = None, *, emit: bool = True) -> None:
         """A whole session (opened, reloaded) or none; views redraw everything. ``emit=False``: the data
@@ -110,7 +115,7 @@ class ReviewModel(QObject):
     def choose_heat_method(self) -> None:
         """The reviewer's method if it has maps here, else the most faithful one the model's record
         measured (docs/EXPLANATIONS.md), else LRP, else the first one."""
-        methods = self.explain_methods
+        methods = self.map_methods
         if not methods:
             self.heatChanged.emit()
             return
@@ -127,7 +132,7 @@ class ReviewModel(QObject):
     def set_method_deltas(self, deltas: dict[str, float]) -> None:
         self.method_deltas = dict(deltas)
         self.methodDeltasChanged.emit()
-        if not self.heat_chosen and self.explain_methods:
+        if not self.heat_chosen and self.map_methods:
             self.choose_heat_method()
 
     def select_prototype(self, j: int) -> None:
