@@ -17,7 +17,6 @@ import pytest
 from engine.explain.au import au_map, cam_cos
 from engine.models.landmark import LANDMARK_PARTS
 from sessions import Session
-from tests.test_landmark import crema_data, tiny_landmark_model  # noqa: F401 (fixtures, reused)
 from vidxai_gui.app import save_screenshot
 from vidxai_gui.landmark_panel import PARTS
 from vidxai_gui.main_window import MainWindow
@@ -28,7 +27,7 @@ K = 30  # a frame the model scored (its window of 8 frames has faces)
 
 
 @pytest.fixture(scope="module")
-def landmark_session(tiny_landmark_model: Path, hap_clip: Path,  # noqa: F811
+def landmark_session(tiny_landmark_model: Path, hap_clip: Path,
                      tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.landmark_analysis import LandmarkAnalyzeSettings
     from engine.pipeline import AnalyzeSettings, analyze
@@ -91,7 +90,7 @@ def test_landmark_session_points_bars_and_au(window: MainWindow, qtbot, landmark
     lv = window.landmark_view
     # Landmark attributions are points, not a heatmap: the Heatmap menu offers no map, nothing reads one.
     window._fill_heat_menu()
-    assert [a.text() for a in window.heat_menu.actions() if a.text()][0] == "(no maps in this session)"
+    assert next(a.text() for a in window.heat_menu.actions() if a.text()) == "(no maps in this session)"
     assert window.player.extras_provider is None
     assert threads and threading.main_thread() not in threads
 
