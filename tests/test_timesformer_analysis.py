@@ -213,3 +213,40 @@ def test_evaluate_occlusion_on_video_windows(tiny_tsf: Path, crema_dir: Path, tm
     for key in ("json", "faithfulness", "mean_heatmaps", "confusion_eyes"):
         assert paths[key].stat().st_size > 0, key
     assert "Δ(p, f)" in rep.summary()
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(300)
+def test_window_shows_temporal_track_and_window_span(window, qtbot, sessions_dir: Path, hap_clip: Path,
+                                                       tmp_path: Path, artifacts_dir: Path) -> None:
+    """The player shows the clip model's maps like any model's; under the curves the temporal relevance of
+    the method chosen in the View menu, and on the scores the windows behind the current frame's score."""
+    import shutil
+
+    from vidxai_gui.app import save_screenshot
+
+    path = Path(shutil.copy(sessions_dir / f"{hap_clip.stem}.vxs", tmp_path / "hap.vxs"))
+    with Session.open(path) as s:
+        spans = s.window_spans()
+        rel = {m: s.temporal_relevance(m) for m in NAMES}
+    window.open_path(path)
+    qtbot.waitUntil(lambda: window.data is not None and window.player.info is not None
+                    and window.player.current == 0, timeout=20_000)
+    tl = window.timeline
+    assert sorted(window.review.explain_methods) == sorted(NAMES)
+    for method in ("chefer", "intrinsic"):
+        window.review.set_heat(method)
+        qtbot.waitUntil(lambda m=method: tl.temporal_plot.isVisible() and _drawn(tl.temporal_curve, rel[m]),
+                        timeout=10_000)
+    for k in (0, 30):
+        tl.seekRequested.emit(k)
+        qtbot.waitUntil(lambda k=k: window.player.current == k and window.player.view.heat_item.isVisible(),
+                        timeout=20_000)
+        qtbot.waitUntil(lambda k=k: tl.window_region.isVisible()
+                        and tuple(tl.window_region.getRegion()) == (spans[k, 0] - 0.5, spans[k, 1] + 0.5), timeout=5_000)
+    save_screenshot(window, artifacts_dir / "gui_timesformer_1280x800.png")
+
+
+def _drawn(curve, expected: np.ndarray) -> bool:
+    y = curve.getData()[1]
+    return y is not None and len(y) == len(expected) and np.allclose(y, expected, equal_nan=True)
