@@ -79,7 +79,7 @@ def test_six_clips_windowed_end_to_end(sessions_dir: Path, crema_clips: list[Pat
             assert s.analysis_info()["explain"] == list(names) and s.temporal_methods() == list(names)
             geo = s.clip_windows()
             stride = _stride(clip)
-            assert (geo["frames"], geo["stride"], geo["fusion"]) == (4, stride, "min")
+            assert (geo["frames"], geo["stride"], geo["fusion"]) == (4, stride, "min") and info["clip_windows"] == geo
             assert geo["methods"]["intrinsic"] == "rollout"
             n = int(valid.sum())
             starts = window_starts(n, 4, stride)
