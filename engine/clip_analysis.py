@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,9 +28,10 @@ from engine.clips import WindowStream, resume_row
 from engine.explain.spacetime import FUSIONS
 
 if TYPE_CHECKING:
-    from engine.analyzer import FrameAnalyzer
-    from engine.faces import People
+    from engine.analyzer import FrameAnalyzer, FrameScore
+    from engine.faces import FaceResult, People
     from engine.pipeline import AnalyzeSettings
+    from engine.preprocess import PreprocessConfig
     from sessions import Session
 
 # Session method name → engine.explain.spacetime method.
@@ -130,4 +133,47 @@ class ClipWriter:
         return k0, k0 + n
 
 
-__all__ = ["RULE", "SPACETIME", "ClipWriter", "clip_settings", "clip_start"]
+def rescore_frame(analyzer: FrameAnalyzer, video: str | Path, k: int, found: np.ndarray,
+                  face_of: Callable[[int], FaceResult], stride: int,
+                  cfg: PreprocessConfig | None = None) -> FrameScore | None:
+    """Frame ``k`` scored as the analysis scores it — the mean of the windows that contain it, over the face
+    frames ``found`` (bool T) with ``stride`` — but with ``cfg`` (another input mode, parts occluded) applied
+    to every frame of those windows: what the GUI's preprocessing toggles show for a clip model. The
+    frames are decoded from ``video``, their faces read with ``face_of``. None: no face in frame k (or the
+    mode cannot make an input for a frame of its windows)."""
+    import torch
+
+    from engine.analyzer import FrameScore
+    from engine.clips import run_windows, window_starts
+    from engine.models import to_input
+    from engine.video import open_video
+
+    found = np.asarray(found, bool)
+    if not 0 <= k < len(found) or not found[k]:
+        return None
+    rows = np.flatnonzero(found)
+    r = int(np.searchsorted(rows, k))
+    t = analyzer.model.frames
+    starts = [s for s in window_starts(len(rows), t, stride) if s <= r < s + t]
+    lo, hi = min(starts), min(max(starts) + t, len(rows))
+    cfg = cfg or analyzer.preprocess_config
+    crops, pre_k = {}, None
+    with open_video(video) as reader:
+        for row in range(lo, hi):
+            j = int(rows[row])
+            pre = analyzer.prepare(reader.frame(j), face_of(j), cfg)
+            if pre is None:
+                return None
+            crops[row] = pre.image
+            if j == k:
+                pre_k = pre
+    length = min(t, len(rows))
+    clip = np.stack([crops[row] for s in starts for row in range(s, s + length)])
+    x = to_input(clip, analyzer.spec)
+    x = x.reshape(len(starts), length, *x.shape[1:])
+    with torch.inference_mode():
+        logits, probs, _, _ = run_windows(analyzer.model, x.to(analyzer.device))
+    return FrameScore(logits.mean(0), probs.mean(0), pre_k.image, pre_k.mapping)
+
+
+__all__ = ["RULE", "SPACETIME", "ClipWriter", "clip_settings", "clip_start", "rescore_frame"]

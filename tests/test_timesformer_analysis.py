@@ -218,7 +218,7 @@ def test_evaluate_occlusion_on_video_windows(tiny_tsf: Path, crema_dir: Path, tm
 @pytest.mark.gui
 @pytest.mark.timeout(300)
 def test_window_shows_temporal_track_and_window_span(window, qtbot, sessions_dir: Path, hap_clip: Path,
-                                                       tmp_path: Path, artifacts_dir: Path) -> None:
+                                                       tiny_tsf: Path, tmp_path: Path, artifacts_dir: Path) -> None:
     """The player shows the clip model's maps like any model's; under the curves the temporal relevance of
     the method chosen in the View menu, and on the scores the windows behind the current frame's score."""
     import shutil
@@ -244,9 +244,44 @@ def test_window_shows_temporal_track_and_window_span(window, qtbot, sessions_dir
                         timeout=20_000)
         qtbot.waitUntil(lambda k=k: tl.window_region.isVisible()
                         and tuple(tl.window_region.getRegion()) == (spans[k, 0] - 0.5, spans[k, 1] + 0.5), timeout=5_000)
+    # The preprocessing dock's toggles re-score the frame's windows with the part hidden in every frame.
+    from engine.analyzer import FrameAnalyzer
+    from engine.clip_analysis import rescore_frame
+    from engine.faces import FaceResult
+
+    window.model_dir = tiny_tsf
+    panel = window.preprocess
+    panel.part_boxes["mouth"].setChecked(True)
+    qtbot.waitUntil(lambda: panel.rescored_frame == 30 and "mean of its windows" in panel.status.text()
+                    and not window.rescoring, timeout=60_000)
+    a = FrameAnalyzer(tiny_tsf)
+    with Session.open(path) as s:
+        f = s.faces()
+    expected = rescore_frame(a, hap_clip, 30, f.found, lambda j: FaceResult(True, f.box[j], f.landmarks[j], 1.0, 1),
+                             STRIDE, a.config(occlude=frozenset({"mouth"})))
+    shown = [float(panel.scores.item(i, 1).text()) for i in range(len(CLASSES))]
+    np.testing.assert_allclose(shown, expected.probs, atol=5e-4)
     save_screenshot(window, artifacts_dir / "gui_timesformer_1280x800.png")
 
 
 def _drawn(curve, expected: np.ndarray) -> bool:
     y = curve.getData()[1]
     return y is not None and len(y) == len(expected) and np.allclose(y, expected, equal_nan=True)
+
+
+def test_rescoring_a_frame_reads_its_windows(sessions_dir: Path, tiny_tsf: Path, hap_clip: Path) -> None:
+    """The GUI's re-score of a clip model's frame: with the analysis's own input, the stored score of that
+    frame (the mean of its windows); with the mouth hidden, another one."""
+    from engine.analyzer import FrameAnalyzer
+    from engine.clip_analysis import rescore_frame
+    from engine.faces import FaceResult
+
+    a = FrameAnalyzer(tiny_tsf)
+    with Session.open(sessions_dir / f"{hap_clip.stem}.vxs") as s:
+        f, probs = s.faces(), s.read("probs")
+    face_of = lambda j: FaceResult(True, f.box[j], f.landmarks[j], float(f.confidence[j]), 1)
+    for k in (0, len(probs) - 1, 30):
+        got = rescore_frame(a, hap_clip, k, f.found, face_of, STRIDE)
+        np.testing.assert_allclose(got.probs, probs[k], atol=1e-5)
+    hidden = rescore_frame(a, hap_clip, 30, f.found, face_of, STRIDE, a.config(occlude=frozenset({"mouth"})))
+    assert not np.array_equal(hidden.probs, got.probs) and hidden.input_image.shape == got.input_image.shape
