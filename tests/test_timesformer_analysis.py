@@ -48,12 +48,13 @@ def tiny_tsf(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def sessions_dir(tiny_tsf: Path, crema_clips: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The six clips analysed: the happy one with every method and stride 2, the others with rollout alone,
-    stride 4 and no SpRAy (to keep the test short)."""
+    stride 4 and no SpRAy (to keep the test short); the sad one with the seven part conditions too."""
     out = tmp_path_factory.mktemp("sessions")
     for clip in crema_clips:
         hap = "HAP" in clip.stem
         analyze(clip, tiny_tsf, out / f"{clip.stem}.vxs",
-                AnalyzeSettings(explain=ALL if hap else ("rollout",), stride=_stride(clip), spray=hap, device="cpu"))
+                AnalyzeSettings(explain=ALL if hap else ("rollout",), stride=_stride(clip), spray=hap, device="cpu",
+                                occlusion="SAD" in clip.stem))
     return out
 
 
@@ -174,6 +175,43 @@ def test_resumed_run_equals_uninterrupted(sessions_dir: Path, tiny_tsf: Path, ha
                                        b.explanation_maps(m).astype(np.float32), atol=2e-3, equal_nan=True)
             np.testing.assert_allclose(a.temporal_relevance(m), b.temporal_relevance(m), atol=1e-5)
         np.testing.assert_array_equal(a.window_spans(), b.window_spans())
+
+
+def test_part_occlusion_scores_are_those_of_the_windows_with_the_part_hidden(
+        sessions_dir: Path, tiny_tsf: Path, crema_clips: list[Path]) -> None:
+    """analyze --occlusion with a clip model: per frame and condition, the mean of its windows with the part
+    hidden in every frame, which is what the GUI's toggles show for that frame (rescore_frame)."""
+    from engine.analyzer import FrameAnalyzer
+    from engine.clip_analysis import rescore_frame
+    from engine.faces import FaceResult
+
+    clip = next(c for c in crema_clips if "SAD" in c.stem)
+    with Session.open(sessions_dir / f"{clip.stem}.vxs") as s:
+        conditions, occ = s.occlusion()
+        valid, f = s.read("valid"), s.faces()
+        assert s.analysis_info()["occlusion"]
+    assert len(conditions) == 7 and occ.shape[1:] == (7, len(CLASSES))
+    assert np.isfinite(occ[valid]).all() and np.isnan(occ[~valid]).all()
+    a = FrameAnalyzer(tiny_tsf)
+    i = conditions.index("eyes+mouth")
+    got = rescore_frame(a, clip, 20, f.found, lambda j: FaceResult(True, f.box[j], f.landmarks[j], 1.0, 1), 4,
+                        a.config(occlude=frozenset({"eyes", "mouth"})))
+    np.testing.assert_allclose(got.probs, occ[20, i], atol=1e-5)
+
+
+def test_adding_occlusion_to_a_finished_analysis(sessions_dir: Path, tiny_tsf: Path, crema_clips: list[Path],
+                                                 tmp_path: Path) -> None:
+    import shutil
+
+    clip = next(c for c in crema_clips if "ANG" in c.stem)
+    path = Path(shutil.copy(sessions_dir / f"{clip.stem}.vxs", tmp_path / "ang.vxs"))
+    with Session.open(path) as s:
+        before, person = s.read("probs"), s.attrs("")["person"]
+        assert s.occlusion() is None
+    analyze(clip, tiny_tsf, path, AnalyzeSettings(stride=4, spray=False, occlusion=True, device="cpu"))
+    with Session.open(path) as s:
+        np.testing.assert_allclose(s.read("probs"), before, atol=1e-6, equal_nan=True)
+        assert s.occlusion()[1].shape[1] == 7 and s.attrs("")["person"] == person and s.info()["complete"]
 
 
 def test_clip_settings_refuse_what_does_not_apply(tiny_tsf: Path, hap_clip: Path, tmp_path: Path) -> None:
