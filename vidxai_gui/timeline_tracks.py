@@ -1,4 +1,5 @@
-"""The timeline's tracks under the scores: face confidence, SpRAy stages, occlusion Δ and annotation tiers.
+"""The timeline's tracks under the scores: face confidence, SpRAy stages, occlusion Δ, AU agreement, a clip
+model's temporal relevance (and its window band on the scores) and annotation tiers.
 
 `TimelineTracks` is a part of `vidxai_gui.timeline.Timeline` (a mixin, like the main window's actions): it
 builds the track plots under the class scores and everything drawn on them, and the Timeline's public
