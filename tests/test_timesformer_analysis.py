@@ -183,7 +183,6 @@ def test_part_occlusion_scores_are_those_of_the_windows_with_the_part_hidden(
     hidden in every frame, which is what the GUI's toggles show for that frame (rescore_frame)."""
     from engine.analyzer import FrameAnalyzer
     from engine.clip_analysis import rescore_frame
-    from engine.faces import FaceResult
 
     clip = next(c for c in crema_clips if "SAD" in c.stem)
     with Session.open(sessions_dir / f"{clip.stem}.vxs") as s:
@@ -194,7 +193,7 @@ def test_part_occlusion_scores_are_those_of_the_windows_with_the_part_hidden(
     assert np.isfinite(occ[valid]).all() and np.isnan(occ[~valid]).all()
     a = FrameAnalyzer(tiny_tsf)
     i = conditions.index("eyes+mouth")
-    got = rescore_frame(a, clip, 20, f.found, lambda j: FaceResult(True, f.box[j], f.landmarks[j], 1.0, 1), 4,
+    got = rescore_frame(a, clip, 20, f.found, _stored_faces(f), 4,
                         a.config(occlude=frozenset({"eyes", "mouth"})))
     np.testing.assert_allclose(got.probs, occ[20, i], atol=1e-5)
 
@@ -285,7 +284,6 @@ def test_window_shows_temporal_track_and_window_span(window, qtbot, sessions_dir
     # The preprocessing dock's toggles re-score the frame's windows with the part hidden in every frame.
     from engine.analyzer import FrameAnalyzer
     from engine.clip_analysis import rescore_frame
-    from engine.faces import FaceResult
 
     window.model_dir = tiny_tsf
     panel = window.preprocess
@@ -295,7 +293,7 @@ def test_window_shows_temporal_track_and_window_span(window, qtbot, sessions_dir
     a = FrameAnalyzer(tiny_tsf)
     with Session.open(path) as s:
         f = s.faces()
-    expected = rescore_frame(a, hap_clip, 30, f.found, lambda j: FaceResult(True, f.box[j], f.landmarks[j], 1.0, 1),
+    expected = rescore_frame(a, hap_clip, 30, f.found, _stored_faces(f),
                              STRIDE, a.config(occlude=frozenset({"mouth"})))
     shown = [float(panel.scores.item(i, 1).text()) for i in range(len(CLASSES))]
     np.testing.assert_allclose(shown, expected.probs, atol=5e-4)
@@ -312,14 +310,20 @@ def test_rescoring_a_frame_reads_its_windows(sessions_dir: Path, tiny_tsf: Path,
     frame (the mean of its windows); with the mouth hidden, another one."""
     from engine.analyzer import FrameAnalyzer
     from engine.clip_analysis import rescore_frame
-    from engine.faces import FaceResult
 
     a = FrameAnalyzer(tiny_tsf)
     with Session.open(sessions_dir / f"{hap_clip.stem}.vxs") as s:
         f, probs = s.faces(), s.read("probs")
-    face_of = lambda j: FaceResult(True, f.box[j], f.landmarks[j], float(f.confidence[j]), 1)
+    face_of = _stored_faces(f)
     for k in (0, len(probs) - 1, 30):
         got = rescore_frame(a, hap_clip, k, f.found, face_of, STRIDE)
         np.testing.assert_allclose(got.probs, probs[k], atol=1e-5)
     hidden = rescore_frame(a, hap_clip, 30, f.found, face_of, STRIDE, a.config(occlude=frozenset({"mouth"})))
     assert not np.array_equal(hidden.probs, got.probs) and hidden.input_image.shape == got.input_image.shape
+
+
+def _stored_faces(f):
+    """k → the session's face of frame k (FaceTrack ``f``), as rescore_frame reads faces."""
+    from engine.faces import FaceResult
+
+    return lambda j: FaceResult(True, f.box[j], f.landmarks[j], float(f.confidence[j]), 1)
