@@ -737,6 +737,10 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
                 session.set_attrs("", person=target)
             info = session.analysis_info() or {}
             occlusion_only = done >= total and settings.occlusion and not info.get("occlusion")
+            if clip and occlusion_only:   # a clip model's part scores come from its windows: one pass for all
+                person = int(session.attrs("").get("person", 0))
+                done, occlusion_only = begin(False), False
+                session.set_attrs("", person=person)
             if done >= total and info.get("complete") and not occlusion_only:
                 progress(total, total, "already analysed")
                 return out_path
@@ -768,7 +772,7 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
 
                     write: _BatchWriter | ClipWriter = ClipWriter(analyzer, session, settings, done, feed_from,
                                                                   first_row, write_faces=not known, people=people,
-                                                                  cancel=cancel)
+                                                                  cancel=cancel, cfg=cfg)
                 else:
                     write = _BatchWriter(analyzer, session, settings, write_faces=not known,
                                          occlusion_only=occlusion_only, cfg=cfg, people=people)

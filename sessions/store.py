@@ -1210,6 +1210,7 @@ class Session:
                 "spray_stages": spray_stages,
                 "annotations": len(self.annotations().segments),
                 "people": people, "person": person,
+                **({"clip_windows": self.clip_windows()} if a and self.clip_windows() else {}),
             }
 
 

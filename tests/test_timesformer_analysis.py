@@ -48,12 +48,13 @@ def tiny_tsf(tmp_path_factory: pytest.TempPathFactory, fer_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def sessions_dir(tiny_tsf: Path, crema_clips: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The six clips analysed: the happy one with every method and stride 2, the others with rollout alone,
-    stride 4 and no SpRAy (to keep the test short)."""
+    stride 4 and no SpRAy (to keep the test short); the sad one with the seven part conditions too."""
     out = tmp_path_factory.mktemp("sessions")
     for clip in crema_clips:
         hap = "HAP" in clip.stem
         analyze(clip, tiny_tsf, out / f"{clip.stem}.vxs",
-                AnalyzeSettings(explain=ALL if hap else ("rollout",), stride=_stride(clip), spray=hap, device="cpu"))
+                AnalyzeSettings(explain=ALL if hap else ("rollout",), stride=_stride(clip), spray=hap, device="cpu",
+                                occlusion="SAD" in clip.stem))
     return out
 
 
@@ -79,7 +80,7 @@ def test_six_clips_windowed_end_to_end(sessions_dir: Path, crema_clips: list[Pat
             assert s.analysis_info()["explain"] == list(names) and s.temporal_methods() == list(names)
             geo = s.clip_windows()
             stride = _stride(clip)
-            assert (geo["frames"], geo["stride"], geo["fusion"]) == (4, stride, "min")
+            assert (geo["frames"], geo["stride"], geo["fusion"]) == (4, stride, "min") and info["clip_windows"] == geo
             assert geo["methods"]["intrinsic"] == "rollout"
             n = int(valid.sum())
             starts = window_starts(n, 4, stride)
@@ -176,6 +177,42 @@ def test_resumed_run_equals_uninterrupted(sessions_dir: Path, tiny_tsf: Path, ha
         np.testing.assert_array_equal(a.window_spans(), b.window_spans())
 
 
+def test_part_occlusion_scores_are_those_of_the_windows_with_the_part_hidden(
+        sessions_dir: Path, tiny_tsf: Path, crema_clips: list[Path]) -> None:
+    """analyze --occlusion with a clip model: per frame and condition, the mean of its windows with the part
+    hidden in every frame, which is what the GUI's toggles show for that frame (rescore_frame)."""
+    from engine.analyzer import FrameAnalyzer
+    from engine.clip_analysis import rescore_frame
+
+    clip = next(c for c in crema_clips if "SAD" in c.stem)
+    with Session.open(sessions_dir / f"{clip.stem}.vxs") as s:
+        conditions, occ = s.occlusion()
+        valid, f = s.read("valid"), s.faces()
+        assert s.analysis_info()["occlusion"]
+    assert len(conditions) == 7 and occ.shape[1:] == (7, len(CLASSES))
+    assert np.isfinite(occ[valid]).all() and np.isnan(occ[~valid]).all()
+    a = FrameAnalyzer(tiny_tsf)
+    i = conditions.index("eyes+mouth")
+    got = rescore_frame(a, clip, 20, f.found, _stored_faces(f), 4,
+                        a.config(occlude=frozenset({"eyes", "mouth"})))
+    np.testing.assert_allclose(got.probs, occ[20, i], atol=1e-5)
+
+
+def test_adding_occlusion_to_a_finished_analysis(sessions_dir: Path, tiny_tsf: Path, crema_clips: list[Path],
+                                                 tmp_path: Path) -> None:
+    import shutil
+
+    clip = next(c for c in crema_clips if "ANG" in c.stem)
+    path = Path(shutil.copy(sessions_dir / f"{clip.stem}.vxs", tmp_path / "ang.vxs"))
+    with Session.open(path) as s:
+        before, person = s.read("probs"), s.attrs("")["person"]
+        assert s.occlusion() is None
+    analyze(clip, tiny_tsf, path, AnalyzeSettings(stride=4, spray=False, occlusion=True, device="cpu"))
+    with Session.open(path) as s:
+        np.testing.assert_allclose(s.read("probs"), before, atol=1e-6, equal_nan=True)
+        assert s.occlusion()[1].shape[1] == 7 and s.attrs("")["person"] == person and s.info()["complete"]
+
+
 def test_clip_settings_refuse_what_does_not_apply(tiny_tsf: Path, hap_clip: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="clip model"):
         analyze(hap_clip, tiny_tsf, tmp_path / "a.vxs", AnalyzeSettings(explain=("lrp",)))
@@ -213,3 +250,80 @@ def test_evaluate_occlusion_on_video_windows(tiny_tsf: Path, crema_dir: Path, tm
     for key in ("json", "faithfulness", "mean_heatmaps", "confusion_eyes"):
         assert paths[key].stat().st_size > 0, key
     assert "Δ(p, f)" in rep.summary()
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(300)
+def test_window_shows_temporal_track_and_window_span(window, qtbot, sessions_dir: Path, hap_clip: Path,
+                                                       tiny_tsf: Path, tmp_path: Path, artifacts_dir: Path) -> None:
+    """The player shows the clip model's maps like any model's; under the curves the temporal relevance of
+    the method chosen in the View menu, and on the scores the windows behind the current frame's score."""
+    import shutil
+
+    from vidxai_gui.app import save_screenshot
+
+    path = Path(shutil.copy(sessions_dir / f"{hap_clip.stem}.vxs", tmp_path / "hap.vxs"))
+    with Session.open(path) as s:
+        spans = s.window_spans()
+        rel = {m: s.temporal_relevance(m) for m in NAMES}
+    window.open_path(path)
+    qtbot.waitUntil(lambda: window.data is not None and window.player.info is not None
+                    and window.player.current == 0, timeout=20_000)
+    tl = window.timeline
+    assert sorted(window.review.explain_methods) == sorted(NAMES)
+    for method in ("chefer", "intrinsic"):
+        window.review.set_heat(method)
+        qtbot.waitUntil(lambda m=method: tl.temporal_plot.isVisible() and _drawn(tl.temporal_curve, rel[m]),
+                        timeout=10_000)
+    for k in (0, 30):
+        tl.seekRequested.emit(k)
+        qtbot.waitUntil(lambda k=k: window.player.current == k and window.player.view.heat_item.isVisible(),
+                        timeout=20_000)
+        qtbot.waitUntil(lambda k=k: tl.window_region.isVisible()
+                        and tuple(tl.window_region.getRegion()) == (spans[k, 0] - 0.5, spans[k, 1] + 0.5), timeout=5_000)
+    # The preprocessing dock's toggles re-score the frame's windows with the part hidden in every frame.
+    from engine.analyzer import FrameAnalyzer
+    from engine.clip_analysis import rescore_frame
+
+    window.model_dir = tiny_tsf
+    panel = window.preprocess
+    panel.part_boxes["mouth"].setChecked(True)
+    qtbot.waitUntil(lambda: panel.rescored_frame == 30 and "mean of its windows" in panel.status.text()
+                    and not window.rescoring, timeout=60_000)
+    a = FrameAnalyzer(tiny_tsf)
+    with Session.open(path) as s:
+        f = s.faces()
+    expected = rescore_frame(a, hap_clip, 30, f.found, _stored_faces(f),
+                             STRIDE, a.config(occlude=frozenset({"mouth"})))
+    shown = [float(panel.scores.item(i, 1).text()) for i in range(len(CLASSES))]
+    np.testing.assert_allclose(shown, expected.probs, atol=5e-4)
+    save_screenshot(window, artifacts_dir / "gui_timesformer_1280x800.png")
+
+
+def _drawn(curve, expected: np.ndarray) -> bool:
+    y = curve.getData()[1]
+    return y is not None and len(y) == len(expected) and np.allclose(y, expected, equal_nan=True)
+
+
+def test_rescoring_a_frame_reads_its_windows(sessions_dir: Path, tiny_tsf: Path, hap_clip: Path) -> None:
+    """The GUI's re-score of a clip model's frame: with the analysis's own input, the stored score of that
+    frame (the mean of its windows); with the mouth hidden, another one."""
+    from engine.analyzer import FrameAnalyzer
+    from engine.clip_analysis import rescore_frame
+
+    a = FrameAnalyzer(tiny_tsf)
+    with Session.open(sessions_dir / f"{hap_clip.stem}.vxs") as s:
+        f, probs = s.faces(), s.read("probs")
+    face_of = _stored_faces(f)
+    for k in (0, len(probs) - 1, 30):
+        got = rescore_frame(a, hap_clip, k, f.found, face_of, STRIDE)
+        np.testing.assert_allclose(got.probs, probs[k], atol=1e-5)
+    hidden = rescore_frame(a, hap_clip, 30, f.found, face_of, STRIDE, a.config(occlude=frozenset({"mouth"})))
+    assert not np.array_equal(hidden.probs, got.probs) and hidden.input_image.shape == got.input_image.shape
+
+
+def _stored_faces(f):
+    """k → the session's face of frame k (FaceTrack ``f``), as rescore_frame reads faces."""
+    from engine.faces import FaceResult
+
+    return lambda j: FaceResult(True, f.box[j], f.landmarks[j], float(f.confidence[j]), 1)

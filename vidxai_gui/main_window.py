@@ -17,7 +17,7 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QTabBar, QWidget
 
 from engine.temporal import DEFAULT_TAU_S
-from vidxai_gui import landmark_view
+from vidxai_gui import clip_view, landmark_view
 from vidxai_gui.annotation_actions import AnnotationActions
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver
 from vidxai_gui.docks import LatentProfile, PrototypeGallery, PrototypeInfo
@@ -184,6 +184,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.review.frameChanged.connect(self._on_frame_shown)
         self.waveform_loader = WaveformLoader(self)  # the sound's waveform on the timeline, cached in the session
         self.landmark_view = landmark_view.plug_in(self)  # issue 16: landmark models, AU regions and track
+        self.clip_view = clip_view.plug_in(self)  # issue 15: a clip model's temporal track and window span
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)
