@@ -87,7 +87,7 @@ def test_recorded_accuracy_matches_a_fresh_evaluation(model_dir: Path, fer_dir: 
     assert fresh.accuracy >= 2 / 7  # well above chance (1/7)
     doc = json.loads((model_dir / "model.json").read_text())
     training = doc["metadata"]["training"]
-    assert training["seed"] == 0 and training["command"][1] == "train" and training["complete"]
+    assert training["seed"] == 0 and "train" in training["command"][:3] and training["complete"]
     _records_its_training_data(training)
     if training["config"].get("au_guidance"):  # issue 16: a guided model ships with what guidance gained
         cam = recorded["cam_cos"]
@@ -120,7 +120,7 @@ def test_landmark_model_loads_and_records_what_it_saw_and_its_figures(model_dir:
     model, meta = load_checkpoint(model_dir)
     training = meta["training"]
     assert model.spec.arch == "landmark-lstm" and model.window == 1 and len(model.points) == 68
-    assert training["complete"] and training["command"][1] == "train"
+    assert training["complete"] and "train" in training["command"][:3]
     _records_its_training_data(training)
     seen = training["input"]["train"]
     assert seen["kind"] == "image" and seen["windows"] == training["train_samples"] > 10_000, seen
