@@ -44,8 +44,10 @@ def main() -> None:
     w.open_video(demo_clip(), analyse_with=default_model_dir())
     pump(app, lambda: w.analysis_worker is not None, what="the analysis")
     pump(app, lambda: w.analysis_worker is None and not w.jobs.is_busy(), what="the analysis")
-    pump(app, lambda: w.data is not None and w.data.probs is not None and w.timeline.wave_plot.isVisible(),
-         what="the reloaded session and the waveform")
+    # The session reloaded after the analysis (stages come with it) before annotating: a reload replaces the
+    # window's annotations with the file's.
+    pump(app, lambda: w.data is not None and w.data.probs is not None and bool(w.timeline.stages)
+         and w.timeline.wave_plot.isVisible() and not w.jobs.loading, what="the reloaded session and the waveform")
     w.add_annotation_segment("neutral", 2, 14, tier="reviewer emotion", note="before the sentence")
     w.add_annotation_segment("happy", 18, 34, tier="reviewer emotion", agreement="agree",
                              note="smile while saying the words")

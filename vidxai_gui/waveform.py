@@ -34,13 +34,13 @@ class WaveformTrack:
         self.wave_plot = make_plot(self.view.ci, row, self.WAVE_PX)
         self.wave_plot.setYRange(-1, 1, padding=0.04)
         track_ticks(self.wave_plot, [(0.0, "sound")])
-        self.wave_plot.setToolTip("The sound's envelope (min and max per pixel column); shaded: annotations. "
-                                  "Click to go there.")
+        self.wave_plot.setToolTip("The sound's envelope (min and max per pixel column, scaled to the loudest "
+                                  "moment); shaded: annotations. Click to go there.")
         pen = pg.mkPen("#34495e", width=1)
         self.wave_upper = pg.PlotCurveItem(pen=pen)
         self.wave_lower = pg.PlotCurveItem(pen=pen)
         self.wave_fill = pg.FillBetweenItem(self.wave_upper, self.wave_lower, brush=pg.mkBrush(52, 73, 94, 200))
-        self.wave_ranges = StripItem(-1.0, 2.0)
+        self.wave_ranges = StripItem(-1e3, 2e3)  # the track's full height whatever its scale
         self.wave_ranges.setZValue(-10)
         for item in (self.wave_ranges, self.wave_fill, self.wave_upper, self.wave_lower):
             self.wave_plot.addItem(item)
@@ -49,6 +49,7 @@ class WaveformTrack:
             item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.waveform: Waveform | None = None
         self._wave_ts = np.zeros(0)
+        self._wave_peak = 1.0
         self.wave_plot.vb.sigXRangeChanged.connect(lambda *_: self._draw_wave())
         self.wave_plot.vb.sigResized.connect(lambda *_: self._draw_wave())
         self.wave_plot.setVisible(False)
@@ -61,6 +62,10 @@ class WaveformTrack:
             step = float(np.median(np.diff(ts))) if len(ts) > 1 else 1.0 / self.fps
             self._wave_ts = np.append(ts, ts[-1] + step)  # frame k is on screen over [ts[k], ts[k+1])
         self.wave_plot.setVisible(self.waveform is not None)
+        # Scaled to the loudest moment of the whole sound track (speech recorded quietly still reads).
+        w = self.waveform
+        self._wave_peak = max(float(max(-w.mins[-1].min(), w.maxs[-1].max())), 1e-3) if w is not None else 1.0
+        self.wave_plot.setYRange(-self._wave_peak, self._wave_peak, padding=0.04)
         self._draw_wave()
 
     def _time_to_x(self, t: np.ndarray) -> np.ndarray:
@@ -91,8 +96,8 @@ class WaveformTrack:
             return
         x, lo, hi = self.wave_columns()
         # Quiet stretches stay visible as a hairline.
-        self.wave_upper.setData(x, np.maximum(hi, 0.01))
-        self.wave_lower.setData(x, np.minimum(lo, -0.01))
+        self.wave_upper.setData(x, np.maximum(hi, 0.01 * self._wave_peak))
+        self.wave_lower.setData(x, np.minimum(lo, -0.01 * self._wave_peak))
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """The annotation tracks (TimelineTracks) and their ranges shaded over the waveform."""
