@@ -209,7 +209,6 @@ def test_window_draws_the_waveform_cached_in_the_session(window, qtbot, analysed
 
     if not has_output_device():  # CI, offscreen: the video plays silently and the status bar says so
         qtbot.waitUntil(lambda: window.player.sound_note.startswith("No audio output device"), timeout=5000)
-        assert "No audio output device" in window.statusBar().currentMessage() or window.player.sound_note
     # A click on the waveform seeks like the rest of the timeline.
     with qtbot.waitSignal(tl.seekRequested, timeout=2000) as sig:
         tl.wave_plot.vb.sigScrub.emit(30.0)
