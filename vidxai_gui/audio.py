@@ -269,7 +269,8 @@ class AudioPlayer(QObject):
             if self._drained_at is None:
                 self._drained_at = now
             return self._t0 + (self._written / rate + (now - self._drained_at)) * self._speed
-        ahead = min((now - self._last_change) * rate, max(self._written - played, 0), 0.05 * rate)
+        # Nothing heard yet (a device starts late: 0.05–0.5 s): the clock waits for the first sample heard.
+        ahead = min((now - self._last_change) * rate, max(self._written - played, 0), 0.05 * rate) if played else 0
         return self._t0 + (played + ahead) / rate * self._speed
 
     def pump(self) -> None:
