@@ -4,8 +4,8 @@
 
 For each model folder: accuracy on the seeded 700-image subset of FER2013's test split (``engine.evaluate``,
 seed 0, the subset every bench uses) and, on the same crops, CAM-COS per labelled class — Grad-CAM of the
-label vs the label's AU map from the crop's landmarks (``engine.au_guidance.cam_cos_per_class``; neutral
-has no AU map). Writes OUT.md (the table) and OUT.json.
+label vs the label's AU map from the crop's landmarks (``engine.evaluate(cam_cos=True)``, as
+``vidxai evaluate --cam-cos`` prints it; neutral has no AU map). Writes OUT.md (the table) and OUT.json.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.au_guidance import cam_cos_per_class
     from engine.checkpoint import load_checkpoint
-    from engine.data import DataConfig, prepare
-    from engine.evaluate import evaluate, split_cache
+    from engine.evaluate import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="model folders (CNN or ProtoPNet) trained on FER2013")
@@ -33,12 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = []
     for folder in args.models:
-        model, meta = load_checkpoint(folder)
-        res = evaluate(folder, args.data, split="test", limit=args.limit, seed=0)
-        prepared = prepare(DataConfig(path=args.data, label_setting=model.spec.label_setting or None),
-                           model.spec.preprocess)
-        cache = split_cache(prepared, "test", args.limit, 0)
-        cc = cam_cos_per_class(model, cache, model.spec.preprocess)
+        _, meta = load_checkpoint(folder)
+        res = evaluate(folder, args.data, split="test", limit=args.limit, seed=0, cam_cos=True)
+        cc = res.cam_cos or {}
         lam = (meta.get("training", {}).get("config", {}) or {}).get("au_guidance", 0.0)
         rows.append({"model": str(folder), "au_guidance": lam, "accuracy": res.accuracy, "n": res.n, **cc})
         print(json.dumps(rows[-1]), flush=True)

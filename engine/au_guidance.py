@@ -115,9 +115,11 @@ def captured(module: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 
 def cam_cos_per_class(model: nn.Module, cache: FaceCache, preprocess: dict[str, Any], batch: int = 64,
-                      progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> dict[str, Any]:
+                      progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
+                      index: np.ndarray | None = None) -> dict[str, Any]:
     """CAM-COS per labelled class (METHODS §7): Grad-CAM of the labelled class vs that class's AU map,
     both at input resolution, averaged over the class's samples that have a map (neutral has none).
+    ``index``: only those rows of the cache (``vidxai evaluate --cam-cos``: the evaluated subset).
     Returns {"per_class": {class: mean or None}, "n": {class: samples}, "mean": mean over samples}."""
     from engine.explain.au import cam_cos
     from engine.explain.gradcam import gradcam
@@ -128,17 +130,18 @@ def cam_cos_per_class(model: nn.Module, cache: FaceCache, preprocess: dict[str, 
     labels = np.asarray(cache.labels)
     maps = au_targets(lm, labels, list(spec.classes), spec.input_size)
     cos = np.full(len(labels), np.nan)
-    for s in range(0, len(labels), batch):
+    rows = np.arange(len(labels)) if index is None else np.asarray(index, np.int64)
+    for s in range(0, len(rows), batch):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        idx = np.arange(s, min(s + batch, len(labels)))
+        idx = rows[s:s + batch]
         has = maps[idx].reshape(len(idx), -1).max(1) > 0
         if not has.any():
             continue
         idx = idx[has]
         cams = gradcam(model, to_input(np.asarray(cache.images[idx]), spec), torch.from_numpy(labels[idx]))
         cos[idx] = [cam_cos(c, maps[i].astype(np.float32)) for c, i in zip(cams, idx, strict=True)]
-        progress(int(idx[-1]) + 1, len(labels), "CAM-COS")
+        progress(min(s + batch, len(rows)), len(rows), "CAM-COS")
     per, n = {}, {}
     for c, name in enumerate(spec.classes):
         v = cos[(labels == c) & np.isfinite(cos)]

@@ -144,7 +144,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                explain=tuple(args.explain.split(",")) if args.explain else (),
                                batch_size=args.batch_size, device=args.device, spray=not args.no_spray,
                                spray_temporal_weight=args.spray_temporal_weight, min_stage_s=args.min_stage_s,
-                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
+                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person,
+                               stride=args.stride, fusion=args.fusion)
+    if args.engine == "ray":  # a corpus on a Ray cluster or every core of this machine (engine.cluster)
+        from engine.cluster import cmd_analyze_ray
+
+        return cmd_analyze_ray(args, settings, model)
 
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
@@ -323,12 +328,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                       max_per_class={"train": args.limit_per_class, "val": args.limit_per_class}
                       if args.limit_per_class else {})
 
+    from engine import distributed
+
+    if args.ddp and not distributed.launched():
+        raise BadInput("--ddp trains in the processes torchrun starts: torchrun --nproc-per-node N "
+                       "-m engine.train DATA --out DIR … (README: Beyond one workstation)")
+    group = distributed.init(cfg.device) if distributed.launched() else None
+
     def one(path: str, cancel: CancelToken) -> None:
         with progress_bar(f"train {cfg.arch}") as bar:
             out = train(data, cfg, progress=bar, cancel=cancel, resume=args.resume)
-        print(out)
+        if group is None or group.main:
+            print(out)
 
-    return _batch([args.data], "train", one)
+    try:
+        return _batch([args.data], "train", one)
+    finally:
+        if group is not None:
+            distributed.shutdown()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -345,6 +362,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             with progress_bar("landmark ranking") as bar:
                 res = landmark_ranking(args.model, data, out, progress=bar, cancel=cancel)
             print(ladder_table(res))
+            if args.record:
+                _record_ladder(args.model, data, res, out)
             print(f"report: {out}")
             return
         try:  # before minutes of scoring: the report must have somewhere to go
@@ -356,7 +375,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            "choose a folder with --out") from exc
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
-                              device=args.device, progress=bar, cancel=cancel)
+                              device=args.device, progress=bar, cancel=cancel, cam_cos=args.cam_cos)
         try:
             write_report(result, out)
         except OSError as exc:
@@ -369,6 +388,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  recall {c:<10} {'n/a' if r is None else f'{r:.3f}'}")
         if result.video_accuracy is not None:
             print(f"video accuracy (EWMA last state) {result.video_accuracy:.4f} on {result.videos} videos")
+        if result.cam_cos is not None:
+            print(_cam_cos_lines(result.cam_cos))
         if args.record:
             from engine.checkpoint import record_in_model_json
 
@@ -400,12 +421,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _batch([args.data], "evaluate", one)
 
 
+def _record_ladder(model: str, data: str, res: dict, out: Path) -> None:
+    """``--landmark-ranking --record``: the ranking and the pruning ladder under
+    ``metadata.evaluations["<data>:<split>:landmark-ladder"]`` of the ranked model (the retrained models'
+    folders stay in the report folder and are not recorded)."""
+    from engine.checkpoint import record_in_model_json
+
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in res["rows"]]
+    ranking = json.loads((out / "ranking.json").read_text())
+    summary = {**{k: v for k, v in res.items() if k not in ("model", "data", "rows")}, "rows": rows,
+               "accuracy": rows[0]["accuracy"], "ranking_overall": ranking["overall"],
+               "ranking_per_class": ranking["ranking"], "samples": ranking["samples"],
+               "command": "vidxai " + " ".join(sys.argv[1:]) if sys.argv else ""}
+    name = f"{Path(data).name}:{res['split']}:landmark-ladder"
+    print(f"recorded as evaluations[{name!r}] in {record_in_model_json(model, 'evaluations', name, summary)}")
+
+
+def _cam_cos_lines(cc: dict) -> str:
+    """``vidxai evaluate --cam-cos``'s printout: the mean and one line per labelled class."""
+    mean = "n/a" if cc["mean"] is None else f"{cc['mean']:.3f}"
+    lines = [f"CAM-COS (Grad-CAM of the label vs its AU map) {mean} on {sum(cc['n'].values())} samples"]
+    for c, v in cc["per_class"].items():
+        lines.append(f"  cam-cos {c:<10} {'n/a (no AU map)' if v is None else f'{v:.3f}'} (n={cc['n'][c]})")
+    return "\n".join(lines)
+
+
 def evaluation_folder(data: str, model: str) -> Path:
     """Where an evaluation report goes by default: a folder beside the data, named for the data and the
     model (`<data>.evaluation/<model>`), never inside the model folder, which may be installed read-only."""
     d = Path(data).resolve()
     base = d.parent / f"{d.stem if d.is_file() else d.name}.evaluation"
     return base / (Path(model).resolve().name or "model")
+
+
+def _cluster_arguments(s: argparse.ArgumentParser) -> None:
+    """`analyze --engine ray`: the corpus on Ray (engine.cluster; README "Beyond one workstation")."""
+    g = s.add_argument_group("corpus on Ray (pip install 'vidxai[cluster]')")
+    g.add_argument("--engine", choices=("serial", "ray"), default="serial",
+                   help="serial: one video after another in this process (default); ray: one task per video "
+                        "on a Ray pool, a .txt argument being a list of videos, OUT/corpus.json the manifest")
+    g.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="Ray cluster to use (auto: the one `ray start` began here); default: start Ray locally")
+    g.add_argument("--workers", type=int, default=None,
+                   help="at most N worker processes, each holding the model (default: one per CPU)")
+    g.add_argument("--gpus-per-task", type=float, default=0.0, metavar="F",
+                   help="GPUs each worker asks Ray for, e.g. 0.25: four workers share a GPU (default 0)")
+    g.add_argument("--retries", type=int, default=2,
+                   help="times a video whose worker died or failed unexpectedly is tried again (default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,7 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alpha", type=float, default=None,
                    help="EWMA smoothing factor in (0, 1] per frame, instead of --ewma-tau")
     s.add_argument("--explain", default="intrinsic",
-                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic)")
+                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic); a clip model "
+                        "(TimeSformer): rollout (its intrinsic map), rollout-grad, chefer, gradcam")
+    s.add_argument("--stride", type=int, default=4, metavar="FRAMES",
+                   help="clip models: a T-frame window starts every FRAMES face frames, 1..T; a frame's score is "
+                        "the mean of the windows containing it (default 4)")
+    s.add_argument("--fusion", choices=("min", "mean", "max"), default="min",
+                   help="clip models: how attention rollout fuses the heads (default min, as seed 004)")
     s.add_argument("--occlusion", action="store_true", help="also score the seven facial-part occlusions per frame")
     s.add_argument("--no-spray", action="store_true", help="skip SpRAy temporal prototypes")
     s.add_argument("--spray-temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="W",
@@ -452,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--person", type=int, default=None,
                    help="person to analyse (ids from `vidxai info`; default: as before, else the one visible longest)")
+    _cluster_arguments(s)
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("info", help="print what a session file holds")
@@ -536,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AU-guided training: add λ·(1 − cos(feature map, AU map of the label)) to the loss "
                         "(METHODS §7; CNN and ProtoPNet; about 4)")
     s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument("--ddp", action="store_true",
+                   help="data-parallel over the processes torchrun started (implied under torchrun): same "
+                        "result as one process with the same --batch-size (the global batch) and seed")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training setting, e.g. --set last_layer_lr=1e-3")
     s.set_defaults(fn=cmd_train)
@@ -552,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--occlusion", action="store_true",
                    help="also MoRF/LeRF faithfulness curves and one confusion matrix per facial-part condition")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument("--cam-cos", action="store_true",
+                   help="also CAM-COS per labelled class: cosine of the label's Grad-CAM and its AU map on the "
+                        "same samples (METHODS §7; neutral has no map); --record stores it with the accuracy")
     s.add_argument("--landmark-ranking", action="store_true",
                    help="landmark-lstm models: rank the landmarks by IG, prune 68→34→17→8 with retraining, "
                         "write the accuracy table and the ranking figure (METHODS §8)")

@@ -42,6 +42,9 @@ class EvalResult:
     items: int = 0  # files (images or videos) the samples came from
     items_total: int = 0  # files of the split (some may give no sample: unreadable, no face in a video)
     reason: str = ""  # why this split / these items were used
+    # CAM-COS (METHODS §7; evaluate(cam_cos=True)): Grad-CAM of the label vs the label's AU map on the same
+    # samples, {"per_class", "n", "mean"} as engine.au_guidance.cam_cos_per_class gives it
+    cam_cos: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +132,7 @@ def evaluate(
     batch_size: int = 128,
     device: str = "cpu",
     tau_s: float = DEFAULT_TAU_S,
+    cam_cos: bool = False,
 ) -> EvalResult:
     """Score ``split`` of ``data`` with the checkpoint in ``model_dir``.
 
@@ -138,7 +142,8 @@ def evaluate(
     ``"all"`` is every item. The result says how many items it used and why (``items``, ``reason``).
     Video decisions are made as analysis makes them: the EWMA with time constant ``tau_s`` seconds, its α
     from the video's fps and the frames sampled (every k-th frame: α = 1 − exp(−k/(fps·τ))); ``alpha``
-    fixes one α for every video instead.
+    fixes one α for every video instead. ``cam_cos``: also CAM-COS per labelled class on the same samples
+    (``EvalResult.cam_cos``; frame models with a Grad-CAM layer and emotion classes the AU codebook knows).
     """
     model, _ = load_checkpoint(model_dir, device)
     spec = model.spec
@@ -216,6 +221,11 @@ def evaluate(
     res.items = len(np.unique(np.asarray(cache.item_index)[index]))
     res.items_total = len(cache.items)
     res.reason = reason + (f"; a seeded subset of {limit} (seed {seed})" if limit is not None else "")
+    if cam_cos:
+        from engine.au_guidance import cam_cos_per_class
+
+        res.cam_cos = cam_cos_per_class(model, cache, spec.preprocess, progress=progress, cancel=cancel,
+                                        index=index)
 
     frames = np.asarray(cache.frame_index[index])
     if (frames >= 0).any():

@@ -956,6 +956,42 @@ class Session:
                             [g[f"max_{i}"][()] for i in range(len(bins))], int(a["sample_rate"]),
                             float(a["offset"]), int(a["samples"]))
 
+    # Clip models (engine.clip_analysis): sliding windows of T face frames, every `stride` of them.
+    def write_temporal_relevance(self, method: str, start: int, rows: np.ndarray) -> None:
+        """Each frame's temporal relevance for one method, frames [start, start+n): float32, the mean over
+        the windows containing the frame of its share of the window's relevance; NaN where unscored."""
+        self.write_frames(f"explanations/{method}/temporal", start, np.asarray(rows, np.float32), fillvalue=np.nan)
+
+    def temporal_relevance(self, method: str, frames: slice | None = None) -> np.ndarray | None:
+        """A clip model's per-frame temporal relevance of one method (float32 T,); None if not computed."""
+        path = f"explanations/{method}/temporal"
+        with self._mutex:
+            return self.read(path, frames) if method and self.exists(path) else None
+
+    def temporal_methods(self) -> list[str]:
+        """The methods that have temporal relevance (clip models only), in the order asked for."""
+        info = self.analysis_info() or {}
+        return [m for m in info.get("explain", []) if self.exists(f"explanations/{m}/temporal")]
+
+    def write_window_spans(self, start: int, spans: np.ndarray) -> None:
+        """Frames [start, start+n): (first, last) frame index of the windows that produced each frame's
+        score (the first frame of its first window, the last of its last; inclusive); -1 where unscored."""
+        self.write_frames("clip/window_span", start, np.asarray(spans, np.int32), fillvalue=-1)
+
+    def window_spans(self, frames: slice | None = None) -> np.ndarray | None:
+        """int32 (n, 2) from write_window_spans; None for a frame model's analysis."""
+        with self._mutex:
+            return self.read("clip/window_span", frames) if self.exists("clip/window_span") else None
+
+    def set_clip_windows(self, **info: Any) -> None:
+        """The window geometry of a clip model's analysis: frames (T), stride, fusion, rule, methods."""
+        self.set_attrs("clip", **info)
+
+    def clip_windows(self) -> dict[str, Any]:
+        """The geometry set_clip_windows stored ({} for a frame model's analysis)."""
+        with self._mutex:
+            return self.attrs("clip") if self.exists("clip") else {}
+
     def write_mappings(self, start: int, mappings: Sequence[dict | None]) -> None:
         """The per-frame input→frame mapping (engine.preprocess.InputMapping.to_json()), shared by every
         map of that frame since all are in the same model-input space; None where no input was made."""

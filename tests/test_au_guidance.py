@@ -134,3 +134,38 @@ def test_cam_cos_per_class(fer_small, one_thread) -> None:
     assert res["per_class"]["neutral"] is None and res["n"]["neutral"] == 0  # neutral has no AU map
     have = [v for v in res["per_class"].values() if v is not None]
     assert len(have) >= 5 and all(0.0 <= v <= 1.0 for v in have) and 0 < res["mean"] < 1
+
+
+def test_evaluate_cam_cos_prints_and_records_per_class(fer_dir: Path, tmp_path: Path, monkeypatch, capsys,
+                                                       one_thread) -> None:
+    """`vidxai evaluate --cam-cos`: CAM-COS per labelled class on the evaluated subset, printed and, with
+    --record, stored beside the accuracy; the same figures as cam_cos_per_class on that subset directly."""
+    import shutil
+
+    from engine.au_guidance import cam_cos_per_class
+    from engine.cli import main
+    from engine.evaluate import split_cache
+    from engine.resources import models_dir
+
+    src = models_dir() / "cnn"
+    if not (src / "model.json").is_file():
+        pytest.skip("no shipped CNN (resources/models/train.sh)")
+    model_dir = tmp_path / "cnn"
+    shutil.copytree(src, model_dir)
+    monkeypatch.setenv("VIDXAI_CACHE", str(tmp_path / "cache"))
+    assert main(["evaluate", str(fer_dir), "--model", str(model_dir), "--limit", "40", "--cam-cos", "--record",
+                 "--out", str(tmp_path / "report")]) == 0
+    printed = {ln.split()[1]: ln.split()[2] for ln in capsys.readouterr().out.splitlines()
+               if ln.startswith("  cam-cos ")}
+    model, _ = load_checkpoint(model_dir)
+    cache = split_cache(prepare(DataConfig(str(fer_dir)), model.spec.preprocess), "test", 40, 0)
+    direct = cam_cos_per_class(model, cache, model.spec.preprocess)
+    assert set(printed) == set(model.spec.classes) and printed["neutral"] == "n/a"
+    for c, v in direct["per_class"].items():
+        assert v is None or printed[c] == f"{v:.3f}", (c, printed[c], v)
+    rec = json.loads((model_dir / "model.json").read_text())["metadata"]["evaluations"]["fer2013:test:40:seed0"]
+    assert rec["cam_cos"]["n"] == direct["n"] and rec["cam_cos"]["mean"] == pytest.approx(direct["mean"])
+    assert 0 < sum(direct["n"].values()) < 40  # neutral faces (and any without landmarks) have no map
+    # index: a subset of the rows gives those rows' cosines only
+    part = cam_cos_per_class(model, cache, model.spec.preprocess, index=np.arange(10))
+    assert sum(part["n"].values()) <= 10

@@ -12,11 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Slot
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QWidget
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QTabBar, QWidget
 
 from engine.temporal import DEFAULT_TAU_S
+from vidxai_gui import landmark_view
 from vidxai_gui.annotation_actions import AnnotationActions
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver
 from vidxai_gui.docks import LatentProfile, PrototypeGallery, PrototypeInfo
@@ -134,7 +135,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         right = Qt.DockWidgetArea.RightDockWidgetArea
         for key, title, widget in (("prototypes", "Prototypes", self.gallery),
                                    ("latents", "SAE latents", self.latents),
-                                   ("preprocess", "Input && occlusion", ScrollPanel(self.preprocess)),
+                                   ("preprocess", "Input", ScrollPanel(self.preprocess)),
                                    ("annotations", "Annotations", self.annotation_panel),
                                    ("jobs", "Jobs", self.job_panel), ("people", "People", self.people_panel),
                                    ("stage", "Stage", ScrollPanel(self.stage_panel))):
@@ -145,6 +146,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
             self.tabifyDockWidget(self.docks[first], self.docks[other])
         self.docks["prototypes"].raise_()
         self.docks["annotations"].raise_()
+        self.unelide_dock_tabs()
 
     def add_dock(self, key: str, title: str, widget: QWidget,
                  area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea) -> QDockWidget:
@@ -155,9 +157,19 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         dock.setMinimumWidth(280)
         self.addDockWidget(area, dock)
         self.docks[key] = dock
+        # Qt makes a new tab bar whenever docks are tabified or moved: give each one full titles.
+        dock.dockLocationChanged.connect(lambda _area: QTimer.singleShot(0, self.unelide_dock_tabs))
         if hasattr(self, "view_menu"):  # built after the window's own docks: a later dock joins View too
             self.view_menu.insertAction(self.view_menu.actions()[-2], dock.toggleViewAction())
         return dock
+
+    def unelide_dock_tabs(self) -> None:
+        """Dock tabs show their whole title ("Sta…" told a reviewer nothing); when a dock area is too
+        narrow for all of them, the tab bar scrolls instead."""
+        for bar in self.findChildren(QTabBar):
+            if bar.parent() is self:  # the main window's own dock-area tab bars, not a widget's tabs
+                bar.setElideMode(Qt.TextElideMode.ElideNone)
+                bar.setUsesScrollButtons(True)
 
     def _setup_views(self) -> None:
         """The views subscribe to the review model (docs/GUI.md: who listens to what)."""
@@ -171,6 +183,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.review.rowsMerged.connect(lambda _a, _b: self._show_annotations())
         self.review.frameChanged.connect(self._on_frame_shown)
         self.waveform_loader = WaveformLoader(self)  # the sound's waveform on the timeline, cached in the session
+        self.landmark_view = landmark_view.plug_in(self)  # issue 16: landmark models, AU regions and track
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)

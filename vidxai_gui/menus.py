@@ -112,6 +112,11 @@ def _view_menu(w: Any, bar: Any) -> None:
                       "not changed.")
     smooth.toggled.connect(lambda on: w.review.set_heat(smooth=on))
     w.review.heatChanged.connect(lambda: smooth.setChecked(w.review.smooth_maps))
+    au = w.au_regions_action = v.addAction("Show expected AU regions")
+    au.setCheckable(True)
+    au.setToolTip("Outline, over the face, the action units the FACS codebook expects for the predicted class, "
+                  "with the frame's AU agreement (cosine with the shown relevance; the timeline's AU track).")
+    au.toggled.connect(w.review.set_au_regions)
     v.addSeparator()
     for dock in w.docks.values():
         v.addAction(dock.toggleViewAction())

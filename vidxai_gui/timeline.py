@@ -99,7 +99,7 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
         self._build_wave_plot(1)  # the sound, right under the scores (vidxai_gui.waveform)
         self._build_track_plots()
         self.plots = [self.scores_plot, self.wave_plot, self.face_plot, self.stage_plot, self.occlusion_plot,
-                      self.tier_plot]
+                      self.au_plot, self.tier_plot]
         for p in self.plots[1:]:
             p.setXLink(self.scores_plot)
         for p in self.plots:
@@ -134,7 +134,7 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
         self.set_video(0, self.fps)  # the empty state: scores and annotation rows only, no stray ticks
 
     def _curve_items(self) -> list[pg.PlotCurveItem]:
-        items = [c.curve for c in (*self.raw_curves, *self.ewma_curves, self.face_curve,
+        items = [c.curve for c in (*self.raw_curves, *self.ewma_curves, self.face_curve, self.au_curve,
                                    *self.occlusion_curves.values())]
         return items + ([self.trace_curve.curve] if self.trace_curve is not None else [])
 
@@ -189,6 +189,7 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
         self.set_face_track(None, None)
         self.set_stages([])
         self.set_occlusion({})
+        self.set_au_agreement(None)
         self.set_annotations({})
         self.set_pending(None, None)
         shown = self.frame_count if self.frame_count > 0 else round(10 * self.fps)  # empty: a 10 s ruler

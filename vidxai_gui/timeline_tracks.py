@@ -1,7 +1,7 @@
 """The timeline's tracks under the scores: face confidence, SpRAy stages, occlusion Δ and annotation tiers.
 
 `TimelineTracks` is a part of `vidxai_gui.timeline.Timeline` (a mixin, like the main window's actions): it
-builds the four track plots under the class scores and everything drawn on them, and the Timeline's public
+builds the track plots under the class scores and everything drawn on them, and the Timeline's public
 `set_face_track`, `set_stages`, `set_occlusion`, `set_annotations`, `set_pending` and stage lookups live
 here. All x values are frame indices (see vidxai_gui.timeline).
 """
@@ -34,9 +34,14 @@ OCCLUSION_TIP = ("Occlusion Δ per frame: the predicted class's score with a fac
                  "with the whole face. Below 0: hiding that part lowered the score, so the model used it; near 0: "
                  "the part did not matter; no line: no face (or no score) in that frame.")
 
+AU_TIP = ("AU agreement per frame: the cosine between the relevance the model used (a heatmap method's map, or a "
+          "landmark model's landmark relevance) and the expected action-unit regions of the predicted class "
+          "(View ▸ Show expected AU regions). 1: the evidence lies where the class's facial action units are; "
+          "0: elsewhere; no line: no face, no score, or a class without action units (neutral).")
+
 
 class TimelineTracks:
-    """Face, stage, occlusion and annotation tracks of the Timeline (x linked to its scores plot)."""
+    """Face, stage, occlusion, AU agreement and annotation tracks of the Timeline (x linked to its scores plot)."""
 
     OCCLUSION_KEY_PX = 16  # the band above the occlusion track that holds its key
 
@@ -63,7 +68,8 @@ class TimelineTracks:
         self.occlusion_legend.layout.setContentsMargins(0, 0, 0, 0)
         self.occlusion_legend.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(40, -2))
         self.occlusion_plot.setToolTip(OCCLUSION_TIP)
-        self.tier_plot = make_plot(self.view.ci, 5, self.TIER_AXIS_PX + self.TIER_ROW_PX)
+        self._build_au_plot(5)
+        self.tier_plot = make_plot(self.view.ci, 6, self.TIER_AXIS_PX + self.TIER_ROW_PX)
         self.tier_plot.vb.marks = True
         self.tier_plot.vb.sigMark.connect(self._on_mark_drag)
         self.tier_plot.getAxis("bottom").setStyle(showValues=True)
@@ -194,6 +200,24 @@ class TimelineTracks:
             self.occlusion_curves[name] = per_pixel(self.occlusion_plot.plot(
                 np.arange(len(v), dtype=np.float64), v, pen=pen, connect="finite",
                 name=name if np.isfinite(v).any() else None))
+
+    def _build_au_plot(self, row: int) -> None:
+        """The AU agreement track (issue 16): per frame, cos(the shown relevance, the predicted class's AU map)."""
+        self.au_plot = make_plot(self.view.ci, row, 40)
+        self.au_plot.setYRange(0, 1, padding=0.08)
+        track_ticks(self.au_plot, [(0.0, "0"), (0.5, "AU agreem."), (1.0, "1")])
+        self.au_plot.setToolTip(AU_TIP)
+        self.au_curve = per_pixel(self.au_plot.plot(pen=pg.mkPen("#00838f", width=1.5), connect="finite"))
+        self.au_plot.setVisible(False)
+
+    def set_au_agreement(self, values: np.ndarray | None) -> None:
+        """AU agreement per frame (NaN: undefined there); None hides the track."""
+        self.au_plot.setVisible(values is not None)
+        if values is None:
+            self.au_curve.setData([], [])
+            return
+        v = np.asarray(values, dtype=np.float64)
+        self.au_curve.setData(np.arange(len(v), dtype=np.float64), v)
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """Reviewer annotation tiers, one row per tier (top row = first tier), coloured by verdict."""
