@@ -169,8 +169,17 @@ def av_drift(clip: Path, minutes: float) -> None:
     frame_s = 1.0 / p.fps
     diffs: list[float] = []
     when: list[float] = []
-    p.frameShown.connect(lambda k: (diffs.append(p.audio.clock() - float(p.timestamps[k])),
-                                    when.append(float(p.timestamps[k]))) if p.sound_on else None)
+    wall: list[float] = []  # when each frame was shown (a long gap before it: the GUI thread was held up)
+    behind: list[int] = []  # frames the decoder was behind the clock when it was shown
+
+    def shown(k: int) -> None:
+        if p.sound_on:
+            diffs.append(p.audio.clock() - float(p.timestamps[k]))
+            when.append(float(p.timestamps[k]))
+            wall.append(time.perf_counter())
+            behind.append(p.due_frame() - k)
+
+    p.frameShown.connect(shown)
     p.play()
     loop = QEventLoop()
     check = QTimer()
@@ -186,6 +195,12 @@ def av_drift(clip: Path, minutes: float) -> None:
           f"timestamp − audio clock| {worst * 1000:.1f} ms = {worst / frame_s:.2f} frames; p99 "
           f"{np.percentile(np.abs(d), 99) * 1000:.1f} ms; frames over 1 frame: {int((np.abs(d) > frame_s).sum())}; "
           f"mean first / last minute {first.mean() * 1000:.1f} / {last.mean() * 1000:.1f} ms")
+    over = np.abs(d) > frame_s
+    gap = np.diff(np.asarray(wall), prepend=wall[0]) > 2 * frame_s
+    late = np.asarray(behind) > 0
+    print(f"  of the {int(over.sum())} over 1 frame: {int((over & late).sum())} shown while the decoder was behind "
+          f"the clock, {int((over & gap).sum())} after the GUI thread was held up over 2 frames "
+          f"({int(gap.sum())} such hold-ups in all); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     w.shutdown()
 
 

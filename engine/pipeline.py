@@ -23,6 +23,7 @@ import torch
 
 from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, tau_from_alpha, video_decision
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
+from engine.audio import envelope
 from engine.faces import FaceResult, FaceTracker, People
 from engine.jobs import CancelToken, ProgressFn, no_progress
 from engine.model_card import model_arch
@@ -65,10 +66,24 @@ def open_or_create_session(reader: VideoReader, out_path: Path) -> Session:
             log.warning("starting %s anew: %s", out_path, exc)
         else:
             if s.video.get("sha256") == record["sha256"] and s.frame_count == reader.frame_count:
-                return s
+                return cache_waveform(s, reader.path)
             log.info("%s belongs to another video; starting it anew", out_path)
             s.close()
-    return Session.create(out_path, record, reader.timestamps, overwrite=True)
+    return cache_waveform(Session.create(out_path, record, reader.timestamps, overwrite=True), reader.path)
+
+
+def cache_waveform(session: Session, video: str | Path) -> Session:
+    """The sound's envelope (engine.audio) into the session unless it holds one, committed with the analysis'
+    next commit: the window draws it at once instead of decoding the whole sound track (issue 18)."""
+    if session.waveform() is None:
+        try:
+            wave = envelope(video)
+        except Exception as exc:  # noqa: BLE001 - a bad sound track must not stop the analysis
+            log.warning("%s: no waveform (%s)", video, exc)
+            wave = None
+        if wave is not None:
+            session.write_waveform(wave)
+    return session
 
 
 @dataclass

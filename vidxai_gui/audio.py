@@ -168,7 +168,8 @@ class AudioPlayer(QObject):
         self._queue: deque[np.ndarray] = deque()
         self._queued = 0
         self._eof = False
-        self._gen = 0
+        self._gen = 0  # one per start: a stopped decode thread's samples are never queued
+        self._probe = 0  # one per set_video
         self._stop_ev = threading.Event()
         self._t0, self._speed, self._written = 0.0, 1.0, 0
         self._last_played, self._last_change = -1, 0.0
@@ -182,14 +183,14 @@ class AudioPlayer(QObject):
         """A new video: its audio stream is looked up on a thread; `infoReady` says what was found."""
         self.stop()
         self.info, self.path = None, Path(path) if path else None
-        self._gen += 1
+        self._probe += 1
         if self.path is None:
             return
-        gen, p = self._gen, self.path
+        probe_id, p = self._probe, self.path
 
         def probe() -> None:
             info = audio_info(p)
-            if gen == self._gen:
+            if probe_id == self._probe:
                 self.info = info
                 self.infoReady.emit(info)
 
@@ -233,6 +234,7 @@ class AudioPlayer(QObject):
     def stop(self) -> None:
         self._stop_ev.set()
         with self._cond:
+            self._gen += 1
             self._queue.clear()
             self._queued = 0
             self._cond.notify_all()
@@ -267,7 +269,8 @@ class AudioPlayer(QObject):
             if self._drained_at is None:
                 self._drained_at = now
             return self._t0 + (self._written / rate + (now - self._drained_at)) * self._speed
-        ahead = min((now - self._last_change) * rate, max(self._written - played, 0), 0.05 * rate)
+        # Nothing heard yet (a device starts late: 0.05–0.5 s): the clock waits for the first sample heard.
+        ahead = min((now - self._last_change) * rate, max(self._written - played, 0), 0.05 * rate) if played else 0
         return self._t0 + (played + ahead) / rate * self._speed
 
     def pump(self) -> None:

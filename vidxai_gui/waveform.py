@@ -2,8 +2,8 @@
 over it, the cursor; a click seeks like the rest of the timeline.
 
 `WaveformTrack` is a part of `vidxai_gui.timeline.Timeline` (a mixin, like `TimelineTracks`). The envelope
-(`sessions.Waveform`, made by `engine.audio.envelope`) is computed once on a job thread and cached in the
-session (`Session.write_waveform`); drawing takes the coarsest of its levels with at least one bin per pixel,
+(`sessions.Waveform`, made by `engine.audio.envelope`) is cached in the session by the analysis
+(`Session.write_waveform`), else computed on a job thread when the video opens; drawing takes the coarsest of its levels with at least one bin per pixel,
 so an hour of sound costs what the track's width costs. `WaveformLoader` does the loading and caching.
 """
 
@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtWidgets import QGraphicsItem
 
 from engine.audio import envelope
 from sessions import Session, SessionError, Waveform
-from vidxai_gui.annotations import AGREEMENT_COLOURS, Autosaver
+from vidxai_gui.annotations import AGREEMENT_COLOURS
 from vidxai_gui.timeline_items import Segment, StripItem, frame_strip, make_plot, track_ticks
 
 log = logging.getLogger(__name__)
@@ -33,18 +34,22 @@ class WaveformTrack:
         self.wave_plot = make_plot(self.view.ci, row, self.WAVE_PX)
         self.wave_plot.setYRange(-1, 1, padding=0.04)
         track_ticks(self.wave_plot, [(0.0, "sound")])
-        self.wave_plot.setToolTip("The sound's envelope (min and max per pixel column); shaded: annotations. "
-                                  "Click to go there.")
+        self.wave_plot.setToolTip("The sound's envelope (min and max per pixel column, scaled to the loudest "
+                                  "moment); shaded: annotations. Click to go there.")
         pen = pg.mkPen("#34495e", width=1)
         self.wave_upper = pg.PlotCurveItem(pen=pen)
         self.wave_lower = pg.PlotCurveItem(pen=pen)
         self.wave_fill = pg.FillBetweenItem(self.wave_upper, self.wave_lower, brush=pg.mkBrush(52, 73, 94, 200))
-        self.wave_ranges = StripItem(-1.0, 2.0)
+        self.wave_ranges = StripItem(-1e3, 2e3)  # the track's full height whatever its scale
         self.wave_ranges.setZValue(-10)
         for item in (self.wave_ranges, self.wave_fill, self.wave_upper, self.wave_lower):
             self.wave_plot.addItem(item)
+        for item in (self.wave_fill, self.wave_upper, self.wave_lower):
+            # Painted once into a pixmap: the cursor moving over the track (every frame played) only blits it.
+            item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.waveform: Waveform | None = None
         self._wave_ts = np.zeros(0)
+        self._wave_peak = 1.0
         self.wave_plot.vb.sigXRangeChanged.connect(lambda *_: self._draw_wave())
         self.wave_plot.vb.sigResized.connect(lambda *_: self._draw_wave())
         self.wave_plot.setVisible(False)
@@ -57,6 +62,10 @@ class WaveformTrack:
             step = float(np.median(np.diff(ts))) if len(ts) > 1 else 1.0 / self.fps
             self._wave_ts = np.append(ts, ts[-1] + step)  # frame k is on screen over [ts[k], ts[k+1])
         self.wave_plot.setVisible(self.waveform is not None)
+        # Scaled to the loudest moment of the whole sound track (speech recorded quietly still reads).
+        w = self.waveform
+        self._wave_peak = max(float(max(-w.mins[-1].min(), w.maxs[-1].max())), 1e-3) if w is not None else 1.0
+        self.wave_plot.setYRange(-self._wave_peak, self._wave_peak, padding=0.04)
         self._draw_wave()
 
     def _time_to_x(self, t: np.ndarray) -> np.ndarray:
@@ -87,8 +96,8 @@ class WaveformTrack:
             return
         x, lo, hi = self.wave_columns()
         # Quiet stretches stay visible as a hairline.
-        self.wave_upper.setData(x, np.maximum(hi, 0.01))
-        self.wave_lower.setData(x, np.minimum(lo, -0.01))
+        self.wave_upper.setData(x, np.maximum(hi, 0.01 * self._wave_peak))
+        self.wave_lower.setData(x, np.minimum(lo, -0.01 * self._wave_peak))
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """The annotation tracks (TimelineTracks) and their ranges shaded over the waveform."""
@@ -113,21 +122,10 @@ def load_waveform(video: Path, session: Path | None, cancelled: Any = None) -> t
     return envelope(video, cancelled=cancelled), False
 
 
-def store_waveform(session: Path, wave: Waveform) -> bool:
-    """Cache the waveform in the session unless it has one; False when the session is busy (another writer)."""
-    try:
-        with Session.open(session, writable=True) as s:
-            if s.waveform() is None:
-                s.write_waveform(wave)
-        return True
-    except (SessionError, OSError) as exc:
-        log.info("the waveform was not cached in %s: %s", session, exc)
-        return False
-
-
 class WaveformLoader:
-    """Loads the open video's waveform on a job thread (from its session when cached there) and caches a
-    computed one in the session once nothing else writes it (on the autosave lane, between saves)."""
+    """Loads the open video's waveform on a job thread: from its session when the analysis cached it there
+    (engine.pipeline.cache_waveform), else computed from the video and kept in memory. Reviewing never writes
+    the session (a write would copy the whole file, and the reviewer's view is display only)."""
 
     LANE = "waveform"
 
@@ -135,14 +133,13 @@ class WaveformLoader:
         self.w = window
         self.video: Path | None = None
         self.wave: Waveform | None = None
-        self.cached_in: Path | None = None  # the session known to hold it
+        self.from_session = False
         self.loaded = 0  # waveforms drawn (tests wait on it)
         window.player.videoOpened.connect(self.on_video)
-        window.review.sessionChanged.connect(self.store)
 
     def on_video(self, info: Any) -> None:
         video = Path(str(info.path))
-        self.video, self.wave, self.cached_in = video, None, None
+        self.video, self.wave, self.from_session = video, None, False
         self.w.timeline.set_waveform(None)
         session = self.w.review.session_path
 
@@ -150,25 +147,12 @@ class WaveformLoader:
             return load_waveform(video, session, lambda: cancel.cancelled)
 
         worker = self.w.jobs.latest(self.LANE, job, f"waveform of {video.name}")
-        worker.finished.connect(lambda result, v=video, s=session: self._on_loaded(v, s, result))
+        worker.finished.connect(lambda result, v=video: self._on_loaded(v, result))
         worker.error.connect(lambda msg, _tb: log.warning("the waveform of %s failed: %s", video, msg))
 
-    def _on_loaded(self, video: Path, session: Path | None, result: tuple[Waveform | None, bool]) -> None:
+    def _on_loaded(self, video: Path, result: tuple[Waveform | None, bool]) -> None:
         if video != self.video:
             return
-        self.wave, from_session = result
+        self.wave, self.from_session = result
         self.w.timeline.set_waveform(self.wave, self.w.player.timestamps)
         self.loaded += 1
-        if self.wave is not None and from_session:
-            self.cached_in = session
-        self.store()
-
-    def store(self) -> None:
-        """Cache the waveform in the open session if it is not there yet (not while an analysis writes it)."""
-        s, wave = self.w.review.session_path, self.wave
-        if (wave is None or s is None or s == self.cached_in or not s.exists()
-                or self.w.analysis_worker is not None or self.w.jobs.lane_busy(Autosaver.LANE)):
-            return
-        self.cached_in = s
-        self.w.jobs.coalesce(Autosaver.LANE, lambda progress, cancel: store_waveform(s, wave),
-                             f"waveform into {s.name}", lambda worker: None)
