@@ -262,7 +262,7 @@ def run_corpus(videos: list[str], out_dir: str | Path, model_dir: str | Path, se
                 status, failed = "failed", failed + 1
             manifest.set(keys[v], status=status, decision=res.get("decision"), error=res.get("error"),
                          seconds=res.get("seconds"), frames=res.get("frames"),
-                         frames_per_s=res.get("frames_per_s"), worker=res.get("worker"))
+                         frames_per_s=res.get("frames_per_s"), worker=res.get("worker"), started=res.get("started"))
             finished += 1
             if on_result is not None:
                 on_result(v, manifest.videos[keys[v]])
