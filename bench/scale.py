@@ -5,7 +5,7 @@
 Corpus: the shared CREMA-D clips, each linked R times under another name, analysed into fresh folders by
 the serial CLI (`vidxai analyze`, one process) and by `vidxai analyze --engine ray --workers N` for each
 N; videos/s and frames/s of the whole command (Ray's start included) and, for Ray, of the steady part
-(first task start to last task end, from the manifest's timings). Training: one ProtoPNet warm-up epoch on
+(first task start to last task end, from the manifest's timings). Training: one CNN epoch on
 a FER2013 subset in one process and in two torchrun gloo processes (same global batch); images/s from
 the epoch's own train time. Everything is printed as ratios to the serial / one-process figure measured
 in the same run, so a loaded machine still gives comparable numbers (it does not give absolute ones).
@@ -93,9 +93,9 @@ def bench_ddp(args: argparse.Namespace, tmp: Path) -> None:
     if not data.exists():
         print(f"no FER2013 at {data}: DDP skipped")
         return
-    train = ["--arch", "protopnet", "--backbone", "small", "--labels", "fer2013", "--epochs", "1",
+    train = ["--arch", "cnn", "--backbone", "small", "--labels", "fer2013", "--epochs", "1",
              "--batch-size", "32", "--limit-per-class", str(args.per_class), "--device", "cpu",
-             "--set", "last_layer_epochs=0", "--set", "push_every=0"]
+             ]
     env = {"VIDXAI_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
     res = {}
     for n in (1, 2):
@@ -106,7 +106,7 @@ def bench_ddp(args: argparse.Namespace, tmp: Path) -> None:
         rec = json.loads((out / "model" / "metrics.jsonl").read_text().splitlines()[0])
         samples = json.loads((out / "model" / "model.json").read_text())["metadata"]["training"]["train_samples"]
         res[n] = samples / rec["train_time_s"]
-    print(f"\nDDP (gloo, CPU, one thread per process), ProtoPNet warm-up epoch, {args.per_class} images per class:")
+    print(f"\nDDP (gloo, CPU, one thread per process), CNN epoch (every layer trained), {args.per_class} images per class:")
     for n, ips in res.items():
         print(f"{n} process(es): {ips:8.1f} images/s  × {ips / res[1]:.2f}")
 

@@ -198,6 +198,12 @@ def run_corpus(videos: list[str], out_dir: str | Path, model_dir: str | Path, se
     sdict = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
     manifest = Manifest(out, model_dir, sdict)
     keys = {v: str(Path(v).resolve()) for v in videos}
+    stems: dict[str, str] = {}
+    for v in videos:  # two workers must never write one session at once
+        other = stems.setdefault(Path(v).stem, v)
+        if other != v:
+            raise ClusterError(f"{other} and {v} would both be written to {out / (Path(v).stem + '.vxs')}: "
+                               "rename one, or analyse them into different --out folders")
     todo: list[str] = []
     for v in videos:
         session = out / (Path(v).stem + ".vxs")
