@@ -72,3 +72,13 @@ def test_push_under_ddp_picks_the_single_process_patches(runs: tuple[Path, Path]
     one, two = patches(runs[0]), patches(runs[1])
     assert len(one) == len(two) > 0
     assert one == two
+
+
+def test_ddp_outside_torchrun_says_how_to_start_it(tmp_path: Path, fer_dir: Path, monkeypatch, capsys) -> None:
+    from engine import cli
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["train", str(fer_dir / "train"), "--out", str(tmp_path / "m"), "--ddp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "torchrun --nproc-per-node N -m engine.train" in err
+    assert not (tmp_path / "m").exists()
