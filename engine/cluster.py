@@ -197,7 +197,7 @@ def run_corpus(videos: list[str], out_dir: str | Path, model_dir: str | Path, se
     model_dir = str(Path(model_dir).resolve())
     sdict = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
     manifest = Manifest(out, model_dir, sdict)
-    keys = {v: str(Path(v).resolve()) for v in videos}
+    keys = {v: os.path.abspath(v) for v in videos}  # not resolve(): links to one file are separate videos
     stems: dict[str, str] = {}
     for v in videos:  # two workers must never write one session at once
         other = stems.setdefault(Path(v).stem, v)
