@@ -197,7 +197,13 @@ def run_corpus(videos: list[str], out_dir: str | Path, model_dir: str | Path, se
     model_dir = str(Path(model_dir).resolve())
     sdict = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
     manifest = Manifest(out, model_dir, sdict)
-    keys = {v: str(Path(v).resolve()) for v in videos}
+    keys = {v: os.path.abspath(v) for v in videos}  # not resolve(): links to one file are separate videos
+    stems: dict[str, str] = {}
+    for v in videos:  # two workers must never write one session at once
+        other = stems.setdefault(Path(v).stem, v)
+        if other != v:
+            raise ClusterError(f"{other} and {v} would both be written to {out / (Path(v).stem + '.vxs')}: "
+                               "rename one, or analyse them into different --out folders")
     todo: list[str] = []
     for v in videos:
         session = out / (Path(v).stem + ".vxs")
@@ -262,7 +268,7 @@ def run_corpus(videos: list[str], out_dir: str | Path, model_dir: str | Path, se
                 status, failed = "failed", failed + 1
             manifest.set(keys[v], status=status, decision=res.get("decision"), error=res.get("error"),
                          seconds=res.get("seconds"), frames=res.get("frames"),
-                         frames_per_s=res.get("frames_per_s"), worker=res.get("worker"))
+                         frames_per_s=res.get("frames_per_s"), worker=res.get("worker"), started=res.get("started"))
             finished += 1
             if on_result is not None:
                 on_result(v, manifest.videos[keys[v]])

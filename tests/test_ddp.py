@@ -16,7 +16,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-ARGS = ["--arch", "protopnet", "--backbone", "small", "--labels", "fer2013", "--epochs", "1", "--batch-size", "10",
+# SGD: the comparison then measures the data-parallel arithmetic. With Adam (the default) a weight whose
+# gradient is within float rounding of zero can move by up to ±lr in either run's first steps (Adam divides
+# by |g|), so the two runs differ by up to ~2·lr per such step: 2e-3 after two CNN steps at lr 1e-3, where
+# SGD gives 3e-6 (README "Beyond one workstation").
+ARGS = ["--set", "optimizer=sgd", "--arch", "protopnet", "--backbone", "small", "--labels", "fer2013", "--epochs", "1", "--batch-size", "10",
         "--limit-per-class", "3", "--seed", "3", "--device", "cpu", "--set", "last_layer_epochs=0",
         "--set", "num_workers=0"]
 
@@ -68,3 +72,13 @@ def test_push_under_ddp_picks_the_single_process_patches(runs: tuple[Path, Path]
     one, two = patches(runs[0]), patches(runs[1])
     assert len(one) == len(two) > 0
     assert one == two
+
+
+def test_ddp_outside_torchrun_says_how_to_start_it(tmp_path: Path, fer_dir: Path, monkeypatch, capsys) -> None:
+    from engine import cli
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["train", str(fer_dir / "train"), "--out", str(tmp_path / "m"), "--ddp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "torchrun --nproc-per-node N -m engine.train" in err
+    assert not (tmp_path / "m").exists()
