@@ -366,6 +366,9 @@ def test_patchsae_session_fills_the_latent_profile(window: MainWindow, qtbot, tm
     # A PatchSAE session brings its latents to the front of the tabbed docks (not the empty prototypes).
     assert not window.docks["latents"].visibleRegion().isEmpty()
     assert window.docks["prototypes"].visibleRegion().isEmpty()
+    # The other models' explanation docks are closed (the tabs fit), and come back from the View menu.
+    assert window.docks["prototypes"].isHidden() and window.docks["landmarks"].isHidden()
+    assert window.docks["prototypes"].toggleViewAction() in window.view_menu.actions()
     bars = window.latents.bars.opts
     shown = np.sort(np.asarray(bars["width"], float))[::-1]
     expected = np.sort(val[k][(val[k] > 0) & (idx[k] >= 0)])[::-1][: window.latents.TOP]

@@ -163,6 +163,23 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
             self.view_menu.insertAction(self.view_menu.actions()[-2], dock.toggleViewAction())
         return dock
 
+    MODEL_DOCKS = ("prototypes", "latents", "landmarks")  # each explains one kind of model
+
+    def show_model_dock(self, key: str | None) -> None:
+        """The open session's own explanation dock, at the front of its tab group; the other models' docks
+        are closed (View ▸ lists them to open again), so the tabs fit and none of them says "open a
+        ProtoPNet session to see…" over a PatchSAE's. None (a CNN, a clip model): none of the three."""
+        for k in self.MODEL_DOCKS:
+            dock = self.docks.get(k)
+            if dock is None:
+                continue
+            if k == key:
+                dock.show()
+                dock.raise_()
+            elif not dock.isFloating():  # a dock the reviewer pulled out stays where they put it
+                dock.hide()
+        QTimer.singleShot(0, self.unelide_dock_tabs)
+
     def unelide_dock_tabs(self) -> None:
         """Dock tabs show their whole title ("Sta…" told a reviewer nothing); when a dock area is too
         narrow for all of them, the tab bar scrolls instead."""

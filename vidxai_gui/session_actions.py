@@ -20,6 +20,7 @@ from PySide6.QtCore import QSettings, QStandardPaths, Qt, Slot
 from PySide6.QtWidgets import QFileDialog
 
 from engine.aggregate import ewma_settings, tau_from_alpha
+from engine.frame_au import LANDMARK_METHOD
 from sessions import Annotations, Session
 from vidxai_gui.docks import (
     PrototypeInfo,
@@ -356,10 +357,8 @@ class SessionActions:
     def _start_prototype_load(self, data: ReviewData) -> None:
         # The model's own explanation dock comes to the front: the SAE latents for a PatchSAE, the
         # prototypes for a ProtoPNet (not an empty Prototypes tab over the latents).
-        if TOP_LATENTS in data.extra:
-            self.docks["latents"].raise_()
-        elif SIMILARITIES in data.extra:
-            self.docks["prototypes"].raise_()
+        self.show_model_dock("latents" if TOP_LATENTS in data.extra else "prototypes" if SIMILARITIES in data.extra
+                             else "landmarks" if LANDMARK_METHOD in data.explain_methods else None)
         model = (data.analysis or {}).get("model") or {}
         candidates = [model.get(key) for key in ("folder", "dir", "path", "model_dir")] + [self.model_dir]
         folder = next((Path(c) for c in candidates if c and (Path(c) / "model.json").is_file()), None)

@@ -102,6 +102,8 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
                       self.au_plot, self.temporal_plot, self.tier_plot]
         for p in self.plots[1:]:
             p.setXLink(self.scores_plot)
+            # A track that appears or goes keeps the scores' room: the timeline asks for that much height.
+            p.visibleChanged.connect(self._fit_minimum_height)
         for p in self.plots:
             p.vb.sigScrub.connect(self._on_stage_click if p is self.stage_plot else self._on_scrub)
 
@@ -132,6 +134,17 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
         layout.addWidget(self.view, 1)
         self._show_tau()
         self.set_video(0, self.fps)  # the empty state: scores and annotation rows only, no stray ticks
+        self._fit_minimum_height()
+
+    SCORES_MIN_PX = 150  # the class-probability plot never gets less than this (legend band included)
+
+    def _fit_minimum_height(self) -> None:
+        """The timeline's minimum height: its header, every shown track's fixed height and the scores'
+        minimum. With sound, faces, stages, AU agreement and annotations all shown, the scores were
+        squeezed to ~80 px of a 1280×800 window; now the splitter takes the room from the player instead."""
+        tracks = sum(p.maximumHeight() + 2 for p in self.plots[1:] if p.isVisible())  # fixed heights + spacing
+        header = self.layout().itemAt(0).sizeHint().height() if self.layout() is not None else 30
+        self.setMinimumHeight(int(header + tracks + self.SCORES_MIN_PX + 8))
 
     def _curve_items(self) -> list[pg.PlotCurveItem]:
         items = [c.curve for c in (*self.raw_curves, *self.ewma_curves, self.face_curve, self.au_curve, self.temporal_curve,
