@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,cluster]'
 	# grad-cam declares opencv-python, which ships a second Qt; we use opencv-python-headless,
 	# so grad-cam is installed without its declared dependencies (the rest are in pyproject).
 	$(BIN)/pip install --no-deps 'grad-cam==1.5.7'

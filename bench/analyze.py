@@ -9,6 +9,13 @@ clip concatenated 4× and 16× (each in a fresh process), which must stay flat, 
 1080p and 4K wide shots of the clip (face ~130 px tall) next to the close-up's (target: within 0.7×;
 `--wide-only` runs just that, `--shots DIR` keeps the generated shots there for the next run).
 
+`--timesformer` prints a clip model's frames/s instead (the `--model` if it is a TimeSformer, else one of
+the default size with random weights, which cost the same as trained ones): the model stage alone over the
+clip's face crops in sliding windows (T = 8, `--stride` 4), without relevance and with each relevance
+method alone, then `analyze` end to end (faces already in the session) with rollout (always computed: it is
+the intrinsic map) and with each other method added; every figure also as a ratio to the first of its
+table, measured in the same run.
+
 `--wide-stages` prints what each stage of the analysis costs per frame (CPU ms, one thread of work at a
 time, so the figures add up) on the close-up and the wide shots, read as RGB frames (the analysis before
 issue 11's speed work) and as the analysis reads them now (AnalysisFrames: luma, colour of regions only):
@@ -36,9 +43,18 @@ import torch
 
 from engine.analyzer import FrameAnalyzer
 from engine.faces import FaceTracker
-from engine.pipeline import AnalyzeSettings, _post_hoc, analyze, bounded_heap, model_threads, prepare_frame
+from engine.pipeline import (
+    AnalyzeSettings,
+    _post_hoc,
+    analyze,
+    bounded_heap,
+    ingest,
+    model_threads,
+    prepare_frame,
+)
 from engine.resources import default_model_dir, demo_clip
 from engine.video import ReaderOptions, open_video
+from sessions import Session
 
 MEM_SCRIPT = """
 import json, resource, sys, time
@@ -338,6 +354,73 @@ def stage_rates(clip: Path, analyzer: FrameAnalyzer, repeat: int) -> dict[str, f
     return out
 
 
+def _timesformer_dir(model: Path | None, tmp: Path) -> Path:
+    """`model` when it is a clip model, else a default-size TimeSformer with random weights saved in `tmp`."""
+    from engine.checkpoint import save_checkpoint
+    from engine.model_card import model_arch
+    from engine.models import ModelSpec, build_model
+
+    if model is not None and model_arch(model) == "timesformer":
+        return model
+    torch.manual_seed(0)
+    spec = ModelSpec(arch="timesformer", classes=["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"])
+    return save_checkpoint(tmp / "timesformer", build_model(spec), {"name": "timesformer (random weights: bench)"})
+
+
+def timesformer_rates(clip: Path, model: Path | None, device: str, stride: int, repeat: int, tmp: Path) -> None:
+    """Frames/s of a TimeSformer without and with each relevance method: model stage, then end to end."""
+    from engine.clips import WindowStream
+    from engine.explain.spacetime import METHODS
+
+    folder = _timesformer_dir(model, tmp)
+    analyzer = FrameAnalyzer(folder, device=device)
+    m = analyzer.model
+    with open_video(clip) as r:
+        tracker = FaceTracker()
+        crops = [p.image for k, f in r.iter_frames()
+                 if (p := analyzer.prepare(f, tracker.process(f, k))) is not None]
+    print(f"TimeSformer {folder.name}: {m.n_parameters / 1e6:.2f} M parameters, {m.spec.input_size} px, "
+          f"T = {m.frames}, {m.grid}×{m.grid} tokens, window stride {stride}; {len(crops)} face crops of {clip.name}; "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+
+    def stage(methods: tuple[str, ...]) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            ws = WindowStream(m, stride, methods, batch=4)
+            for c in crops:
+                ws.push(c)
+            ws.finish()
+            best = min(best, time.perf_counter() - t0)
+        return rate(len(crops), best)
+
+    print("\nmodel stage alone (frames/s; ratio to scores alone)")
+    base = stage(())
+    print(f"  {'scores alone':<22}{base:>9.1f}   1.00")
+    for method in METHODS:
+        v = stage((method,))
+        print(f"  {'+ ' + method:<22}{v:>9.1f}   {v / base:.2f}")
+
+    print("\nanalyze end to end, faces already tracked (frames/s; ratio to rollout alone)")
+    session = tmp / "tsf.vxs"
+    ingest(clip, session)
+    n = open_video(clip).frame_count
+    first = None
+    for extra in ((), *((x,) for x in METHODS if x != "rollout")):
+        explain = ("rollout", *extra)
+        best = float("inf")
+        for _ in range(max(1, repeat // 2)):
+            t0 = time.perf_counter()
+            analyze(clip, None, session, AnalyzeSettings(explain=explain, device=device, stride=stride,
+                                                         spray=False, commit_every_s=1e9), analyzer=analyzer)
+            best = min(best, time.perf_counter() - t0)
+            with Session.open(session, writable=True) as s:   # analyse anew next time (faces kept)
+                s.set_attrs("", complete=False, frames_done=0)
+        v = rate(n, best)
+        first = first or v
+        print(f"  {'+'.join(explain):<22}{v:>9.1f}   {v / first:.2f}   ({best:.2f} s for {n} frames)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled ProtoPNet)")
@@ -353,13 +436,20 @@ def main() -> None:
                     help="only the per-stage CPU table of the close-up and the wide shots (RGB frames vs now)")
     ap.add_argument("--compare-rgb", action="store_true",
                     help="with --wide-only: each wide shot also analysed with frames read as whole RGB frames")
+    ap.add_argument("--timesformer", action="store_true",
+                    help="only a TimeSformer's frames/s, without and with each relevance method (see above)")
+    ap.add_argument("--stride", type=int, default=4, help="with --timesformer: the window stride (default 4)")
     ap.add_argument("--shots", type=Path, default=None,
                     help="keep the generated close-up and wide shots in this folder (reused when there)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = args.model or default_model_dir()
     clip = args.clip or demo_clip()
+    if args.timesformer:
+        with tempfile.TemporaryDirectory() as tmp:
+            timesformer_rates(clip, args.model, args.device, args.stride, args.repeat, Path(tmp))
+        return
+    model = args.model or default_model_dir()
     analyzer = FrameAnalyzer(model, device=args.device)
     print(f"model {model} ({analyzer.spec.arch}/{analyzer.spec.backbone}), clip {clip.name}, "
           f"device {analyzer.device}, torch threads {torch.get_num_threads()}; machine: {os.cpu_count()} cores, "

@@ -13,6 +13,10 @@ moves for a long synthetic score array (T frames × 7); and the process's memory
 Seeks, steps and playback are measured with View ▸ Smooth heatmaps over time on (the default), off and on
 again in the one run, and the medians of the last two printed side by side. ``--session S.vxs`` opens an analysed session
 instead of analysing VIDEO (a long video: playback then stops after ``--play`` seconds).
+
+``--av-drift MINUTES`` measures only the sound's lock (issue 18): VIDEO repeated to MINUTES with PyAV (stream
+copy into a temp folder, never kept), played at 1× with its sound (a FakeSink on the wall clock where there is
+no audio device), printing the largest |shown frame's timestamp − audio clock| over the run.
 """
 
 from __future__ import annotations
@@ -111,6 +115,95 @@ def overlay_read_cost(session: str, method: str, frame_hw: tuple[int, int], fram
         print(f"  {name:20s} {stats(t)}")
 
 
+def concatenated(clip: Path, minutes: float, out: Path) -> Path:
+    """`clip` repeated for `minutes` into one file with PyAV, stream copy (FLV, both streams shifted by the sound
+    track's length per copy, each offset rounded once from the exact time, so nothing accumulates)."""
+    import av
+
+    with av.open(str(clip)) as inp:
+        a = inp.streams.audio[0]
+        samples = sum(f.samples for f in inp.decode(a))
+        copy_s = max(samples / a.rate, float(inp.duration or 0) / av.time_base)
+    n = int(np.ceil(minutes * 60 / copy_s))
+    with av.open(str(clip)) as inp, av.open(str(out), "w", format="flv") as dst:
+        streams = [inp.streams.video[0], inp.streams.audio[0]]
+        outs = {s.index: dst.add_stream_from_template(s, opaque=True) for s in streams}
+        packets = [p for p in inp.demux(streams) if p.dts is not None]
+        for i in range(n):
+            for p in packets:
+                tb = p.time_base
+                shift = round(i * copy_s / tb)
+                q = av.Packet(bytes(p))
+                q.pts, q.dts, q.time_base = p.pts + shift, p.dts + shift, tb
+                q.is_keyframe = p.is_keyframe
+                q.stream = outs[p.stream.index]
+                dst.mux(q)
+    return out
+
+
+def av_drift(clip: Path, minutes: float) -> None:
+    """Play `minutes` of the clip concatenated (made here, in a temp folder) in the window, with its sound through
+    the audio device or, without one, a FakeSink playing on the wall clock; at every frame shown, the difference
+    between that frame's timestamp and the audio clock."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from vidxai_gui.audio import FakeSink, has_output_device
+
+    tmp = Path(tempfile.mkdtemp(prefix="vidxai-avdrift-"))
+    t0 = time.perf_counter()
+    long_clip = concatenated(clip, minutes, tmp / f"{clip.stem}_x{minutes:g}min.flv")
+    print(f"{long_clip.name}: {long_clip.stat().st_size / 2**20:.1f} MiB, made in {time.perf_counter() - t0:.1f} s")
+    os.environ[SETTINGS_ENV] = str(tmp)
+    app = ensure_app()
+    from vidxai_gui.main_window import MainWindow
+
+    w = MainWindow(app_settings())
+    w.resize(1280, 800)
+    w.show()
+    p = w.player
+    device = has_output_device()
+    if not device:
+        p.audio.sink = FakeSink()
+    w.open_path(long_clip)
+    pump_until(app, lambda: p.current == 0 and p.audio.info is not None, timeout=120)
+    frame_s = 1.0 / p.fps
+    diffs: list[float] = []
+    when: list[float] = []
+    wall: list[float] = []  # when each frame was shown (a long gap before it: the GUI thread was held up)
+    behind: list[int] = []  # frames the decoder was behind the clock when it was shown
+
+    def shown(k: int) -> None:
+        if p.sound_on:
+            diffs.append(p.audio.clock() - float(p.timestamps[k]))
+            when.append(float(p.timestamps[k]))
+            wall.append(time.perf_counter())
+            behind.append(p.due_frame() - k)
+
+    p.frameShown.connect(shown)
+    p.play()
+    loop = QEventLoop()
+    check = QTimer()
+    check.timeout.connect(lambda: loop.quit() if not p.playing or p.current >= p.frame_count - 1 else None)
+    check.start(500)
+    loop.exec()
+    p.pause()
+    d, t = np.asarray(diffs), np.asarray(when)
+    worst = float(np.abs(d).max())
+    first, last = d[t < 60], d[t > t.max() - 60]
+    print(f"A/V drift over {t.max() / 60:.1f} min ({len(d)} frames shown, {p.dropped} dropped; sink: "
+          f"{'audio device' if device else 'FakeSink on the wall clock (no audio device)'}): largest |shown frame "
+          f"timestamp − audio clock| {worst * 1000:.1f} ms = {worst / frame_s:.2f} frames; p99 "
+          f"{np.percentile(np.abs(d), 99) * 1000:.1f} ms; frames over 1 frame: {int((np.abs(d) > frame_s).sum())}; "
+          f"mean first / last minute {first.mean() * 1000:.1f} / {last.mean() * 1000:.1f} ms")
+    over = np.abs(d) > frame_s
+    gap = np.diff(np.asarray(wall), prepend=wall[0]) > 2 * frame_s
+    late = np.asarray(behind) > 0
+    print(f"  of the {int(over.sum())} over 1 frame: {int((over & late).sum())} shown while the decoder was behind "
+          f"the clock, {int((over & gap).sum())} after the GUI thread was held up over 2 frames "
+          f"({int(gap.sum())} such hold-ups in all); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    w.shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", default=str(DEFAULT_CLIP))
@@ -119,7 +212,12 @@ def main() -> None:
     ap.add_argument("--seeks", type=int, default=100)
     ap.add_argument("--play", type=float, default=60.0, help="seconds of 1× playback (the clip loops)")
     ap.add_argument("--frames", type=int, default=30_000, help="length of the synthetic score array for α")
+    ap.add_argument("--av-drift", type=float, metavar="MINUTES",
+                    help="only the A/V drift: play VIDEO concatenated to MINUTES with its sound (issue 18)")
     args = ap.parse_args()
+    if args.av_drift:
+        av_drift(Path(args.video), args.av_drift)
+        return
     target = args.session or (args.video if args.model == "none" else analysed_session(args.video, args.model))
     os.environ[SETTINGS_ENV] = tempfile.mkdtemp(prefix="vidxai-bench-")
     app = ensure_app()

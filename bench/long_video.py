@@ -121,7 +121,8 @@ def loop_video(segment: Path, out: Path, minutes: float) -> tuple[Path, int]:
     reps = max(1, math.ceil(minutes * 60 * float(rate) / n_seg))
     if out.exists() and out.stat().st_mtime >= segment.stat().st_mtime:
         return out, reps * n_seg  # made by an earlier run
-    with av.open(str(segment)) as src, av.open(str(out), "w") as dst:
+    part = out.with_name(f".{out.stem}.part{out.suffix}")  # an interrupted run leaves no half file
+    with av.open(str(segment)) as src, av.open(str(part), "w") as dst:
         s = src.streams.video[0]
         o = dst.add_stream_from_template(s)
         for r in range(reps):
@@ -133,6 +134,7 @@ def loop_video(segment: Path, out: Path, minutes: float) -> tuple[Path, int]:
                 p.stream = o
                 dst.mux(p)
             src.seek(0, stream=s)
+    part.replace(out)
     return out, reps * n_seg
 
 
@@ -440,13 +442,13 @@ def gui_bench(session: Path, seeks: int) -> dict:
     # on an idle machine (a shared, loaded machine stretches wall time by the load).
     tl = w.timeline
     alphas, alphas_cpu = [], []
-    for v in (10, 25, 40, 55, 70, 85, 20, 35, 50, 65, 80, 30):
+    for v in (2, 5, 8, 11, 14, 17, 4, 7, 10, 13, 16, 6):  # τ slider steps (0.05 s each): τ 0.10–0.85 s
         t0, c0 = time.perf_counter(), time.thread_time()
-        tl.alpha_slider.setValue(v)
+        tl.tau_slider.setValue(v)
         app.processEvents()  # the event loop's paint of the changed curves
         alphas.append(time.perf_counter() - t0)
         alphas_cpu.append(time.thread_time() - c0)
-    print(f"{'α slider → curves redrawn:':50s}{fmt(alphas, None, TARGETS['alpha_p95'])}")
+    print(f"{'EWMA τ slider (α) → curves redrawn:':50s}{fmt(alphas, None, TARGETS['alpha_p95'])}")
     print(f"{'  (GUI-thread CPU:':50s}{fmt(alphas_cpu, None, TARGETS['alpha_p95'])})")
     T = p.frame_count
     zooms, zooms_cpu = [], []
@@ -500,7 +502,9 @@ def main() -> None:
     for path, size in ((closeup, (480, 360)), (wide, (W, H))):
         if not path.exists():
             t0 = time.perf_counter()
-            make_segment(path, size)
+            part = path.with_name(f".{path.stem}.part{path.suffix}")  # an interrupted run leaves no half file
+            make_segment(part, size)
+            part.replace(path)
             print(f"made {path.name} in {time.perf_counter() - t0:.1f} s")
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (timings scale with it); "
           f"work folder {work}")

@@ -6,7 +6,7 @@ them in the window:
   duration), stacked with a caption each;
 - docs/stage_selected.png: the whole window with a stage of the default session selected (its range on the
   timeline, the Stage dock with its mean map over the face and its prototypes) and the heatmap's colour bar;
-- docs/input_dock.png: the Input & occlusion dock at that frame (the model input shown at once).
+- docs/input_dock.png: the Input dock (model input and occlusion) at that frame (the model input shown at once).
 
     .venv/bin/python -m engine.cli analyze CLIP --model resources/models/protopnet --out DIR/published \\
         --spray-temporal-weight 0 --min-stage-s 0      # and --out DIR/temporal --min-stage-s 0, DIR/default
@@ -130,7 +130,7 @@ def main() -> None:
     w.docks["stage"].raise_()
     settle(app, 1.5)
     print(save_screenshot(w, args.out / "stage_selected.png"), f"stage {i} ({st.label}), frame {frame}")
-    # The Input & occlusion dock at the same frame: the model input shown at once, no toggle touched.
+    # The Input dock at the same frame: the model input shown at once, no toggle touched.
     w.docks["preprocess"].raise_()
     view = w.preprocess.input_view
     pump(app, lambda: view.pixmap() is not None and not view.pixmap().isNull()

@@ -144,7 +144,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                explain=tuple(args.explain.split(",")) if args.explain else (),
                                batch_size=args.batch_size, device=args.device, spray=not args.no_spray,
                                spray_temporal_weight=args.spray_temporal_weight, min_stage_s=args.min_stage_s,
-                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person)
+                               occlusion=args.occlusion, detect_every=args.detect_every, person=args.person,
+                               stride=args.stride, fusion=args.fusion)
+    if args.engine == "ray":  # a corpus on a Ray cluster or every core of this machine (engine.cluster)
+        from engine.cluster import cmd_analyze_ray
+
+        return cmd_analyze_ray(args, settings, model)
 
     def one(video: str, cancel: CancelToken) -> None:
         with progress_bar(Path(video).name) as bar:
@@ -323,12 +328,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                       max_per_class={"train": args.limit_per_class, "val": args.limit_per_class}
                       if args.limit_per_class else {})
 
+    from engine import distributed
+
+    if args.ddp and not distributed.launched():
+        raise BadInput("--ddp trains in the processes torchrun starts: torchrun --nproc-per-node N "
+                       "-m engine.train DATA --out DIR … (README: Beyond one workstation)")
+    group = distributed.init(cfg.device) if distributed.launched() else None
+
     def one(path: str, cancel: CancelToken) -> None:
         with progress_bar(f"train {cfg.arch}") as bar:
             out = train(data, cfg, progress=bar, cancel=cancel, resume=args.resume)
-        print(out)
+        if group is None or group.main:
+            print(out)
 
-    return _batch([args.data], "train", one)
+    try:
+        return _batch([args.data], "train", one)
+    finally:
+        if group is not None:
+            distributed.shutdown()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -437,6 +454,22 @@ def evaluation_folder(data: str, model: str) -> Path:
     return base / (Path(model).resolve().name or "model")
 
 
+def _cluster_arguments(s: argparse.ArgumentParser) -> None:
+    """`analyze --engine ray`: the corpus on Ray (engine.cluster; README "Beyond one workstation")."""
+    g = s.add_argument_group("corpus on Ray (pip install 'vidxai[cluster]')")
+    g.add_argument("--engine", choices=("serial", "ray"), default="serial",
+                   help="serial: one video after another in this process (default); ray: one task per video "
+                        "on a Ray pool, a .txt argument being a list of videos, OUT/corpus.json the manifest")
+    g.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="Ray cluster to use (auto: the one `ray start` began here); default: start Ray locally")
+    g.add_argument("--workers", type=int, default=None,
+                   help="at most N worker processes, each holding the model (default: one per CPU)")
+    g.add_argument("--gpus-per-task", type=float, default=0.0, metavar="F",
+                   help="GPUs each worker asks Ray for, e.g. 0.25: four workers share a GPU (default 0)")
+    g.add_argument("--retries", type=int, default=2,
+                   help="times a video whose worker died or failed unexpectedly is tried again (default 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidxai", description="VidXAI: explainable emotion recognition for face videos. "
                                 "Run `vidxai` or `vidxai open FILE` for the review window.")
@@ -466,7 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alpha", type=float, default=None,
                    help="EWMA smoothing factor in (0, 1] per frame, instead of --ewma-tau")
     s.add_argument("--explain", default="intrinsic",
-                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic)")
+                   help="comma-separated: intrinsic, lrp, gradcam, ig (default: intrinsic); a clip model "
+                        "(TimeSformer): rollout (its intrinsic map), rollout-grad, chefer, gradcam")
+    s.add_argument("--stride", type=int, default=4, metavar="FRAMES",
+                   help="clip models: a T-frame window starts every FRAMES face frames, 1..T; a frame's score is "
+                        "the mean of the windows containing it (default 4)")
+    s.add_argument("--fusion", choices=("min", "mean", "max"), default="min",
+                   help="clip models: how attention rollout fuses the heads (default min, as seed 004)")
     s.add_argument("--occlusion", action="store_true", help="also score the seven facial-part occlusions per frame")
     s.add_argument("--no-spray", action="store_true", help="skip SpRAy temporal prototypes")
     s.add_argument("--spray-temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="W",
@@ -481,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--person", type=int, default=None,
                    help="person to analyse (ids from `vidxai info`; default: as before, else the one visible longest)")
+    _cluster_arguments(s)
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("info", help="print what a session file holds")
@@ -565,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AU-guided training: add λ·(1 − cos(feature map, AU map of the label)) to the loss "
                         "(METHODS §7; CNN and ProtoPNet; about 4)")
     s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument("--ddp", action="store_true",
+                   help="data-parallel over the processes torchrun started (implied under torchrun): same "
+                        "result as one process with the same --batch-size (the global batch) and seed")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training setting, e.g. --set last_layer_lr=1e-3")
     s.set_defaults(fn=cmd_train)

@@ -44,19 +44,39 @@ class OcclusionReport:
     curves: dict[str, dict[str, list]] = field(default_factory=dict)      # method → fractions/morf/lerf/delta
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)   # condition → accuracy, confusion
     skipped_no_landmarks: int = 0
+    # Clip models on video data: windows of `frames` face crops every `window_stride`; curves are then
+    # indexed [top frames occluded][fraction]; per method and true class the mean map over its windows.
+    frames: int = 0
+    window_stride: int = 0
+    mean_maps: dict[str, dict[str, list]] = field(default_factory=dict)
+    mean_faces: dict[str, list] = field(default_factory=dict)               # true class → mean crop
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        lines = [f"occlusion on {self.n} samples of {self.split}: unoccluded accuracy {self.accuracy:.1%}"]
+        unit = f"{self.frames}-frame windows" if self.frames else "samples"
+        lines = [f"occlusion on {self.n} {unit} of {self.split}: unoccluded accuracy {self.accuracy:.1%}"]
         for m, c in self.curves.items():
-            mean_delta = float(np.mean(c["delta"][1:])) if len(c["delta"]) > 1 else 0.0
+            if "frames" in c:
+                lines.append(f"  {m:<12} Δ(p, f) = Acc_LeRF − Acc_MoRF, mean Δ {mean_delta(c):+.3f}")
+                lines.append("    f \\ p   " + " ".join(f"{100 * p:>6.0f}%" for p in c["fractions"]))
+                lines += [f"    {f:<8} " + " ".join(f"{d:+7.2f}" for d in row) for f, row in zip(c["frames"], c["delta"], strict=True)]
+                continue
             lines.append(f"  {m:<10} MoRF {' '.join(f'{a:.2f}' for a in c['morf'])}  "
-                         f"LeRF {' '.join(f'{a:.2f}' for a in c['lerf'])}  mean Δ {mean_delta:+.3f}")
+                         f"LeRF {' '.join(f'{a:.2f}' for a in c['lerf'])}  mean Δ {mean_delta(c):+.3f}")
         for cond, d in self.conditions.items():
             lines.append(f"  hide {cond:<16} accuracy {d['accuracy']:.1%} ({d['accuracy'] - self.accuracy:+.1%})")
         return "\n".join(lines)
+
+
+def mean_delta(curve: dict[str, list]) -> float:
+    """The mean faithfulness Δ of one method's curves: over the fractions > 0 (a frame model's), or over
+    every (p, f) but (0 %, 0 frames) (a clip model's Δ(p, f) table)."""
+    d = np.asarray(curve["delta"], dtype=np.float64)
+    if d.ndim == 2:
+        return float(d.ravel()[1:].mean()) if d.size > 1 else 0.0
+    return float(d[1:].mean()) if d.size > 1 else 0.0
 
 
 def _source_frame(src: dict[str, Any]) -> np.ndarray:
@@ -138,6 +158,11 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
     prepared = data if isinstance(data, PreparedData) else prepare(
         data if isinstance(data, DataConfig) else DataConfig(path=str(data)), analyzer.spec.preprocess)
     cache = split_cache(prepared, split, limit, seed, progress, cancel)
+    if analyzer.spec.is_clip and (np.asarray(cache.frame_index) >= 0).any():
+        from engine.clip_faithfulness import clip_occlusion_evaluate
+
+        return clip_occlusion_evaluate(analyzer, cache, split, limit, seed, methods, fractions, patch, progress,
+                                       cancel, parts)
     idx = np.arange(len(cache))
     if limit is not None and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
@@ -209,8 +234,7 @@ def record_faithfulness(model_dir: str | Path, name: str, rep: OcclusionReport, 
     whose definition changed while the model did not."""
     from engine.checkpoint import read_checkpoint_json, record_in_model_json
 
-    methods = {m: {"mean_delta": float(np.mean(c["delta"][1:])) if len(c["delta"]) > 1 else 0.0, **c}
-               for m, c in rep.curves.items()}
+    methods = {m: {"mean_delta": mean_delta(c), **c} for m, c in rep.curves.items()}
     if merge:
         old = ((read_checkpoint_json(model_dir).get("metadata") or {}).get(FAITHFULNESS_KEY) or {}).get(name)
         if old is not None:
@@ -238,7 +262,13 @@ def write_occlusion_report(rep: OcclusionReport, out_dir: str | Path) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "occlusion.json"}
     paths["json"].write_text(json.dumps(rep.to_json(), indent=2))
-    if rep.curves:
+    if rep.frames:
+        from engine.clip_faithfulness import plot_delta_table, plot_mean_maps
+
+        paths["faithfulness"] = plot_delta_table(rep, out / "faithfulness.png")
+        if rep.mean_maps:
+            paths["mean_heatmaps"] = plot_mean_maps(rep, out / "mean_heatmaps.png")
+    elif rep.curves:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         for m, c in rep.curves.items():
             fr = [100 * f for f in c["fractions"]]

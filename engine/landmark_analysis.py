@@ -20,7 +20,7 @@ from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, video_decision
 from engine.checkpoint import load_checkpoint, resolve_model_dir
 from engine.explain.landmark_ig import clip_relevance, landmark_ig, part_relevance
 from engine.jobs import CancelToken, ProgressFn, no_progress
-from engine.models.landmark import LandmarkSequenceModel, normalise_landmarks, windows
+from engine.models.landmark import LANDMARK_PARTS, LandmarkSequenceModel, normalise_landmarks, windows
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def _analyze(video: str | Path, model_dir: str | Path, out_path: str | Path, set
                                      max_abs_delta=float(np.concatenate(deltas).max()) if deltas else None,
                                      clip_relevance=rel.tolist(), ranking=order,
                                      parts=part_relevance(rel, list(model.points)),
+                                     groups={p: list(idx) for p, idx in LANDMARK_PARTS.items()},
                                      scores="sigmoid per class (one-vs-rest detectors; not a distribution)")
         smoothed = ewma(probs, alpha, valid)
         session.finish_analysis(smoothed, alpha, video_decision(smoothed, classes))

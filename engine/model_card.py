@@ -26,6 +26,13 @@ PROTOTYPES = "prototypes"
 LATENT_PATCHES = "latent_patches.safetensors"
 
 
+# The architectures and backbones a model.json may name (torch-free, so the GUI's dialogs list them
+# without importing torch; engine.models.spec re-exports them).
+ARCHS = ("protopnet", "patchsae", "cnn", "timesformer", "landmark-lstm")
+CLIP_ARCHS = ("timesformer",)  # take N×T×C×S×S clips (a still image is a one-frame clip)
+BACKBONES = ("small", "vgg16_bn", "resnet18")
+
+
 class CheckpointError(Exception):
     """A checkpoint folder that cannot be loaded; the message names the file and what to do."""
 

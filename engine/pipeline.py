@@ -23,6 +23,7 @@ import torch
 
 from engine.aggregate import DEFAULT_TAU_S, alpha_from_tau, ewma, tau_from_alpha, video_decision
 from engine.analyzer import POST_HOC, FrameAnalyzer, head_weights
+from engine.audio import envelope
 from engine.faces import FaceResult, FaceTracker, People
 from engine.jobs import CancelToken, ProgressFn, no_progress
 from engine.model_card import model_arch
@@ -36,6 +37,7 @@ from sessions import people as people_store
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 68
+CLIP_METHODS = ("rollout", "rollout-grad", "chefer")   # clip models only (engine.clip_analysis)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -64,10 +66,24 @@ def open_or_create_session(reader: VideoReader, out_path: Path) -> Session:
             log.warning("starting %s anew: %s", out_path, exc)
         else:
             if s.video.get("sha256") == record["sha256"] and s.frame_count == reader.frame_count:
-                return s
+                return cache_waveform(s, reader.path)
             log.info("%s belongs to another video; starting it anew", out_path)
             s.close()
-    return Session.create(out_path, record, reader.timestamps, overwrite=True)
+    return cache_waveform(Session.create(out_path, record, reader.timestamps, overwrite=True), reader.path)
+
+
+def cache_waveform(session: Session, video: str | Path) -> Session:
+    """The sound's envelope (engine.audio) into the session unless it holds one, committed with the analysis'
+    next commit: the window draws it at once instead of decoding the whole sound track (issue 18)."""
+    if session.waveform() is None:
+        try:
+            wave = envelope(video)
+        except Exception as exc:  # noqa: BLE001 - a bad sound track must not stop the analysis
+            log.warning("%s: no waveform (%s)", video, exc)
+            wave = None
+        if wave is not None:
+            session.write_waveform(wave)
+    return session
 
 
 @dataclass
@@ -372,6 +388,11 @@ class AnalyzeSettings:
     au: bool = True                          # cosine of each map with the predicted class's AU map
     ig_steps: int = 16
     person: int | None = None                # who to analyse (sessions.people id); None: as before, else the one visible longest
+    # Clip models (engine.clip_analysis): a T-frame window every `stride` face frames (1..T; a frame's score
+    # is the mean of the windows containing it), attention rollout's head fusion, windows per model call.
+    stride: int = 4
+    fusion: str = "min"
+    window_batch: int = 4
 
     def __post_init__(self) -> None:
         if self.alpha is not None and not 0 < self.alpha <= 1:
@@ -384,10 +405,12 @@ class AnalyzeSettings:
             raise ValueError(f"min_stage_s must be ≥ 0 s, got {self.min_stage_s}")
         methods = tuple(m for m in ("intrinsic", *self.explain) if m)
         self.explain = tuple(dict.fromkeys(methods))   # intrinsic first, no repeats
-        unknown = set(self.explain) - {"intrinsic", *POST_HOC}
+        unknown = set(self.explain) - {"intrinsic", *POST_HOC, *CLIP_METHODS}
         if unknown:
             raise ValueError(f"unknown explanation method(s) {sorted(unknown)}; choose from "
-                             f"intrinsic, {', '.join(POST_HOC)}")
+                             f"intrinsic, {', '.join(POST_HOC)} (clip models: {', '.join(CLIP_METHODS)}, gradcam)")
+        if self.stride < 1:
+            raise ValueError(f"stride must be ≥ 1 face frame, got {self.stride}")
 
     def ewma(self, fps: float) -> tuple[float, float]:
         """(α, τ s) for a video at ``fps``: α from ewma_tau_s, unless α was given (then τ follows from it)."""
@@ -486,7 +509,15 @@ class _BatchWriter:
                 occ[rows, ci] = self.a.probs(np.stack([p.image for p in imgs]))
         self.s.write_occlusion(k0, occ, self.conditions)
 
-    def __call__(self, items: list) -> None:
+    def finish(self) -> None:
+        """Every batch is written when it comes: nothing is left at the end."""
+
+    def __call__(self, items: list) -> tuple[int, int]:
+        """Writes the batch; returns the frames written, [k0, k0 + n)."""
+        self._write(items)
+        return items[0][0], items[0][0] + len(items)
+
+    def _write(self, items: list) -> None:
         n, k0, C = len(items), items[0][0], len(self.classes)
         valid = np.array([it[3] is not None for it in items], bool)
         good = [it for it in items if it[3] is not None]
@@ -639,7 +670,8 @@ def model_threads(settings: AnalyzeSettings, device: torch.device | str, cores: 
     vs 156 frames/s). Post-hoc methods (LRP, Grad-CAM, IG) make the model the slowest stage, so it keeps
     every core then."""
     cores = cores if cores is not None else (os.cpu_count() or 1)
-    if torch.device(device).type != "cpu" or cores > 2 or any(m in POST_HOC for m in settings.explain):
+    backward = (*POST_HOC, *CLIP_METHODS[1:])   # methods that run a backward pass
+    if torch.device(device).type != "cpu" or cores > 2 or any(m in backward for m in settings.explain):
         return None
     return 1
 
@@ -683,6 +715,14 @@ def analyze(video: str | Path, model_dir: str | Path | None, out_path: str | Pat
 
 def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progress: ProgressFn,
              cancel: CancelToken, on_chunk: Callable[[int, int], None] | None, analyzer: FrameAnalyzer) -> Path:
+    clip = analyzer.spec.is_clip
+    if clip:
+        from engine.clip_analysis import clip_settings
+
+        settings = clip_settings(settings)
+    elif set(settings.explain) & set(CLIP_METHODS):
+        raise ValueError(f"{', '.join(sorted(set(settings.explain) & set(CLIP_METHODS)))} explain clip models "
+                         f"(TimeSformer) only; this model is a {analyzer.spec.arch}")
     cfg = analyzer.config(mode=settings.preprocess_mode)
     identity = {**analyzer.identity, "preprocess": cfg.to_json()}
     with open_video(video) as reader:
@@ -697,6 +737,9 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
             resume = before is not None and int(session.attrs("").get("person", 0)) == target
 
             def begin(resume: bool) -> int:
+                if clip and resume:   # other windows give other scores: analyse anew
+                    old = session.clip_windows()
+                    resume = old.get("stride") == settings.stride and old.get("fusion") == settings.fusion
                 done = session.begin_analysis(identity, analyzer.classes, list(settings.explain),
                                               settings.ewma(session.fps)[0],
                                               resume=resume)
@@ -709,11 +752,25 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
                 session.set_attrs("", person=target)
             info = session.analysis_info() or {}
             occlusion_only = done >= total and settings.occlusion and not info.get("occlusion")
+            if clip and occlusion_only:   # a clip model's part scores come from its windows: one pass for all
+                person = int(session.attrs("").get("person", 0))
+                done, occlusion_only = begin(False), False
+                session.set_attrs("", person=person)
             if done >= total and info.get("complete") and not occlusion_only:
                 progress(total, total, "already analysed")
                 return out_path
 
-            def run(start: int, known: bool) -> None:
+            def run(done: int, known: bool) -> None:
+                feed_from = first_row = 0
+                if occlusion_only:
+                    start = 0
+                elif clip:
+                    from engine.clip_analysis import clip_start
+
+                    feed_from, first_row = clip_start(session, done, analyzer.model.frames, settings.stride)
+                    start = feed_from if known else resume_point(session, feed_from)
+                else:
+                    start = done if known else resume_point(session, done)
                 progress(start, total, "analysing")
                 tracker = None if known else make_tracker(session, start, settings.detect_every)
                 decode, faces = face_stages(reader, start, settings.detect_every, cancel,
@@ -724,26 +781,36 @@ def _analyze(video: str | Path, out_path: Path, settings: AnalyzeSettings, progr
                 prep = Stage("preprocess", fn=lambda it: (it[0], it[1] if keep else None, it[2],
                                                           prepare_frame(analyzer, it[1], it[2], cfg)),
                              upstream=faces, cancel=cancel)
-                write = _BatchWriter(analyzer, session, settings, write_faces=not known,
-                                     occlusion_only=occlusion_only, cfg=cfg,
-                                     people=None if tracker is None else tracker.people)
+                people = None if tracker is None else tracker.people
+                if clip:
+                    from engine.clip_analysis import ClipWriter
+
+                    write: _BatchWriter | ClipWriter = ClipWriter(analyzer, session, settings, done, feed_from,
+                                                                  first_row, write_faces=not known, people=people,
+                                                                  cancel=cancel, cfg=cfg)
+                else:
+                    write = _BatchWriter(analyzer, session, settings, write_faces=not known,
+                                         occlusion_only=occlusion_only, cfg=cfg, people=people)
                 committer = Committer(session, settings.commit_every_s, on_chunk)
                 for st in (decode, faces, prep):
                     st.start()
                 try:
                     for items in batched(prep, settings.batch_size):
                         cancel.raise_if_cancelled()
-                        write(items)
-                        k0 = items[0][0]
-                        committer.wrote(k0, k0 + len(items))
-                        progress(k0 + len(items), total, "occlusion" if occlusion_only else "analysing")
+                        span = write(items)
+                        if span is not None:
+                            committer.wrote(*span)
+                        progress(items[-1][0] + 1, total, "occlusion" if occlusion_only else "analysing")
                 finally:
                     prep.stop()
+                span = write.finish()
+                if span is not None:
+                    committer.wrote(*span)
                 committer.flush()
                 log.info("stage rates (frames/s): %s",
                          {st.name: round(st.timer.rate, 1) for st in (decode, faces, prep)})
 
-            run(0 if occlusion_only else (done if known_faces else resume_point(session, done)), known_faces)
+            run(done, known_faces)
             if occlusion_only:
                 session.set_attrs("", complete=True)
                 return out_path

@@ -345,6 +345,12 @@ class _Trainer:
     ) -> None:
         self.data, self.cfg, self.progress, self.cancel = data, cfg, progress, cancel
         self.on_record = on_record
+        # Data-parallel (torchrun): engine.distributed; None in a single process, which runs as before.
+        from engine import distributed
+
+        self.dist = distributed.current()
+        if self.dist is not None and not self.dist.main:
+            self.progress, self.on_record = no_progress, no_record  # rank 0 reports
         self.device = select_device(cfg.device)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.out = Path(cfg.out_dir)
@@ -363,6 +369,8 @@ class _Trainer:
         )
         self.steps = plan(cfg)
         self.model: FrameModel = build_model(self.spec).to(self.device)
+        if self.dist is not None:
+            distributed.global_batchnorm(self.model)
         # PatchSAE's backbone is first trained as a plain CNN: a CNN model sharing the same backbone module.
         self.cnn: FrameModel | None = None
         if cfg.backbone_checkpoint is not None:
@@ -380,6 +388,8 @@ class _Trainer:
             cnn_spec = dataclasses.replace(self.spec, arch="cnn")
             self.cnn = build_model(cnn_spec).to(self.device)
             self.cnn.backbone = self.model.backbone
+            if self.dist is not None:
+                distributed.global_batchnorm(self.cnn)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.opt: torch.optim.Optimizer | None = None
         self.opt_kind: str | None = None
@@ -573,10 +583,11 @@ class _Trainer:
         return [cache.source(i) for i in range(start, stop)]
 
     def _ordered_batches(
-        self, cache: FaceCache, bs: int
+        self, cache: FaceCache, bs: int, start: int = 0, stop: int | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
-        for s in range(0, len(cache), bs):
-            e = min(s + bs, len(cache))
+        stop = len(cache) if stop is None else stop
+        for s in range(start, stop, bs):
+            e = min(s + bs, stop)
             x = self._x(torch.from_numpy(np.array(cache.images[s:e])))
             yield x, torch.from_numpy(np.array(cache.labels[s:e])).to(self.device), self._ids(cache, s, e)
 
@@ -595,6 +606,8 @@ class _Trainer:
             for s in range(0, len(ds), bs):
                 if self.cancel is not None:
                     self.cancel.raise_if_cancelled()
+                if self.dist is not None and (s // bs) % self.dist.world != self.dist.rank:
+                    continue  # another rank's batch; the counts are summed below
                 x_u8, y = ds.__getitems__(list(range(s, min(s + bs, len(ds)))))
                 x, y = self._x(x_u8), y.to(self.device)
                 with torch.autocast(self.device.type, enabled=self.amp):
@@ -602,6 +615,8 @@ class _Trainer:
                 correct += (logits.argmax(1) == y).sum()
         finally:
             net.train(was)
+        if self.dist is not None:
+            correct = self.dist.all_sum(correct)
         return float(correct.item()) / len(ds)
 
     # -- one epoch of gradient steps --
@@ -691,6 +706,16 @@ class _Trainer:
                 from engine.explain.occlusion import random_patch_occlusion
 
                 x = random_patch_occlusion(x, cfg.occlusion_augment, 8, occ_gen)
+            xn, weight = None, 1.0
+            if self.dist is not None and not sae_kind:
+                # Everything random was drawn for the global batch, as in one process; keep this rank's share.
+                if cfg.null_weight > 0 and isinstance(self.model, ProtoPNet) and step.kind != "cnn":
+                    xn = null_inputs(x)
+                share = self.dist.share(len(y))
+                weight = self.dist.weight(len(y[share]), len(y))
+                x, y = x[share], y[share]
+                if len(batch) > 2:
+                    batch = (batch[0], batch[1], batch[2][share], *batch[3:])
             if sae_kind:
                 assert isinstance(self.model, PatchSAEModel)
                 sae = self.model.sae
@@ -731,7 +756,10 @@ class _Trainer:
                             "l1": terms["l1"],
                         }
                         if cfg.null_weight > 0:
-                            null = null_input_loss(self.model, out, null_inputs(x), cfg.null_margin)
+                            if xn is None:
+                                null = null_input_loss(self.model, out, null_inputs(x), cfg.null_margin)
+                            else:  # data-parallel: the global batch's featureless inputs and median
+                                null = self._null_loss_global(out, xn)
                             loss = loss + cfg.null_weight * null
                             logged["loss"] = loss
                             logged["null"] = null
@@ -746,7 +774,11 @@ class _Trainer:
                         loss = loss + au
                         logged.update(loss=loss, au=au, au_cos=cos)
                 opt.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
+                if self.dist is None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    self.scaler.scale(loss * weight).backward()
+                    self.dist.average_gradients(self._all_parameters())
                 self.scaler.step(opt)
                 self.scaler.update()
                 correct += (logits.detach().argmax(1) == y).sum()
@@ -768,12 +800,35 @@ class _Trainer:
                 total,
                 f"{step.kind} epoch {step.epoch + 1} batch {bi + 1}/{per_epoch} {shown}",
             )
+        if self.dist is not None and not sae_kind:  # metrics of the global batches
+            keys = sorted(sums)
+            tot = self.dist.all_sum(torch.stack([sums[k].reshape(()).double() for k in keys] +
+                                                [correct.double().reshape(()), torch.tensor(float(seen)).double()]))
+            sums = dict(zip(keys, tot[: len(keys)]))
+            correct, seen = tot[len(keys)], int(tot[-1])
         rec: dict[str, Any] = {k: float(v) / max(seen, 1) for k, v in sums.items()}
         if not sae_kind:
             rec["train_acc"] = float(correct) / max(seen, 1)
         rec["lr"] = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
         rec["train_time_s"] = time.perf_counter() - t0
         return rec
+
+    def _null_loss_global(self, out: dict[str, torch.Tensor], xn: torch.Tensor) -> torch.Tensor:
+        from engine import distributed
+
+        assert self.dist is not None
+        top = distributed.global_median(self.dist, similarity(out["min_distances"].detach()).max(1).values)
+        with distributed.replicated():
+            return null_input_loss(self.model, out, xn, self.cfg.null_margin, real_top=top)
+
+    def _all_parameters(self) -> list[nn.Parameter]:
+        """Every parameter once, in a fixed order (the gradient all-reduce packs them in this order)."""
+        seen: dict[int, nn.Parameter] = {}
+        for m in (self.model, self.cnn):
+            if m is not None:
+                for p in m.parameters():
+                    seen.setdefault(id(p), p)
+        return list(seen.values())
 
     def _t_l(self, net: nn.Module, guided: bool) -> Any:
         """Captures T_l's layer output while AU guidance is on (engine.au_guidance), else nothing."""
@@ -808,16 +863,32 @@ class _Trainer:
             n0 = min(len(self.data.train), bs)
             null_x = null_inputs(self._x(torch.from_numpy(np.array(self.data.train.images[:n0]))))
         self._sim_cache = None  # the prototypes change: cached similarities are stale
-        prov = push_prototypes(
-            self.model,
-            self._ordered_batches(self.data.train, bs),
-            prog,
-            self.cancel,
-            total=math.ceil(len(self.data.train) / bs),
-            allowed=allowed,
-            null_x=null_x,
-            null_margin=self.cfg.null_margin,
-        )
+        if self.dist is None:
+            prov = push_prototypes(
+                self.model,
+                self._ordered_batches(self.data.train, bs),
+                prog,
+                self.cancel,
+                total=math.ceil(len(self.data.train) / bs),
+                allowed=allowed,
+                null_x=null_x,
+                null_margin=self.cfg.null_margin,
+            )
+        else:  # each rank pushes its contiguous shard; the global nearest patch wins (engine.distributed)
+            from engine.distributed import PushMerge, shard_range
+
+            a, b = shard_range(len(self.data.train), self.dist)
+            prov = push_prototypes(
+                self.model,
+                self._ordered_batches(self.data.train, bs, a, b),
+                prog,
+                self.cancel,
+                total=math.ceil((b - a) / bs),
+                allowed=allowed,
+                null_x=null_x,
+                null_margin=self.cfg.null_margin,
+                merge=PushMerge(self.dist),
+            )
         after = self.accuracy(self.data.val)
         root = (self.data.summary.get("corpus") or {}).get("root")
         for p in prov:
@@ -883,6 +954,8 @@ class _Trainer:
         return meta
 
     def save_last(self) -> None:
+        if self.dist is not None and not self.dist.main:
+            return
         last = self.out / "last"
         tmp = self.out / "last.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -981,6 +1054,8 @@ class _Trainer:
         return True
 
     def write_metrics(self, rec: dict[str, Any]) -> None:
+        if self.dist is not None and not self.dist.main:
+            return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -988,13 +1063,20 @@ class _Trainer:
     def run(self, resume: bool) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics = self.out / "metrics.jsonl"
-        if not (resume and self.restore()):
+        if self.dist is not None and not self.dist.main:
+            # Rank 0 alone tidies the folder; the others only read what it holds (resume).
+            if resume:
+                self.restore()
+            self.dist.barrier()
+        elif not (resume and self.restore()):
             if (self.out / "last").exists() or metrics.exists():
                 log.warning("%s holds an earlier run; starting over (resume=True continues it)", self.out)
             shutil.rmtree(self.out / "last", ignore_errors=True)
             metrics.unlink(missing_ok=True)
         else:
             self._trim_metrics()
+        if self.dist is not None and self.dist.main:
+            self.dist.barrier()
         total = sum(self._n_batches(s) for s in self.steps)
         epoch_no = sum(1 for s in self.steps[: self.done] if s.kind not in ("push", "refs"))
         while self.done < len(self.steps):
@@ -1030,6 +1112,10 @@ class _Trainer:
             self.on_record({**rec, "end_batch": self.batches_done})
             log.info("%s", json.dumps(rec))
         final = self.out / "model"
+        if self.dist is not None:
+            self.dist.barrier()
+            if not self.dist.main:
+                return final
         save_checkpoint(final, self.model, self.metadata(final=True), self.crops or None,
                         latent_patches=self.latent_patches or None)
         shutil.copyfile(metrics, final / "metrics.jsonl")
@@ -1069,7 +1155,15 @@ def train(
 
         return train_landmarks(data, cfg, progress, cancel, resume, on_record)
     seed_everything(cfg.seed)
+    from engine import distributed
+
+    d = distributed.current()
+    if d is not None and not d.main:
+        d.barrier()  # rank 0 prepares (and caches) the data first; the others then read its cache
+        progress = no_progress
     td = _as_train_data(data, cfg, progress, cancel)
+    if d is not None and d.main:
+        d.barrier()
     if len(td.train) == 0:
         raise ValueError("the training split is empty; check the data folder and split settings")
     trainer = _Trainer(td, cfg, progress, cancel, on_record)
@@ -1092,6 +1186,12 @@ def train(
             Path(cfg.out_dir) / "last",
         )
         raise
+
+
+if __name__ == "__main__":  # `torchrun --nproc-per-node N -m engine.train DATA --out DIR …` (vidxai train's options)
+    from engine.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from sessions.store import (
     SprayResult,
     Stage,
     Tier,
+    Waveform,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SprayResult",
     "Stage",
     "Tier",
+    "Waveform",
     "export_csv",
     "export_eaf",
     "export_json",

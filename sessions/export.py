@@ -73,17 +73,21 @@ def _stage_labels(stages: list[Stage], sl: slice) -> list[str]:
 
 
 def frame_columns(session: Session) -> tuple[list[str], Callable[[], Iterator[list[str]]]]:
-    """Our per-frame columns: prob_<class>…, ewma_<class>…, stage (SpRAy descriptor), and
+    """Our per-frame columns: prob_<class>…, ewma_<class>…, stage (SpRAy descriptor),
     occlusion_delta_<condition>… (score of the predicted class under the condition minus unoccluded; only
-    when occlusion was run). Returns (header, rows): `rows()` yields one list of cells per frame, streamed
+    when occlusion was run), and for a clip model temporal_<method>… (the frame's temporal relevance) and
+    window_first, window_last (the frames of the windows behind its score). Returns (header, rows): `rows()` yields one list of cells per frame, streamed
     in blocks; an empty cell = no value."""
     info = session.analysis_info()
     classes: list[str] = info["classes"] if info else []
     occ = session.occlusion(slice(0, 0)) if info else None
     conditions = occ[0] if occ else []
     _, stages = _stage_class(session)
+    temporal = session.temporal_methods() if info else []
+    spans = bool(info) and session.window_spans(slice(0, 0)) is not None
     header = ([f"prob_{c}" for c in classes] + [f"ewma_{c}" for c in classes] + ["stage"]
-              + [f"occlusion_delta_{c}" for c in conditions])
+              + [f"occlusion_delta_{c}" for c in conditions] + [f"temporal_{m}" for m in temporal]
+              + (["window_first", "window_last"] if spans else []))
 
     def rows() -> Iterator[list[str]]:
         for sl in _blocks(session.frame_count):
@@ -92,11 +96,16 @@ def frame_columns(session: Session) -> tuple[list[str], Callable[[], Iterator[li
                 probs, ewma = session.read("probs", sl), session.read("ewma", sl)
             deltas = session.occlusion_deltas(sl) if conditions else None
             stage_text = _stage_labels(stages, sl)
+            rel = [session.temporal_relevance(m, sl) for m in temporal]
+            win = session.window_spans(sl) if spans else None
             for j in range(n):
                 row = [_fmt(v) for v in probs[j]] + [_fmt(v) for v in ewma[j]] if info else []
                 row.append(stage_text[j])
                 if deltas is not None:
                     row += [_fmt(v) for v in deltas[1][j]]
+                row += [_fmt(r[j]) for r in rel]
+                if win is not None:
+                    row += ["" if v < 0 else str(int(v)) for v in win[j]]
                 yield row
 
     return header, rows
@@ -181,6 +190,8 @@ def export_json(session: Session, path: str | os.PathLike[str]) -> Path:
         "annotation_count": len(ann.segments),
         "tiers": [t.name for t in ann.tiers],
         "au_agreement": summary_au,
+        "clip_windows": session.clip_windows() if info else {},
+        "temporal_relevance": session.temporal_methods() if info else [],
         **_people_summary(session),
     }
     with atomic_write(path, "w", encoding="utf-8") as fh:

@@ -136,6 +136,58 @@ class SprayResult:
     temporal_prototype: str
 
 
+@dataclass
+class Waveform:
+    """The sound track's min/max envelope at a few resolutions (the timeline's waveform track).
+
+    ``mins[i]``/``maxs[i]`` (float32, −1…1) hold one value per ``bins[i]`` samples, the finest first; sample n
+    plays at ``offset + n / sample_rate`` seconds of the video's time axis (engine.audio)."""
+
+    bins: list[int]
+    mins: list[np.ndarray]
+    maxs: list[np.ndarray]
+    sample_rate: int
+    offset: float
+    samples: int
+
+    @classmethod
+    def from_finest(cls, lo: np.ndarray, hi: np.ndarray, bin_samples: int, factor: int, levels: int,
+                    sample_rate: int, offset: float, samples: int) -> Waveform:
+        """The pyramid from its finest level: each next level merges `factor` bins of the one before."""
+        bins, mins, maxs = [int(bin_samples)], [np.asarray(lo, np.float32)], [np.asarray(hi, np.float32)]
+        for _ in range(1, levels):
+            a, b = mins[-1], maxs[-1]
+            if len(a) <= 1:
+                break
+            idx = np.arange(0, len(a), factor)
+            bins.append(bins[-1] * factor)
+            mins.append(np.minimum.reduceat(a, idx))
+            maxs.append(np.maximum.reduceat(b, idx))
+        return cls(bins, mins, maxs, int(sample_rate), float(offset), int(samples))
+
+    def columns(self, n0: float, n1: float, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-column (x in samples, min, max) for samples [n0, n1) drawn `width` columns wide: from the coarsest
+        level with at least one bin per column, so the cost is about `width`, not the stretch's length."""
+        width = max(int(width), 1)
+        n0, n1 = max(float(n0), 0.0), min(float(n1), float(self.samples))
+        if n1 <= n0 or not self.bins:
+            z = np.zeros(0, np.float64)
+            return z, z.astype(np.float32), z.astype(np.float32)
+        per_col = (n1 - n0) / width
+        level = 0
+        for i, b in enumerate(self.bins):
+            if b <= per_col:
+                level = i
+        b = self.bins[level]
+        i0, i1 = int(n0 // b), min(int(np.ceil(n1 / b)), len(self.mins[level]))
+        lo, hi = self.mins[level][i0:i1], self.maxs[level][i0:i1]
+        if i1 - i0 <= width:  # zoomed in: one column per bin
+            return (np.arange(i0, i1) + 0.5) * b, lo, hi
+        edges = np.unique(np.linspace(0, i1 - i0, width + 1).astype(np.int64))[:-1]
+        x = (i0 + edges + 0.5 * np.diff(np.append(edges, i1 - i0))) * b
+        return x, np.minimum.reduceat(lo, edges), np.maximum.reduceat(hi, edges)
+
+
 # --------------------------------------------------------------------------------------------- attr helpers
 
 
@@ -876,6 +928,70 @@ class Session:
         with self._mutex:
             return self.attrs("explanations/landmark_ig") if self.exists("explanations/landmark_ig") else {}
 
+    # The sound track's envelope (engine.audio.envelope): a cache, so an hour-long file's waveform draws at once.
+    def write_waveform(self, wave: Waveform) -> None:
+        """Store the waveform under /audio (replacing one stored before)."""
+        with self._mutex:
+            f = self._w()
+            if "audio" in f:
+                del f["audio"]
+                self._repack = True
+            g = f.create_group("audio")
+            _set_attrs(g, {"bins": [int(b) for b in wave.bins], "sample_rate": int(wave.sample_rate),
+                           "offset": float(wave.offset), "samples": int(wave.samples)})
+            for i, (lo, hi) in enumerate(zip(wave.mins, wave.maxs, strict=True)):
+                g.create_dataset(f"min_{i}", data=np.asarray(lo, np.float32), compression="gzip", shuffle=True)
+                g.create_dataset(f"max_{i}", data=np.asarray(hi, np.float32), compression="gzip", shuffle=True)
+
+    def waveform(self) -> Waveform | None:
+        """The stored waveform, or None when the session has none (older sessions, videos without sound)."""
+        with self._mutex:
+            f = self._r()
+            if "audio" not in f:
+                return None
+            g = f["audio"]
+            a = _get_attrs(g)
+            bins = [int(b) for b in a["bins"]]
+            return Waveform(bins, [g[f"min_{i}"][()] for i in range(len(bins))],
+                            [g[f"max_{i}"][()] for i in range(len(bins))], int(a["sample_rate"]),
+                            float(a["offset"]), int(a["samples"]))
+
+    # Clip models (engine.clip_analysis): sliding windows of T face frames, every `stride` of them.
+    def write_temporal_relevance(self, method: str, start: int, rows: np.ndarray) -> None:
+        """Each frame's temporal relevance for one method, frames [start, start+n): float32, the mean over
+        the windows containing the frame of its share of the window's relevance; NaN where unscored."""
+        self.write_frames(f"explanations/{method}/temporal", start, np.asarray(rows, np.float32), fillvalue=np.nan)
+
+    def temporal_relevance(self, method: str, frames: slice | None = None) -> np.ndarray | None:
+        """A clip model's per-frame temporal relevance of one method (float32 T,); None if not computed."""
+        path = f"explanations/{method}/temporal"
+        with self._mutex:
+            return self.read(path, frames) if method and self.exists(path) else None
+
+    def temporal_methods(self) -> list[str]:
+        """The methods that have temporal relevance (clip models only), in the order asked for."""
+        info = self.analysis_info() or {}
+        return [m for m in info.get("explain", []) if self.exists(f"explanations/{m}/temporal")]
+
+    def write_window_spans(self, start: int, spans: np.ndarray) -> None:
+        """Frames [start, start+n): (first, last) frame index of the windows that produced each frame's
+        score (the first frame of its first window, the last of its last; inclusive); -1 where unscored."""
+        self.write_frames("clip/window_span", start, np.asarray(spans, np.int32), fillvalue=-1)
+
+    def window_spans(self, frames: slice | None = None) -> np.ndarray | None:
+        """int32 (n, 2) from write_window_spans; None for a frame model's analysis."""
+        with self._mutex:
+            return self.read("clip/window_span", frames) if self.exists("clip/window_span") else None
+
+    def set_clip_windows(self, **info: Any) -> None:
+        """The window geometry of a clip model's analysis: frames (T), stride, fusion, rule, methods."""
+        self.set_attrs("clip", **info)
+
+    def clip_windows(self) -> dict[str, Any]:
+        """The geometry set_clip_windows stored ({} for a frame model's analysis)."""
+        with self._mutex:
+            return self.attrs("clip") if self.exists("clip") else {}
+
     def write_mappings(self, start: int, mappings: Sequence[dict | None]) -> None:
         """The per-frame input→frame mapping (engine.preprocess.InputMapping.to_json()), shared by every
         map of that frame since all are in the same model-input space; None where no input was made."""
@@ -1094,6 +1210,7 @@ class Session:
                 "spray_stages": spray_stages,
                 "annotations": len(self.annotations().segments),
                 "people": people, "person": person,
+                **({"clip_windows": self.clip_windows()} if a and self.clip_windows() else {}),
             }
 
 

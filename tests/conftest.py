@@ -138,3 +138,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+LANDMARK_SEQ = {"window": 8, "channels": 16, "hidden": 16}
+
+
+def landmark_config(out: Path, **kw):
+    """A tiny landmark-sequence model's training settings (tests only: the machinery, not accuracy)."""
+    from engine.train import TrainConfig
+
+    return TrainConfig(**{"arch": "landmark-lstm", "epochs": 30, "batch_size": 16, "lr_cnn": 1e-3,
+                          "weight_decay": 0.1, "sequence": LANDMARK_SEQ, "device": "cpu", "out_dir": str(out),
+                          **kw})
+
+
+@pytest.fixture(scope="session")
+def crema_data(crema_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The six CREMA-D clips prepared for training (one actor, one clip per emotion, all in train)."""
+    from engine.data import DataConfig, SplitConfig, prepare
+
+    dc = DataConfig(str(crema_dir), split=SplitConfig(method="random", train=1.0, val=0.0, test=0.0),
+                    cache_root=str(tmp_path_factory.mktemp("cache") / "crops"))
+    return prepare(dc, {"mode": "face"})
+
+
+@pytest.fixture(scope="session")
+def tiny_landmark_model(crema_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny landmark-sequence model trained once per test run on the CREMA-D clips (one torch thread,
+    as `one_thread`: several times faster on a loaded 2-core machine)."""
+    import torch
+
+    from engine.train import train
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(crema_data, landmark_config(tmp_path_factory.mktemp("lmk")))
+    finally:
+        torch.set_num_threads(n)

@@ -75,3 +75,25 @@ def test_reviewing_a_session_does_not_load_torch(analysed_session: Path) -> None
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded" in lines, out.stdout
     assert "modules:" in lines, f"loaded on opening a session: {lines[-1]}"
+
+
+def test_listing_models_and_the_train_dialog_do_not_load_torch() -> None:
+    """The model chooser reads model.json only and the train dialog lists architectures from
+    engine.model_card: opening either in a review-only window costs no torch import."""
+    code = """
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from pathlib import Path
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from vidxai_gui.dialogs import ModelChooser, TrainDialog
+chooser = ModelChooser([Path("resources/models/cnn"), Path("resources/models/protopnet")])
+train = TrainDialog()
+print("listed:" + str(chooser.list.count()))
+print("torch" if "torch" in sys.modules else "no torch")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert "listed:2" in lines and lines[-1] == "no torch", out.stdout

@@ -78,6 +78,20 @@ def test_empty_window_screenshot(window: MainWindow, qtbot, artifacts_dir: Path)
     shoot(window, artifacts_dir, qtbot, "empty")
 
 
+def test_dock_tabs_show_whole_titles_at_1280_px(window: MainWindow, qtbot) -> None:
+    """At a 1280 px window every dock tab's title is readable (elided "Sta…" told a reviewer nothing)."""
+    from PySide6.QtWidgets import QTabBar
+
+    window.resize(1280, 800)
+    qtbot.wait(50)
+    bars = [b for b in window.findChildren(QTabBar) if b.parent() is window and b.isVisible()]
+    assert bars
+    for bar in bars:
+        assert bar.elideMode() == Qt.TextElideMode.ElideNone
+        for i in range(bar.count()):
+            assert bar.tabRect(i).width() >= bar.fontMetrics().horizontalAdvance(bar.tabText(i).replace("&&", "&"))
+
+
 def test_open_clip_shows_frame_zero(window: MainWindow, qtbot, clip: Path, reference, artifacts_dir: Path) -> None:
     open_clip(qtbot, window, clip)
     assert_shows(window, reference, 0)

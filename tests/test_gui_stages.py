@@ -132,6 +132,7 @@ def test_stage_strip_is_merged_and_a_click_selects_a_stage(window: MainWindow, q
     assert f"model input of frame {key}" in panel.map_caption.text()
     assert panel.bar_text.text().startswith(f"{face[1]:.3g}")
     assert panel.title.text().startswith(f"<b>{label}</b>") and panel.summary.toolTip() == expected["tooltip"]
+    assert "not a prediction" in panel.summary.text()  # the name is the explained class's, said beside it
     # ProtoPNet: the stage's most active prototypes, in the engine's order.
     assert expected["prototypes"]
     listed = [panel.proto_list.item(r).data(256) for r in range(panel.proto_list.count())]

@@ -13,37 +13,17 @@ import torch
 from captum.attr import IntegratedGradients
 
 from engine.checkpoint import load_checkpoint
-from engine.data import DataConfig, SplitConfig, prepare
+from engine.data import DataConfig, prepare
 from engine.data.landmarks import landmark_set
 from engine.explain.landmark_ig import baselines_for, clip_relevance, landmark_ig
 from engine.jobs import Cancelled, CancelToken
 from engine.models import ModelSpec
 from engine.models.landmark import LandmarkSequenceModel, normalise_landmarks, windows
-from engine.train import TrainConfig, train
+from engine.train import train
 from sessions import Session
+from tests.conftest import LANDMARK_SEQ as SEQ
+from tests.conftest import landmark_config as _cfg
 from tests.test_au import synthetic_face
-
-SEQ = {"window": 8, "channels": 16, "hidden": 16}
-
-
-def _cfg(out: Path, **kw) -> TrainConfig:
-    return TrainConfig(**{"arch": "landmark-lstm", "epochs": 30, "batch_size": 16, "lr_cnn": 1e-3,
-                          "weight_decay": 0.1, "sequence": SEQ, "device": "cpu", "out_dir": str(out), **kw})
-
-
-
-
-@pytest.fixture(scope="module")
-def crema_data(crema_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    # One actor, one clip per emotion: every clip trains (the test is about the machinery, not accuracy).
-    dc = DataConfig(str(crema_dir), split=SplitConfig(method="random", train=1.0, val=0.0, test=0.0),
-                    cache_root=str(tmp_path_factory.mktemp("cache") / "crops"))
-    return prepare(dc, {"mode": "face"})
-
-
-@pytest.fixture(scope="module")
-def tiny_landmark_model(crema_data, tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
-    return train(crema_data, _cfg(tmp_path_factory.mktemp("lmk")))
 
 
 def test_normalisation_removes_position_scale_and_rotation() -> None:

@@ -174,7 +174,6 @@ def test_occlusion_sanity_one_patch_of_one_frame() -> None:
     A regression test on one seeded training run: over 8 runs (depth 1–2, seeds 0–3; README §TimeSformer)
     Grad-CAM put frame 2 first in 75–100 % of the clips and reached LeRF 100 % in 3, while the attention
     methods did markedly worse, so this is no general guarantee."""
-    from engine.explain.occlusion import faithfulness_curves
 
     torch.manual_seed(0)
     m = build_model(ModelSpec(arch="timesformer", classes=["a", "b"], preprocess={"size": 24},
@@ -193,21 +192,19 @@ def test_occlusion_sanity_one_patch_of_one_frame() -> None:
         assert (m(x).argmax(1) == y).all()
     rel = relevance(m, x, "gradcam", target=y)
     assert (rel.temporal.argmax(1) == 2).float().mean() > 0.95
-    heat = rel.maps.repeat_interleave(8, 2).repeat_interleave(8, 3).numpy()
+    # The video evaluation path (vidxai evaluate --occlusion, engine.clip_faithfulness): maps on the token
+    # grid, ranked per frame, the top frames occluded whole, fill 0; ranked for the predicted class (= y here).
+    from engine.clip_faithfulness import clip_faithfulness
 
-    class ChannelsFirst(torch.nn.Module):   # engine.explain.occlusion's clips are N×C×T×H×W
-        def __init__(self, inner: TimeSformer) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, clip: torch.Tensor) -> torch.Tensor:
-            return self.inner(clip.transpose(1, 2))
-
-    c = faithfulness_curves(ChannelsFirst(m), x.transpose(1, 2), y, heat, fractions=(0.0, 0.1), patch=8,
-                            frames=(0, 1))
+    curves, heat = clip_faithfulness(m, x, y.numpy(), ("gradcam-tokens",), fractions=(0.0, 0.1), patch=8,
+                                     frames=(0, 1))
+    np.testing.assert_allclose(heat["gradcam-tokens"], rel.maps.numpy(), atol=1e-5)
+    c = curves["gradcam-tokens"]
+    assert c["frames"] == [0, 1] and c["fractions"] == [0.0, 0.1]
     assert c["morf"][0][0] == c["lerf"][0][0] == 1.0
     assert c["morf"][1][1] < 0.62          # chance is 0.5 (binary, 200 clips)
     assert c["lerf"][1][1] == 1.0
+    assert c["delta"][1][1] > 0.38
 
 
 def test_sliding_windows_per_frame_rule() -> None:

@@ -137,6 +137,22 @@ class AnnotationActions:
     def delete_annotation(self, index: int) -> None:
         self.notes.delete(index)
 
+    def toggle_annotation_loop(self) -> None:
+        """L: play the selected annotation's frames with their sound, again and again; L again (or Esc) stops."""
+        if self.player.looping:
+            self.player.stop_range()
+            return
+        index = self.annotation_panel.selected_index()
+        if not 0 <= index < len(self.notes.segments) or self.player.info is None:
+            self.statusBar().showMessage("Select an annotation in the Annotations list, then press L to loop it.",
+                                         6000)
+            return
+        seg = self.notes.segments[index]
+        self.player.play_range(seg.start_frame, seg.end_frame, loop=True)
+        sound = "" if not self.player.sound_note else f" ({self.player.sound_note.split(':')[0].lower()})"
+        self.statusBar().showMessage(f"Looping “{seg.label or seg.tier}”, frames {seg.start_frame}–"
+                                     f"{seg.end_frame - 1}{sound}: L or Esc stops", 8000)
+
     def go_to_target(self, target: str) -> None:
         """Follow a note's reference: a frame or a stage seeks there, a prototype is shown in the gallery."""
         kind, _, value = target.partition(":")

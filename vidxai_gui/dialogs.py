@@ -97,7 +97,7 @@ class TrainDialog(_Dialog):
         super().__init__("Train a model", "Trains on a folder of labelled images or videos (e.g. FER2013's "
                          "train/<class>/ layout). Training runs as a job; the window stays usable and the job "
                          "can be cancelled, keeping the last completed step.", parent)
-        from engine.models.spec import ARCHS, BACKBONES
+        from engine.model_card import ARCHS, BACKBONES
 
         self.setModal(False)
         self.worker: Any = None
@@ -319,9 +319,9 @@ class ModelChooser(QDialog):
 def model_summary(folder: Path) -> str:
     """One line per model for the chooser: name, architecture, classes (model.json only, no weights)."""
     try:
-        from engine.checkpoint import read_checkpoint_json
+        from engine.model_card import ARCHS, read_model_json
 
-        spec = read_checkpoint_json(folder).get("spec", {})
+        spec = read_model_json(folder, ARCHS).get("spec", {})
     except Exception as exc:  # noqa: BLE001 - a broken folder is listed with why, not hidden
         return f"{folder.name} — cannot be read: {exc}"
     name = folder.parent.name if folder.name == "model" else folder.name

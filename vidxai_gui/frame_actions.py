@@ -42,7 +42,7 @@ class HeatActions:
 
     def _fill_heat_menu(self) -> None:
         self.heat_menu.clear()
-        methods = self.review.data.explain_methods if self.review.data is not None else []
+        methods = self.review.map_methods
         if not methods:
             self.heat_menu.addAction("(no maps in this session)").setEnabled(False)
         for m in methods:
@@ -106,26 +106,58 @@ class RescoreActions:
         model_dir, mode, occlude = self.model_dir, self.preprocess.mode, self.preprocess.occluded
 
         analyzers = self._analyzers
+        window = clip_window_source(self.review, self.player)
 
-        def job(progress: Any, cancel: Any) -> tuple[int, Any, Any]:
+        def job(progress: Any, cancel: Any) -> tuple[int, Any, Any, bool]:
             analyzer = analyzers.get(model_dir, progress)
             cancel.raise_if_cancelled()
+            cfg = analyzer.config(mode=mode, occlude=occlude)
+            args = window(k) if analyzer.spec.is_clip and window is not None else None
+            if args is not None:   # the frame's windows, as the analysis scored it
+                from engine.clip_analysis import rescore_frame
+
+                return k, analyzer, rescore_frame(analyzer, *args, cfg), True
             found = face if face is not None else detect_single(frame)
-            return k, analyzer, analyzer.score(frame, found, analyzer.config(mode=mode, occlude=occlude))
+            return k, analyzer, analyzer.score(frame, found, cfg), False
 
         worker = self.jobs.latest(RESCORE, job, "re-score frame")  # an earlier frame's result would be stale
         worker.finished.connect(lambda result, w=worker: self._on_rescored(result, w))
         worker.error.connect(lambda msg, _tb: self.preprocess.status.setText(f"Re-scoring failed: {msg}"))
         self.preprocess.status.setText(f"Scoring frame {k}…")
 
-    def _on_rescored(self, result: tuple[int, Any, Any], worker: JobWorker) -> None:
+    def _on_rescored(self, result: tuple[int, Any, Any, bool], worker: JobWorker) -> None:
         if not self.jobs.is_latest(RESCORE, worker):
             return
-        k, analyzer, score = result
+        k, analyzer, score, windowed = result
         occ = ", ".join(sorted(self.preprocess.occluded)) or "nothing"
         if score is None:
             self.preprocess.status.setText(f"frame {k}: no face, so the {self.preprocess.mode} input cannot be made")
             return
         self.preprocess.show_scores(list(analyzer.classes), np.asarray(score.probs), score.input_image,
-                                    f"frame {k}: {self.preprocess.mode} input, occluded: {occ}")
+                                    f"frame {k}: {self.preprocess.mode} input, occluded: {occ}"
+                                    + (" (the mean of its windows)" if windowed else ""))
         self.preprocess.rescored_frame = k
+
+
+def clip_window_source(review: Any, player: Any) -> Any:
+    """k → rescore_frame's (video, k, found, face_of, stride) for a session analysed in windows (called off the
+    GUI thread: the stride is read from the session), None when it was not (the frame is then scored as a
+    one-frame clip); None without a session."""
+    d, path = review.data, review.session_path
+    if d is None or path is None or player.info is None or not Path(path).exists():
+        return None
+    video, found = player.info.path, d.found[:d.faces_done].copy()
+    box, lm, conf = d.box.copy(), d.landmarks.copy(), d.confidence.copy()
+
+    def source(k: int) -> tuple | None:
+        from engine.faces import FaceResult
+        from sessions import Session
+
+        with Session.open(path) as s:
+            stride = int(s.clip_windows().get("stride", 0))
+        if stride < 1:
+            return None
+        face_of = lambda j: FaceResult(True, box[j], lm[j], float(conf[j]), 1)
+        return video, k, found, face_of, stride
+
+    return source

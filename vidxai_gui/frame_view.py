@@ -116,15 +116,48 @@ class FrameView(pg.GraphicsView):
         self.vb.addItem(self.note)
         self.frame_shape: tuple[int, int] | None = None
         self.crop: np.ndarray | None = None  # (x0, y0, x1, y1) shown in the face view, None: the whole frame
-        # The colour bar in the bottom-right corner: what the heatmap's colours mean (shown with a map).
+        # The colour bar in a corner clear of the face: what the heatmap's colours mean (shown with a map).
         self.legend = HeatLegend(self)
+        self.legend_corner = self.LEGEND_CORNERS[0]
+        self._face_box: np.ndarray | None = None
         self.set_overlays(FrameOverlays())
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        legend = getattr(self, "legend", None)  # pyqtgraph resizes the view while it is being built
-        if legend is not None:
-            legend.move(max(0, self.width() - legend.width() - 8), max(0, self.height() - legend.height() - 8))
+        if getattr(self, "legend", None) is not None:  # pyqtgraph resizes the view while it is being built
+            self._place_legend(self._face_box, force=True)
+
+    LEGEND_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")  # in order of preference
+
+    def legend_rect(self, corner: str) -> QRectF:
+        """Where the colour bar sits in that corner of the view (widget pixels, 8 px from the edges)."""
+        lw, lh, m = self.legend.width(), self.legend.height(), 8
+        x = m if corner.endswith("left") else max(0, self.width() - lw - m)
+        y = m if corner.startswith("top") else max(0, self.height() - lh - m)
+        return QRectF(x, y, lw, lh)
+
+    def _place_legend(self, box: np.ndarray | None, force: bool = False) -> None:
+        """The colour bar stays in its corner unless it would cover the analysed face: then it moves to
+        the first corner (bottom-right, bottom-left, top-right, top-left) clear of it, or the one that
+        covers least of it (in a wide shot the face may sit in any corner of the picture)."""
+        self._face_box = box
+        face = None
+        if box is not None and np.isfinite(box).all():
+            x0, y0, x1, y1 = (float(v) for v in box)
+            mapped = self.vb.mapViewToDevice(QRectF(x0, y0, x1 - x0, y1 - y0))
+            face = None if mapped is None else mapped.boundingRect().adjusted(-6, -6, 6, 6)
+
+        def covered(corner: str) -> float:
+            if face is None:
+                return 0.0
+            r = self.legend_rect(corner).intersected(face)
+            return r.width() * r.height() if r.isValid() else 0.0
+
+        if not force and covered(self.legend_corner) == 0.0:
+            return
+        clear = [c for c in self.LEGEND_CORNERS if covered(c) == 0.0]
+        self.legend_corner = clear[0] if clear else min(self.LEGEND_CORNERS, key=covered)
+        self.legend.move(self.legend_rect(self.legend_corner).topLeft().toPoint())
 
     def show_message(self, text: str) -> None:
         """A line of text in the middle of the empty view (e.g. "drop a video here")."""
@@ -182,6 +215,8 @@ class FrameView(pg.GraphicsView):
         else:
             self.heat_item.setVisible(False)
         self.legend.setVisible(ov.heatmap is not None and bool(self.legend.method))
+        if self.legend.isVisible():
+            self._place_legend(ov.box)
         self._set_rect(self.box_item, ov.box)
         self._set_rect(self.proto_item, ov.proto_box)
         if ov.proto_box is not None and np.isfinite(ov.proto_box).all() and ov.proto_label:

@@ -12,11 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Slot
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QWidget
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QSplitter, QTabBar, QWidget
 
 from engine.temporal import DEFAULT_TAU_S
+from vidxai_gui import clip_view, landmark_view
 from vidxai_gui.annotation_actions import AnnotationActions
 from vidxai_gui.annotations import AnnotationPanel, AnnotationStore, Autosaver
 from vidxai_gui.docks import LatentProfile, PrototypeGallery, PrototypeInfo
@@ -33,6 +34,7 @@ from vidxai_gui.stage_panel import StagePanel
 from vidxai_gui.timeline import Timeline
 from vidxai_gui.training_actions import MAX_RECENT, TrainingActions
 from vidxai_gui.views import FrameDocks, PeopleView, PlayerView, TimelineView
+from vidxai_gui.waveform import WaveformLoader
 from vidxai_gui.worker import JobRunner, JobWorker
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.resizeDocks([self.docks["prototypes"], self.docks["annotations"]], [480, 260], Qt.Orientation.Vertical)
         self.splitter.setSizes([430, 330])
         self._restore_state()
+        self.player.bind_settings(settings)  # volume, mute, sound when stepping
         self._update_actions()
 
     # ---- the review model's state, for scripts and tests that read it off the window
@@ -132,7 +135,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         right = Qt.DockWidgetArea.RightDockWidgetArea
         for key, title, widget in (("prototypes", "Prototypes", self.gallery),
                                    ("latents", "SAE latents", self.latents),
-                                   ("preprocess", "Input && occlusion", ScrollPanel(self.preprocess)),
+                                   ("preprocess", "Input", ScrollPanel(self.preprocess)),
                                    ("annotations", "Annotations", self.annotation_panel),
                                    ("jobs", "Jobs", self.job_panel), ("people", "People", self.people_panel),
                                    ("stage", "Stage", ScrollPanel(self.stage_panel))):
@@ -143,6 +146,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
             self.tabifyDockWidget(self.docks[first], self.docks[other])
         self.docks["prototypes"].raise_()
         self.docks["annotations"].raise_()
+        self.unelide_dock_tabs()
 
     def add_dock(self, key: str, title: str, widget: QWidget,
                  area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea) -> QDockWidget:
@@ -153,9 +157,19 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         dock.setMinimumWidth(280)
         self.addDockWidget(area, dock)
         self.docks[key] = dock
+        # Qt makes a new tab bar whenever docks are tabified or moved: give each one full titles.
+        dock.dockLocationChanged.connect(lambda _area: QTimer.singleShot(0, self.unelide_dock_tabs))
         if hasattr(self, "view_menu"):  # built after the window's own docks: a later dock joins View too
             self.view_menu.insertAction(self.view_menu.actions()[-2], dock.toggleViewAction())
         return dock
+
+    def unelide_dock_tabs(self) -> None:
+        """Dock tabs show their whole title ("Sta…" told a reviewer nothing); when a dock area is too
+        narrow for all of them, the tab bar scrolls instead."""
+        for bar in self.findChildren(QTabBar):
+            if bar.parent() is self:  # the main window's own dock-area tab bars, not a widget's tabs
+                bar.setElideMode(Qt.TextElideMode.ElideNone)
+                bar.setUsesScrollButtons(True)
 
     def _setup_views(self) -> None:
         """The views subscribe to the review model (docs/GUI.md: who listens to what)."""
@@ -168,9 +182,13 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.review.sessionChanged.connect(self._show_annotations)
         self.review.rowsMerged.connect(lambda _a, _b: self._show_annotations())
         self.review.frameChanged.connect(self._on_frame_shown)
+        self.waveform_loader = WaveformLoader(self)  # the sound's waveform on the timeline, cached in the session
+        self.landmark_view = landmark_view.plug_in(self)  # issue 16: landmark models, AU regions and track
+        self.clip_view = clip_view.plug_in(self)  # issue 15: a clip model's temporal track and window span
 
     def _setup_connections(self) -> None:
         self.timeline.seekRequested.connect(self.player.seek)
+        self.player.soundNote.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.player.videoOpened.connect(self._on_video_opened)
         self.player.videoFailed.connect(lambda msg: self.show_error("The video could not be opened", msg,
                                                                     "Choose another file, or convert this one "

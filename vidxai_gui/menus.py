@@ -72,7 +72,13 @@ def _edit_menu(w: Any, bar: Any) -> None:
     w.annotate_action = add_action(e, "Annotate marked range…\tEnter", w.annotate_marked,
                                         tip="Describe the range between the in and out points")
     add_action(e, "Clear marks", w.clear_marks)
-    for action in (w.mark_in_action, w.mark_out_action):
+    e.addSeparator()
+    w.loop_action = add_action(e, "Loop selected annotation", w.toggle_annotation_loop, "L",
+                               "Play the selected annotation's frames with sound, again and again (L again stops)")
+    w.stop_loop_action = add_action(e, "Stop the loop", w.player.stop_range, "Esc")
+    w.stop_loop_action.setEnabled(False)  # Esc belongs to the editor and dialogs except while a loop plays
+    w.player.playingChanged.connect(lambda on: w.stop_loop_action.setEnabled(on and w.player.looping))
+    for action in (w.mark_in_action, w.mark_out_action, w.loop_action, w.stop_loop_action):
         w.addAction(action)  # the keys work while the menu bar is hidden too
 
 
@@ -106,6 +112,11 @@ def _view_menu(w: Any, bar: Any) -> None:
                       "not changed.")
     smooth.toggled.connect(lambda on: w.review.set_heat(smooth=on))
     w.review.heatChanged.connect(lambda: smooth.setChecked(w.review.smooth_maps))
+    au = w.au_regions_action = v.addAction("Show expected AU regions")
+    au.setCheckable(True)
+    au.setToolTip("Outline, over the face, the action units the FACS codebook expects for the predicted class, "
+                  "with the frame's AU agreement (cosine with the shown relevance; the timeline's AU track).")
+    au.toggled.connect(w.review.set_au_regions)
     v.addSeparator()
     for dock in w.docks.values():
         v.addAction(dock.toggleViewAction())

@@ -1,8 +1,9 @@
 """The player widget: the frame view, the transport bar and playback on the video's clock.
 
 Decoding never runs on the GUI thread (``vidxai_gui.frame_source.FrameSource``). Playback follows the
-video's clock: the frame due is the one whose timestamp is the latest at or before ``t0 + elapsed ×
-speed``; when decoding falls behind the player skips to the newest decoded frame and counts the frames
+sound's clock while sound plays (``vidxai_gui.player_sound``), else the wall clock: the frame due is the one
+whose timestamp is the latest at or before the clock's media time (``t0 + elapsed × speed`` without sound);
+when decoding falls behind the player skips to the newest decoded frame and counts the frames
 it dropped, it never lags the clock. The frame view and its overlays are ``vidxai_gui.frame_view``, the
 transport bar and keys ``vidxai_gui.player_controls``.
 """
@@ -22,6 +23,7 @@ from engine.video import VideoInfo
 from vidxai_gui.frame_source import FrameSource
 from vidxai_gui.frame_view import FrameOverlays, FrameView, face_crops
 from vidxai_gui.player_controls import SPEEDS, PlayerControls, format_time
+from vidxai_gui.player_sound import PlayerSound
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,14 @@ log = logging.getLogger(__name__)
 _SCALE_MIN_PIXELS = 1280 * 720
 
 
-class Player(PlayerControls, QWidget):
+class Player(PlayerSound, PlayerControls, QWidget):
     """Frame view, overlay controls and transport for one video at a time."""
 
     frameShown = Signal(int)  # after frame k and its overlays are on screen
     videoOpened = Signal(object)  # VideoInfo
     videoFailed = Signal(str)
     playingChanged = Signal(bool)
+    soundNote = Signal(str)  # why the video plays silently (vidxai_gui.player_sound)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -68,6 +71,7 @@ class Player(PlayerControls, QWidget):
         self.view = FrameView()
         self.view.show_message("Open a video (File ▸ Open video…) or drop one here")
         self._build_transport()
+        self._build_sound()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -203,6 +207,7 @@ class Player(PlayerControls, QWidget):
         source.frameReady.connect(self._on_frame_ready)
         source.decodeFailed.connect(self._on_decode_failed)
         self.source = source
+        self.audio.set_video(path)
         source.start()
 
     def set_extras_provider(self, fn: Callable[[int], Any] | None) -> None:
@@ -218,6 +223,7 @@ class Player(PlayerControls, QWidget):
             for sig in (source.opened, source.failed, source.frameReady, source.decodeFailed):
                 sig.disconnect()
             source.close()
+        self.audio.set_video(None)
         self.info = None
         self.current = -1
         self._shown_image = None
@@ -285,6 +291,7 @@ class Player(PlayerControls, QWidget):
             self._show(k, frame, extras)
         else:
             self._pending_generation = self.source.request(k)
+        self._snippet(k)
 
     def step(self, n: int) -> None:
         if self._playing:
@@ -370,6 +377,10 @@ class Player(PlayerControls, QWidget):
             return
         self._playing = False
         self._timer.stop()
+        self.audio.stop()
+        self.sound_on = False
+        self._preroll = None
+        self.loop_range = None
         if self.source is not None:
             self.source.stop_readahead()
         self.requested = max(self.current, 0)
@@ -385,18 +396,18 @@ class Player(PlayerControls, QWidget):
         self.source.start_readahead(k)
         self._clock.start()
         self._timer.setInterval(max(4, int(500 / (self.fps * self.speed))))
+        self._start_sound(k)
 
     def due_frame(self) -> int:
-        """The frame the video clock says should be on screen now."""
-        t0 = self.timestamps[self._clock_start_frame]
-        t = t0 + self._clock.elapsed() / 1000.0 * self.speed
+        """The frame the clock (the sound's while it plays, else the wall clock) says should be on screen now."""
+        t = self._media_time()
         return int(min(np.searchsorted(self.timestamps, t + 1e-9, side="right") - 1, self.last_frame))
 
     @Slot()
     def _tick(self) -> None:
-        if not self._playing or self.source is None:
+        if not self._playing or self.source is None or not self._preroll_done():
             return
-        due = max(self.due_frame(), self._clock_start_frame)
+        due = self._range_end(max(self.due_frame(), self._clock_start_frame))
         got = self.source.take_upto(due)
         if got is not None:
             k, frame, extras = got
@@ -412,7 +423,9 @@ class Player(PlayerControls, QWidget):
             if nxt is not None and due - nxt > self.fps:
                 log.debug("decoder %d frames behind; restarting read-ahead at %d", due - nxt, due)
                 self.source.start_readahead(due)
-        if self._last_played >= self.last_frame:
+        if self._range_done():
+            return
+        if self.loop_range is None and self._last_played >= self.last_frame:
             self.pause()
 
     def shutdown(self) -> None:

@@ -1,4 +1,4 @@
-"""The "Input & occlusion" dock: the model input mode and facial-part occlusion toggles, and the frame's
+"""The "Input" dock: the model input mode and facial-part occlusion toggles, and the frame's
 scores (stored in the session, or re-scored with the toggles on a worker by the window).
 """
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.frame_au import LANDMARK_METHOD
 from engine.temporal import MapRows, stage_details
 from sessions import Annotations, Session
 
@@ -80,6 +81,11 @@ class ReviewData:
     @property
     def explain_methods(self) -> list[str]:
         return list(self.analysis.get("explanations", [])) if self.analysis else []
+
+    @property
+    def map_methods(self) -> list[str]:
+        """The explanations drawn as a heatmap: all but landmark attributions (drawn as points instead)."""
+        return [m for m in self.explain_methods if m != LANDMARK_METHOD]
 
     def merge(self, rows: Rows) -> None:
         """Copy streamed rows in (GUI thread; cheap array assignment); the first scored rows bring the classes."""

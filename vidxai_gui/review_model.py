@@ -29,6 +29,7 @@ class ReviewModel(QObject):
     tauChanged = Signal(float)  # EWMA time constant τ, seconds (the reviewer's setting)
     stageSelected = Signal(int)  # the selected stage of the strip (index in its order; -1: none)
     personChanged = Signal(int)  # the person the session's scores and maps refer to (-1: not known yet)
+    auRegionsChanged = Signal(bool)  # View ▸ Show expected AU regions was toggled
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -46,10 +47,16 @@ class ReviewModel(QObject):
         self.stage = -1  # the selected stage of the strip (Session.display_stages(), in order)
         self.stage_info: dict | None = None  # engine.temporal.stage_details of the selected stage
         self.person = -1  # the analysed person (sessions.people.analysed_person; -1: none or not loaded yet)
+        self.au_regions = False  # draw the predicted class's expected AU regions (engine.frame_au) on the frame
 
     @property
     def explain_methods(self) -> list[str]:
         return self.data.explain_methods if self.data is not None else []
+
+    @property
+    def map_methods(self) -> list[str]:
+        """The session's explanations that are heatmaps (the Heatmap menu's choices)."""
+        return self.data.map_methods if self.data is not None else []
 
     # ---- the session
     def set_session(self, data: ReviewData | None, path: Path | None = None, *, emit: bool = True) -> None:
@@ -108,7 +115,7 @@ class ReviewModel(QObject):
     def choose_heat_method(self) -> None:
         """The reviewer's method if it has maps here, else the most faithful one the model's record
         measured (docs/EXPLANATIONS.md), else LRP, else the first one."""
-        methods = self.explain_methods
+        methods = self.map_methods
         if not methods:
             self.heatChanged.emit()
             return
@@ -125,7 +132,7 @@ class ReviewModel(QObject):
     def set_method_deltas(self, deltas: dict[str, float]) -> None:
         self.method_deltas = dict(deltas)
         self.methodDeltasChanged.emit()
-        if not self.heat_chosen and self.explain_methods:
+        if not self.heat_chosen and self.map_methods:
             self.choose_heat_method()
 
     def select_prototype(self, j: int) -> None:
@@ -154,3 +161,9 @@ class ReviewModel(QObject):
         if p != self.person:
             self.person = p
             self.personChanged.emit(p)
+
+    def set_au_regions(self, on: bool) -> None:
+        """Show or hide the expected AU regions of the predicted class over the frame (display only)."""
+        if bool(on) != self.au_regions:
+            self.au_regions = bool(on)
+            self.auRegionsChanged.emit(self.au_regions)

@@ -4,7 +4,8 @@
 above all) lacks is named — a missing resources/ file, the dlib landmark model, a Qt platform plugin, a
 library that does not load — instead of Qt aborting the process or an analysis failing somewhere deep.
 ``check_outputs`` then makes sure the session was written and reopens, and the screenshot is a real PNG;
-``check_explanations`` that the prototype crops and the frame's heatmap reached the window.
+``check_explanations`` that the prototype crops and the frame's heatmap reached the window; ``check_audio``
+(in the preflight) that Qt Multimedia loads and the demo clip's sound track is found and decodes.
 Each returns a list of problems, one line each; an empty list means all is well.
 """
 
@@ -103,9 +104,35 @@ def check_resources() -> list[str]:
     return problems
 
 
+def check_audio() -> list[str]:
+    """Sound: Qt Multimedia (QAudioSink) loads, and the demo clip's audio stream is found and decodes to speech."""
+    problems = []
+    try:
+        importlib.import_module("PySide6.QtMultimedia")
+    except Exception as exc:  # noqa: BLE001 - a missing library or plugin is the finding
+        problems.append(f"cannot load Qt Multimedia (PySide6.QtMultimedia, for the sound): {type(exc).__name__}: "
+                        f"{exc}")
+    try:
+        from engine.resources import demo_clip
+
+        clip = demo_clip()
+    except Exception:  # noqa: BLE001 - check_resources names the missing clip
+        return problems
+    from engine.audio import AudioReader, audio_info
+
+    info = audio_info(clip)
+    if info is None:
+        return problems + [f"no audio stream found in the demo clip {clip} (PyAV)"]
+    x = AudioReader(clip, info).read(0, info.sample_rate)
+    if len(x) < info.sample_rate or not float(abs(x).max()) > 0.01:
+        problems.append(f"the demo clip's sound ({info.codec}, {info.sample_rate} Hz) decodes to {len(x)} samples "
+                        "of silence")
+    return problems
+
+
 def preflight() -> list[str]:
     """Everything the self-test needs before it opens a window."""
-    problems = check_libraries() + check_resources() + check_qt_platform()
+    problems = check_libraries() + check_resources() + check_audio() + check_qt_platform()
     log.debug("self-test preflight: %d problem(s)", len(problems))
     return problems
 
@@ -146,4 +173,7 @@ def check_explanations(window: Any) -> list[str]:
                             "prototypes/*.png)")
     if not window.player.view.heat_item.isVisible():
         problems.append("no explanation heatmap is drawn on the frame")
+    loader = getattr(window, "waveform_loader", None)
+    if loader is not None and loader.loaded and not window.timeline.wave_plot.isVisible():
+        problems.append("the demo clip's sound has no waveform on the timeline")
     return problems

@@ -93,7 +93,10 @@ class StagePanel(QWidget):
         self.title.setText(f"<b>{info['name']}</b> — frames {info['start']}–{info['end'] - 1}, "
                            f"{info['t0']:.2f}–{info['t1']:.2f} s")
         said = ", ".join(f"{c} {100 * v:.0f} %" for c, v in info["classes"]) or "no face in this stage"
-        self.summary.setText(f"Predicted: {said}")
+        # The stage's name is the class whose relevance maps SpRAy grouped (the decided class's), not what
+        # the model predicted over those frames: say so, next to what it did predict.
+        self.summary.setText(f"Named after the class whose explanations were grouped, not a prediction. "
+                             f"Predicted over these frames: {said}")
         self.summary.setToolTip(info["tooltip"])
         method = info.get("method", "")
         if info["mean_map"] is None:

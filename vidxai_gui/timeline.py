@@ -3,7 +3,7 @@
 Data are indexed by frame (x = frame index); the bottom axis shows seconds through ``AxisItem.setScale``
 so the reviewer reads time while every item stays in frame units, the unit the player seeks in.
 Left click or left drag anywhere seeks; the wheel zooms x, a right or middle drag pans. The tracks under
-the scores are in vidxai_gui.timeline_tracks, the pieces both are made of in vidxai_gui.timeline_items.
+the scores are in vidxai_gui.timeline_tracks (the sound's waveform: vidxai_gui.waveform), the pieces both are made of in vidxai_gui.timeline_items.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from PySide6.QtWidgets import QGraphicsItem, QHBoxLayout, QLabel, QSlider, QVBox
 from engine.aggregate import DEFAULT_TAU_S, EwmaSmoother, alpha_from_tau, tau_from_alpha, video_decision
 from vidxai_gui.timeline_items import Segment, class_colour, make_plot, per_pixel
 from vidxai_gui.timeline_tracks import TimelineTracks
+from vidxai_gui.waveform import WaveformTrack
 
 __all__ = ["Segment", "Timeline"]
 
 
-class Timeline(TimelineTracks, QWidget):
+class Timeline(WaveformTrack, TimelineTracks, QWidget):
     """Scores, EWMA and tracks for one video; emits ``seekRequested(frame)``."""
 
     seekRequested = Signal(int)
@@ -95,8 +96,10 @@ class Timeline(TimelineTracks, QWidget):
         self.legend.layout.setContentsMargins(0, 0, 0, 0)
         self.legend.layout.setVerticalSpacing(0)
         self.legend.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(40, 0))
+        self._build_wave_plot(1)  # the sound, right under the scores (vidxai_gui.waveform)
         self._build_track_plots()
-        self.plots = [self.scores_plot, self.face_plot, self.stage_plot, self.occlusion_plot, self.tier_plot]
+        self.plots = [self.scores_plot, self.wave_plot, self.face_plot, self.stage_plot, self.occlusion_plot,
+                      self.au_plot, self.temporal_plot, self.tier_plot]
         for p in self.plots[1:]:
             p.setXLink(self.scores_plot)
         for p in self.plots:
@@ -131,7 +134,7 @@ class Timeline(TimelineTracks, QWidget):
         self.set_video(0, self.fps)  # the empty state: scores and annotation rows only, no stray ticks
 
     def _curve_items(self) -> list[pg.PlotCurveItem]:
-        items = [c.curve for c in (*self.raw_curves, *self.ewma_curves, self.face_curve,
+        items = [c.curve for c in (*self.raw_curves, *self.ewma_curves, self.face_curve, self.au_curve, self.temporal_curve,
                                    *self.occlusion_curves.values())]
         return items + ([self.trace_curve.curve] if self.trace_curve is not None else [])
 
@@ -186,6 +189,9 @@ class Timeline(TimelineTracks, QWidget):
         self.set_face_track(None, None)
         self.set_stages([])
         self.set_occlusion({})
+        self.set_au_agreement(None)
+        self.set_temporal_relevance(None)
+        self.set_window_span(None, None)
         self.set_annotations({})
         self.set_pending(None, None)
         shown = self.frame_count if self.frame_count > 0 else round(10 * self.fps)  # empty: a 10 s ruler

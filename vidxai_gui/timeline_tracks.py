@@ -1,7 +1,8 @@
-"""The timeline's tracks under the scores: face confidence, SpRAy stages, occlusion Δ and annotation tiers.
+"""The timeline's tracks under the scores: face confidence, SpRAy stages, occlusion Δ, AU agreement, a clip
+model's temporal relevance (and its window band on the scores) and annotation tiers.
 
 `TimelineTracks` is a part of `vidxai_gui.timeline.Timeline` (a mixin, like the main window's actions): it
-builds the four track plots under the class scores and everything drawn on them, and the Timeline's public
+builds the track plots under the class scores and everything drawn on them, and the Timeline's public
 `set_face_track`, `set_stages`, `set_occlusion`, `set_annotations`, `set_pending` and stage lookups live
 here. All x values are frame indices (see vidxai_gui.timeline).
 """
@@ -34,9 +35,20 @@ OCCLUSION_TIP = ("Occlusion Δ per frame: the predicted class's score with a fac
                  "with the whole face. Below 0: hiding that part lowered the score, so the model used it; near 0: "
                  "the part did not matter; no line: no face (or no score) in that frame.")
 
+AU_TIP = ("AU agreement per frame: the cosine between the relevance the model used (a heatmap method's map, or a "
+          "landmark model's landmark relevance) and the expected action-unit regions of the predicted class "
+          "(View ▸ Show expected AU regions). 1: the evidence lies where the class's facial action units are; "
+          "0: elsewhere; no line: no face, no score, or a class without action units (neutral).")
+
+
+TEMPORAL_TIP = ("Temporal relevance per frame (clip models): how much the frame mattered to the windows of T frames "
+                "that contain it, as its share of each window's relevance for the shown heatmap method, averaged "
+                "over those windows (1/T: as much as any other frame). The shaded band on the scores: the frames "
+                "of the windows whose mean is the current frame's score.")
+
 
 class TimelineTracks:
-    """Face, stage, occlusion and annotation tracks of the Timeline (x linked to its scores plot)."""
+    """Face, stage, occlusion, AU agreement and annotation tracks of the Timeline (x linked to its scores plot)."""
 
     OCCLUSION_KEY_PX = 16  # the band above the occlusion track that holds its key
 
@@ -44,14 +56,14 @@ class TimelineTracks:
     TIER_AXIS_PX = 40  # the time axis under the annotation track
 
     def _build_track_plots(self) -> None:
-        """The four track plots, rows 1–4 of the timeline's layout (row 0: the scores)."""
-        self.face_plot = make_plot(self.view.ci, 1, 40)
+        """The four track plots, rows 2–5 of the timeline's layout (row 0: the scores, 1: the waveform)."""
+        self.face_plot = make_plot(self.view.ci, 2, 40)
         self.face_plot.setYRange(0, 1, padding=0.08)
         track_ticks(self.face_plot, [(0.0, "0"), (0.5, "face conf."), (1.0, "1")])
-        self.stage_plot = make_plot(self.view.ci, 2, 30)
+        self.stage_plot = make_plot(self.view.ci, 3, 30)
         self.stage_plot.setYRange(0, 1, padding=0)
         track_ticks(self.stage_plot, [(0.5, "stages")])
-        self.occlusion_plot = make_plot(self.view.ci, 3, 50 + self.OCCLUSION_KEY_PX)
+        self.occlusion_plot = make_plot(self.view.ci, 4, 50 + self.OCCLUSION_KEY_PX)
         self.occlusion_plot.setYRange(-1, 1, padding=0.05)
         track_ticks(self.occlusion_plot, [(-1.0, "−1"), (0.0, "occl. Δ"), (1.0, "+1")])
         # Its key sits in a band above the track (the plot's title row), as the class key above the scores:
@@ -63,7 +75,9 @@ class TimelineTracks:
         self.occlusion_legend.layout.setContentsMargins(0, 0, 0, 0)
         self.occlusion_legend.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(40, -2))
         self.occlusion_plot.setToolTip(OCCLUSION_TIP)
-        self.tier_plot = make_plot(self.view.ci, 4, self.TIER_AXIS_PX + self.TIER_ROW_PX)
+        self._build_au_plot(5)
+        self._build_temporal_plot(6)
+        self.tier_plot = make_plot(self.view.ci, 7, self.TIER_AXIS_PX + self.TIER_ROW_PX)
         self.tier_plot.vb.marks = True
         self.tier_plot.vb.sigMark.connect(self._on_mark_drag)
         self.tier_plot.getAxis("bottom").setStyle(showValues=True)
@@ -194,6 +208,60 @@ class TimelineTracks:
             self.occlusion_curves[name] = per_pixel(self.occlusion_plot.plot(
                 np.arange(len(v), dtype=np.float64), v, pen=pen, connect="finite",
                 name=name if np.isfinite(v).any() else None))
+
+    def _build_au_plot(self, row: int) -> None:
+        """The AU agreement track (issue 16): per frame, cos(the shown relevance, the predicted class's AU map)."""
+        self.au_plot = make_plot(self.view.ci, row, 40)
+        self.au_plot.setYRange(0, 1, padding=0.08)
+        track_ticks(self.au_plot, [(0.0, "0"), (0.5, "AU agreem."), (1.0, "1")])
+        self.au_plot.setToolTip(AU_TIP)
+        self.au_curve = per_pixel(self.au_plot.plot(pen=pg.mkPen("#00838f", width=1.5), connect="finite"))
+        self.au_plot.setVisible(False)
+
+    def _build_temporal_plot(self, row: int) -> None:
+        """A clip model's temporal-relevance track (issue 15) and, on the scores, the span of the windows that
+        produced the current frame's score."""
+        self.temporal_plot = make_plot(self.view.ci, row, 32)
+        self.temporal_plot.setToolTip(TEMPORAL_TIP)
+        self.temporal_curve = per_pixel(self.temporal_plot.plot(pen=pg.mkPen("#6a1b9a", width=1.5),
+                                                                connect="finite"))
+        self.temporal_plot.setVisible(False)
+        self.window_region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(106, 27, 154, 30),
+                                                 pen=pg.mkPen(106, 27, 154, 160, width=1))
+        self.window_region.setZValue(-6)
+        self.window_region.setVisible(False)
+        self.scores_plot.addItem(self.window_region, ignoreBounds=True)
+
+    def set_temporal_relevance(self, values: np.ndarray | None, method: str = "") -> None:
+        """Per frame, its share of its windows' relevance for the shown method (None: hide the track)."""
+        self.temporal_plot.setVisible(values is not None)
+        if values is None:
+            self.temporal_curve.setData([], [])
+            return
+        v = np.asarray(values, dtype=np.float64)
+        top = float(np.nanmax(v)) if np.isfinite(v).any() else 1.0
+        self.temporal_plot.setYRange(0, max(top, 1e-6), padding=0.08)
+        track_ticks(self.temporal_plot, [(0.0, "0"), (max(top, 1e-6) / 2, "time rel."), (top, f"{top:.2f}")])
+        self.temporal_plot.setToolTip(f"{TEMPORAL_TIP}\nMethod: {method or 'none'}.")
+        self.temporal_curve.setData(np.arange(len(v), dtype=np.float64), v)
+
+    def set_window_span(self, first: int | None, last: int | None) -> None:
+        """Shade frames first..last (inclusive) on the scores: the windows behind the current frame's score."""
+        shown = first is not None and last is not None and first >= 0 and last >= first
+        self.window_region.setVisible(shown)
+        if shown:
+            self.window_region.setRegion((first - 0.5, last + 0.5))
+
+    def set_au_agreement(self, values: np.ndarray | None) -> None:
+        """AU agreement per frame (NaN: undefined there); None hides the track."""
+        self.au_plot.setVisible(values is not None)
+        if values is None:
+            self.au_curve.setData([], [])
+            return
+        v = np.asarray(values, dtype=np.float64)
+        self.au_curve.setData(np.arange(len(v), dtype=np.float64), v)
+        low = float(np.nanmin(v)) if np.isfinite(v).any() else 0.0
+        self.au_plot.setYRange(min(low, 0.0), 1, padding=0.08)  # a signed map's cosine can fall below 0
 
     def set_annotations(self, tiers: dict[str, list[Segment]]) -> None:
         """Reviewer annotation tiers, one row per tier (top row = first tier), coloured by verdict."""

@@ -101,7 +101,7 @@ class PlayerView:
     def on_heat(self) -> None:
         info, m = self.player.info, self.model
         self.player.view.legend.set_heat(m.heat_method, m.top_x, m.smooth_maps)  # the colour bar's words
-        if info is None or m.session_path is None or not m.explain_methods:
+        if info is None or m.session_path is None or not m.map_methods:  # landmark IG: points, not a map
             self.player.set_extras_provider(None)
             return
         self.player.set_extras_provider(HeatmapReader(m.session_path, m.heat_method, (info.height, info.width),

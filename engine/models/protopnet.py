@@ -132,14 +132,16 @@ def null_inputs(x: torch.Tensor) -> torch.Tensor:
 
 
 def null_input_loss(model: ProtoPNet, out: Mapping[str, torch.Tensor], x_null: torch.Tensor,
-                    margin: float = 1.0) -> torch.Tensor:
+                    margin: float = 1.0, real_top: torch.Tensor | None = None) -> torch.Tensor:
     """Featureless inputs carry no class signal: CE against the uniform distribution (minus its
     minimum, log C) plus a hinge on each null input's top prototype similarity above
-    (median over the real batch of its top similarity) − margin. ``out`` is the real batch's output."""
+    (median over the real batch of its top similarity) − margin. ``out`` is the real batch's output;
+    ``real_top``, that median when the real batch is spread over processes (engine.distributed)."""
     o = model.forward_train(x_null)
     logp = F.log_softmax(o["logits"].float(), 1)
     ce_uniform = -logp.mean(1).mean() - math.log(logp.shape[1])
-    real_top = similarity(out["min_distances"].detach()).max(1).values.median()
+    if real_top is None:
+        real_top = similarity(out["min_distances"].detach()).max(1).values.median()
     null_top = similarity(o["min_distances"]).max(1).values
     return ce_uniform + F.relu(null_top - (real_top - margin)).mean()
 
@@ -162,7 +164,7 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
                     progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
                     total: int | None = None, allowed: PositionMask | None = None,
                     null_x: torch.Tensor | None = None, null_margin: float = 1.0, candidates: int = 16,
-                    reference: int = 1024) -> list[dict[str, Any]]:
+                    reference: int = 1024, merge: Any = None) -> list[dict[str, Any]]:
     """Project every prototype onto the nearest training feature vector of its own class.
 
     ``batches`` yields (x normalised N×C×S×S, y N, ids: one JSON-able id per image, e.g.
@@ -178,6 +180,9 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
       :func:`engine.explain.onface.face_cells`: on the face). It is asked only about images that could
       improve some prototype. A prototype with no allowed position anywhere falls back to its nearest
       position of any kind (``"on_allowed": False``).
+    - ``merge``: under data-parallel training each rank scans its contiguous shard of the training set
+      and ``merge`` (engine.distributed.PushMerge) combines the ranks' candidates, so every rank picks what
+      one pass over the whole set picks.
     - ``null_x``, featureless inputs (:func:`null_inputs`): of each prototype's ``candidates`` nearest
       allowed patches (one per image) the nearest whose similarity to every featureless input stays
       below M − ``null_margin`` is taken, M being the median over the first ``reference`` training images
@@ -262,6 +267,9 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
                     cand_z[j] = torch.stack(new_z)
                     cand[j] = new_rec
                 progress(bi + 1, total or 0, "pushing prototypes")
+            if merge is not None:
+                cand_d, cand_z, cand, any_d, any_best, ref_z = merge.candidates(
+                    cand_d, cand_z, cand, any_d, any_best, ref_z, reference)
             chosen = [0] * k
             null_sim: torch.Tensor | None = None
             threshold = None
@@ -304,6 +312,9 @@ def push_prototypes(model: ProtoPNet, batches: Iterable[tuple[torch.Tensor, torc
                 zj, best[j] = any_best[j]
                 best_z[j] = zj.view(-1, 1, 1).to(best_z.device)
                 best_d[j] = any_d[j]
+    if merge is not None:
+        size = model.spec.input_size
+        best = merge.fill(best, (h, w), (size, size, model.spec.in_channels))
     with torch.no_grad():
         model.prototype_vectors.copy_(best_z)
     rf = model.receptive_field

@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-ARCHS = ("protopnet", "patchsae", "cnn", "timesformer", "landmark-lstm")
-CLIP_ARCHS = ("timesformer",)  # take N×T×C×S×S clips (a still image is a one-frame clip)
-BACKBONES = ("small", "vgg16_bn", "resnet18")
+from engine.model_card import ARCHS, BACKBONES, CLIP_ARCHS  # their torch-free home; re-exported
 
 DEFAULT_PREPROCESS: dict[str, Any] = {"mode": "face", "size": 48, "grayscale": True, "margin": 0.1}
 
