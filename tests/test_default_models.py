@@ -24,13 +24,18 @@ def _arch(folder: Path) -> str:
 # default frame model; their figures are the landmark ranking and pruning ladder (issue 16).
 FRAME_MODELS = [m for m in MODELS if _arch(m) != "landmark-lstm"]
 LANDMARK_MODELS = [m for m in MODELS if _arch(m) == "landmark-lstm"]
+# Shipped without a faithfulness record on purpose, so they are no default candidate: recording cnn-au's
+# (measured, bench/results/au_guidance/cnn-au_faithfulness_700.json) would make it the default by
+# measured_choice — a decision for the project, not for the run that trained it (README, issue 16).
+NOT_A_DEFAULT_CANDIDATE = {"cnn-au"}
 
 
 def test_the_default_is_chosen_by_measurement() -> None:
     if not MODELS:
         pytest.skip("no default model in resources/models yet (see resources/models/train.sh)")
     records = {m.name: model_measurements(m) for m in FRAME_MODELS}
-    assert all(a is not None and d is not None for a, d in records.values()), records
+    assert all(a is not None for a, _ in records.values()), records
+    assert {n for n, (_, d) in records.items() if d is None} == NOT_A_DEFAULT_CANDIDATE & set(records), records
     assert default_model_dir().name == measured_choice(records)
     assert all(model_measurements(m) == (None, None) for m in LANDMARK_MODELS)  # never picked as the default
     # Within a point of the most accurate, the most faithful default map wins; far less accurate never does.

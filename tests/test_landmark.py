@@ -164,6 +164,18 @@ def test_pruning_ladder_writes_the_table(tiny_landmark_model: Path, crema_dir: P
     assert "| 8 |" in table and (tmp_path / "ranking.png").stat().st_size > 10_000
     ranking = json.loads((tmp_path / "ranking.json").read_text())
     assert set(ranking["ranking"]) == set(m.spec.classes) and sorted(ranking["overall"]) == list(range(68))
+    # --record (engine.cli): the ranking and the ladder go into the ranked model's model.json, weights untouched.
+    import shutil
+
+    from engine.cli import _record_ladder
+
+    copy = tmp_path / "ranked"
+    shutil.copytree(tiny_landmark_model, copy)
+    _record_ladder(str(copy), str(crema_dir), res, tmp_path)
+    _, meta = load_checkpoint(copy)
+    rec = meta["evaluations"][f"crema-d:{res['split']}:landmark-ladder"]
+    assert [r["accuracy"] for r in rec["rows"]] == [r["accuracy"] for r in res["rows"]] and "model" not in rec["rows"][0]
+    assert rec["ranking_overall"] == ranking["overall"] and rec["accuracy"] == res["rows"][0]["accuracy"]
 
 
 def test_still_images_train_one_frame_sequences(fer_dir: Path, tmp_path: Path, one_thread) -> None:
