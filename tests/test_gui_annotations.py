@@ -309,6 +309,23 @@ def test_shift_drag_on_the_annotation_track_marks_a_range(window: MainWindow, qt
     assert [(s.start_frame, s.end_frame, s.label) for s in saved_segments(qtbot, window, session)] == [(5, 16, "fear")]
 
 
+def test_annotation_made_while_the_finished_analysis_reloads_is_kept(window: MainWindow, qtbot,
+                                                                      session: Path) -> None:
+    """An analysis ends by reloading its session on a worker; an annotation added before that reload is
+    shown must survive it (the reload's older list replaced it and the next autosave wrote that list)."""
+    from vidxai_gui.review import load_review
+
+    open_session(qtbot, window, session)
+    before = load_review(session)  # what the reload read, before the reviewer's edit
+    window.add_annotation_segment("fear", 5, 12)
+    window._on_reloaded(before, 0)  # the reload arrives after the edit
+    assert [(s.start_frame, s.end_frame, s.label) for s in window.notes.segments] == [(5, 12, "fear")]
+    assert shown(window) == [("reviewer", 5, 12, "fear")]
+    assert window.notes.undo_stack.canUndo()  # the edit's history too
+    window.add_annotation_segment("sad", 20, 25)
+    assert [(s.start_frame, s.label) for s in saved_segments(qtbot, window, session)] == [(5, "fear"), (20, "sad")]
+
+
 def shoot(w: MainWindow, qtbot, artifacts_dir: Path, name: str) -> None:
     w.resize(1280, 800)
     w.docks["annotations"].raise_()

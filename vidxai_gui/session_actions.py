@@ -342,6 +342,12 @@ class SessionActions:
 
     def _on_reloaded(self, data: ReviewData, frame: int) -> None:
         log.debug("session %s reloaded after the analysis", data.path)
+        live = self.review.data
+        if live is not None and live.path == data.path:
+            # The analysis never writes annotations; the reviewer may have added some while the reload was
+            # read (or before the autosave wrote them). The list in memory is the truth: keep it (and its
+            # undo history) rather than the file's older copy, which the next autosave would have written.
+            data.annotations = live.annotations
         self.review.set_session(data)
         self.review.choose_heat_method()
         self._start_prototype_load(data)
