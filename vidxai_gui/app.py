@@ -27,9 +27,15 @@ def app_settings() -> QSettings:
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANIZATION, APPLICATION)
 
 
+# Qt Multimedia's probing of optional system libraries (PipeWire, VA-API) is logged line by line on every
+# start; the status bar already says when a video plays silently. A user's own QT_LOGGING_RULES wins.
+QUIET_MULTIMEDIA = "qt.multimedia.symbolsresolver=false;qt.multimedia.ffmpeg=false"
+
+
 def ensure_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance()
     if app is None:
+        os.environ.setdefault("QT_LOGGING_RULES", QUIET_MULTIMEDIA)
         app = QApplication(argv if argv is not None else sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
