@@ -44,7 +44,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("engine.video", "VideoError"), ("sessions.store", "SessionError"),
                       ("engine.checkpoint", "CheckpointError"), ("engine.data", "DataError"),
                       ("engine.resources", "ResourceError"), ("sessions.openface", "OpenFaceError"),
-                      ("sessions.elan", "EafError"), ("engine.report", "ReportError")):
+                      ("sessions.elan", "EafError"), ("engine.report", "ReportError"),
+                      ("engine.cluster", "ClusterError")):
         err = getattr(sys.modules.get(mod), name, None)
         if err is not None:
             errors.append(err)

@@ -283,11 +283,11 @@ def run_corpus(videos: list[str], out_dir: str | Path, model_dir: str | Path, se
 
 def cmd_analyze_ray(args: Any, settings: Any, model: Path) -> int:
     """`vidxai analyze --engine ray`: the exit codes of the serial batch (2 if any video failed)."""
-    from engine.cli import EXIT_BAD_INPUT, EXIT_OK, BadInput, progress_bar
+    from engine.cli import EXIT_BAD_INPUT, EXIT_OK, progress_bar
 
     videos = expand_inputs(args.videos)
     if not videos:
-        raise BadInput("no videos to analyse")
+        raise ClusterError("no videos to analyse")
 
     def done(video: str, entry: dict[str, Any]) -> None:
         if entry["status"] == "done":
@@ -295,13 +295,11 @@ def cmd_analyze_ray(args: Any, settings: Any, model: Path) -> int:
         else:
             print(f"vidxai: {entry.get('error')}", file=sys.stderr)
 
-    try:
-        with progress_bar("corpus") as bar:
-            doc = run_corpus(videos, args.out, model, settings, address=args.address, workers=args.workers,
-                             gpus_per_task=args.gpus_per_task, retries=args.retries, progress=bar,
-                             on_result=done)
-    except ClusterError as exc:
-        raise BadInput(str(exc)) from exc
+    # A ClusterError is one line for the user (engine.cli lists it among the input errors).
+    with progress_bar("corpus") as bar:
+        doc = run_corpus(videos, args.out, model, settings, address=args.address, workers=args.workers,
+                         gpus_per_task=args.gpus_per_task, retries=args.retries, progress=bar,
+                         on_result=done)
     bad = [e["video"] for e in doc["videos"].values() if e["status"] == "failed" and e["video"] in videos]
     print(f"{Path(args.out) / MANIFEST}", file=sys.stderr)
     if bad:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,16 @@ from sessions import Session
 ray = pytest.importorskip("ray", reason="Ray is the `cluster` extra: pip install 'vidxai[cluster]'")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def test_no_ray_cluster_at_the_address_is_one_line(tmp_path: Path, crema_clips: list[Path]) -> None:
+    """Run first, before the module's local Ray starts; as a command (`python -m engine.cli` is __main__)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "analyze", str(crema_clips[0]), "--out", str(tmp_path),
+                        "--engine", "ray", "--address", "auto", "--device", "cpu"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot start or reach Ray at auto" in r.stderr
 
 
 @pytest.fixture(scope="module")
