@@ -161,7 +161,7 @@ def test_docks_show_the_frame_on_screen(window: MainWindow, qtbot, session_copy:
     with open_video(video) as reader:
         frame = reader.frame(k, full=True)
     face = FaceResult(True, faces.box[k], faces.landmarks[k], float(faces.confidence[k]), 1)
-    np.testing.assert_array_equal(window.frame_docks.model_input(k), preprocess(frame, face, cfg).image)
+    np.testing.assert_array_equal(window.frame_docks.model_input(k)[0], preprocess(frame, face, cfg).image)
 
     # The class key is above the plotting area, not on the curves.
     tl = window.timeline

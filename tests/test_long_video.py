@@ -275,6 +275,21 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
     qtbot.waitUntil(lambda: p.current == k and p.view.heat_item.isVisible(), timeout=30_000)
     with open_video(video) as r:
         frames = {j: r.frame(j) for j in (k, k + 1, k + 2)}
+    # The Input dock's model input of a big video: its full-size frame is fetched on a worker (stepping and
+    # seeking never wait for that decode), then shown; it equals the session's preprocessing of frame k.
+    from engine.faces import FaceResult
+    from engine.preprocess import PreprocessConfig, preprocess
+
+    assert p.full_image_at_hand() is None  # shown at the view's size: a full-size decode would be needed
+    window.docks["preprocess"].show()
+    window.docks["preprocess"].raise_()
+    view = window.preprocess.input_view
+    qtbot.waitUntil(lambda: view.pixmap() is not None and not view.pixmap().isNull(), timeout=20_000)
+    image, pending = window.frame_docks.model_input(k)
+    cfg = PreprocessConfig.from_json(window.data.analysis["preprocess"])
+    face = FaceResult(True, faces.box[k], faces.landmarks[k], float(faces.confidence[k]), 1)
+    assert not pending
+    np.testing.assert_array_equal(image, preprocess(frames[k], face, cfg).image)
     # The full view: the whole frame k, decoded at the size the view shows it (a 1080p picture in a smaller
     # view), stretched over the full frame's rectangle; the window still gets the full-size frame to work on.
     size = p.wanted_display_size()

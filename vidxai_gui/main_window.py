@@ -193,7 +193,9 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
         self.timeline_view = TimelineView(self.review, self.timeline)
         self.player_view = PlayerView(self.review, self.player)
         self.frame_docks = FrameDocks(self.review, self.player, self.gallery, self.latents, self.preprocess,
-                                      lambda: self.rescoring)
+                                      lambda: self.rescoring, self.jobs)
+        # The Input dock brought to the front shows the frame's model input (fetched only while it shows).
+        self.docks["preprocess"].visibilityChanged.connect(lambda on: self.frame_docks.update() if on else None)
         self.people_view = PeopleView(self.review, self.people_panel,
                                       lambda text: self.statusBar().showMessage(text, 6000))
         self.review.sessionChanged.connect(self._show_annotations)

@@ -110,6 +110,20 @@ class Player(PlayerSound, PlayerControls, QWidget):
     def playing(self) -> bool:
         return self._playing
 
+    def full_image_at_hand(self) -> np.ndarray | None:
+        """The frame on screen at full size if that costs nothing now (decoded at full size, or fetched
+        before), else None: `current_image` would wait for a full-size decode."""
+        img = self._shown_image
+        if img is None or self.info is None or img.shape[:2] == (self.info.height, self.info.width):
+            return img
+        if self._full_image is not None and self._full_image[0] == self.current:
+            return self._full_image[1]
+        return None
+
+    def remember_full_image(self, k: int, frame: np.ndarray) -> None:
+        """Frame k at full size, decoded elsewhere (a worker): `current_image` returns it while k is on screen."""
+        self._full_image = (int(k), frame)
+
     @property
     def current_image(self) -> np.ndarray | None:
         """The frame on screen at full size (RGB), or None. A big video is shown decoded at the view's size;

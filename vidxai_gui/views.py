@@ -129,10 +129,11 @@ class FrameDocks:
     """The docks that show the frame on screen: prototypes (W·s), SAE latents, the stored scores."""
 
     def __init__(self, model: ReviewModel, player: Player, gallery: PrototypeGallery, latents: LatentProfile,
-                 preprocess: PreprocessPanel, rescoring: Callable[[], bool]) -> None:
+                 preprocess: PreprocessPanel, rescoring: Callable[[], bool], jobs: Any = None) -> None:
         self.model, self.player = model, player
         self.gallery, self.latents, self.preprocess = gallery, latents, preprocess
         self.rescoring = rescoring  # a re-scored frame's scores stay in the dock until it is done
+        self.jobs = jobs  # a big video's full-size frame for the model input is fetched on its lane
         model.frameChanged.connect(self.on_frame)
         model.alphaChanged.connect(lambda _a: self.update())
         model.sessionChanged.connect(self.update)
@@ -158,24 +159,51 @@ class FrameDocks:
         if d.probs is not None and not self.rescoring() and self.preprocess.is_default():
             note = f"frame {k}: scores stored in the session" if d.valid is not None and d.valid[k] else \
                 f"frame {k}: no face, no scores"
-            image = self.model_input(k)
+            image, pending = self.model_input(k)
             self.preprocess.show_scores(d.classes, d.probs[k], image, note)
             if image is None:
-                self.preprocess.input_view.setText("playing" if self.player.playing else "no face:\nno model\ninput")
+                self.preprocess.input_view.setText("…" if pending else "playing" if self.player.playing
+                                                   else "no face:\nno model\ninput")
 
-    def model_input(self, k: int) -> np.ndarray | None:
+    INPUT_LANE = "model input"
+
+    def model_input(self, k: int) -> tuple[np.ndarray | None, bool]:
         """What the model saw at frame k (the session's preprocessing of the frame on screen and its face),
-        or None when frame k is not on screen or has no face (the preview then says so)."""
+        or None when frame k is not on screen or has no face (the preview then says so); and whether it is
+        on its way. A big video is shown decoded at the view's size: its full-size frame is then decoded on
+        a worker (never while stepping and seeking wait for it), and only while the Input dock is on screen."""
         d = self.model.data
         cfg = (d.analysis or {}).get("preprocess") if d is not None else None
         if self.player.playing or self.player.current != k or not cfg or k >= d.faces_done or not d.found[k]:
-            return None  # while playing: not a full-size decode per update (shown again when it stops)
-        frame = self.player.current_image
-        if frame is None:
-            return None
+            return None, False  # while playing: not a full-size decode per update (shown again when it stops)
         face = FaceResult(True, d.box[k].copy(), d.landmarks[k].copy(), float(d.confidence[k]), 1)
+        frame = self.player.full_image_at_hand()
+        if frame is None and self.jobs is not None:
+            if self.preprocess.isVisible():
+                self._fetch_input(k, face, dict(cfg))
+            return None, True
+        frame = self.player.current_image if frame is None else frame
+        if frame is None:
+            return None, False
         prep = preprocess(frame, face, PreprocessConfig.from_json(cfg))
-        return None if prep is None else prep.image
+        return (None if prep is None else prep.image), False
+
+    def _fetch_input(self, k: int, face: FaceResult, cfg: dict) -> None:
+        source = self.player.source
+        if source is None:
+            return
+
+        def run(_progress, _cancel) -> tuple[int, np.ndarray] | None:
+            frame = source.full_frame(k)
+            return None if frame is None else (k, frame)
+
+        def ready(result: tuple[int, np.ndarray] | None) -> None:
+            if result is not None and self.player.source is source:
+                self.player.remember_full_image(*result)
+                if self.player.current == result[0] and not self.player.playing:
+                    self.update(result[0])
+
+        self.jobs.coalesce(self.INPUT_LANE, run, "model input", lambda w: w.finished.connect(ready))
 
 
 class PeopleView:
