@@ -86,18 +86,21 @@ class EwmaSmoother:
         # call over the compacted rows, then a forward fill back onto the full timeline.
         self._yv = y[ok]
         pos = np.cumsum(ok) - 1
-        self._started = pos >= 0
-        self._pos = pos[self._started]
+        self._pos = pos[pos >= 0]  # for each row from the first valid one on: its valid row's index
 
     def __call__(self, alpha: float) -> np.ndarray:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"EWMA alpha must be in (0, 1], got {alpha}")
-        out = np.full(self.shape, np.nan)
         if self._yv.shape[0] == 0:
-            return out
+            return np.full(self.shape, np.nan)
         zi = ((1.0 - alpha) * self._yv[0])[None, :]  # makes the first output equal y_1 exactly
         smoothed, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], self._yv, axis=0, zi=zi)
-        out[self._started] = smoothed[self._pos]
+        # The rows from the first valid frame on are a suffix: gather them with take (a boolean-mask
+        # assignment of an hour's T×C rows cost ~8 ms of the α slider's time, take ~0.6 ms).
+        out = np.empty(self.shape)
+        first = self.shape[0] - len(self._pos)
+        out[:first] = np.nan
+        np.take(smoothed, self._pos, axis=0, out=out[first:])
         return out
 
 

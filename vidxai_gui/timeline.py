@@ -241,14 +241,20 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
             self.classes = list(classes)
             for i, name in enumerate(self.classes):
                 colour = class_colour(name, i)
-                faint = QColor(colour)
-                faint.setAlpha(90)
-                raw = per_pixel(self.scores_plot.plot(pen=pg.mkPen(faint, width=1), connect="finite"))
+                # Faint = the colour at 35 % over the white background, opaque: translucent lines are blended
+                # pixel by pixel, ~30× slower to paint than opaque ones (a zoom repaints every raw zigzag).
+                c, a = QColor(colour), 90 / 255
+                faint = QColor(round(255 + a * (c.red() - 255)), round(255 + a * (c.green() - 255)),
+                               round(255 + a * (c.blue() - 255)))
+                # Seven classes × (raw + EWMA) curves are what a zoom or the τ slider repaints: one sample per
+                # two pixels halves that (peak keeps each pair's min and max, so a one-frame spike still shows;
+                # the EWMA line is 2.5 px wide anyway).
+                raw = per_pixel(self.scores_plot.plot(pen=pg.mkPen(faint, width=1), connect="finite"), 0.5)
                 # A faint zigzag of min/max per pixel: drawn as line segments it paints ~1.5× faster than as
                 # one path (the overlapping segment ends are invisible at this width and opacity).
                 raw.curve.setSegmentedLineMode("on")
                 smooth = per_pixel(self.scores_plot.plot(pen=pg.mkPen(colour, width=2.5), connect="finite",
-                                                          name=name))
+                                                          name=name), 0.5)
                 # EWMA is smooth already: mean-downsampling draws it as it is and paints ~30 % faster.
                 smooth.setDownsampling(auto=True, method="mean")
                 self.raw_curves.append(raw)

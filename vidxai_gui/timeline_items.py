@@ -150,11 +150,11 @@ def make_plot(layout: pg.GraphicsLayout, row: int, height: int | None) -> pg.Plo
     return plot
 
 
-def per_pixel(curve: pg.PlotDataItem) -> pg.PlotDataItem:
+def per_pixel(curve: pg.PlotDataItem, factor: float = 1.0) -> pg.PlotDataItem:
     """Draw about one downsampled sample per screen pixel (pyqtgraph's default is five): with "peak" each
     pixel still shows the min and max of the frames it covers, so spikes stay visible, and a long video's
     curves cost what the screen's width costs, not the video's length. Display only: data stay as given."""
-    curve.opts["autoDownsampleFactor"] = 1.0
+    curve.opts["autoDownsampleFactor"] = factor  # samples per pixel: 0.5 = one per two pixels
     # Painted once into a pixmap and blitted after that: moving the cursor over the plot (every frame shown)
     # or changing another curve repaints the strip under it from the pixmap instead of drawing the curve again.
     # (Off while the x range changes: see vidxai_gui.timeline.Timeline._range_changing.)

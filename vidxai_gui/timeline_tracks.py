@@ -216,6 +216,8 @@ class TimelineTracks:
         track_ticks(self.au_plot, [(0.0, "0"), (0.5, "AU agreem."), (1.0, "1")])
         self.au_plot.setToolTip(AU_TIP)
         self.au_curve = per_pixel(self.au_plot.plot(pen=pg.mkPen("#00838f", width=1.5), connect="finite"))
+        self.au_plot.setDownsampling(auto=True, mode="peak")  # an hour: ~one sample per pixel, not 108 k
+        self.au_plot.setClipToView(True)
         self.au_plot.setVisible(False)
 
     def _build_temporal_plot(self, row: int) -> None:
@@ -225,6 +227,8 @@ class TimelineTracks:
         self.temporal_plot.setToolTip(TEMPORAL_TIP)
         self.temporal_curve = per_pixel(self.temporal_plot.plot(pen=pg.mkPen("#6a1b9a", width=1.5),
                                                                 connect="finite"))
+        self.temporal_plot.setDownsampling(auto=True, mode="peak")
+        self.temporal_plot.setClipToView(True)
         self.temporal_plot.setVisible(False)
         self.window_region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(106, 27, 154, 30),
                                                  pen=pg.mkPen(106, 27, 154, 160, width=1))
