@@ -180,7 +180,7 @@ class FrameDocks:
         frame = self.player.full_image_at_hand()
         if frame is None and self.jobs is not None:
             if self.preprocess.isVisible():
-                self._fetch_input(k, face, dict(cfg))
+                self._fetch_input(k)
             return None, True
         frame = self.player.current_image if frame is None else frame
         if frame is None:
@@ -188,7 +188,8 @@ class FrameDocks:
         prep = preprocess(frame, face, PreprocessConfig.from_json(cfg))
         return (None if prep is None else prep.image), False
 
-    def _fetch_input(self, k: int, face: FaceResult, cfg: dict) -> None:
+    def _fetch_input(self, k: int) -> None:
+        """Frame k at full size, decoded on a worker; the dock is updated with it if k is still on screen."""
         source = self.player.source
         if source is None:
             return
