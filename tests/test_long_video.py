@@ -357,6 +357,40 @@ def test_face_view_crops_frame_k_with_aligned_overlays(window, qtbot, wide_sessi
     assert vx1 - vx0 >= 1920 * 0.99
 
 
+def test_scrubbing_a_big_video_leaves_the_decode_thread_to_the_frames_shown(window, qtbot, wide_session) -> None:
+    """Steps through a 1080p session with the Input dock open: its full-size frame (a decode from the keyframe
+    at full size) is fetched once, for the frame the reviewer rests on, not for every frame on the way; and a
+    cache hit leaves the warm-up idle while the window paints (it used to double a cached seek's wall time)."""
+    from vidxai_gui import frame_source
+
+    session, _video, _ = wide_session
+    window.open_path(session)
+    p = window.player
+    qtbot.waitUntil(lambda: window.data is not None and p.current >= 0 and p.source is not None, timeout=30_000)
+    window.docks["preprocess"].show()
+    window.docks["preprocess"].raise_()
+    source = p.source
+    asked: list[int] = []
+    full_frame = source.full_frame
+    source.full_frame = lambda k, *a, **kw: (asked.append(k), full_frame(k, *a, **kw))[1]
+    k0 = 10
+    p.seek(k0)
+    qtbot.waitUntil(lambda: p.current == k0, timeout=30_000)
+    qtbot.waitUntil(lambda: all(source.reader.is_cached(j) for j in range(k0, k0 + 12)), timeout=30_000)
+    asked.clear()
+    for j in range(k0 + 1, k0 + 11):  # ten steps, each shown at once from the cache
+        QTest.qWait(20)
+        p.step(1)
+        assert p.current == j
+    # A cache hit just now: the warm-up holds off while the window paints.
+    assert source._interrupted() and source._warm_due() in (None, pytest.approx(frame_source.WARM_HOLD_S, abs=0.25))
+    view = window.preprocess.input_view
+    qtbot.waitUntil(lambda: asked == [k0 + 10] and view.pixmap() is not None and not view.pixmap().isNull(),
+                    timeout=20_000)
+    QTest.qWait(300)
+    assert asked == [k0 + 10]  # only the frame it rested on
+
+
 def test_one_run_length_helper_for_stages_and_decisions(tmp_path: Path) -> None:
     """sessions.tracks.runs (used by the stages and the ELAN decision tier) equals a plain loop over the
     frames, for text and for class indices."""

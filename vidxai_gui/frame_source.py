@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,10 @@ _CACHE_BYTES = 256 * 1024 * 1024
 # Overlay data (a frame-sized float32 heatmap each) kept for the frames nearest the reviewer's position.
 _EXTRAS_BYTES = 128 * 1024 * 1024
 _EXTRAS_WARM = 160  # the frame cache's window around the cursor (−1…+3 s at 30 fps), so cache hits have them too
+# After the window shows a frame (a cache hit or a decoded seek), the warm-up waits this long before it decodes
+# again: painting the frame and its overlays then has the CPU (and Python's GIL) to itself. Sharing them with
+# the warm-up doubled the wall time of a cached seek on two cores (p95 21 ms of GUI CPU took 45–60 ms).
+WARM_HOLD_S = 0.25
 
 
 def _nbytes(value: Any) -> int:
@@ -78,6 +83,7 @@ class FrameSource(QObject):
         # A full-size frame asked for by the GUI thread (`full_frame`), answered before anything else.
         self._full_request: int | None = None
         self._full_result: tuple[int, np.ndarray | None] | None = None
+        self._hold_until = 0.0  # time.monotonic() before which the warm-up stays idle (WARM_HOLD_S)
         self.reader: Any = None
         self._capacity = 16
         self._fps = 25.0
@@ -128,12 +134,14 @@ class FrameSource(QObject):
             self._generation += 1
             self._last_seek = int(k)
             self._plan_warm(int(k), self._capacity)
+            self._hold_until = time.monotonic() + WARM_HOLD_S
             self._cond.notify()
             return frame, extras, self._generation
 
     def _interrupted(self) -> bool:
         """Whether the decode thread should drop what it caches for something the window waits for."""
-        return self._stop or self._seek is not None or self._full_request is not None or self._display_dirty
+        return (self._stop or self._seek is not None or self._full_request is not None or self._display_dirty
+                or time.monotonic() < self._hold_until)
 
     def full_frame(self, k: int, timeout: float = 10.0) -> np.ndarray | None:
         """Frame k at full size, decoded on the decode thread while the caller waits (None if it failed or
@@ -235,7 +243,13 @@ class FrameSource(QObject):
 
     def _work_ready(self) -> bool:
         return (self._stop or self._seek is not None or self._playback_wants() or self._display_dirty
-                or self._full_request is not None or (self._play_next is None and bool(self._warm)))
+                or self._full_request is not None or self._warm_due() == 0.0)
+
+    def _warm_due(self) -> float | None:
+        """Seconds until the warm-up may cache the next frame (0: now; None: nothing to warm or playing)."""
+        if self._play_next is not None or not self._warm:
+            return None
+        return max(0.0, self._hold_until - time.monotonic())
 
     def _plan_warm(self, k: int, capacity: int) -> None:
         """Frames to cache around k (caller holds the lock): first where a reviewer scrubs to, −1…+3 s
@@ -277,7 +291,7 @@ class FrameSource(QObject):
             while True:
                 with self._cond:
                     while not self._work_ready():
-                        self._cond.wait()
+                        self._cond.wait(self._warm_due())  # None: until notified
                     if self._stop:
                         return
                     full, self._full_request = self._full_request, None
@@ -307,8 +321,8 @@ class FrameSource(QObject):
                         self._last_seek = seek
                     generation = self._generation
                     if seek is None and not self._playback_wants():
-                        if self._play_next is not None or not self._warm:
-                            continue  # woken for the display size or a full frame only
+                        if self._warm_due() != 0.0:
+                            continue  # woken for the display size or a full frame only, or the window paints
                         warm = self._warm.popleft()  # idle: one frame into the cache, then look again
                     else:
                         warm = None
@@ -338,6 +352,8 @@ class FrameSource(QObject):
                             self._play_next = k + 1  # skip it rather than retry forever
                     continue
                 if seek is not None:
+                    with self._cond:
+                        self._hold_until = time.monotonic() + WARM_HOLD_S  # the window paints it now
                     self.frameReady.emit(k, frame, extras, generation)
                     continue
                 with self._cond:

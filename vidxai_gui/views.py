@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from PySide6.QtCore import QTimer
 
 from engine.faces import FaceResult
 from engine.overlay import TOP_X, FrameEvidence
@@ -134,6 +135,13 @@ class FrameDocks:
         self.gallery, self.latents, self.preprocess = gallery, latents, preprocess
         self.rescoring = rescoring  # a re-scored frame's scores stay in the dock until it is done
         self.jobs = jobs  # a big video's full-size frame for the model input is fetched on its lane
+        # ... once the reviewer rests on a frame: while scrubbing, a full-size decode per frame would take the
+        # decode thread from the frames the player waits for (and from caching the frames around them).
+        self._input_k = -1
+        self._input_timer = QTimer()
+        self._input_timer.setSingleShot(True)
+        self._input_timer.setInterval(self.INPUT_REST_MS)
+        self._input_timer.timeout.connect(self._fetch_rested)
         model.frameChanged.connect(self.on_frame)
         model.alphaChanged.connect(lambda _a: self.update())
         model.sessionChanged.connect(self.update)
@@ -166,6 +174,7 @@ class FrameDocks:
                                                    else "no face:\nno model\ninput")
 
     INPUT_LANE = "model input"
+    INPUT_REST_MS = 150  # how long a frame stays on screen before its full-size frame is fetched
 
     def model_input(self, k: int) -> tuple[np.ndarray | None, bool]:
         """What the model saw at frame k (the session's preprocessing of the frame on screen and its face),
@@ -180,13 +189,19 @@ class FrameDocks:
         frame = self.player.full_image_at_hand()
         if frame is None and self.jobs is not None:
             if self.preprocess.isVisible():
-                self._fetch_input(k)
+                self._input_k = k
+                self._input_timer.start()  # restarted by every frame shown: fetched once the frame rests
             return None, True
         frame = self.player.current_image if frame is None else frame
         if frame is None:
             return None, False
         prep = preprocess(frame, face, PreprocessConfig.from_json(cfg))
         return (None if prep is None else prep.image), False
+
+    def _fetch_rested(self) -> None:
+        k = self._input_k
+        if self.player.current == k and not self.player.playing and self.preprocess.isVisible():
+            self._fetch_input(k)
 
     def _fetch_input(self, k: int) -> None:
         """Frame k at full size, decoded on a worker; the dock is updated with it if k is still on screen."""
