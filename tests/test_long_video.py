@@ -389,6 +389,11 @@ def test_scrubbing_a_big_video_leaves_the_decode_thread_to_the_frames_shown(wind
                     timeout=20_000)
     QTest.qWait(300)
     assert asked == [k0 + 10]  # only the frame it rested on
+    # Zooming the timeline holds the warm-up too (the zoom's painting is the window's foreground work).
+    QTest.qWait(int(1000 * frame_source.WARM_HOLD_S) + 50)
+    assert not source._interrupted()
+    window.timeline.scores_plot.setXRange(0, 30, padding=0)
+    assert source._interrupted()
 
 
 def test_one_run_length_helper_for_stages_and_decisions(tmp_path: Path) -> None:

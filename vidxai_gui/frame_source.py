@@ -30,9 +30,10 @@ _CACHE_BYTES = 256 * 1024 * 1024
 # Overlay data (a frame-sized float32 heatmap each) kept for the frames nearest the reviewer's position.
 _EXTRAS_BYTES = 128 * 1024 * 1024
 _EXTRAS_WARM = 160  # the frame cache's window around the cursor (−1…+3 s at 30 fps), so cache hits have them too
-# After the window shows a frame (a cache hit or a decoded seek), the warm-up waits this long before it decodes
-# again: painting the frame and its overlays then has the CPU (and Python's GIL) to itself. Sharing them with
-# the warm-up doubled the wall time of a cached seek on two cores (p95 21 ms of GUI CPU took 45–60 ms).
+# After the window shows a frame (a cache hit or a decoded seek) or the reviewer zooms the timeline or moves τ,
+# the warm-up waits this long before it decodes again: the window's painting then has the CPU (and Python's
+# GIL) to itself. Sharing them with the warm-up doubled the wall time of a cached seek on two cores (p95 21 ms
+# of GUI CPU took 45–60 ms).
 WARM_HOLD_S = 0.25
 
 
@@ -134,9 +135,17 @@ class FrameSource(QObject):
             self._generation += 1
             self._last_seek = int(k)
             self._plan_warm(int(k), self._capacity)
-            self._hold_until = time.monotonic() + WARM_HOLD_S
+            self._hold_locked()
             self._cond.notify()
             return frame, extras, self._generation
+
+    def hold(self) -> None:
+        """The window is busy (painting after a zoom, a τ change): the warm-up gives way for WARM_HOLD_S."""
+        with self._cond:
+            self._hold_locked()
+
+    def _hold_locked(self) -> None:
+        self._hold_until = max(self._hold_until, time.monotonic() + WARM_HOLD_S)
 
     def _interrupted(self) -> bool:
         """Whether the decode thread should drop what it caches for something the window waits for."""
@@ -353,7 +362,7 @@ class FrameSource(QObject):
                     continue
                 if seek is not None:
                     with self._cond:
-                        self._hold_until = time.monotonic() + WARM_HOLD_S  # the window paints it now
+                        self._hold_locked()  # the window paints it now
                     self.frameReady.emit(k, frame, extras, generation)
                     continue
                 with self._cond:

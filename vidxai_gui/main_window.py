@@ -191,6 +191,7 @@ class MainWindow(SessionActions, TrainingActions, AnnotationActions, HeatActions
     def _setup_views(self) -> None:
         """The views subscribe to the review model (docs/GUI.md: who listens to what)."""
         self.timeline_view = TimelineView(self.review, self.timeline)
+        self.timeline.interacting.connect(self.player.hold_background)
         self.player_view = PlayerView(self.review, self.player)
         self.frame_docks = FrameDocks(self.review, self.player, self.gallery, self.latents, self.preprocess,
                                       lambda: self.rescoring, self.jobs)

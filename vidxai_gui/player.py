@@ -307,6 +307,11 @@ class Player(PlayerSound, PlayerControls, QWidget):
             self._pending_generation = self.source.request(k)
         self._snippet(k)
 
+    def hold_background(self) -> None:
+        """The window is busy with something else (a zoom, τ): background decoding waits a moment."""
+        if self.source is not None:
+            self.source.hold()
+
     def step(self, n: int) -> None:
         if self._playing:
             self.pause()

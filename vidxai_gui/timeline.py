@@ -30,6 +30,7 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
     seekRequested = Signal(int)
     alphaChanged = Signal(float)  # the α the τ control gives at this video's fps
     tauChanged = Signal(float)  # the EWMA time constant, seconds
+    interacting = Signal()  # a zoom, pan or τ change is being drawn (the player's background decoding waits)
     stageClicked = Signal(int)  # index of the clicked stage in `stages`
     rangeMarked = Signal(int, int)  # first and last frame (inclusive) of a Shift+drag on the annotation track
 
@@ -100,6 +101,10 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
         self._build_track_plots()
         self.plots = [self.scores_plot, self.wave_plot, self.face_plot, self.stage_plot, self.occlusion_plot,
                       self.au_plot, self.temporal_plot, self.tier_plot]
+        for p in self.plots[1:-1]:
+            # The thin tracks draw no x grid: each shown axis (its tick lines are the grid) regenerated its ticks
+            # on every zoom and pan, a third of a zoom's cost on an hour-long session with all tracks shown.
+            p.hideAxis("bottom")
         for p in self.plots[1:]:
             p.setXLink(self.scores_plot)
             # A track that appears or goes keeps the scores' room: the timeline asks for that much height.
@@ -158,6 +163,7 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
             item.setCacheMode(mode)
 
     def _range_changing(self) -> None:
+        self.interacting.emit()
         if self._curves_cached:
             self._set_curve_cache(False)
         self._cache_timer.start()
@@ -342,6 +348,7 @@ class Timeline(WaveformTrack, TimelineTracks, QWidget):
 
     @Slot(int)
     def _on_tau_slider(self, value: int) -> None:
+        self.interacting.emit()
         self._tau = round(value * self.TAU_STEP, 6)
         self._show_tau()
 
