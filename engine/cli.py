@@ -492,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("analyze", help="score every frame with a model, explain it, write session files")
     s.add_argument("videos", nargs="+", help="video files (.mp4, .mov, .flv, …); a session already ingested "
                    "or half analysed in --out is continued")
-    s.add_argument("--model", default=None, help="model folder (default: the bundled ProtoPNet)")
+    s.add_argument("--model", default=None, help="model folder (default: the bundled model its recorded accuracy and "
+                   "faithfulness pick; README, The bundled models)")
     s.add_argument("--out", required=True, help="output folder for <video stem>.vxs")
     s.add_argument("--ewma-tau", type=float, default=DEFAULT_TAU_S, metavar="SECONDS",
                    help="EWMA time constant in seconds; α = 1 − exp(−1/(fps·τ)), so videos of any frame rate "

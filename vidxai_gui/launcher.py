@@ -14,7 +14,7 @@ def _gui_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidxai open", description="Open videos or sessions in the review window.")
     p.add_argument("files", nargs="*", help="video files (.mp4, .mov, .flv, …) or sessions (.vxs)")
     p.add_argument("--demo", action="store_true", help="open the bundled demo clip, analysed by the default model")
-    p.add_argument("--model", default=None, help="model folder to analyse with (default: the bundled ProtoPNet)")
+    p.add_argument("--model", default=None, help="model folder to analyse with (default: the bundled model the measurements pick)")
     p.add_argument("--no-analyze", action="store_true", help="open without starting an analysis")
     p.add_argument("--self-test", action="store_true",
                    help="open offscreen, analyse the demo clip, save a session and a screenshot, exit 0 if all worked")
