@@ -16,7 +16,7 @@ from pathlib import Path
 
 FULL, SUBSET = "fer2013:test:all:seed0", "fer2013:test:700:seed0"
 LANDMARK_LADDER = "fer2013:test:landmark-ladder"  # vidxai evaluate --landmark-ranking --record
-ORDER = ("cnn", "protopnet", "patchsae", "cnn-au", "landmark")
+ORDER = ("cnn", "protopnet", "patchsae", "cnn-au", "timesformer", "landmark")
 
 
 def _mb(folder: Path) -> float:

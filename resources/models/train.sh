@@ -77,3 +77,16 @@ $V evaluate "$DATA" --model "$AU_SHIP" --limit 700 --seed 0 --occlusion --out "$
 # is the ladder's ranking.png.
 $V train "$DATA" --arch landmark-lstm --epochs 3 --out "$RUNS/landmark"
 $V evaluate "$DATA" --model "$RUNS/landmark/model" --landmark-ranking --record --out "$RUNS/landmark-ladder"
+
+# Issue 15: the TimeSformer (hybrid: its patch tokens are the CNN trunk's feature map; divided space-time
+# attention, T = 8, dim 192, depth 4, 3 heads — the default shape) on all of FER2013's train split, each still
+# face a one-frame clip; the trunk starts from the shipped CNN. 6 epochs, 32 min on 2 CPU cores (session 8);
+# validation accuracy 0.620 0.635 0.623 0.615 0.650 0.641. Its temporal attention stays the zero-initialised
+# identity (no video here). Then the whole test split, and the 700-subset with every method's occlusion Δ
+# (recorded: measured_choice keeps the PatchSAE, whose default map is more faithful).
+if [ "${TSF:-0}" = 1 ]; then
+$V train "$DATA" --arch timesformer --labels fer2013 --epochs 6 --batch-size 64 --set lr_cnn=0.0005 \
+   --set cnn_lr_step=4 --set backbone_checkpoint="${SHIPPED_CNN}" --out "$RUNS/tsf_full"
+$V evaluate "$DATA" --model "$RUNS/tsf_full/model" --record
+$V evaluate "$DATA" --model "$RUNS/tsf_full/model" --limit 700 --seed 0 --occlusion --record
+fi
