@@ -337,7 +337,12 @@ def gui_bench(session: Path, seeks: int) -> dict:
 
     os.environ[SETTINGS_ENV] = tempfile.mkdtemp(prefix="vidxai-bench-")
     app = ensure_app()
+    from sessions.store import ANNOTATIONS_SUFFIX
     from vidxai_gui.main_window import MainWindow
+
+    # Each run adds 8 annotations; a reused --work folder kept them all (288 after 36 runs), so the autosave was
+    # measured on ever more segments. Every run starts from the session's own (none).
+    Path(str(session) + ANNOTATIONS_SUFFIX).unlink(missing_ok=True)
 
     w = MainWindow(app_settings())
     w.resize(1600, 1000)

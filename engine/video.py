@@ -335,6 +335,7 @@ class VideoReader:
         self._out_size: tuple[int, int] | None = None
         self._stop_fn: Callable[[], bool] | None = None
         self._keep_between = True
+        self._center: int | None = None  # set_cache_center
         self.indexed_from = "packets"  # or "sample table" (see _sample_table)
         self._build_index()
 
@@ -620,6 +621,11 @@ class VideoReader:
         while len(self._cache) > self.options.cache_frames:
             self._cache.popitem(last=False)
 
+    def set_cache_center(self, k: int | None) -> None:
+        """Evict the cached frame farthest from frame k first (a player's cursor: the frames around it are the
+        ones a reviewer scrubs to) instead of the least recently used; None: least recently used again."""
+        self._center = None if k is None else int(k)
+
     def is_cached(self, k: int) -> bool:
         """Whether frame k would come from the cache (no decoding)."""
         return int(k) in self._cache
@@ -630,7 +636,11 @@ class VideoReader:
         self._cache[k] = rgb
         self._cache.move_to_end(k)
         while len(self._cache) > self.options.cache_frames:
-            self._cache.popitem(last=False)
+            if self._center is None:
+                self._cache.popitem(last=False)
+            else:
+                c = self._center
+                del self._cache[max(self._cache, key=lambda j: abs(j - c))]
 
     def _check_k(self, k: int) -> int:
         if self._closed:

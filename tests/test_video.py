@@ -202,6 +202,25 @@ def test_cache_resize_keeps_frames_exact(long_gop: Path) -> None:
         assert_matches(r, ref, [0, 150, 299, 7])
 
 
+def test_cache_centre_evicts_the_farthest_frames(long_gop: Path) -> None:
+    """Scrubbing: with a cache centre the frames farthest from the cursor go first, whatever order they were
+    decoded in (least-recently-used evicted the first frames of the window around the cursor once the warm-up
+    decoded past it); without one, least recently used as before. Frames stay exact."""
+    ref = plain_decode(long_gop)
+    with open_video(long_gop) as r:
+        r.set_cache_frames(40)
+        r.set_cache_center(150)
+        for k in [*range(140, 170), *range(100, 120), *range(200, 210)]:  # the window, then frames far from it
+            r.frame(k)
+        cached = {k for k in range(300) if r.is_cached(k)}
+        assert len(cached) == 40 and set(range(140, 170)) <= cached  # all of the window stays
+        assert_matches(r, ref, [140, 155, 169])
+        r.set_cache_center(None)
+        for k in range(250, 290):  # least recently used: the 40 newest stay
+            r.frame(k)
+        assert {k for k in range(300) if r.is_cached(k)} == set(range(250, 290))
+
+
 def test_variable_frame_rate(vfr: tuple[Path, list[int]]) -> None:
     path, pts = vfr
     ref = plain_decode(path)

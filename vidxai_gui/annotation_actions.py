@@ -24,6 +24,7 @@ class AnnotationActions:
     """Edit ▸ Mark in/out, Annotate…, the Annotations dock's requests, File ▸ Save / Export / Import."""
 
     def _show_annotations(self) -> None:
+        self.player.hold_background()  # redrawing the tiers and the list is the window's foreground work
         if self.review.data is None:
             self.timeline.set_annotations({})
             self.annotation_panel.set_segments([], self.player.fps)

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 _READAHEAD_BYTES = 128 * 1024 * 1024
 # Decoded frames kept around the reviewer's position; a short clip fits whole (480×360: ~500 frames).
 _CACHE_BYTES = 256 * 1024 * 1024
+# ... but at least the frames of the scrub window the warm-up fills (−1…+3 s, and half a second of margin), up
+# to this much: at a 1280×720 view 256 MB held 97 frames, less than the window's 121 at 30 fps, so a fifth of
+# the seeks near the cursor missed the cache and decoded from the keyframe.
+_CACHE_MAX_BYTES = 512 * 1024 * 1024
+_SCRUB_WINDOW_S = 4.5
 # Overlay data (a frame-sized float32 heatmap each) kept for the frames nearest the reviewer's position.
 _EXTRAS_BYTES = 128 * 1024 * 1024
 _EXTRAS_WARM = 160  # the frame cache's window around the cursor (−1…+3 s at 30 fps), so cache hits have them too
@@ -309,7 +314,8 @@ class FrameSource(QObject):
                         reader.set_output_size(self._display_size)
                         # The cache and read-ahead are bounded in bytes: 32 frames of 4K video would be 800 MB.
                         frame_bytes = max(reader.output_size[0] * reader.output_size[1] * 3, 1)
-                        capacity = self._capacity = max(16, min(self.frame_count, int(_CACHE_BYTES // frame_bytes)))
+                        budget = max(_CACHE_BYTES, min(_CACHE_MAX_BYTES, int(_SCRUB_WINDOW_S * self._fps + 1) * frame_bytes))
+                        capacity = self._capacity = max(16, min(self.frame_count, int(budget // frame_bytes)))
                         reader.set_cache_frames(capacity)
                         self.readahead = max(4, min(readahead, int(_READAHEAD_BYTES // frame_bytes)))
                         if self._seek is None:
@@ -338,6 +344,9 @@ class FrameSource(QObject):
                         if seek is not None:
                             self._plan_warm(seek, capacity)
                     k = seek if seek is not None else self._play_next
+                    # Scrubbing: keep the frames nearest the cursor; playing: the least recently used go first.
+                    center = None if self._play_next is not None else self._last_seek
+                reader.set_cache_center(center)
                 if warm is not None:
                     try:
                         if not reader.is_cached(warm):
