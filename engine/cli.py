@@ -376,7 +376,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            "choose a folder with --out") from exc
         with progress_bar("evaluate") as bar:
             result = evaluate(args.model, data, split=args.split, limit=args.limit, seed=args.seed,
-                              device=args.device, progress=bar, cancel=cancel, cam_cos=args.cam_cos)
+                              device=args.device, progress=bar, cancel=cancel, cam_cos=args.cam_cos,
+                              labels=args.labels)
         try:
             write_report(result, out)
         except OSError as exc:
@@ -410,7 +411,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             with progress_bar("occlusion") as bar:
                 rep = occlusion_evaluate(args.model, data, split=result.split, limit=args.limit or 700,
                                          seed=args.seed, methods=methods_for(read_checkpoint_json(args.model)["spec"]["arch"]),
-                                         device=args.device, progress=bar, cancel=cancel)
+                                         device=args.device, progress=bar, cancel=cancel,
+                                         labels=args.labels)
             write_occlusion_report(rep, out)
             print(rep.summary())
             if args.record:
@@ -618,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="labelled data: <class>/<image> folders (any image type Pillow reads: .jpg, .png, "
                    ".tif, …), FER2013-style train/test folders, RAVDESS or CREMA-D videos, or a JSON list")
     s.add_argument("--model", required=True, help="model folder (or a training run's folder) to evaluate")
+    s.add_argument("--labels", default=None,
+                   help="the data's label setting (default: the model's): e.g. crema-d to evaluate a FER2013 model "
+                        "on CREMA-D videos, whose six classes are among its seven")
     s.add_argument("--split", default=None, choices=("all", "train", "val", "test"),
                    help="part of the data to use (default: the data's own test/ folder if it has one, else every "
                         "item; the output says which and why)")

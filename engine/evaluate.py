@@ -69,6 +69,16 @@ def _sampled_alpha(tau_s: float, fps: float, frames: np.ndarray) -> float:
     return alpha_from_tau(tau_s, fps / max(k, 1.0))
 
 
+def in_model_classes(cache: FaceCache, classes: list[str], model_dir: str | Path) -> FaceCache:
+    """The samples labelled in the model's classes (the data's may be a subset of them); ValueError naming
+    both class lists when the model cannot predict one of the data's classes."""
+    try:
+        return cache.in_classes(list(classes))
+    except ValueError as exc:
+        raise ValueError(f"{model_dir}: {exc}; evaluate it on data labelled in its classes (choose the "
+                         "data's label setting with --labels)") from exc
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
     cm = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(cm, (labels, preds), 1)
@@ -133,6 +143,7 @@ def evaluate(
     device: str = "cpu",
     tau_s: float = DEFAULT_TAU_S,
     cam_cos: bool = False,
+    labels: str | None = None,
 ) -> EvalResult:
     """Score ``split`` of ``data`` with the checkpoint in ``model_dir``.
 
@@ -144,6 +155,8 @@ def evaluate(
     from the video's fps and the frames sampled (every k-th frame: α = 1 − exp(−k/(fps·τ))); ``alpha``
     fixes one α for every video instead. ``cam_cos``: also CAM-COS per labelled class on the same samples
     (``EvalResult.cam_cos``; frame models with a Grad-CAM layer and emotion classes the AU codebook knows).
+    ``labels``: the data's label setting (default the model's); its classes may be a subset of the model's
+    (a FER2013 model on CREMA-D videos, ``labels="crema-d"``): the model still chooses among all of its own.
     """
     model, _ = load_checkpoint(model_dir, device)
     spec = model.spec
@@ -161,7 +174,7 @@ def evaluate(
             else prepare(
                 data
                 if isinstance(data, DataConfig)
-                else DataConfig(path=str(data), label_setting=spec.label_setting or None),
+                else DataConfig(path=str(data), label_setting=labels or spec.label_setting or None),
                 spec.preprocess,
             )
         )
@@ -172,11 +185,7 @@ def evaluate(
             )
         split, reason = choose_split(prepared, split)
         cache = split_cache(prepared, split, limit, seed, progress, cancel)
-    if list(cache.classes) != list(spec.classes):
-        raise ValueError(
-            f"{model_dir} predicts {spec.classes} but the data has classes {cache.classes}; evaluate "
-            "with the label setting the model was trained on"
-        )
+    cache = in_model_classes(cache, spec.classes, model_dir)
     index = np.arange(len(cache))
     if limit is not None and limit < len(cache):
         rng = np.random.default_rng(seed)

@@ -153,11 +153,16 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
                        fractions: tuple[float, ...] = tuple(DEFAULT_FRACTIONS), patch: int = 8,
                        device: str = "cpu", progress: ProgressFn = no_progress,
                        cancel: CancelToken | None = None, fill: float | str = "mean",
-                       parts: bool = True) -> OcclusionReport:
+                       parts: bool = True, labels: str | None = None) -> OcclusionReport:
+    """``labels``: the data's label setting (default: found from its layout); its classes may be a subset of
+    the model's (engine.evaluate.in_model_classes)."""
+    from engine.evaluate import in_model_classes
+
     analyzer = FrameAnalyzer(model_dir, device=device)
     prepared = data if isinstance(data, PreparedData) else prepare(
-        data if isinstance(data, DataConfig) else DataConfig(path=str(data)), analyzer.spec.preprocess)
-    cache = split_cache(prepared, split, limit, seed, progress, cancel)
+        data if isinstance(data, DataConfig) else DataConfig(path=str(data), label_setting=labels),
+        analyzer.spec.preprocess)
+    cache = in_model_classes(split_cache(prepared, split, limit, seed, progress, cancel), analyzer.classes, model_dir)
     if analyzer.spec.is_clip and (np.asarray(cache.frame_index) >= 0).any():
         from engine.clip_faithfulness import clip_occlusion_evaluate
 
@@ -168,9 +173,6 @@ def occlusion_evaluate(model_dir: str | Path, data: PreparedData | DataConfig | 
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
     images = np.asarray(cache.images[idx])
     labels = np.asarray(cache.labels[idx])
-    if cache.classes != analyzer.classes:
-        raise ValueError(f"the data's classes {cache.classes} differ from the model's {analyzer.classes}; "
-                         "evaluate with the label setting the model was trained with")
     bs = 64
     x = analyzer.tensor(images)
     probs = np.concatenate([analyzer.probs(images[s:s + bs]) for s in range(0, len(images), bs)])

@@ -78,6 +78,31 @@ def test_wrong_classes_and_cancel(trained, tmp_path: Path) -> None:
         evaluate(model_dir, data, "test", cancel=token)
 
 
+def test_data_labelled_in_a_subset_of_the_model_classes(trained) -> None:
+    """A 7-class FER2013 model on data with three of its classes, in another order (as CREMA-D's six): the
+    labels are read in the model's classes, the model still chooses among all seven; a class the model does
+    not know is refused, naming it."""
+    model_dir, data = trained
+    cache = data.cache("test")
+    names = ["happy", "angry", "sad"]
+    keep = np.flatnonzero(np.isin(np.asarray(cache.labels), [cache.classes.index(c) for c in names]))
+    images = np.asarray(cache.images)[keep]
+    own = np.array([names.index(cache.classes[int(y)]) for y in np.asarray(cache.labels)[keep]])
+    sub = FaceCache.from_arrays(images, own, names)
+    res = evaluate(model_dir, sub)
+    model, _ = load_checkpoint(model_dir)
+    with torch.no_grad():
+        pred = model(to_input(images, model.spec)).argmax(1).numpy()
+    truth = np.array([model.spec.classes.index(names[y]) for y in own])
+    assert res.n == len(keep) == 90 and res.classes == model.spec.classes
+    assert res.labels == truth.tolist() and res.accuracy == pytest.approx(float((pred == truth).mean()), abs=1e-12)
+    cm = np.array(res.confusion)
+    assert cm.shape == (7, 7) and cm.sum() == 90 and (cm.sum(1)[[0, 3, 5]] == 30).all()
+    assert res.per_class_recall["fear"] is None and res.per_class_recall["happy"] is not None
+    with pytest.raises(ValueError, match="'calm'"):
+        evaluate(model_dir, FaceCache.from_arrays(images[:2], np.array([0, 1]), ["happy", "calm"]))
+
+
 def test_video_level_uses_ewma_last_state(tmp_path: Path) -> None:
     torch.manual_seed(0)
     classes = ["neg", "pos"]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,19 @@ class FaceCache:
             self.meta,
             None if self.landmarks is None else np.asarray(self.landmarks[index]),
         )
+
+    def in_classes(self, classes: list[str]) -> FaceCache:
+        """The same samples labelled by index into ``classes`` (a model's), which must include every class of
+        this cache: e.g. a FER2013 model (7 classes) on CREMA-D videos (6 of them). Raises ValueError otherwise."""
+        classes = list(classes)
+        if list(self.classes) == classes:
+            return self
+        missing = [c for c in self.classes if c not in classes]
+        if missing:
+            raise ValueError(f"the data's classes {list(self.classes)} include {missing}, which the model "
+                             f"(classes {classes}) cannot predict")
+        to_model = np.array([classes.index(c) for c in self.classes], dtype=np.int64)
+        return replace(self, labels=to_model[np.asarray(self.labels)], classes=classes)
 
     def source(self, i: int) -> dict[str, Any]:
         """Provenance of sample ``i``: file, label, subject and frame (−1 for a still image)."""
