@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from engine.video import VideoError, open_video
+from engine.video import DecodeCancelled, VideoError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,8 @@ class FrameSource(QObject):
                     if seek is None and not self._playback_wants():
                         if self._warm_due() != 0.0:
                             continue  # woken for the display size or a full frame only, or the window paints
-                        warm = self._warm.popleft()  # idle: one frame into the cache, then look again
+                        queue = self._warm
+                        warm = queue.popleft()  # idle: one frame into the cache, then look again
                     else:
                         warm = None
                         if seek is not None:
@@ -353,6 +354,10 @@ class FrameSource(QObject):
                             reader.frame(warm, stop=self._interrupted)
                         if warm in self._warm_extras:
                             self._extras_for(warm)
+                    except DecodeCancelled:
+                        with self._cond:
+                            if self._warm is queue:  # held, not replanned (a zoom, τ): cache it after the hold
+                                queue.appendleft(warm)
                     except Exception as exc:  # noqa: BLE001 - the frame is reported if someone asks for it
                         log.debug("caching frame %d of %s failed: %s", warm, self.path, exc)
                     continue
